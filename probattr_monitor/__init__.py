@@ -1,0 +1,17 @@
+"""probattr-monitor: probabilistic-attribution probes that watch a language model learn.
+
+Example:
+    >>> from probattr_monitor import probe, ProbeSettings
+    >>> ProbeSettings().as_band
+    0.2
+"""
+
+from .probes.errors import ProbeInputError
+from .probes.result import ProbeResult, TokenAttribution
+from .probes.settings import ProbeSettings
+from .probing import probe
+from .prompts import paper_prompts
+
+__version__ = "0.1.0"
+
+__all__ = ["probe", "ProbeSettings", "ProbeResult", "TokenAttribution", "ProbeInputError", "paper_prompts"]

@@ -1,0 +1,1 @@
+"""Trainer integration (the ``ProbAttrCallback``)."""

@@ -1,0 +1,136 @@
+"""The ``probattr-monitor`` command line.
+
+Exit codes: 0 success, 2 bad usage or input (one line on stderr naming the problem), 1 anything
+else (also one line; ``--traceback`` shows the whole trace), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .probes.errors import ProbeInputError
+from .probes.settings import DEFAULT_AS_BAND, DEFAULT_ENTROPY_THRESHOLD, DEFAULT_MAX_NEW_TOKENS, ProbeSettings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="probattr-monitor",
+        description="Probabilistic-attribution probes for causal language models.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on unexpected errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    attribute = commands.add_parser(
+        "attribute",
+        help="probe prompts with one model and print a table per prompt",
+        description="Score every prompt token (AS, entropies, KL, noise) of each prompt.",
+    )
+    attribute.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    attribute.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
+    attribute.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
+    add_prompt_arguments(attribute)
+    attribute.add_argument("--response", metavar="TEXT", help="the response to score (single prompt only); "
+                           "default: the model's greedy continuation")
+    attribute.add_argument("--json", metavar="OUT", help="write the results as a JSON list, one object per prompt")
+    attribute.set_defaults(handler=run_attribute)
+    return parser
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that probes: prompts, settings, device and dtype."""
+    parser.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    parser.add_argument("--prompts-file", metavar="FILE", help="UTF-8 file, one prompt per line")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                        help=f"length of the generated response (default {DEFAULT_MAX_NEW_TOKENS})")
+    parser.add_argument("--as-band", type=float, default=DEFAULT_AS_BAND, metavar="NATS",
+                        help=f"half-width of the near-zero AS band (default {DEFAULT_AS_BAND})")
+    parser.add_argument("--entropy-threshold", type=float, default=DEFAULT_ENTROPY_THRESHOLD, metavar="NATS",
+                        help=f"entropy at or above which a near-zero token is noise (default {DEFAULT_ENTROPY_THRESHOLD})")
+    parser.add_argument("--noise-entropy", choices=("context", "prompt"), default="context",
+                        help="which entropy the threshold applies to (default context)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
+                        help="model dtype (probability arithmetic is float32 or wider regardless)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
+    """The :class:`ProbeSettings` that the shared flags describe (validated)."""
+    return ProbeSettings(
+        max_new_tokens=args.max_new_tokens,
+        as_band=args.as_band,
+        entropy_threshold=args.entropy_threshold,
+        noise_entropy=args.noise_entropy,
+        progress=not args.no_progress,
+    )
+
+
+def prompts_from_args(args: argparse.Namespace) -> list[str]:
+    """``--prompt`` values, then ``--prompts-file`` lines; the paper's seven when neither is given."""
+    from .prompts import paper_prompts, read_prompts_file
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file is not None:
+        prompts += read_prompts_file(args.prompts_file)
+    return prompts or paper_prompts()
+
+
+def run_attribute(args: argparse.Namespace) -> int:
+    """``probattr-monitor attribute``: load, probe, print tables, optionally write JSON."""
+    from .display import print_results
+    from .loading import load_model_and_tokenizer
+    from .probing import probe
+
+    settings = settings_from_args(args)
+    prompts = prompts_from_args(args)
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if args.response is not None and len(prompts) != 1:
+        raise ProbeInputError(f"--response needs exactly one prompt, got {len(prompts)}")
+    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
+        raise ProbeInputError(f"--json: the folder of {args.json!r} does not exist")
+    model, tokenizer = load_model_and_tokenizer(
+        args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype, tokenizer_dir=args.tokenizer
+    )
+    responses = None if args.response is None else [args.response]
+    results = probe(model, tokenizer, prompts, responses=responses, settings=settings)
+    print_results(results)
+    if args.json is not None:
+        Path(args.json).write_text(
+            json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8"
+        )
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        return args.handler(args)
+    except ProbeInputError as error:
+        print(f"probattr-monitor: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("probattr-monitor: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the CLI's last line of defence: one line, exit 1
+        if args.traceback:
+            raise
+        print(f"probattr-monitor: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def entry_point() -> None:
+    """Console-script entry: ``sys.exit(main())``."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The science: the exact scoring engine, the probe quantities, noise classification, results."""

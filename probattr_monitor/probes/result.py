@@ -1,0 +1,171 @@
+"""Result objects: one :class:`ProbeResult` per probed prompt, owning the JSON format of MATH.md.
+
+``ProbeResult.to_dict()`` is exactly the MATH.md object (plus documented extra fields) and
+``ProbeResult.from_dict(d)`` reads it back; ``save`` / ``load`` do the same through a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+
+@dataclass
+class Candidate:
+    """One of the top candidates of a posterior at a position."""
+
+    token_id: int
+    token: str
+    prob: float
+
+
+@dataclass
+class TokenAttribution:
+    """The probe quantities of one prompt token (MATH.md names and meanings).
+
+    Attributes:
+        position: index among the prompt tokens, from 0 (the start token gets no score).
+        token_id: the prompt token ``p_k``.
+        token: its text (``tokenizer.decode([token_id])``).
+        attribution_score: ``AS_k = log q_context(p_k) - log q_prompt(p_k)`` in nats.
+        entropy_prompt: entropy of ``q_prompt`` (rest of the prompt) in nats.
+        entropy_context: entropy of ``q_context`` (rest of prompt + response) in nats.
+        kl_context_prompt: ``KL(q_context || q_prompt)``.
+        kl_prompt_context: ``KL(q_prompt || q_context)``.
+        band: ``"negative"``, ``"near_zero"`` or ``"high"`` (see ``noise.attribution_band``).
+        noise: the noise-token flag.
+        top_prompt: top candidates of ``q_prompt``.
+        top_context: top candidates of ``q_context``.
+    """
+
+    position: int
+    token_id: int
+    token: str
+    attribution_score: float
+    entropy_prompt: float
+    entropy_context: float
+    kl_context_prompt: float
+    kl_prompt_context: float
+    band: str
+    noise: bool
+    top_prompt: list[Candidate] = field(default_factory=list)
+    top_context: list[Candidate] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenAttribution":
+        values = dict(data)
+        values["top_prompt"] = [Candidate(**c) for c in values.get("top_prompt", [])]
+        values["top_context"] = [Candidate(**c) for c in values.get("top_context", [])]
+        return cls(**values)
+
+
+def summarize(tokens: Sequence[TokenAttribution]) -> dict:
+    """Per-prompt summary statistics of the token rows.
+
+    ``noise_tokens`` (count), ``noise_fraction`` (count / tokens), ``n_tokens``, the means of AS,
+    both entropies and both KLs (``mean_kl`` is the mean of ``KL(q_context || q_prompt)``), and the
+    count of tokens in each AS band (``band_negative``, ``band_near_zero``, ``band_high``).
+    """
+    count = len(tokens)
+
+    def mean(name: str) -> Optional[float]:
+        return sum(getattr(t, name) for t in tokens) / count if count else None
+
+    noise = sum(1 for t in tokens if t.noise)
+    return {
+        "noise_tokens": noise,
+        "noise_fraction": noise / count if count else None,
+        "n_tokens": count,
+        "mean_attribution": mean("attribution_score"),
+        "mean_entropy_prompt": mean("entropy_prompt"),
+        "mean_entropy_context": mean("entropy_context"),
+        "mean_kl": mean("kl_context_prompt"),
+        "mean_kl_prompt_context": mean("kl_prompt_context"),
+        "band_negative": sum(1 for t in tokens if t.band == "negative"),
+        "band_near_zero": sum(1 for t in tokens if t.band == "near_zero"),
+        "band_high": sum(1 for t in tokens if t.band == "high"),
+    }
+
+
+@dataclass
+class ProbeResult:
+    """The probes of one prompt.
+
+    Attributes:
+        prompt, response: the texts (a generated response is the decoded continuation).
+        prompt_token_ids, response_token_ids: the scored ids (MATH.md conventions).
+        log_p_response: ``log P(r | s, p)`` in nats (``None`` when invalid).
+        tokens: one :class:`TokenAttribution` per prompt token.
+        summary: :func:`summarize` of the tokens, plus ``token_forwards`` (suffix tokens evaluated)
+            and ``seconds`` (wall time of this prompt).
+        valid: ``False`` when the model produced non-finite logits; ``error`` then says why.
+        response_source: ``"given"`` or ``"generated"``.
+        start_token_id: the conditioning token ``s``.
+        settings: the :class:`~probattr_monitor.probes.settings.ProbeSettings` that produced it.
+    """
+
+    prompt: str
+    response: str
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    log_p_response: Optional[float]
+    tokens: list[TokenAttribution]
+    summary: dict
+    valid: bool = True
+    error: Optional[str] = None
+    response_source: str = "given"
+    start_token_id: Optional[int] = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def noise_tokens(self) -> Optional[int]:
+        """How many prompt tokens are noise tokens (``None`` for an invalid result)."""
+        return self.summary.get("noise_tokens")
+
+    def to_dict(self) -> dict:
+        """The MATH.md JSON object (with extra fields ``band``, ``top_*``, ``valid``, ``error``, ...)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProbeResult":
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        values["tokens"] = [TokenAttribution.from_dict(t) for t in values.get("tokens", [])]
+        return cls(**values)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """``json.dumps(self.to_dict())``; non-finite floats are refused (strict JSON)."""
+        return json.dumps(self.to_dict(), allow_nan=False, ensure_ascii=False, **kwargs)
+
+    def save(self, path) -> None:
+        """Write :meth:`to_json` to ``path``."""
+        Path(path).write_text(self.to_json(indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "ProbeResult":
+        """Read a file written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def invalid(cls, prompt: str, response: str, prompt_ids, response_ids, error: str, **extra: Any) -> "ProbeResult":
+        """A result for a probe that could not be scored (e.g. non-finite logits)."""
+        return cls(
+            prompt=prompt,
+            response=response,
+            prompt_token_ids=list(prompt_ids),
+            response_token_ids=list(response_ids),
+            log_p_response=None,
+            tokens=[],
+            summary={"noise_tokens": None, "noise_fraction": None, "n_tokens": len(prompt_ids)},
+            valid=False,
+            error=error,
+            **extra,
+        )
+
+
+def finite_or_none(value: float) -> Optional[float]:
+    """``value`` as a float, or ``None`` when it is NaN or infinite (JSON has no NaN)."""
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,101 @@
+"""The one settings object shared by every code path (``probe``, the CLI, the callback, the sweep).
+
+The same checkpoint scored with the same :class:`ProbeSettings` gives the same numbers everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional
+
+from .errors import ProbeInputError
+
+CANDIDATE_POLICIES = ("exact",)
+NOISE_ENTROPIES = ("context", "prompt")
+
+DEFAULT_MAX_NEW_TOKENS = 20
+DEFAULT_AS_BAND = 0.2
+DEFAULT_ENTROPY_THRESHOLD = 2.0
+DEFAULT_MEMORY_BUDGET_MB = 256.0
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How probes are computed and classified.
+
+    Attributes:
+        max_new_tokens: length of the greedy continuation used when no response is given
+            (it stops early at EOS, which then belongs to the response). Default 20.
+        as_band: half-width of the near-zero AS band in nats; ``|AS| <= as_band`` is near zero,
+            below ``-as_band`` negative, above ``as_band`` high. Default 0.2 (the paper's band).
+        entropy_threshold: a near-zero-AS token is a noise token when its contextual entropy is
+            at least this many nats. Default 2.0 nats: the rest of the text leaves the token spread
+            over the equivalent of more than e^2 ~ 7.4 equally likely choices.
+        noise_entropy: which entropy the threshold applies to: ``"context"`` (prompt + response,
+            the default) or ``"prompt"`` (rest of the prompt only).
+        top_k: how many top candidates of q_prompt and q_context are reported per token.
+        candidates: the candidate policy; ``"exact"`` marginalises over the whole vocabulary.
+        memory_budget_mb: transient memory the engine may use per candidate batch (logits,
+            expanded KV cache, activations); batch sizes follow from it. Default 256 MB.
+        max_batch_size: optional hard cap on candidates per forward pass.
+        progress: show a tqdm progress bar.
+    """
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    as_band: float = DEFAULT_AS_BAND
+    entropy_threshold: float = DEFAULT_ENTROPY_THRESHOLD
+    noise_entropy: str = "context"
+    top_k: int = 5
+    candidates: str = "exact"
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+    max_batch_size: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        _check_positive_float("as_band", self.as_band)
+        _check_positive_float("entropy_threshold", self.entropy_threshold, allow_zero=True)
+        if self.noise_entropy not in NOISE_ENTROPIES:
+            raise ProbeInputError(
+                f"noise_entropy should be one of {', '.join(map(repr, NOISE_ENTROPIES))}, got {self.noise_entropy!r}"
+            )
+        _check_int("top_k", self.top_k, minimum=1)
+        if self.candidates not in CANDIDATE_POLICIES:
+            raise ProbeInputError(
+                f"candidates should be one of {', '.join(map(repr, CANDIDATE_POLICIES))}, got {self.candidates!r}"
+            )
+        _check_positive_float("memory_budget_mb", self.memory_budget_mb)
+        if self.max_batch_size is not None:
+            _check_int("max_batch_size", self.max_batch_size, minimum=1)
+        if not isinstance(self.progress, bool):
+            raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
+
+    def replace(self, **changes: Any) -> "ProbeSettings":
+        """A copy with ``changes`` applied (and validated); unknown names raise ``ProbeInputError``."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ProbeInputError(
+                f"unknown probe setting(s) {', '.join(map(repr, unknown))}; valid settings: {', '.join(sorted(known))}"
+            )
+        return ProbeSettings(**{**asdict(self), **changes})
+
+    def to_dict(self) -> dict:
+        """The settings that change the numbers (progress display left out)."""
+        data = asdict(self)
+        data.pop("progress")
+        return data
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProbeInputError(f"{name} should be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ProbeInputError(f"{name} should be a finite number {bound}, got {value!r}")

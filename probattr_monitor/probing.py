@@ -1,0 +1,219 @@
+"""The public entry point: ``probe(model, tokenizer, prompts, responses=None, **settings)``.
+
+Orchestration only: it checks the inputs, applies MATH.md's token conventions, puts the model in
+eval mode (and back), runs the engine per prompt and assembles :class:`ProbeResult` objects. The
+maths lives in ``probes/quantities.py`` and ``probes/noise.py``, the model work in ``probes/engine.py``.
+The callback, the sweep and the CLI all come through here, so one checkpoint gives one set of numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+
+from .probes.engine import model_device, score_exact
+from .probes.errors import NonFiniteLogitsError, ProbeInputError
+from .probes.noise import attribution_band, is_noise
+from .probes.quantities import position_quantities
+from .probes.result import Candidate, ProbeResult, TokenAttribution, summarize
+from .probes.settings import ProbeSettings
+from .probes.tokens import (
+    check_causal_lm,
+    check_fits_context,
+    encode_text,
+    greedy_continuation,
+    start_token_id,
+    stop_token_ids,
+)
+
+Prompts = Union[str, Sequence[str]]
+Responses = Union[None, str, Sequence[Optional[str]]]
+
+
+def probe(
+    model,
+    tokenizer,
+    prompts: Prompts,
+    responses: Responses = None,
+    settings: Optional[ProbeSettings] = None,
+    **overrides,
+) -> Union[ProbeResult, list[ProbeResult]]:
+    """Run the probabilistic-attribution probes of MATH.md on one prompt or a list of prompts.
+
+    For each prompt token ``p_k``: ``AS_k = log P(r | p) - log P(r | p_-k)``, the entropies of
+    ``q_prompt = P(p_k | p_-k)`` and ``q_context = P(p_k | p_-k, r)``, both KL divergences between
+    them, their top candidates, the AS band and the noise flag; and ``log P(r | p)``.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``); put in eval mode while probing, then its
+            training mode is restored.
+        tokenizer: its tokenizer; it needs a BOS or an EOS token (the start token).
+        prompts: one prompt, or a list of prompts.
+        responses: ``None`` (each response is the model's greedy continuation), one response for a
+            single prompt, or a list with one entry (a string or ``None``) per prompt.
+        settings: a :class:`ProbeSettings`; keyword ``overrides`` (e.g. ``max_new_tokens=10``,
+            ``progress=False``) replace its fields.
+
+    Returns:
+        One :class:`ProbeResult` for a single prompt string, else a list of them, in prompt order.
+        A prompt whose forward passes give non-finite logits yields a result with ``valid=False``.
+
+    Raises:
+        ProbeInputError: empty or untokenizable text, too long for the model's context, a model
+            without a causal LM head, a tokenizer with no BOS/EOS, bad settings.
+
+    Example:
+        >>> from probattr_monitor import probe
+        >>> from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
+        >>> tokenizer = byte_bpe_tokenizer(["the cat sat on the mat"], vocab_size=270)
+        >>> model = tiny_gpt2(len(tokenizer))
+        >>> result = probe(model, tokenizer, "the cat", responses=" sat", progress=False)
+        >>> [t.token for t in result.tokens][:2], result.to_dict()["summary"]["noise_tokens"] >= 0
+        (['t', 'h'], True)
+    """
+    settings = (settings or ProbeSettings()).replace(**overrides)
+    single = isinstance(prompts, str)
+    prompt_list = [prompts] if single else list(prompts)
+    if not prompt_list:
+        raise ProbeInputError("no prompts given: pass a prompt string or a non-empty list of prompts")
+    response_list = _response_list(responses, len(prompt_list), single)
+
+    check_causal_lm(model)
+    start = start_token_id(tokenizer)
+    encoded = []
+    for index, (prompt, response) in enumerate(zip(prompt_list, response_list)):
+        prompt_ids = encode_text(tokenizer, prompt, "prompt")
+        response_ids = None if response is None else encode_text(tokenizer, response, "response")
+        response_len = settings.max_new_tokens if response_ids is None else len(response_ids)
+        what = "response" if response_ids is not None else f"max_new_tokens={settings.max_new_tokens}"
+        check_fits_context(
+            model, 1 + len(prompt_ids) + response_len, f"prompt {index} ({len(prompt_ids)} tokens) + start token + {what}"
+        )
+        encoded.append((prompt_ids, response_ids))
+
+    results = []
+    total_positions = sum(len(prompt_ids) for prompt_ids, _ in encoded)
+    with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
+        for prompt, (prompt_ids, response_ids) in zip(prompt_list, encoded):
+            results.append(_probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar))
+    return results[0] if single else results
+
+
+def _response_list(responses: Responses, count: int, single: bool) -> list[Optional[str]]:
+    if responses is None:
+        return [None] * count
+    if isinstance(responses, str):
+        if not single:
+            raise ProbeInputError(f"got {count} prompts but one response string; pass a list of {count} responses")
+        return [responses]
+    response_list = list(responses)
+    if len(response_list) != count:
+        raise ProbeInputError(f"got {count} prompt(s) but {len(response_list)} response(s); pass one per prompt")
+    return response_list
+
+
+@contextlib.contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    """Eval mode inside, the caller's training mode restored afterwards (also on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="probattr", unit="pos", disable=not enabled, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar) -> ProbeResult:
+    began = time.perf_counter()
+    source = "given" if response_ids is not None else "generated"
+    extra = {"response_source": source, "start_token_id": start, "settings": settings.to_dict()}
+    done = [0]
+
+    def advance() -> None:
+        done[0] += 1
+        bar.update(1)
+
+    try:
+        if response_ids is None:
+            response_ids = greedy_continuation(
+                model, [start] + prompt_ids, settings.max_new_tokens, stop_token_ids(model, tokenizer)
+            )
+        input_ids = torch.tensor([start] + prompt_ids + response_ids, device=model_device(model))
+        scores = score_exact(model, input_ids, len(prompt_ids), settings, on_position=advance)
+    except NonFiniteLogitsError as error:
+        bar.update(len(prompt_ids) - done[0])  # the positions left unscored
+        response = tokenizer.decode(response_ids) if response_ids else ""
+        return ProbeResult.invalid(prompt, response, prompt_ids, response_ids or [], str(error), **extra)
+
+    stats = position_quantities(
+        scores.prior, scores.rest_prompt, scores.response, torch.tensor(prompt_ids), top_k=settings.top_k
+    )
+    decode = _Decoder(tokenizer)
+    tokens = []
+    for k, token_id in enumerate(prompt_ids):
+        score = float(stats.attribution_score[k])
+        noise_entropy = stats.entropy_context[k] if settings.noise_entropy == "context" else stats.entropy_prompt[k]
+        tokens.append(
+            TokenAttribution(
+                position=k,
+                token_id=token_id,
+                token=decode(token_id),
+                attribution_score=score,
+                entropy_prompt=float(stats.entropy_prompt[k]),
+                entropy_context=float(stats.entropy_context[k]),
+                kl_context_prompt=float(stats.kl_context_prompt[k]),
+                kl_prompt_context=float(stats.kl_prompt_context[k]),
+                band=attribution_band(score, settings.as_band),
+                noise=is_noise(score, float(noise_entropy), settings.as_band, settings.entropy_threshold),
+                top_prompt=decode.candidates(stats.top_prompt_ids[k], stats.top_prompt_probs[k]),
+                top_context=decode.candidates(stats.top_context_ids[k], stats.top_context_probs[k]),
+            )
+        )
+    summary = summarize(tokens)
+    summary["token_forwards"] = scores.token_forwards
+    summary["seconds"] = time.perf_counter() - began
+    return ProbeResult(
+        prompt=prompt,
+        response=tokenizer.decode(response_ids),
+        prompt_token_ids=list(prompt_ids),
+        response_token_ids=list(response_ids),
+        log_p_response=scores.log_p_response,
+        tokens=tokens,
+        summary=summary,
+        **extra,
+    )
+
+
+class _Decoder:
+    """``tokenizer.decode([id])`` with a cache; ids beyond the tokenizer show as ``<id N>``."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        token_id = int(token_id)
+        if token_id not in self._cache:
+            try:
+                text = self._tokenizer.decode([token_id])
+            except (IndexError, KeyError, TypeError, OverflowError):
+                text = None
+            self._cache[token_id] = text if text is not None else f"<id {token_id}>"
+        return self._cache[token_id]
+
+    def candidates(self, ids: torch.Tensor, probs: torch.Tensor) -> list[Candidate]:
+        return [Candidate(token_id=int(i), token=self(int(i)), prob=float(p)) for i, p in zip(ids, probs)]
