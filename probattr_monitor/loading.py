@@ -13,6 +13,7 @@ import torch
 
 from .probes.errors import ProbeInputError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -91,8 +92,18 @@ def load_model_and_tokenizer(
 
 
 def load_tokenizer(path, options: dict):
-    """``AutoTokenizer.from_pretrained(path, **options)``, with a clear error when there is none."""
+    """``AutoTokenizer.from_pretrained(path, **options)``, with a clear error when there is none.
+
+    A folder without tokenizer files (a Trainer run without a tokenizer saves none) is refused
+    rather than handed to transformers, which may build a default tokenizer from the config.
+    """
     from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ProbeInputError(f"tokenizer folder not found: {str(path)!r}")
+    if "gguf_file" not in options and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ProbeInputError(f"no tokenizer files in {str(path)!r}; pass --tokenizer DIR")
 
     try:
         return AutoTokenizer.from_pretrained(path, **options)

@@ -21,6 +21,7 @@ from .probes.quantities import position_quantities
 from .probes.result import Candidate, ProbeResult, TokenAttribution, summarize
 from .probes.settings import ProbeSettings
 from .probes.tokens import (
+    check_causal_attention,
     check_causal_lm,
     check_fits_context,
     encode_text,
@@ -97,6 +98,7 @@ def probe(
     results = []
     total_positions = sum(len(prompt_ids) for prompt_ids, _ in encoded)
     with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
+        check_causal_attention(model, start)
         for prompt, (prompt_ids, response_ids) in zip(prompt_list, encoded):
             results.append(_probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar))
     return results[0] if single else results

@@ -70,6 +70,20 @@ def check_causal_lm(model) -> None:
         )
 
 
+@torch.inference_mode()
+def check_causal_attention(model, start_id: int) -> None:
+    """Refuse a model whose logits at position t depend on later tokens (e.g. BERT without
+    ``is_decoder``): MATH.md's factorisation needs a causal model. Two forwards of 3 tokens."""
+    device = model_device(model)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    first = model(input_ids=torch.tensor([[start_id, 0, 0]], device=device)).logits[0, :2].float()
+    second = model(input_ids=torch.tensor([[start_id, 0, vocab_size - 1]], device=device)).logits[0, :2].float()
+    if torch.isfinite(first).all() and not torch.allclose(first, second, rtol=1e-3, atol=1e-4):
+        raise ProbeInputError(
+            f"{type(model).__name__} is not a causal language model: its predictions change with later tokens"
+        )
+
+
 def check_fits_context(model, n_tokens: int, detail: str) -> None:
     """Raise if ``n_tokens`` exceeds the model's context length."""
     limit = context_length(model)

@@ -1,0 +1,106 @@
+"""``probattr-monitor attribute`` through real subprocesses: output, JSON, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import build_model
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "probattr_monitor", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    build_model("gpt2", len(tokenizer), peaked=True).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def assert_usage_error(completed, fragment):
+    assert completed.returncode == 2, completed.stderr
+    assert fragment in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert len([line for line in completed.stderr.splitlines() if line.startswith("probattr-monitor")]) == 1
+
+
+def test_attribute_prints_tables_and_writes_json(model_dir, tmp_path):
+    out = tmp_path / "results.json"
+    completed = run_cli("attribute", "--model", model_dir, "--prompt", "the cat sat", "--prompt", "a bird sang",
+                        "--max-new-tokens", "4", "--json", out, "--no-progress")
+    assert completed.returncode == 0, completed.stderr
+    assert "prompt: the cat sat" in completed.stdout and "prompt: a bird sang" in completed.stdout
+    assert "response (generated)" in completed.stdout and "noise tokens" in completed.stdout
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert [d["prompt"] for d in data] == ["the cat sat", "a bird sang"]
+    assert all(len(d["response_token_ids"]) <= 4 and d["tokens"] for d in data)
+    for d in data:  # the table shows each token's AS
+        for token in d["tokens"]:
+            assert f"{token['attribution_score']:+.3f}" in completed.stdout
+
+
+def test_attribute_with_response_and_prompts_file_via_console_script(model_dir, tmp_path):
+    script = shutil.which("probattr-monitor")
+    assert script, "the console script is installed with the package"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the dog ran\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    completed = subprocess.run([script, "attribute", "--model", str(model_dir), "--prompts-file", str(prompts),
+                                "--response", " after it", "--json", str(out), "--no-progress"],
+                               capture_output=True, text=True, env=ENV, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    (result,) = json.loads(out.read_text(encoding="utf-8"))
+    assert result["response"] == " after it" and result["response_source"] == "given"
+
+
+def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
+    assert_usage_error(run_cli("attribute", "--model", tmp_path / "nope", "--prompt", "x"), "model folder not found")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "a", "--prompt", "b", "--response", "c"),
+                       "--response needs exactly one prompt, got 2")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", ""), "the prompt is empty")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
+                       "as_band should be a finite number > 0, got -1.0")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),
+                       "GGUF file 'm.gguf' not found")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat " * 200),
+                       "more than the model's context of 128")
+
+
+def test_bad_prompt_files_exit_2(model_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompts-file", empty), "holds no prompt")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompts-file", latin), "is not UTF-8")
+
+
+def test_folders_that_are_not_causal_lms_exit_2(tmp_path, tokenizer):
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    assert_usage_error(run_cli("attribute", "--model", bert, "--prompt", "x"), "is not a causal language model")
+    no_tokenizer = tmp_path / "no-tokenizer"
+    build_model("gpt2", len(tokenizer), peaked=False).save_pretrained(no_tokenizer)
+    assert_usage_error(run_cli("attribute", "--model", no_tokenizer, "--prompt", "x"), "no tokenizer files in")
+    assert_usage_error(run_cli("attribute", "--model", tmp_path, "--prompt", "x"), "has no config.json")
+
+
+def test_bad_usage_exits_2():
+    completed = run_cli("attribute", "--no-such-flag")
+    assert completed.returncode == 2
+    assert run_cli().returncode == 2
