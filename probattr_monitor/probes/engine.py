@@ -14,16 +14,20 @@ How the work is shared:
   position ``k + 1`` uses the same cache one token longer; nothing before ``j`` is recomputed.
 - Per candidate batch only the suffix ``[v, x_{j+1}, .., x_{L-2}]`` (``S = L - 1 - j`` tokens) runs,
   on top of the prefix cache viewed (not copied) across the batch.
-- The ``(B, S, V)`` logits of a batch are reduced at once to the ``(B, S)`` log-probabilities of the
-  actual next tokens and dropped; ``B`` follows :func:`candidate_batch_size` (a memory budget).
+- Where the model's logits are its output head applied to the base model's last hidden state
+  (checked numerically on the original forward, see :class:`SuffixScorer`), the head runs on row
+  chunks of a few MB and each chunk is reduced at once to the log-probabilities of the actual
+  next tokens while it is in cache: no ``(B, S, V)`` tensor ever exists. Otherwise the full
+  ``(B, S, V)`` logits of one batch are reduced and dropped. ``B`` follows
+  :func:`candidate_batch_size` (a memory budget).
 
 Cost: ``sum_k |V| * (n - k + m - 1)`` suffix tokens, reported as ``token_forwards``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -34,9 +38,10 @@ from .settings import ProbeSettings
 
 @dataclass
 class CandidateScores:
-    """The raw marginals of one probe (MATH.md's ``a, b, c``), float64, each ``(n, V)``.
+    """The raw marginals of one probe (MATH.md's ``a, b, c``), float64, each ``(len(positions), V)``.
 
     Attributes:
+        positions: the prompt positions scored, in row order (all ``n`` unless asked otherwise).
         prior: ``a``.
         rest_prompt: ``b``.
         response: ``c``.
@@ -49,6 +54,7 @@ class CandidateScores:
     response: torch.Tensor
     log_p_response: float
     token_forwards: int
+    positions: list = field(default_factory=list)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -59,17 +65,18 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def next_token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits)[..., targets]`` in float32 without materialising the log-softmax.
+    """``log_softmax(logits)[..., targets]`` without materialising the log-softmax.
 
     Args:
-        logits: ``(B, S, V)`` in any float dtype.
+        logits: ``(B, S, V)``; half types are upcast to float32, float32/float64 kept as they are.
         targets: ``(S,)`` or ``(B, S)`` token ids.
 
     Returns:
-        ``(B, S)`` float32 log-probabilities; raises :class:`NonFiniteLogitsError` if a logit row
-        is not finite (a diverged model).
+        ``(B, S)`` log-probabilities (float32 or float64); raises :class:`NonFiniteLogitsError` if
+        a logit row is not finite (a diverged model).
     """
-    logits = logits.float()  # (B, S, V); no copy when the model already runs in float32
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()  # (B, S, V)
     index = targets.expand(logits.shape[:-1]).unsqueeze(-1)  # (B, S, 1)
     picked = logits.gather(-1, index).squeeze(-1)  # (B, S)
     normaliser = torch.logsumexp(logits, dim=-1)  # (B, S)
@@ -94,14 +101,17 @@ def candidate_batch_size(
     suffix_len: int,
     kv_token_bytes: int,
     settings: ProbeSettings,
+    full_logits: bool = True,
 ) -> int:
     """How many candidates one forward pass may take under ``settings.memory_budget_mb``.
 
     Memory model, per candidate, for a suffix of ``S`` tokens after a prefix of ``P``:
-        logits and their float32 reduction   S * V * (e + 8)     (e = model element size)
         KV cache grown over the suffix       (P + S) * kv_token_bytes
         activations                           S * e * (8 * hidden + 2 * intermediate + heads * (P + S))
-    The batch is the budget divided by that, at least 1, at most ``V`` and ``max_batch_size``.
+        logits and their float32 reduction   S * V * (e + 8)   (only when ``full_logits``; the
+                                             chunked head needs a fixed few MB instead)
+    (``e`` = model element size.) The batch is the budget divided by that, at least 1, at most
+    ``V`` and ``max_batch_size``.
     """
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 0
@@ -109,11 +119,11 @@ def candidate_batch_size(
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1) or 1
     element = next(model.parameters()).element_size()
     per_candidate = (
-        suffix_len * vocab_size * (element + 8)
+        (suffix_len * vocab_size * (element + 8) if full_logits else 0)
         + (prefix_len + suffix_len) * kv_token_bytes
         + suffix_len * element * (8 * hidden + 2 * intermediate + heads * (prefix_len + suffix_len))
     )
-    batch = int(settings.memory_budget_mb * 2**20 // max(per_candidate, 1))
+    batch = settings.memory_budget_bytes(model_device(model)) // max(per_candidate, 1)
     if settings.max_batch_size is not None:
         batch = min(batch, settings.max_batch_size)
     return max(1, min(batch, vocab_size))
@@ -132,6 +142,64 @@ def prefix_cache(cache: DynamicCache, length: int, batch: int, config) -> Dynami
     return DynamicCache(ddp_cache_data=data, config=config)
 
 
+HEAD_CHUNK_BYTES = 4 * 2**20  # float32 logits per head chunk: small enough to stay in cache
+
+
+class SuffixScorer:
+    """Next-token log-probabilities of candidate suffixes run on top of a shared prefix cache.
+
+    Built from ONE forward pass of the original sequence, which provides the logits of every
+    position (the priors) and the KV cache of every prefix. :meth:`score` then runs only suffixes.
+
+    Chunked head: when ``model.base_model`` followed by ``model.get_output_embeddings()``
+    reproduces the model's logits on the original sequence (GPT-2, Llama and most decoders; not
+    models that scale or soft-cap logits afterwards), suffixes run through the base model and
+    the head is applied to ``HEAD_CHUNK_BYTES`` of rows at a time, each chunk reduced at once.
+    Otherwise the full model runs and its ``(B, S, V)`` logits are reduced per batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+        self.model = model
+        output = model(input_ids=input_ids.unsqueeze(0), use_cache=True)
+        self.logits = output.logits[0]  # (L, V)
+        if not torch.isfinite(self.logits).all():
+            raise NonFiniteLogitsError("the model produced non-finite logits (a diverged checkpoint?)")
+        self.cache = output.past_key_values
+        self.vocab_size = self.logits.shape[-1]
+        self.base = getattr(model, "base_model", None)
+        self.head = model.get_output_embeddings()
+        self.chunked = self._head_reproduces_logits(input_ids)
+
+    def _head_reproduces_logits(self, input_ids: torch.Tensor) -> bool:
+        if self.base is None or self.base is self.model or self.head is None:
+            return False
+        try:
+            hidden = self.base(input_ids=input_ids.unsqueeze(0), use_cache=False).last_hidden_state  # (1, L, H)
+            logits = self.head(hidden)[0]  # (L, V)
+        except (TypeError, ValueError, AttributeError, RuntimeError):
+            return False
+        if logits.shape != self.logits.shape:
+            return False
+        scale = float(self.logits.abs().max()) + 1.0
+        return torch.allclose(logits.float(), self.logits.float(), rtol=0.0, atol=1e-5 * scale)
+
+    def score(self, suffix_ids: torch.Tensor, past: DynamicCache, targets: torch.Tensor) -> torch.Tensor:
+        """``log P(targets[t] | prefix, suffix_ids[:, :t+1])`` for a batch; shape ``(B, S)``."""
+        if not self.chunked:
+            logits = self.model(input_ids=suffix_ids, past_key_values=past, use_cache=True).logits  # (B, S, V)
+            return next_token_log_probs(logits, targets)
+        hidden = self.base(input_ids=suffix_ids, past_key_values=past, use_cache=True).last_hidden_state  # (B, S, H)
+        batch, length = suffix_ids.shape
+        rows = hidden.reshape(batch * length, -1)  # (B*S, H)
+        row_targets = targets.expand(batch, length).reshape(-1)  # (B*S,)
+        step = max(1, HEAD_CHUNK_BYTES // (4 * self.vocab_size))
+        pieces = [
+            next_token_log_probs(self.head(rows[i : i + step]), row_targets[i : i + step])  # (R, V) -> (R,)
+            for i in range(0, rows.shape[0], step)
+        ]
+        return torch.cat(pieces).view(batch, length)
+
+
 @torch.inference_mode()
 def score_exact(
     model: torch.nn.Module,
@@ -139,8 +207,10 @@ def score_exact(
     n_prompt: int,
     settings: ProbeSettings,
     on_position: Optional[Callable[[], None]] = None,
+    positions: Optional[Sequence[int]] = None,
+    on_batch: Optional[Callable[[int], None]] = None,
 ) -> CandidateScores:
-    """Exact ``a, b, c`` for every prompt position of ``input_ids = [s] + prompt + response``.
+    """Exact ``a, b, c`` for the prompt positions of ``input_ids = [s] + prompt + response``.
 
     Args:
         model: a causal LM in eval mode (the caller handles modes and devices).
@@ -148,6 +218,8 @@ def score_exact(
         n_prompt: ``n``, the number of prompt tokens (``1 <= n``, ``L - 1 - n >= 1``).
         settings: batch sizes follow ``settings.memory_budget_mb`` / ``max_batch_size``.
         on_position: called after each position (progress bars).
+        positions: the prompt positions to score (default: all ``0..n-1``).
+        on_batch: called after each candidate batch with its token-forwards.
 
     Returns:
         :class:`CandidateScores`.
@@ -157,41 +229,43 @@ def score_exact(
     """
     length = input_ids.shape[0]
     n = n_prompt
-    output = model(input_ids=input_ids.unsqueeze(0), use_cache=True)
-    logits = output.logits[0].float()  # (L, V)
-    if not torch.isfinite(logits).all():
-        raise NonFiniteLogitsError("the model produced non-finite logits (a diverged checkpoint?)")
-    cache = output.past_key_values
-    vocab_size = logits.shape[-1]
-    log_probs = torch.log_softmax(logits, dim=-1)  # (L, V)
-    prior = log_probs[:n].double()  # (n, V): row k predicts x_{k+1} = p_k
+    scorer = SuffixScorer(model, input_ids)
+    vocab_size = scorer.vocab_size
+    log_probs = torch.log_softmax(scorer.logits.float(), dim=-1)  # (L, V)
+    positions = list(range(n)) if positions is None else [int(k) for k in positions]
+    if any(not 0 <= k < n for k in positions):
+        raise ValueError(f"positions should lie in 0..{n - 1}, got {positions}")
+    prior = log_probs[positions].double()  # (P, V): row k predicts x_{k+1} = p_k
     targets = input_ids[1:]  # (L-1,)
     actual = log_probs[:-1].gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()  # (L-1,)
     log_p_response = float(actual[n:].sum())
-    del output, logits, log_probs
+    del log_probs
 
-    rest_prompt = torch.empty(n, vocab_size, dtype=torch.float64)
-    response = torch.empty(n, vocab_size, dtype=torch.float64)
-    kv_token_bytes = kv_bytes_per_token(cache)
+    rest_prompt = torch.empty(len(positions), vocab_size, dtype=torch.float64)
+    response = torch.empty(len(positions), vocab_size, dtype=torch.float64)
+    kv_token_bytes = kv_bytes_per_token(scorer.cache)
     candidates = torch.arange(vocab_size, device=input_ids.device)
     token_forwards = 0
-    for k in range(n):
+    for row, k in enumerate(positions):
         j = 1 + k
         suffix = input_ids[j : length - 1]  # (S,): x_j .. x_{L-2}
         suffix_targets = input_ids[j + 1 :]  # (S,): x_{j+1} .. x_{L-1}
         n_rest = n - j  # how many of the targets are prompt tokens
-        batch = candidate_batch_size(model, vocab_size, j, suffix.shape[0], kv_token_bytes, settings)
+        batch = candidate_batch_size(
+            model, vocab_size, j, suffix.shape[0], kv_token_bytes, settings, full_logits=not scorer.chunked
+        )
         for start in range(0, vocab_size, batch):
             chunk = candidates[start : start + batch]  # (B,)
             batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
             batch_ids[:, 0] = chunk
-            past = prefix_cache(cache, j, chunk.shape[0], model.config)
-            batch_logits = model(input_ids=batch_ids, past_key_values=past, use_cache=True).logits  # (B, S, V)
-            token_log_probs = next_token_log_probs(batch_logits, suffix_targets)  # (B, S)
-            del batch_logits, past
-            rest_prompt[k, start : start + batch] = token_log_probs[:, :n_rest].double().sum(-1).cpu()
-            response[k, start : start + batch] = token_log_probs[:, n_rest:].double().sum(-1).cpu()
+            past = prefix_cache(scorer.cache, j, chunk.shape[0], model.config)
+            token_log_probs = scorer.score(batch_ids, past, suffix_targets)  # (B, S)
+            del past
+            rest_prompt[row, start : start + batch] = token_log_probs[:, :n_rest].double().sum(-1).cpu()
+            response[row, start : start + batch] = token_log_probs[:, n_rest:].double().sum(-1).cpu()
             token_forwards += batch_ids.numel()
+            if on_batch is not None:
+                on_batch(batch_ids.numel())
         if on_position is not None:
             on_position()
     return CandidateScores(
@@ -200,4 +274,5 @@ def score_exact(
         response=response,
         log_p_response=log_p_response,
         token_forwards=token_forwards,
+        positions=positions,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .engine import CandidateScores
+from .engine import CandidateScores, next_token_log_probs
 
 
 @torch.inference_mode()
@@ -19,7 +19,7 @@ def score_naive(model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, 
     For position k (sequence index j = 1 + k) and candidate v, with ``x' = x`` except ``x'_j = v``:
         a[k, v] = log P(x'_j | x'_<j),  b[k, v] = sum_{t=j+1..n} log P(x'_t | x'_<t),
         c[k, v] = sum_{t=n+1..L-1} log P(x'_t | x'_<t).
-    Arithmetic in the model's dtype (float64 for the oracle), sums in float64.
+    Arithmetic in the model's dtype (float64 for the oracle; half types in float32), sums in float64.
     """
     length = input_ids.shape[0]
     n = n_prompt
@@ -34,9 +34,8 @@ def score_naive(model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, 
             candidates = torch.arange(start, min(start + batch_size, vocab_size), device=input_ids.device)
             sequences = input_ids.expand(candidates.shape[0], -1).clone()  # (B, L)
             sequences[:, j] = candidates
-            logits = model(input_ids=sequences).logits  # (B, L, V)
-            log_probs = torch.log_softmax(logits.double(), dim=-1)[:, :-1]  # (B, L-1, V)
-            per_token = log_probs.gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+            logits = model(input_ids=sequences).logits[:, :-1]  # (B, L-1, V)
+            per_token = next_token_log_probs(logits, sequences[:, 1:]).double()  # (B, L-1)
             # per_token[:, t] = log P(x'_{t+1} | x'_<=t)
             prior[k, start : start + candidates.shape[0]] = per_token[:, j - 1].cpu()
             rest_prompt[k, start : start + candidates.shape[0]] = per_token[:, j:n].sum(-1).cpu()
@@ -50,4 +49,5 @@ def score_naive(model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, 
         response=response,
         log_p_response=float(actual[n:].sum()),
         token_forwards=token_forwards,
+        positions=list(range(n)),
     )

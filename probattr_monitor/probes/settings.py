@@ -17,7 +17,8 @@ NOISE_ENTROPIES = ("context", "prompt")
 DEFAULT_MAX_NEW_TOKENS = 20
 DEFAULT_AS_BAND = 0.2
 DEFAULT_ENTROPY_THRESHOLD = 2.0
-DEFAULT_MEMORY_BUDGET_MB = 256.0
+CPU_MEMORY_BUDGET_MB = 64.0
+ACCELERATOR_MEMORY_BUDGET_MB = 1024.0
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ class ProbeSettings:
             the default) or ``"prompt"`` (rest of the prompt only).
         top_k: how many top candidates of q_prompt and q_context are reported per token.
         candidates: the candidate policy; ``"exact"`` marginalises over the whole vocabulary.
-        memory_budget_mb: transient memory the engine may use per candidate batch (logits,
-            expanded KV cache, activations); batch sizes follow from it. Default 256 MB.
+        memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
+            cache, activations, logits); batch sizes follow from it (see
+            ``engine.candidate_batch_size``). ``None`` (default): 64 MB on CPU, where batches that
+            stay near the cache run fastest (``benchmarks/bench_exact.py``), 1024 MB on accelerators.
         max_batch_size: optional hard cap on candidates per forward pass.
         progress: show a tqdm progress bar.
     """
@@ -48,7 +51,7 @@ class ProbeSettings:
     noise_entropy: str = "context"
     top_k: int = 5
     candidates: str = "exact"
-    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+    memory_budget_mb: Optional[float] = None
     max_batch_size: Optional[int] = None
     progress: bool = True
 
@@ -65,11 +68,19 @@ class ProbeSettings:
             raise ProbeInputError(
                 f"candidates should be one of {', '.join(map(repr, CANDIDATE_POLICIES))}, got {self.candidates!r}"
             )
-        _check_positive_float("memory_budget_mb", self.memory_budget_mb)
+        if self.memory_budget_mb is not None:
+            _check_positive_float("memory_budget_mb", self.memory_budget_mb)
         if self.max_batch_size is not None:
             _check_int("max_batch_size", self.max_batch_size, minimum=1)
         if not isinstance(self.progress, bool):
             raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
+
+    def memory_budget_bytes(self, device) -> int:
+        """The memory budget in bytes for ``device`` (the default depends on its type)."""
+        if self.memory_budget_mb is not None:
+            return int(self.memory_budget_mb * 2**20)
+        is_cpu = getattr(device, "type", str(device)) == "cpu"
+        return int((CPU_MEMORY_BUDGET_MB if is_cpu else ACCELERATOR_MEMORY_BUDGET_MB) * 2**20)
 
     def replace(self, **changes: Any) -> "ProbeSettings":
         """A copy with ``changes`` applied (and validated); unknown names raise ``ProbeInputError``."""

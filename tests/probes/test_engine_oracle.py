@@ -88,8 +88,9 @@ def test_generation_stops_at_eos_and_keeps_it(tokenizer):
     calls = []
 
     def eos_from_third_step(module, inputs, output):  # steps 1-2 free, then EOS wins
-        calls.append(1)
-        if len(calls) >= 3:
+        if output.shape[1] == 1:  # a cached one-token generation step (the first step sees the prompt)
+            calls.append(1)
+        if len(calls) >= 2:
             output[..., tokenizer.eos_token_id] = output.max() + 100.0
         return output
 
