@@ -33,7 +33,7 @@ def smollm2_dir() -> str:
     return spec.submodule_search_locations[0]
 
 
-def child(position: int) -> None:
+def child(position: int, budget) -> None:
     import torch
 
     from probattr_monitor.loading import load_model_and_tokenizer
@@ -42,7 +42,7 @@ def child(position: int) -> None:
     from probattr_monitor.probes.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
 
     model, tokenizer = load_model_and_tokenizer(smollm2_dir(), gguf_file=GGUF)
-    settings = ProbeSettings(progress=False)
+    settings = ProbeSettings(progress=False, memory_budget_mb=budget)
     start = start_token_id(tokenizer)
     prompt = encode_text(tokenizer, PROMPT, "prompt")
     with torch.inference_mode():
@@ -75,13 +75,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="how long to let the position run")
     parser.add_argument("--position", type=int, default=-1)
+    parser.add_argument("--memory-budget-mb", type=float, default=None, help="default: the engine's default")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.position)
+        child(args.position, args.memory_budget_mb)
         return
 
     command = [sys.executable, __file__, "--child", "--position", str(args.position)]
+    if args.memory_budget_mb is not None:
+        command += ["--memory-budget-mb", str(args.memory_budget_mb)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     header, last, loaded_mb, deadline = None, None, None, None
     for line in process.stdout:
@@ -100,7 +103,8 @@ def main() -> None:
     done = int(last[1]) if last[0] == "progress" else total
     seconds = float(last[2] if last[0] == "progress" else last[1])
     rate = done / seconds
-    print(f"SmolLM2-135M-Instruct ({GGUF}, float32, CPU), |V| = {header['V'] if 'V' in header else header['|V|']}, "
+    budget = "default" if args.memory_budget_mb is None else f"{args.memory_budget_mb:g} MB"
+    print(f"SmolLM2-135M-Instruct ({GGUF}, float32, CPU, memory budget {budget}), |V| = {header['|V|']}, "
           f"prompt {header['n']} tokens, response {header['m']}, position {header['position']}, "
           f"suffix {header['suffix']} tokens")
     print(f"peak resident memory: {peak:.0f} MB (after loading and generating: {loaded_mb:.0f} MB); target < 4096 MB")

@@ -6,6 +6,7 @@ Example:
     0.2
 """
 
+from .callbacks import ProbAttrCallback
 from .probes.errors import ProbeInputError
 from .probes.result import ProbeResult, TokenAttribution
 from .probes.settings import ProbeSettings
@@ -14,4 +15,4 @@ from .prompts import paper_prompts
 
 __version__ = "0.1.0"
 
-__all__ = ["probe", "ProbeSettings", "ProbeResult", "TokenAttribution", "ProbeInputError", "paper_prompts"]
+__all__ = ["ProbAttrCallback", "probe", "ProbeSettings", "ProbeResult", "TokenAttribution", "ProbeInputError", "paper_prompts"]

@@ -40,6 +40,7 @@ def probe(
     prompts: Prompts,
     responses: Responses = None,
     settings: Optional[ProbeSettings] = None,
+    distributed: bool = False,
     **overrides,
 ) -> Union[ProbeResult, list[ProbeResult]]:
     """Run the probabilistic-attribution probes of MATH.md on one prompt or a list of prompts.
@@ -57,6 +58,10 @@ def probe(
             single prompt, or a list with one entry (a string or ``None``) per prompt.
         settings: a :class:`ProbeSettings`; keyword ``overrides`` (e.g. ``max_new_tokens=10``,
             ``progress=False``) replace its fields.
+        distributed: every rank of an initialised ``torch.distributed`` group calls ``probe`` with
+            the same arguments; each scores an equal share of the vocabulary and every rank gets
+            the full results (see ``probattr_monitor.distributed``). A failure on one rank raises
+            on every rank instead of hanging. Leave ``False`` when only one process calls.
 
     Returns:
         One :class:`ProbeResult` for a single prompt string, else a list of them, in prompt order.
@@ -77,11 +82,32 @@ def probe(
     """
     settings = (settings or ProbeSettings()).replace(**overrides)
     single = isinstance(prompts, str)
+    start, encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
+    prompt_list = [prompts] if single else list(prompts)
+
+    results = []
+    total_positions = sum(len(prompt_ids) for prompt_ids, _ in encoded)
+    with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
+        check_causal_attention(model, start)
+        for prompt, (prompt_ids, response_ids) in zip(prompt_list, encoded):
+            results.append(
+                _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar, distributed)
+            )
+    return results[0] if single else results
+
+
+def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, settings: ProbeSettings):
+    """Check the model, tokenizer and texts, and encode them by MATH.md's conventions.
+
+    Returns ``(start_token_id, [(prompt_ids, response_ids or None), ...])``. Raises
+    :class:`ProbeInputError` for anything :func:`probe` would refuse, so callers (the callback at
+    train start) can fail early, before any compute.
+    """
+    single = isinstance(prompts, str)
     prompt_list = [prompts] if single else list(prompts)
     if not prompt_list:
         raise ProbeInputError("no prompts given: pass a prompt string or a non-empty list of prompts")
     response_list = _response_list(responses, len(prompt_list), single)
-
     check_causal_lm(model)
     start = start_token_id(tokenizer)
     encoded = []
@@ -94,14 +120,7 @@ def probe(
             model, 1 + len(prompt_ids) + response_len, f"prompt {index} ({len(prompt_ids)} tokens) + start token + {what}"
         )
         encoded.append((prompt_ids, response_ids))
-
-    results = []
-    total_positions = sum(len(prompt_ids) for prompt_ids, _ in encoded)
-    with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
-        check_causal_attention(model, start)
-        for prompt, (prompt_ids, response_ids) in zip(prompt_list, encoded):
-            results.append(_probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar))
-    return results[0] if single else results
+    return start, encoded
 
 
 def _response_list(responses: Responses, count: int, single: bool) -> list[Optional[str]]:
@@ -139,7 +158,7 @@ def _progress(total: int, enabled: bool):
         bar.close()
 
 
-def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar) -> ProbeResult:
+def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar, distributed) -> ProbeResult:
     began = time.perf_counter()
     source = "given" if response_ids is not None else "generated"
     extra = {"response_source": source, "start_token_id": start, "settings": settings.to_dict()}
@@ -149,13 +168,20 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         done[0] += 1
         bar.update(1)
 
-    try:
-        if response_ids is None:
-            response_ids = greedy_continuation(
+    def compute(shard: Optional[torch.Tensor] = None):
+        response = response_ids
+        if response is None:
+            response = greedy_continuation(
                 model, [start] + prompt_ids, settings.max_new_tokens, stop_token_ids(model, tokenizer)
             )
-        input_ids = torch.tensor([start] + prompt_ids + response_ids, device=model_device(model))
-        scores = score_exact(model, input_ids, len(prompt_ids), settings, on_position=advance)
+        input_ids = torch.tensor([start] + prompt_ids + response, device=model_device(model))
+        return response, score_exact(model, input_ids, len(prompt_ids), settings, on_position=advance, candidates=shard)
+
+    try:
+        if distributed:
+            response_ids, scores = _compute_sharded(model, compute)
+        else:
+            response_ids, scores = compute()
     except NonFiniteLogitsError as error:
         bar.update(len(prompt_ids) - done[0])  # the positions left unscored
         response = tokenizer.decode(response_ids) if response_ids else ""
@@ -198,6 +224,20 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         summary=summary,
         **extra,
     )
+
+
+def _compute_sharded(model, compute):
+    """``compute`` on this rank's share of the vocabulary, agreed on and gathered across ranks."""
+    from .distributed import candidate_share, gather_candidates, run_collectively, world
+
+    rank, size = world()
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    share = candidate_share(vocab_size, rank, size)
+    response_ids, scores = run_collectively(lambda: compute(share))
+    scores.rest_prompt = gather_candidates(scores.rest_prompt, vocab_size)
+    scores.response = gather_candidates(scores.response, vocab_size)
+    scores.token_forwards *= size  # equal shares (padding included)
+    return response_ids, scores
 
 
 class _Decoder:

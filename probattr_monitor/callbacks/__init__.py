@@ -1,1 +1,5 @@
-"""Trainer integration (the ``ProbAttrCallback``)."""
+"""Trainer integration: :class:`ProbAttrCallback`."""
+
+from .probattr_callback import ProbAttrCallback
+
+__all__ = ["ProbAttrCallback"]

@@ -209,6 +209,7 @@ def score_exact(
     on_position: Optional[Callable[[], None]] = None,
     positions: Optional[Sequence[int]] = None,
     on_batch: Optional[Callable[[int], None]] = None,
+    candidates: Optional[torch.Tensor] = None,
 ) -> CandidateScores:
     """Exact ``a, b, c`` for the prompt positions of ``input_ids = [s] + prompt + response``.
 
@@ -220,6 +221,8 @@ def score_exact(
         on_position: called after each position (progress bars).
         positions: the prompt positions to score (default: all ``0..n-1``).
         on_batch: called after each candidate batch with its token-forwards.
+        candidates: the candidate ids to score, ``(C,)`` (default: the whole vocabulary); the
+            columns of ``rest_prompt`` and ``response`` follow this order. ``prior`` stays ``(P, V)``.
 
     Returns:
         :class:`CandidateScores`.
@@ -241,10 +244,13 @@ def score_exact(
     log_p_response = float(actual[n:].sum())
     del log_probs
 
-    rest_prompt = torch.empty(len(positions), vocab_size, dtype=torch.float64)
-    response = torch.empty(len(positions), vocab_size, dtype=torch.float64)
+    if candidates is None:
+        candidates = torch.arange(vocab_size, device=input_ids.device)
+    candidates = candidates.to(input_ids.device)
+    count = candidates.shape[0]
+    rest_prompt = torch.empty(len(positions), count, dtype=torch.float64)
+    response = torch.empty(len(positions), count, dtype=torch.float64)
     kv_token_bytes = kv_bytes_per_token(scorer.cache)
-    candidates = torch.arange(vocab_size, device=input_ids.device)
     token_forwards = 0
     for row, k in enumerate(positions):
         j = 1 + k
@@ -254,7 +260,7 @@ def score_exact(
         batch = candidate_batch_size(
             model, vocab_size, j, suffix.shape[0], kv_token_bytes, settings, full_logits=not scorer.chunked
         )
-        for start in range(0, vocab_size, batch):
+        for start in range(0, count, batch):
             chunk = candidates[start : start + batch]  # (B,)
             batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
             batch_ids[:, 0] = chunk

@@ -1,0 +1,30 @@
+"""Files that must never be seen half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path, data: Any) -> None:
+    """Write ``data`` as strict JSON to ``path`` atomically.
+
+    The text goes to a temporary file in the same folder, is flushed and fsynced, then renamed over
+    ``path`` (``os.replace`` is atomic on POSIX and Windows): a reader sees the old file or the new
+    one, never a partial one, even if the process is killed mid-write.
+    """
+    path = Path(path)
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
