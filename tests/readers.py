@@ -74,8 +74,11 @@ def read_wandb_history(run_file) -> list[dict]:
         if record.WhichOneof("record_type") == "history":
             row = {}
             for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                row[key] = _item_value(item)
+                path = [item.key] if item.key else list(item.nested_key)
+                target = row
+                for part in path[:-1]:  # a logged dict (histogram, image, table) comes back nested
+                    target = target.setdefault(part, {})
+                target[path[-1]] = _item_value(item)
             rows.append(row)
     return rows
 

@@ -24,7 +24,7 @@ def preserved_training_state(model) -> Iterator[None]:
     torch_state = torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     was_training = model.training if model is not None else None
-    checkpointing = getattr(model, "is_gradient_checkpointing", None)
+    checkpointing = _checkpointing(model)
     try:
         yield
     finally:
@@ -35,5 +35,14 @@ def preserved_training_state(model) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
         if model is not None:
             model.train(was_training)
-            if checkpointing is True and not model.is_gradient_checkpointing:
-                model.gradient_checkpointing_enable()
+            if checkpointing is True and not _checkpointing(model):
+                enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+                enable()
+
+
+def _checkpointing(model):
+    """Whether gradient (activation) checkpointing is on; transformers 5 renamed the flag."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return getattr(model, name)
+    return None

@@ -1,0 +1,44 @@
+"""Train with ProbAttrCallback under torch.distributed (run by torchrun; used by the tests).
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_train.py OUT [--fail-rank R]
+
+``--fail-rank R`` makes the probes raise on rank R only (fault injection), to show that the other
+ranks do not hang and training completes.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch.distributed as dist  # noqa: E402
+
+from probattr_monitor import ProbAttrCallback  # noqa: E402
+from tests.callbacks.helpers import PROMPTS, make_trainer  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--fail-rank", type=int, default=None)
+    args = parser.parse_args()
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4)
+    trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
+    rank = int(os.environ.get("RANK", "0"))
+    if args.fail_rank is not None and rank == args.fail_rank:
+        import probattr_monitor.probing as probing
+
+        def broken(*a, **k):
+            raise RuntimeError(f"injected failure on rank {rank}")
+
+        probing.score_exact = broken
+    trainer.train()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    print(f"rank {rank} of {world} finished: step {trainer.state.global_step}, probe errors {callback.errors}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
