@@ -41,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
                            "default: the model's greedy continuation")
     attribute.add_argument("--json", metavar="OUT", help="write the results as a JSON list, one object per prompt")
     attribute.set_defaults(handler=run_attribute)
+
+    demo = commands.add_parser(
+        "demo",
+        help="train a tiny GPT-2 on a synthetic grammar with the callback and show the convergence table",
+        description="Train a tiny GPT-2 from scratch on sentences of a hidden Markov grammar whose "
+                    "probabilities are exact, with ProbAttrCallback attached, and compare the probes with the "
+                    "process's own values at every checkpoint.",
+    )
+    demo.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default out/demo)")
+    demo.add_argument("--max-steps", type=int, default=2000, metavar="N", help="training steps (default 2000)")
+    demo.add_argument("--save-steps", type=int, default=100, metavar="N", help="checkpoint every N steps (default 100)")
+    demo.add_argument("--report-to", nargs="+", default=["tensorboard"], choices=("tensorboard", "wandb", "none"),
+                      help="where the Trainer and the callback log (default tensorboard; wandb runs offline "
+                           "unless WANDB_MODE says otherwise)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=run_demo_command)
     return parser
 
 
@@ -109,6 +125,23 @@ def run_attribute(args: argparse.Namespace) -> int:
         Path(args.json).write_text(
             json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8"
         )
+    return EXIT_OK
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor demo``: train with the callback and print the convergence table."""
+    import os
+
+    from .demo.run import DemoConfig, run_demo
+
+    for name, value in (("--max-steps", args.max_steps), ("--save-steps", args.save_steps)):
+        if value < 1:
+            raise ProbeInputError(f"{name} should be a positive integer, got {value}")
+    report_to = [] if "none" in args.report_to else list(dict.fromkeys(args.report_to))
+    if "wandb" in report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")
+    run_demo(DemoConfig(output_dir=args.out, max_steps=args.max_steps, save_steps=args.save_steps,
+                        report_to=report_to or ["none"], seed=args.seed))
     return EXIT_OK
 
 

@@ -61,6 +61,7 @@ def tiny_gpt2(
         initializer_range=initializer_range,
         bos_token_id=0,
         eos_token_id=1,
+        pad_token_id=2,
     )
     return GPT2LMHeadModel(config).eval()
 

@@ -233,3 +233,10 @@ def test_missing_tokenizer_fails_at_train_start(tmp_path):
     trainer.callback_handler.processing_class = None
     with pytest.raises(ValueError, match="ProbAttrCallback needs a tokenizer"):
         trainer.train()
+
+
+def test_missing_integration_package_names_the_install_command():
+    from probattr_monitor.sinks import require
+
+    with pytest.raises(ImportError, match=r"pip install 'probattr-monitor\[wandb\]'"):
+        require("no_such_package_for_probattr", "wandb")
