@@ -1,7 +1,8 @@
 """The ``probattr-monitor`` command line.
 
 Exit codes: 0 success, 2 bad usage or input (one line on stderr naming the problem), 1 anything
-else (also one line; ``--traceback`` shows the whole trace), 130 interrupted.
+else (also one line; ``--traceback`` shows the whole trace), 3 a sweep in which some checkpoints
+failed (the others completed; see the summary), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 from .probes.errors import ProbeInputError
 from .probes.settings import DEFAULT_AS_BAND, DEFAULT_ENTROPY_THRESHOLD, DEFAULT_MAX_NEW_TOKENS, ProbeSettings
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
                            "unless WANDB_MODE says otherwise)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=run_demo_command)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="probe every checkpoint of a run folder, log them, and recommend one",
+        description="Probe every checkpoint-<step> folder of RUN_DIR in step order (resumable: finished "
+                    "checkpoints with the same settings and prompts are reused), write probattr.json per "
+                    "checkpoint, sweep_summary.csv/.json and probattr_report.html. Exit code 3: some "
+                    "checkpoints failed (recorded in the summary), the others completed.",
+    )
+    sweep.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a Trainer output folder")
+    sweep.add_argument("--checkpoints", nargs="+", metavar="DIR", help="model folders instead of RUN_DIR's")
+    sweep.add_argument("--steps", nargs="+", type=int, metavar="STEP", help="only these steps")
+    sweep.add_argument("--out", metavar="DIR", help="write results here (for a read-only run folder)")
+    sweep.add_argument("--tokenizer", metavar="DIR", help="tokenizer for checkpoints without tokenizer files")
+    sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb"),
+                       help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep)")
+    sweep.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
+    add_prompt_arguments(sweep)
+    sweep.set_defaults(handler=run_sweep_command)
+
+    report = commands.add_parser(
+        "report",
+        help="write the HTML checkpoint-selection report of a run folder",
+        description="Build probattr_report.html (self-contained, no network) from the probattr.json "
+                    "records of RUN_DIR's checkpoints, written by a sweep or by the callback.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", metavar="DIR", help="where the sweep wrote its results, if not RUN_DIR")
+    report.set_defaults(handler=run_report_command)
     return parser
 
 
@@ -142,6 +172,32 @@ def run_demo_command(args: argparse.Namespace) -> int:
         os.environ.setdefault("WANDB_MODE", "offline")
     run_demo(DemoConfig(output_dir=args.out, max_steps=args.max_steps, save_steps=args.save_steps,
                         report_to=report_to or ["none"], seed=args.seed))
+    return EXIT_OK
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor sweep``: exit 0, or 3 when some checkpoints failed."""
+    from .sweep import SweepConfig, run_sweep
+
+    if args.run_dir is None and not args.checkpoints:
+        raise ProbeInputError("give RUN_DIR or --checkpoints DIR [DIR ...]")
+    settings = settings_from_args(args)
+    config = SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints, steps=args.steps, out=args.out,
+                         tokenizer=args.tokenizer, prompts=prompts_from_args(args),
+                         settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
+                         dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress)
+    summary = run_sweep(config)
+    if summary is not None and summary.failed:
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor report``."""
+    from .sweep import report_run
+
+    path = report_run(args.run_dir, out=args.out)
+    print(f"wrote {path}")
     return EXIT_OK
 
 

@@ -91,6 +91,11 @@ def load_model_and_tokenizer(
     return model.to(torch_device).eval(), tokenizer
 
 
+def has_tokenizer_files(path) -> bool:
+    """Whether ``path`` holds tokenizer files (a Trainer without a tokenizer saves none)."""
+    return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
+
+
 def load_tokenizer(path, options: dict):
     """``AutoTokenizer.from_pretrained(path, **options)``, with a clear error when there is none.
 
@@ -102,7 +107,7 @@ def load_tokenizer(path, options: dict):
     path = Path(path)
     if not path.is_dir():
         raise ProbeInputError(f"tokenizer folder not found: {str(path)!r}")
-    if "gguf_file" not in options and not any((path / name).is_file() for name in TOKENIZER_FILES):
+    if "gguf_file" not in options and not has_tokenizer_files(path):
         raise ProbeInputError(f"no tokenizer files in {str(path)!r}; pass --tokenizer DIR")
 
     try:

@@ -26,9 +26,10 @@ def prompt_set_hash(prompts: Sequence[str], response_mode: str, responses: Optio
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def run_record(run: dict, prompts: Sequence[str], response_mode: str, settings: ProbeSettings,
+def run_record(run, prompts: Sequence[str], response_mode: str, settings: ProbeSettings,
                folder: Optional[Path] = None, write: bool = False, responses: Optional[Sequence[str]] = None) -> dict:
-    """The ``probattr.json`` object of a probe run, written atomically to ``folder`` if ``write``.
+    """The ``probattr.json`` object of a :class:`~probattr_monitor.probe_run.ProbeRun`, written
+    atomically to ``folder`` if ``write``.
 
     Fields: ``format_version``, ``step``, ``checkpoint`` (the folder name), ``settings``,
     ``prompt_set_hash``, ``status`` (``"ok"`` or ``"failed"``), ``error``, ``probe_seconds``,
@@ -39,15 +40,15 @@ def run_record(run: dict, prompts: Sequence[str], response_mode: str, settings: 
     record = {
         "format_version": FORMAT_VERSION,
         "probattr_monitor_version": __version__,
-        "step": run["step"],
+        "step": run.step,
         "checkpoint": folder.name if folder is not None else None,
         "settings": settings.to_dict(),
         "prompt_set_hash": prompt_set_hash(prompts, response_mode, responses),
-        "status": "ok" if run["error"] is None else "failed",
-        "error": run["error"],
-        "probe_seconds": run["seconds"],
-        "summary": run_summary(run["results"]),
-        "results": [result.to_dict() for result in run["results"]],
+        "status": "ok" if run.error is None else "failed",
+        "error": run.error,
+        "probe_seconds": run.seconds,
+        "summary": run_summary(run.results),
+        "results": [result.to_dict() for result in run.results],
     }
     if write:
         write_json_atomic(Path(folder) / RESULTS_FILE, record)

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path, data: Any) -> None:
-    """Write ``data`` as strict JSON to ``path`` atomically.
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically.
 
     The text goes to a temporary file in the same folder, is flushed and fsynced, then renamed over
     ``path`` (``os.replace`` is atomic on POSIX and Windows): a reader sees the old file or the new
     one, never a partial one, even if the process is killed mid-write.
     """
     path = Path(path)
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
@@ -28,3 +27,8 @@ def write_json_atomic(path, data: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path, data: Any) -> None:
+    """:func:`write_text_atomic` of ``data`` as strict JSON (no NaN), indented, UTF-8."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))

@@ -7,18 +7,17 @@ entry point as the CLI and the sweep), hands the numbers to the sinks and writes
 from __future__ import annotations
 
 import os
-import time
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from transformers import TrainerCallback
 
-from ..metrics import TOKEN_COLUMNS, histogram_values, run_summary, scalar_logs, token_rows
+from ..metrics import run_summary
+from ..probe_run import ProbeRun, probe_record, run_probes
 from ..probes.settings import ProbeSettings
 from ..prompts import paper_prompts, read_prompts_file
 from ..run_record import run_record
-from ..sinks import REPORT_TARGETS, ProbeRecord
+from ..sinks import REPORT_TARGETS
 from .state import preserved_training_state
 
 RESPONSE_MODES = ("generate", "fixed")
@@ -113,7 +112,7 @@ class ProbAttrCallback(TrainerCallback):
         self.write_json = write_json
         self.errors = 0
         self._sinks: list = []
-        self._last: Optional[dict] = None  # the latest probe run: {"step", "results", "seconds", "error"}
+        self._last: Optional[ProbeRun] = None  # the latest probe run
         self._logged_steps: set[int] = set()
 
     # ---- Trainer events ----
@@ -149,8 +148,8 @@ class ProbAttrCallback(TrainerCallback):
         if not self.probe_on_evaluate:
             return
         run = self._probe(args, state, model)
-        if metrics is not None and run["error"] is None:
-            summary = run_summary(run["results"])
+        if metrics is not None and run.error is None:
+            summary = run_summary(run.results)
             for key in ("noise_tokens", "noise_fraction", "mean_attribution", "mean_entropy_context", "mean_kl"):
                 if summary[key] is not None:
                     metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
@@ -172,62 +171,26 @@ class ProbAttrCallback(TrainerCallback):
         self._sinks = []
 
     # ---- the probes ----
-    def _probe(self, args, state, model) -> dict:
+    def _probe(self, args, state, model) -> ProbeRun:
         """Probe once per global step (a save, an evaluation and every_n_steps may coincide)."""
-        if self._last is not None and self._last["step"] == state.global_step:
+        if self._last is not None and self._last.step == state.global_step:
             return self._last
         from ..distributed import world
-        from ..probing import probe
 
-        began = time.perf_counter()
-        results, error = [], None
         with preserved_training_state(model):
-            try:
-                results = probe(model, self.tokenizer, list(self.prompts), responses=self.responses,
-                                settings=self.settings, distributed=world()[1] > 1)
-            except Exception as caught:  # noqa: BLE001 - never kill a training run unless strict
-                if self.strict:
-                    raise
-                self.errors += 1
-                error = f"{type(caught).__name__}: {caught}"
-                warnings.warn(f"probattr-monitor: the probes failed at step {state.global_step}: {error}", stacklevel=2)
-        if self.response_mode == "fixed" and self.responses is None and results:
-            self.responses = [r.response for r in results]
-        self._last = {"step": state.global_step, "results": results, "seconds": time.perf_counter() - began,
-                      "error": error}
-        if state.is_world_process_zero:
-            self._log(self._last)
-        return self._last
-
-    def _log(self, run: dict) -> None:
-        if not self._sinks or run["step"] in self._logged_steps:
-            return
-        self._logged_steps.add(run["step"])
-        record = ProbeRecord(
-            step=run["step"],
-            scalars=scalar_logs(run["results"], run["seconds"], errors=self.errors),
-            histograms=histogram_values(run["results"]),
-            images=self._images(run["results"]) if run["results"] else {},
-            table_columns=TOKEN_COLUMNS,
-            table_rows=token_rows(run["results"]),
-        )
-        for sink in self._sinks:
-            sink.write(record)
-
-    def _images(self, results) -> dict:
-        import importlib.util
-
-        if self.log_figures is False or (self.log_figures is None and importlib.util.find_spec("matplotlib") is None):
-            return {}
-        from ..figures import entropy_vs_attribution, figure_to_array, token_heatmap
-
-        settings = self.settings
-        images = {"probattr/entropy_vs_attribution": figure_to_array(entropy_vs_attribution(
-            results, settings.as_band, settings.entropy_threshold, settings.noise_entropy))}
-        for index, result in enumerate(results):
-            if result.tokens:
-                images[f"probattr/prompt_{index}/attribution_heatmap"] = figure_to_array(token_heatmap(result))
-        return images
+            run = run_probes(model, self.tokenizer, self.prompts, self.responses, self.settings,
+                             step=state.global_step, strict=self.strict, distributed=world()[1] > 1)
+        if run.error is not None:
+            self.errors += 1
+        if self.response_mode == "fixed" and self.responses is None and run.results:
+            self.responses = [r.response for r in run.results]
+        self._last = run
+        if state.is_world_process_zero and self._sinks and run.step not in self._logged_steps:
+            self._logged_steps.add(run.step)
+            record = probe_record(run, self.settings, errors=self.errors, figures=self.log_figures)
+            for sink in self._sinks:
+                sink.write(record)
+        return run
 
     # ---- sinks ----
     def _open_sinks(self, args) -> list:

@@ -93,9 +93,17 @@ class ProbeSettings:
         return ProbeSettings(**{**asdict(self), **changes})
 
     def to_dict(self) -> dict:
-        """The settings that change the numbers (progress display left out)."""
+        """Every setting but the progress display."""
         data = asdict(self)
         data.pop("progress")
+        return data
+
+    def result_key(self) -> dict:
+        """The settings that decide the numbers: :meth:`to_dict` without the memory knobs
+        (``memory_budget_mb``, ``max_batch_size``), which only change batch shapes."""
+        data = self.to_dict()
+        data.pop("memory_budget_mb")
+        data.pop("max_batch_size")
         return data
 
 

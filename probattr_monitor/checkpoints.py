@@ -1,0 +1,100 @@
+"""Finding and ordering saved checkpoints (the Trainer's ``checkpoint-<step>`` layout).
+
+Checkpoints are ordered by their step *number*, never by string (``checkpoint-1000`` comes after
+``checkpoint-200``). Where a folder holds ``trainer_state.json``, its ``global_step`` is the
+authority: a folder whose name disagrees is logged at the recorded step, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .probes.errors import ProbeInputError
+
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model folder and the training step it holds."""
+
+    step: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def recorded_step(folder: Path) -> Optional[int]:
+    """``global_step`` from ``folder/trainer_state.json``, or ``None`` when absent or unreadable."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        step = state.get("global_step")
+        return int(step) if isinstance(step, int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _checked_step(folder: Path, named: Optional[int]) -> Optional[int]:
+    recorded = recorded_step(folder)
+    if recorded is not None and named is not None and recorded != named:
+        warnings.warn(f"{folder.name}: trainer_state.json says global_step {recorded}; using {recorded}", stacklevel=3)
+    return recorded if recorded is not None else named
+
+
+def discover_checkpoints(run_dir) -> list[Checkpoint]:
+    """The ``checkpoint-<step>`` folders of a Trainer output folder, in step order.
+
+    Raises:
+        ProbeInputError: the folder is missing, or holds no checkpoint folder.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ProbeInputError(f"run folder not found: {str(run_dir)!r}")
+    found = []
+    for folder in run_dir.iterdir():
+        match = CHECKPOINT_NAME.match(folder.name)
+        if match and folder.is_dir():
+            found.append(Checkpoint(_checked_step(folder, int(match.group(1))), folder))
+    if not found:
+        raise ProbeInputError(f"no checkpoint-<step> folders in {str(run_dir)!r} (or pass --checkpoints DIR ...)")
+    return _in_step_order(found)
+
+
+def explicit_checkpoints(folders: Sequence) -> list[Checkpoint]:
+    """Model folders given one by one; the step comes from ``trainer_state.json``, else a
+    ``checkpoint-<step>`` name, else the folder's position in the list."""
+    checkpoints = []
+    for index, folder in enumerate(Path(f) for f in folders):
+        if not folder.is_dir():
+            raise ProbeInputError(f"checkpoint folder not found: {str(folder)!r}")
+        match = CHECKPOINT_NAME.match(folder.name)
+        step = _checked_step(folder, int(match.group(1)) if match else None)
+        checkpoints.append(Checkpoint(index if step is None else step, folder))
+    return _in_step_order(checkpoints)
+
+
+def select_steps(checkpoints: Sequence[Checkpoint], steps: Optional[Sequence[int]]) -> list[Checkpoint]:
+    """The checkpoints at ``steps`` (all when ``None``); a step with no checkpoint is an error."""
+    if steps is None:
+        return list(checkpoints)
+    available = {c.step: c for c in checkpoints}
+    missing = [s for s in steps if s not in available]
+    if missing:
+        raise ProbeInputError(f"no checkpoint at step(s) {missing}; available steps: {sorted(available)}")
+    return [available[s] for s in sorted(set(steps))]
+
+
+def _in_step_order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    checkpoints = sorted(checkpoints, key=lambda c: (c.step, c.name))
+    steps = [c.step for c in checkpoints]
+    duplicated = sorted({s for s in steps if steps.count(s) > 1})
+    if duplicated:
+        raise ProbeInputError(f"several checkpoints hold the same step(s) {duplicated}")
+    return checkpoints

@@ -1,0 +1,77 @@
+"""One run of the probes over a prompt set, and what it logs: shared by the callback and the sweep,
+so the same checkpoint and settings give the same numbers and the same logs everywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from .metrics import TOKEN_COLUMNS, histogram_values, scalar_logs, token_rows
+from .probes.result import ProbeResult
+from .probes.settings import ProbeSettings
+from .sinks import ProbeRecord
+
+
+@dataclass
+class ProbeRun:
+    """The outcome of probing one model state.
+
+    Attributes:
+        step: the training step it belongs to.
+        results: one :class:`ProbeResult` per prompt (empty when the run raised).
+        seconds: wall time of the run.
+        error: ``"Type: message"`` when the run raised, else ``None``.
+    """
+
+    step: int
+    results: list = field(default_factory=list)
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+
+def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
+               strict: bool = False, distributed: bool = False) -> ProbeRun:
+    """``probe(...)`` over the prompt set, timed; an exception becomes ``error`` and a warning
+    unless ``strict``, in which case it propagates."""
+    from .probing import probe
+
+    began = time.perf_counter()
+    try:
+        results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings,
+                        distributed=distributed)
+        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began)
+    except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
+        if strict:
+            raise
+        error = f"{type(caught).__name__}: {caught}"
+        warnings.warn(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
+        return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
+
+
+def probe_record(run: ProbeRun, settings: ProbeSettings, errors: int = 0, figures: Optional[bool] = None) -> ProbeRecord:
+    """What the sinks write for ``run``: scalars, histograms, images (``figures``: ``None`` means
+    when matplotlib is installed) and the per-token table."""
+    if figures is None:
+        figures = importlib.util.find_spec("matplotlib") is not None
+    return ProbeRecord(
+        step=run.step,
+        scalars=scalar_logs(run.results, run.seconds, errors=errors),
+        histograms=histogram_values(run.results),
+        images=_images(run.results, settings) if figures and run.results else {},
+        table_columns=TOKEN_COLUMNS,
+        table_rows=token_rows(run.results),
+    )
+
+
+def _images(results: Sequence[ProbeResult], settings: ProbeSettings) -> dict:
+    from .figures import entropy_vs_attribution, figure_to_array, token_heatmap
+
+    images = {"probattr/entropy_vs_attribution": figure_to_array(entropy_vs_attribution(
+        results, settings.as_band, settings.entropy_threshold, settings.noise_entropy))}
+    for index, result in enumerate(results):
+        if result.tokens:
+            images[f"probattr/prompt_{index}/attribution_heatmap"] = figure_to_array(token_heatmap(result))
+    return images

@@ -1,0 +1,230 @@
+"""The checkpoint-selection report: one static, self-contained HTML file.
+
+No script and no external resource: inline SVG and CSS only, so it opens offline and nothing in it
+can execute. Every string that comes from data (prompts, responses, tokens, candidates, errors,
+paths) is HTML-escaped; details appear on hover through native ``title`` tooltips.
+
+Contents: noise tokens and eval loss against step with the recommended checkpoint marked; the
+entropy-against-AS scatter of every checkpoint (noise region shaded); per prompt, a heat-map of AS
+with checkpoints as rows and prompt tokens as columns.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPORT_FILE = "probattr_report.html"
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def esc(value) -> str:
+    """HTML-escape any value for text or a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+def as_colour(score: float, limit: float = 2.0) -> str:
+    """Diverging colour for an AS: blue below 0, white at 0, red above (saturating at +-limit)."""
+    t = max(-1.0, min(1.0, score / limit))
+    fade = int(round(255 * (1 - abs(t))))
+    return f"rgb(255,{fade},{fade})" if t > 0 else f"rgb({fade},{fade},255)"
+
+
+def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str) -> str:
+    """The HTML text.
+
+    Args:
+        rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
+        records: ``{checkpoint name: probattr.json object}`` for the checkpoints that have one.
+        recommended: ``{"step", "checkpoint"}`` or ``None``.
+        title: shown at the top (escaped).
+    """
+    ok = [row for row in rows if row["status"] == "ok" and row["checkpoint"] in records]
+    settings = next((records[r["checkpoint"]].get("settings", {}) for r in ok), {})
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "img-src data:\">",
+        f"<title>probattr report: {esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>probattr-monitor: choosing a checkpoint</h1><p class='muted'>{esc(title)}</p>",
+    ]
+    if recommended:
+        parts.append(f"<p class='recommended' id='recommendation'>Recommended: <b>{esc(recommended['checkpoint'])}</b> "
+                     f"(step {esc(recommended['step'])}): the fewest noise tokens; ties go to the earliest step.</p>")
+    else:
+        parts.append("<p class='recommended' id='recommendation'>No checkpoint could be scored.</p>")
+    parts.append("<h2>Noise tokens and eval loss by step</h2>")
+    parts.append(_curve(rows, recommended))
+    parts.append(_rows_table(rows, recommended))
+    parts.append(f"<h2>Entropy against attribution score</h2><p class='muted'>Shaded: the noise region "
+                 f"(|AS| &le; {esc(settings.get('as_band', 0.2))}, {esc(settings.get('noise_entropy', 'context'))} "
+                 f"entropy &ge; {esc(settings.get('entropy_threshold', 2.0))} nats). One colour per prompt.</p>")
+    parts.append("<div class='grid'>" + "".join(_scatter(row, records[row["checkpoint"]], settings) for row in ok)
+                 + "</div>")
+    parts.append("<h2>Attribution score per prompt token</h2><p class='muted'>Rows: checkpoints; columns: prompt "
+                 "tokens; blue: negative AS, red: positive (saturating at 2 nats); outlined: noise tokens. "
+                 "Hover a cell for its numbers and top candidates.</p>")
+    prompts = [r["prompt"] for r in records[ok[0]["checkpoint"]]["results"]] if ok else []
+    for index, prompt in enumerate(prompts):
+        parts.append(_heatmap(index, prompt, ok, records, recommended))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(folder, rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str) -> Path:
+    """Write :func:`build_report` to ``folder/probattr_report.html`` atomically; returns the path."""
+    from .storage import write_text_atomic
+
+    path = Path(folder) / REPORT_FILE
+    write_text_atomic(path, build_report(rows, records, recommended, title))
+    return path
+
+
+def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+    width, height, left, right, top, bottom = 720, 280, 56, 64, 16, 40
+    points = [r for r in rows if r["noise_tokens"] is not None]
+    if not points:
+        return "<p>No scored checkpoint.</p>"
+    steps = [r["step"] for r in rows]
+    x_low, x_high = min(steps), max(steps)
+    span = (x_high - x_low) or 1
+    noise_high = max(r["noise_tokens"] for r in points) or 1
+    losses = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
+
+    def x(step):
+        return left + (step - x_low) / span * (width - left - right)
+
+    def y(value, high, low=0.0):
+        return top + (1 - (value - low) / ((high - low) or 1)) * (height - top - bottom)
+
+    svg = [f"<svg id='curve' class='curve' width='{width}' height='{height}' role='img' "
+           f"aria-label='noise tokens and eval loss by step'>",
+           f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' class='axis'/>",
+           f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' class='axis'/>",
+           f"<text x='{left - 8}' y='{top + 10}' class='label' text-anchor='end'>{noise_high}</text>",
+           f"<text x='{left - 8}' y='{height - bottom}' class='label' text-anchor='end'>0</text>",
+           f"<text x='{left}' y='{height - 8}' class='label'>step {x_low}</text>",
+           f"<text x='{width - right}' y='{height - 8}' class='label' text-anchor='end'>step {x_high}</text>",
+           f"<text x='{left + 4}' y='{top + 10}' class='label noise'>noise tokens</text>"]
+    if recommended:
+        rx = x(recommended["step"])
+        svg.append(f"<line id='recommended-marker' x1='{rx:.1f}' y1='{top}' x2='{rx:.1f}' y2='{height - bottom}' "
+                   f"class='best'><title>recommended: {esc(recommended['checkpoint'])}</title></line>")
+    path = " ".join(f"{x(r['step']):.1f},{y(r['noise_tokens'], noise_high):.1f}" for r in points)
+    svg.append(f"<polyline points='{path}' class='noise-line'/>")
+    for r in points:
+        svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['noise_tokens'], noise_high):.1f}' r='4' "
+                   f"class='noise-point'><title>{esc(r['checkpoint'])}: {r['noise_tokens']} noise tokens</title></circle>")
+    if losses:
+        low, high = min(losses), max(losses)
+        loss_points = [r for r in rows if r.get("eval_loss") is not None]
+        path = " ".join(f"{x(r['step']):.1f},{y(r['eval_loss'], high, low):.1f}" for r in loss_points)
+        svg.append(f"<polyline points='{path}' class='loss-line'/>")
+        for r in loss_points:
+            svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['eval_loss'], high, low):.1f}' r='3' "
+                       f"class='loss-point'><title>{esc(r['checkpoint'])}: eval loss {r['eval_loss']:.4f}</title></circle>")
+        svg.append(f"<text x='{width - right + 6}' y='{top + 10}' class='label loss'>{high:.3f}</text>"
+                   f"<text x='{width - right + 6}' y='{height - bottom}' class='label loss'>{low:.3f}</text>"
+                   f"<text x='{width - right - 4}' y='{top + 10}' class='label loss' text-anchor='end'>eval loss</text>")
+    for r in rows:
+        if r["status"] != "ok":
+            svg.append(f"<text x='{x(r['step']):.1f}' y='{height - bottom - 4}' class='failed' text-anchor='middle'>"
+                       f"&#x2716;<title>{esc(r['checkpoint'])} failed: {esc(r['error'])}</title></text>")
+    svg.append("</svg>")
+    return "".join(svg)
+
+
+def _rows_table(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+    head = ("step", "checkpoint", "status", "noise tokens", "noise fraction", "mean AS", "mean H context", "mean KL",
+            "eval loss")
+    out = ["<table class='rows'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    best = recommended["checkpoint"] if recommended else None
+    for r in rows:
+        values = (r["step"], r["checkpoint"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
+                  r["noise_tokens"], _fmt(r["noise_fraction"]), _fmt(r["mean_attribution"]),
+                  _fmt(r["mean_entropy_context"]), _fmt(r["mean_kl"]), _fmt(r.get("eval_loss"), 4))
+        css = " class='best-row'" if r["checkpoint"] == best else ""
+        out.append(f"<tr{css}>" + "".join(f"<td>{esc('-' if v is None else v)}</td>" for v in values) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _scatter(row: dict, record: dict, settings: dict) -> str:
+    width, height, pad = 240, 190, 26
+    tokens = [(i, t) for i, result in enumerate(record["results"]) for t in result.get("tokens", [])]
+    name = "entropy_context" if settings.get("noise_entropy", "context") == "context" else "entropy_prompt"
+    band, threshold = settings.get("as_band", 0.2), settings.get("entropy_threshold", 2.0)
+    reach = max([abs(t["attribution_score"]) for _, t in tokens] + [band * 2, 0.5])
+    top = max([t[name] for _, t in tokens] + [threshold]) * 1.1
+
+    def x(value):
+        return pad + (value + reach) / (2 * reach) * (width - 2 * pad)
+
+    def y(value):
+        return height - pad - value / top * (height - 2 * pad)
+
+    out = [f"<figure class='scatter'><svg width='{width}' height='{height}' role='img'>",
+           f"<rect x='{x(-band):.1f}' y='{pad}' width='{x(band) - x(-band):.1f}' height='{y(threshold) - pad:.1f}' "
+           f"class='noise-region'/>",
+           f"<line x1='{x(0):.1f}' y1='{pad}' x2='{x(0):.1f}' y2='{height - pad}' class='axis'/>",
+           f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' class='axis'/>"]
+    for index, token in tokens:
+        out.append(f"<circle cx='{x(token['attribution_score']):.1f}' cy='{y(token[name]):.1f}' r='3' "
+                   f"fill='{COLOURS[index % len(COLOURS)]}'><title>prompt {index}, {esc(repr(token['token']))}: "
+                   f"AS {token['attribution_score']:+.3f}, H {token[name]:.3f}</title></circle>")
+    out.append(f"</svg><figcaption>{esc(row['checkpoint'])}: {esc(row['noise_tokens'])} noise</figcaption></figure>")
+    return "".join(out)
+
+
+def _heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recommended: Optional[dict]) -> str:
+    out = [f"<h3>Prompt {index}</h3><p class='prompt'>{esc(prompt)}</p><div class='scroll'>"
+           f"<table class='heatmap' id='heatmap-{index}'>"]
+    first = records[rows[0]["checkpoint"]]["results"][index]
+    out.append("<tr><th>checkpoint</th>" + "".join(f"<th class='tok'>{esc(t['token'])}</th>" for t in first["tokens"])
+               + "<th>response</th></tr>")
+    best = recommended["checkpoint"] if recommended else None
+    for row in rows:
+        result = records[row["checkpoint"]]["results"][index]
+        css = " class='best-row'" if row["checkpoint"] == best else ""
+        cells = [f"<tr{css}><th>{esc(row['checkpoint'])}</th>"]
+        if not result.get("valid", True):
+            cells.append(f"<td colspan='{len(first['tokens'])}'>invalid: {esc(result.get('error'))}</td>")
+        for token in result.get("tokens", []):
+            cells.append(f"<td class='cell{' noise' if token['noise'] else ''}' "
+                         f"style='background:{as_colour(token['attribution_score'])}' "
+                         f"title='{esc(_token_details(token))}'>{esc(token['token'])}</td>")
+        cells.append(f"<td class='response'>{esc(result.get('response', ''))}</td></tr>")
+        out.append("".join(cells))
+    return "".join(out) + "</table></div>"
+
+
+def _token_details(token: dict) -> str:
+    lines = [f"{token['token']!r} (position {token['position']}, id {token['token_id']})",
+             f"AS {token['attribution_score']:+.4f} ({token.get('band', '')}){', NOISE' if token['noise'] else ''}",
+             f"H prompt {token['entropy_prompt']:.4f}, H context {token['entropy_context']:.4f}",
+             f"KL(ctx||prm) {token['kl_context_prompt']:.4f}, KL(prm||ctx) {token['kl_prompt_context']:.4f}"]
+    for name, key in (("top q_prompt", "top_prompt"), ("top q_context", "top_context")):
+        candidates = ", ".join(f"{c['token']!r} {c['prob']:.3f}" for c in token.get(key, []))
+        lines.append(f"{name}: {candidates}")
+    return "\n".join(lines)
+
+
+def _fmt(value, digits: int = 3):
+    return None if value is None else f"{value:.{digits}f}"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:28px}
+.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}
+.axis{stroke:#444;stroke-width:1}.label{font-size:11px;fill:#444}.noise{fill:#c62828}.loss{fill:#1565c0}
+.noise-line{fill:none;stroke:#c62828;stroke-width:2}.noise-point{fill:#c62828}
+.loss-line{fill:none;stroke:#1565c0;stroke-width:1.5;stroke-dasharray:4 3}.loss-point{fill:#1565c0}
+.best{stroke:#2e7d32;stroke-width:2;stroke-dasharray:6 3}.failed{fill:#b71c1c;font-size:14px}
+table.rows{border-collapse:collapse;margin-top:12px}table.rows td,table.rows th{border:1px solid #ddd;padding:3px 8px;
+font-size:13px;text-align:right}.best-row{background:#e8f5e9;font-weight:bold}
+.grid{display:flex;flex-wrap:wrap;gap:8px}.scatter{margin:0}.scatter figcaption{font-size:12px;text-align:center}
+.noise-region{fill:#ddd}.scroll{overflow-x:auto}.prompt{font-style:italic}
+table.heatmap{border-collapse:collapse;font-size:12px}table.heatmap th{font-weight:normal;padding:2px 6px;
+white-space:pre;text-align:left}td.cell{padding:2px 4px;border:1px solid #fff;white-space:pre}
+td.noise{outline:2px solid #000;outline-offset:-2px}td.response{color:#555;padding-left:10px;white-space:pre}
+"""

@@ -1,0 +1,247 @@
+"""Post-hoc sweeps over real checkpoints on disk: order, agreement with the callback, logs read back,
+resumption, failures, exit codes, multi-process (torchrun) and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from probattr_monitor import ProbAttrCallback, ProbeSettings
+from probattr_monitor.checkpoints import discover_checkpoints, explicit_checkpoints
+from probattr_monitor.sweep import SUMMARY_CSV, SUMMARY_JSON, SweepConfig, run_sweep
+
+from .callbacks.helpers import PROMPTS, make_trainer
+from .readers import read_tensorboard, read_wandb_history, wandb_run_file
+
+STEPS = [3, 6, 9, 12]  # as strings: "12" < "3" < "6" < "9"
+ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
+SETTINGS = ProbeSettings(max_new_tokens=4, progress=False)
+STABLE = ("step", "checkpoint", "status", "noise_tokens", "noise_fraction", "mean_attribution",
+          "mean_entropy_prompt", "mean_entropy_context", "mean_kl", "log_p_response", "eval_loss")
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """A run trained with a plain Trainer (no callback): checkpoints 3, 6, 9, 12 with eval losses."""
+    folder = tmp_path_factory.mktemp("plain") / "run"
+    make_trainer(folder, [], max_steps=12, save_steps=3, evaluate=True).train()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def callback_run(tmp_path_factory):
+    """The same run (same seed: bit-identical weights) with the callback logging to TensorBoard."""
+    folder = tmp_path_factory.mktemp("with-callback") / "run"
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, report_to="tensorboard",
+                                logging_dir=str(folder / "tb"))
+    make_trainer(folder, [callback], max_steps=12, save_steps=3, evaluate=True).train()
+    return folder
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def stable(rows):
+    return [{key: row[key] for key in STABLE} for row in rows]
+
+
+def assert_same_rows(rows, expected):
+    """Equal up to float summation order (thread counts differ between processes)."""
+    assert len(rows) == len(expected)
+    for row, other in zip(stable(rows), stable(expected)):
+        assert row == pytest.approx(other, rel=1e-6, abs=1e-9)
+
+
+def sweep_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "probattr_monitor", "sweep", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+def prompt_args():
+    return [item for prompt in PROMPTS for item in ("--prompt", prompt)] + ["--max-new-tokens", "4", "--no-progress"]
+
+
+def test_checkpoints_are_ordered_by_number(plain_run):
+    assert sorted(p.name for p in plain_run.glob("checkpoint-*")) == [f"checkpoint-{s}" for s in (12, 3, 6, 9)]
+    assert [c.step for c in discover_checkpoints(plain_run)] == STEPS
+
+
+def test_sweep_matches_the_callback_and_logs_at_the_right_steps(plain_run, callback_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "out"), prompts=PROMPTS,
+                                    settings=SETTINGS, report_to=["tensorboard", "wandb"], progress=False))
+    assert [row["step"] for row in summary.rows] == STEPS
+    assert all(row["status"] == "ok" and row["eval_loss"] is not None for row in summary.rows)
+    assert summary.computed == STEPS and summary.reused == []
+    logged = read_tensorboard(callback_run / "tb")["scalars"]
+    for row in summary.rows:
+        for key in ("noise_tokens", "noise_fraction", "mean_attribution", "mean_entropy_prompt",
+                    "mean_entropy_context", "mean_kl", "log_p_response"):
+            assert row[key] == pytest.approx(logged[f"probattr/{key}"][row["step"]], rel=1e-5, abs=1e-6), key
+    swept = read_tensorboard(tmp_path / "out" / "runs" / "probattr-sweep")["scalars"]
+    assert set(swept["probattr/noise_tokens"]) == set(STEPS)
+    assert [swept["probattr/noise_tokens"][s] for s in STEPS] == [row["noise_tokens"] for row in summary.rows]
+    history = [r for r in read_wandb_history(wandb_run_file(tmp_path / "out")) if "probattr/noise_tokens" in r]
+    assert [(r["train/global_step"], r["probattr/noise_tokens"]) for r in history] == \
+        [(row["step"], row["noise_tokens"]) for row in summary.rows]
+    best = min(summary.rows, key=lambda row: (row["noise_tokens"], row["step"]))
+    assert summary.recommended == {"step": best["step"], "checkpoint": best["checkpoint"]}
+    on_disk = json.loads((tmp_path / "out" / SUMMARY_JSON).read_text())
+    assert on_disk["recommended"] == summary.recommended and stable(on_disk["rows"]) == stable(summary.rows)
+    csv_lines = (tmp_path / "out" / SUMMARY_CSV).read_text().splitlines()
+    assert csv_lines[0].startswith("step,checkpoint,status,error,noise_tokens,noise_fraction,mean_attribution")
+    assert [line.split(",")[0] for line in csv_lines[1:]] == [str(s) for s in STEPS]
+    assert not list(plain_run.rglob("probattr.json")), "--out leaves the run folder untouched"
+
+
+def test_rerun_reuses_finished_checkpoints_and_recomputes_on_new_settings(plain_run, tmp_path):
+    run = copy_run(plain_run, tmp_path / "run")
+    config = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS, progress=False, report=False)
+    first = run_sweep(config)
+    stamps = {p: p.stat().st_mtime_ns for p in run.glob("checkpoint-*/probattr.json")}
+    assert len(stamps) == 4
+    second = run_sweep(config)
+    assert second.computed == [] and second.reused == STEPS
+    assert {p: p.stat().st_mtime_ns for p in run.glob("checkpoint-*/probattr.json")} == stamps
+    assert stable(second.rows) == stable(first.rows)
+    bigger_budget = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(memory_budget_mb=8.0),
+                                progress=False, report=False)
+    assert run_sweep(bigger_budget).computed == [], "memory knobs do not change the numbers"
+    stricter = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(entropy_threshold=4.0),
+                           progress=False, report=False)
+    assert run_sweep(stricter).computed == STEPS
+    other_prompts = SweepConfig(run_dir=str(run), prompts=PROMPTS[:1], settings=SETTINGS.replace(entropy_threshold=4.0),
+                                progress=False, report=False)
+    assert run_sweep(other_prompts).computed == STEPS
+
+
+def test_failed_checkpoints_are_recorded_retried_and_reported_by_exit_code(plain_run, tmp_path):
+    run = copy_run(plain_run, tmp_path / "run")
+    weights = run / "checkpoint-6" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated weights
+    (run / "checkpoint-9" / "config.json").unlink()  # missing config
+    (run / "checkpoint-15").mkdir()  # a half-written folder
+    (run / "checkpoint-15" / "optimizer.pt").write_bytes(b"\0" * 16)
+    completed = sweep_cli(run, *prompt_args())
+    assert completed.returncode == 3, completed.stderr[-2000:]
+    rows = {row["step"]: row for row in json.loads((run / SUMMARY_JSON).read_text())["rows"]}
+    assert [rows[s]["status"] for s in (3, 6, 9, 12, 15)] == ["ok", "failed", "failed", "ok", "failed"]
+    assert "no config.json" in rows[9]["error"] and rows[6]["error"] and rows[15]["error"]
+    assert "checkpoint-6 failed" in completed.stdout
+    shutil.copy(plain_run / "checkpoint-6" / "model.safetensors", weights)  # repaired: retried, not skipped
+    shutil.copy(plain_run / "checkpoint-9" / "config.json", run / "checkpoint-9" / "config.json")
+    shutil.rmtree(run / "checkpoint-15")
+    completed = sweep_cli(run, *prompt_args())
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "computed 2, reused 2" in completed.stdout
+
+
+def test_a_killed_sweep_resumes_to_the_same_summary(plain_run, tmp_path):
+    reference = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "reference"), prompts=PROMPTS,
+                                      settings=SETTINGS, progress=False, report=False))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(plain_run), "--out", str(out),
+                                *prompt_args()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = list(out.glob("checkpoint-*/probattr.json"))
+    assert 1 <= len(done) < 4, "killed half-way"
+    for path in done:
+        json.loads(path.read_text())  # whole files only
+    completed = sweep_cli(plain_run, "--out", out, *prompt_args())
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rows = json.loads((out / SUMMARY_JSON).read_text())["rows"]
+    assert_same_rows(rows, reference.rows)
+    assert sum(row["reused"] for row in rows) == len(done)
+
+
+def test_sigint_exits_130(plain_run, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(plain_run), "--out", str(out),
+                                *prompt_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode in (130, 0), stderr  # 0 only if it had already finished
+    for path in out.glob("checkpoint-*/probattr.json"):
+        json.loads(path.read_text())
+
+
+def test_two_processes_equal_one(plain_run, tmp_path):
+    single = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "one"), prompts=PROMPTS,
+                                   settings=SETTINGS, progress=False, report=False))
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "probattr_monitor", "sweep",
+         str(plain_run), "--out", str(tmp_path / "two"), *prompt_args()],
+        capture_output=True, text=True, timeout=300, env=ENV)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "computed 4, reused 0" in completed.stdout
+    rows = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())["rows"]
+    assert_same_rows(rows, single.rows)
+    for step in STEPS:  # each process wrote its share; per-token numbers agree too
+        one = json.loads((tmp_path / "one" / f"checkpoint-{step}" / "probattr.json").read_text())["results"]
+        two = json.loads((tmp_path / "two" / f"checkpoint-{step}" / "probattr.json").read_text())["results"]
+        assert [t["attribution_score"] for r in one for t in r["tokens"]] == \
+            pytest.approx([t["attribution_score"] for r in two for t in r["tokens"]], abs=1e-6)
+
+
+def test_tokenizer_fallback(plain_run, tmp_path):
+    run = copy_run(plain_run, tmp_path / "run")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (run / "checkpoint-3" / name).unlink()
+    completed = sweep_cli(run, *prompt_args())
+    assert completed.returncode == 3
+    row = json.loads((run / SUMMARY_JSON).read_text())["rows"][0]
+    assert row["status"] == "failed" and "has no tokenizer files; pass --tokenizer DIR" in row["error"]
+    completed = sweep_cli(run, "--tokenizer", plain_run / "checkpoint-3", *prompt_args())
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_explicit_checkpoints_and_steps(plain_run, tmp_path):
+    given = [plain_run / "checkpoint-12", plain_run / "checkpoint-3"]
+    assert [c.step for c in explicit_checkpoints(given)] == [3, 12]
+    completed = sweep_cli("--checkpoints", *given, "--out", tmp_path / "a", *prompt_args())
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert [r["step"] for r in json.loads((tmp_path / "a" / SUMMARY_JSON).read_text())["rows"]] == [3, 12]
+    completed = sweep_cli(plain_run, "--steps", "9", "6", "--out", tmp_path / "b", *prompt_args())
+    assert [r["step"] for r in json.loads((tmp_path / "b" / SUMMARY_JSON).read_text())["rows"]] == [6, 9]
+    completed = sweep_cli(plain_run, "--steps", "7", "--out", tmp_path / "c", *prompt_args())
+    assert completed.returncode == 2 and "no checkpoint at step(s) [7]; available steps: [3, 6, 9, 12]" in completed.stderr
+
+
+def test_trainer_state_is_the_authority_on_steps(plain_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(plain_run / "checkpoint-3", run / "checkpoint-30")  # misnamed: it holds step 3
+    shutil.copytree(plain_run / "checkpoint-6", run / "checkpoint-6")
+    with pytest.warns(UserWarning, match="checkpoint-30: trainer_state.json says global_step 3"):
+        assert [(c.step, c.name) for c in discover_checkpoints(run)] == [(3, "checkpoint-30"), (6, "checkpoint-6")]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "no-checkpoints"])
+def test_no_checkpoints_is_a_usage_error(tmp_path, make):
+    folder = tmp_path / "run"
+    if make != "missing":
+        folder.mkdir()
+    if make == "no-checkpoints":
+        (folder / "notes.txt").write_text("x")
+    completed = sweep_cli(folder, "--prompt", "x", "--no-progress")
+    assert completed.returncode == 2
+    assert ("run folder not found" if make == "missing" else "no checkpoint-<step> folders") in completed.stderr
+    assert "Traceback" not in completed.stderr
