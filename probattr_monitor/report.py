@@ -89,7 +89,9 @@ def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     steps = [r["step"] for r in rows]
     x_low, x_high = min(steps), max(steps)
     span = (x_high - x_low) or 1
-    noise_high = max(r["noise_tokens"] for r in points) or 1
+    noise_low, noise_high = min(r["noise_tokens"] for r in points), max(r["noise_tokens"] for r in points)
+    if noise_low == noise_high:
+        noise_low, noise_high = max(0, noise_low - 1), noise_high + 1
     losses = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
 
     def x(step):
@@ -103,7 +105,7 @@ def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
            f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' class='axis'/>",
            f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' class='axis'/>",
            f"<text x='{left - 8}' y='{top + 10}' class='label' text-anchor='end'>{noise_high}</text>",
-           f"<text x='{left - 8}' y='{height - bottom}' class='label' text-anchor='end'>0</text>",
+           f"<text x='{left - 8}' y='{height - bottom}' class='label' text-anchor='end'>{noise_low}</text>",
            f"<text x='{left}' y='{height - 8}' class='label'>step {x_low}</text>",
            f"<text x='{width - right}' y='{height - 8}' class='label' text-anchor='end'>step {x_high}</text>",
            f"<text x='{left + 4}' y='{top + 10}' class='label noise'>noise tokens</text>"]
@@ -111,10 +113,10 @@ def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
         rx = x(recommended["step"])
         svg.append(f"<line id='recommended-marker' x1='{rx:.1f}' y1='{top}' x2='{rx:.1f}' y2='{height - bottom}' "
                    f"class='best'><title>recommended: {esc(recommended['checkpoint'])}</title></line>")
-    path = " ".join(f"{x(r['step']):.1f},{y(r['noise_tokens'], noise_high):.1f}" for r in points)
+    path = " ".join(f"{x(r['step']):.1f},{y(r['noise_tokens'], noise_high, noise_low):.1f}" for r in points)
     svg.append(f"<polyline points='{path}' class='noise-line'/>")
     for r in points:
-        svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['noise_tokens'], noise_high):.1f}' r='4' "
+        svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['noise_tokens'], noise_high, noise_low):.1f}' r='4' "
                    f"class='noise-point'><title>{esc(r['checkpoint'])}: {r['noise_tokens']} noise tokens</title></circle>")
     if losses:
         low, high = min(losses), max(losses)

@@ -35,3 +35,13 @@ def build_model(arch: str, vocab_size: int, peaked: bool, seed: int = 0):
 @pytest.fixture(scope="session", params=["gpt2", "llama"])
 def arch(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def plain_run(tmp_path_factory):
+    """A run trained with a plain Trainer (no callback): checkpoints 3, 6, 9, 12 with eval losses."""
+    from .callbacks.helpers import make_trainer
+
+    folder = tmp_path_factory.mktemp("plain") / "run"
+    make_trainer(folder, [], max_steps=12, save_steps=3, evaluate=True).train()
+    return folder

@@ -29,14 +29,6 @@ STABLE = ("step", "checkpoint", "status", "noise_tokens", "noise_fraction", "mea
 
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory):
-    """A run trained with a plain Trainer (no callback): checkpoints 3, 6, 9, 12 with eval losses."""
-    folder = tmp_path_factory.mktemp("plain") / "run"
-    make_trainer(folder, [], max_steps=12, save_steps=3, evaluate=True).train()
-    return folder
-
-
-@pytest.fixture(scope="module")
 def callback_run(tmp_path_factory):
     """The same run (same seed: bit-identical weights) with the callback logging to TensorBoard."""
     folder = tmp_path_factory.mktemp("with-callback") / "run"
