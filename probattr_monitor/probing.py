@@ -14,10 +14,12 @@ from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
+from .probes.budgeted import score_budgeted
 from .probes.engine import model_device, score_exact
 from .probes.errors import NonFiniteLogitsError, ProbeInputError
-from .probes.noise import attribution_band, is_noise
-from .probes.quantities import position_quantities
+from .probes.estimator import QUANTITIES
+from .probes.noise import attribution_band, is_noise, noise_uncertain
+from .probes.quantities import PositionQuantities, position_quantities
 from .probes.result import Candidate, ProbeResult, TokenAttribution, summarize
 from .probes.settings import ProbeSettings
 from .probes.tokens import (
@@ -175,11 +177,18 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
                 model, [start] + prompt_ids, settings.max_new_tokens, stop_token_ids(model, tokenizer)
             )
         input_ids = torch.tensor([start] + prompt_ids + response, device=model_device(model))
+        if policy == "budget":
+            return response, score_budgeted(model, input_ids, len(prompt_ids), settings, on_position=advance)
         return response, score_exact(model, input_ids, len(prompt_ids), settings, on_position=advance, candidates=shard)
 
+    policy = settings.policy_for(model.get_output_embeddings().weight.shape[0])
     try:
-        if distributed:
+        if distributed and policy == "exact":
             response_ids, scores = _compute_sharded(model, compute)
+        elif distributed:  # every rank draws the same samples (same seed): identical work, no gather
+            from .distributed import run_collectively
+
+            response_ids, scores = run_collectively(compute)
         else:
             response_ids, scores = compute()
     except NonFiniteLogitsError as error:
@@ -187,32 +196,20 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         response = tokenizer.decode(response_ids) if response_ids else ""
         return ProbeResult.invalid(prompt, response, prompt_ids, response_ids or [], str(error), **extra)
 
-    stats = position_quantities(
-        scores.prior, scores.rest_prompt, scores.response, torch.tensor(prompt_ids), top_k=settings.top_k
-    )
-    decode = _Decoder(tokenizer)
-    tokens = []
-    for k, token_id in enumerate(prompt_ids):
-        score = float(stats.attribution_score[k])
-        noise_entropy = stats.entropy_context[k] if settings.noise_entropy == "context" else stats.entropy_prompt[k]
-        tokens.append(
-            TokenAttribution(
-                position=k,
-                token_id=token_id,
-                token=decode(token_id),
-                attribution_score=score,
-                entropy_prompt=float(stats.entropy_prompt[k]),
-                entropy_context=float(stats.entropy_context[k]),
-                kl_context_prompt=float(stats.kl_context_prompt[k]),
-                kl_prompt_context=float(stats.kl_prompt_context[k]),
-                band=attribution_band(score, settings.as_band),
-                noise=is_noise(score, float(noise_entropy), settings.as_band, settings.entropy_threshold),
-                top_prompt=decode.candidates(stats.top_prompt_ids[k], stats.top_prompt_probs[k]),
-                top_context=decode.candidates(stats.top_context_ids[k], stats.top_context_probs[k]),
-            )
+    if policy == "budget":
+        stats = PositionQuantities(**{name: scores.values[name] for name in QUANTITIES},
+                                   top_prompt_ids=scores.top_prompt_ids, top_prompt_probs=scores.top_prompt_probs,
+                                   top_context_ids=scores.top_context_ids, top_context_probs=scores.top_context_probs)
+        stderrs = scores.stderrs
+    else:
+        stats = position_quantities(
+            scores.prior, scores.rest_prompt, scores.response, torch.tensor(prompt_ids), top_k=settings.top_k
         )
+        stderrs = {name: torch.zeros(len(prompt_ids), dtype=torch.float64) for name in QUANTITIES}
+    tokens = _token_rows(tokenizer, prompt_ids, stats, stderrs, settings)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
+    summary["candidates"] = policy
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
         prompt=prompt,
@@ -224,6 +221,34 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         summary=summary,
         **extra,
     )
+
+
+def _token_rows(tokenizer, prompt_ids, stats: PositionQuantities, stderrs: dict, settings) -> list[TokenAttribution]:
+    """One :class:`TokenAttribution` per prompt token from the per-position quantities."""
+    decode = _Decoder(tokenizer)
+    context = settings.noise_entropy == "context"
+    tokens = []
+    for k, token_id in enumerate(prompt_ids):
+        values = {name: float(getattr(stats, name)[k]) for name in QUANTITIES}
+        errors = {name: float(stderrs[name][k]) for name in QUANTITIES}
+        entropy_name = "entropy_context" if context else "entropy_prompt"
+        score = values["attribution_score"]
+        tokens.append(
+            TokenAttribution(
+                position=k,
+                token_id=token_id,
+                token=decode(token_id),
+                **values,
+                band=attribution_band(score, settings.as_band),
+                noise=is_noise(score, values[entropy_name], settings.as_band, settings.entropy_threshold),
+                top_prompt=decode.candidates(stats.top_prompt_ids[k], stats.top_prompt_probs[k]),
+                top_context=decode.candidates(stats.top_context_ids[k], stats.top_context_probs[k]),
+                **{f"{name}_stderr": errors[name] for name in QUANTITIES},
+                noise_uncertain=noise_uncertain(score, errors["attribution_score"], values[entropy_name],
+                                                errors[entropy_name], settings.as_band, settings.entropy_threshold),
+            )
+        )
+    return tokens
 
 
 def _compute_sharded(model, compute):

@@ -201,6 +201,54 @@ class SuffixScorer:
 
 
 @torch.inference_mode()
+def score_position(
+    scorer: SuffixScorer,
+    input_ids: torch.Tensor,
+    n_prompt: int,
+    k: int,
+    candidates: torch.Tensor,
+    settings: ProbeSettings,
+    kv_token_bytes: Optional[int] = None,
+    on_batch: Optional[Callable[[int], None]] = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``b[k, v]`` and ``c[k, v]`` for the candidate ids ``v`` at prompt position ``k``.
+
+    The prefix ``x_<j`` (``j = 1 + k``) comes from the scorer's cache; only the suffix runs, in
+    batches sized by :func:`candidate_batch_size`.
+
+    Returns:
+        ``(b, c, token_forwards)``: two float64 ``(C,)`` tensors on the CPU and the suffix tokens run.
+    """
+    model = scorer.model
+    length, j = input_ids.shape[0], 1 + k
+    suffix = input_ids[j : length - 1]  # (S,): x_j .. x_{L-2}
+    suffix_targets = input_ids[j + 1 :]  # (S,): x_{j+1} .. x_{L-1}
+    n_rest = n_prompt - j  # how many of the targets are prompt tokens
+    kv_token_bytes = kv_bytes_per_token(scorer.cache) if kv_token_bytes is None else kv_token_bytes
+    batch = candidate_batch_size(
+        model, scorer.vocab_size, j, suffix.shape[0], kv_token_bytes, settings, full_logits=not scorer.chunked
+    )
+    candidates = candidates.to(input_ids.device)
+    count = candidates.shape[0]
+    rest_prompt = torch.empty(count, dtype=torch.float64)
+    response = torch.empty(count, dtype=torch.float64)
+    token_forwards = 0
+    for start in range(0, count, batch):
+        chunk = candidates[start : start + batch]  # (B,)
+        batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
+        batch_ids[:, 0] = chunk
+        past = prefix_cache(scorer.cache, j, chunk.shape[0], model.config)
+        token_log_probs = scorer.score(batch_ids, past, suffix_targets)  # (B, S)
+        del past
+        rest_prompt[start : start + batch] = token_log_probs[:, :n_rest].double().sum(-1).cpu()
+        response[start : start + batch] = token_log_probs[:, n_rest:].double().sum(-1).cpu()
+        token_forwards += batch_ids.numel()
+        if on_batch is not None:
+            on_batch(batch_ids.numel())
+    return rest_prompt, response, token_forwards
+
+
+@torch.inference_mode()
 def score_exact(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -230,7 +278,6 @@ def score_exact(
     Raises:
         NonFiniteLogitsError: a forward pass produced non-finite logits.
     """
-    length = input_ids.shape[0]
     n = n_prompt
     scorer = SuffixScorer(model, input_ids)
     vocab_size = scorer.vocab_size
@@ -253,25 +300,9 @@ def score_exact(
     kv_token_bytes = kv_bytes_per_token(scorer.cache)
     token_forwards = 0
     for row, k in enumerate(positions):
-        j = 1 + k
-        suffix = input_ids[j : length - 1]  # (S,): x_j .. x_{L-2}
-        suffix_targets = input_ids[j + 1 :]  # (S,): x_{j+1} .. x_{L-1}
-        n_rest = n - j  # how many of the targets are prompt tokens
-        batch = candidate_batch_size(
-            model, vocab_size, j, suffix.shape[0], kv_token_bytes, settings, full_logits=not scorer.chunked
-        )
-        for start in range(0, count, batch):
-            chunk = candidates[start : start + batch]  # (B,)
-            batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
-            batch_ids[:, 0] = chunk
-            past = prefix_cache(scorer.cache, j, chunk.shape[0], model.config)
-            token_log_probs = scorer.score(batch_ids, past, suffix_targets)  # (B, S)
-            del past
-            rest_prompt[row, start : start + batch] = token_log_probs[:, :n_rest].double().sum(-1).cpu()
-            response[row, start : start + batch] = token_log_probs[:, n_rest:].double().sum(-1).cpu()
-            token_forwards += batch_ids.numel()
-            if on_batch is not None:
-                on_batch(batch_ids.numel())
+        b, c, cost = score_position(scorer, input_ids, n, k, candidates, settings, kv_token_bytes, on_batch)
+        rest_prompt[row], response[row] = b, c
+        token_forwards += cost
         if on_position is not None:
             on_position()
     return CandidateScores(

@@ -28,3 +28,22 @@ def is_noise(attribution_score: float, entropy_value: float, as_band: float, ent
     Which entropy is passed (prompt or context) is the caller's setting; the default is context.
     """
     return abs(attribution_score) <= as_band and entropy_value >= entropy_threshold
+
+
+Z_95 = 1.96
+
+
+def noise_uncertain(attribution_score: float, attribution_stderr: float, entropy_value: float,
+                    entropy_stderr: float, as_band: float, entropy_threshold: float, z: float = Z_95) -> bool:
+    """Whether the 95% intervals (value +- z * stderr) allow both answers to :func:`is_noise`.
+
+    A token is *certainly* noise when its whole AS interval lies in the band and its whole entropy
+    interval at or above the threshold; *certainly not* when its AS interval misses the band or its
+    entropy interval lies below the threshold; uncertain otherwise. Exact results have zero
+    standard errors and are never uncertain.
+    """
+    as_low, as_high = attribution_score - z * attribution_stderr, attribution_score + z * attribution_stderr
+    h_low, h_high = entropy_value - z * entropy_stderr, entropy_value + z * entropy_stderr
+    possible = as_low <= as_band and as_high >= -as_band and h_high >= entropy_threshold
+    certain = as_low >= -as_band and as_high <= as_band and h_low >= entropy_threshold
+    return possible and not certain

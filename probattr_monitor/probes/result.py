@@ -36,9 +36,14 @@ class TokenAttribution:
         kl_context_prompt: ``KL(q_context || q_prompt)``.
         kl_prompt_context: ``KL(q_prompt || q_context)``.
         band: ``"negative"``, ``"near_zero"`` or ``"high"`` (see ``noise.attribution_band``).
-        noise: the noise-token flag.
+        noise: the noise-token flag (from the point estimates).
         top_prompt: top candidates of ``q_prompt``.
         top_context: top candidates of ``q_context``.
+        attribution_score_stderr, entropy_prompt_stderr, entropy_context_stderr,
+        kl_context_prompt_stderr, kl_prompt_context_stderr: standard errors (0 for exact results);
+            the 95% interval of a quantity is its value +- 1.96 x its ``_stderr``.
+        noise_uncertain: the intervals straddle a noise threshold: ``noise`` is then a best guess
+            and the token is counted in ``summary["noise_uncertain"]``, not trusted.
     """
 
     position: int
@@ -53,6 +58,12 @@ class TokenAttribution:
     noise: bool
     top_prompt: list[Candidate] = field(default_factory=list)
     top_context: list[Candidate] = field(default_factory=list)
+    attribution_score_stderr: float = 0.0
+    entropy_prompt_stderr: float = 0.0
+    entropy_context_stderr: float = 0.0
+    kl_context_prompt_stderr: float = 0.0
+    kl_prompt_context_stderr: float = 0.0
+    noise_uncertain: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenAttribution":
@@ -65,8 +76,9 @@ class TokenAttribution:
 def summarize(tokens: Sequence[TokenAttribution]) -> dict:
     """Per-prompt summary statistics of the token rows.
 
-    ``noise_tokens`` (count), ``noise_fraction`` (count / tokens), ``n_tokens``, the means of AS,
-    both entropies and both KLs (``mean_kl`` is the mean of ``KL(q_context || q_prompt)``), and the
+    ``noise_tokens`` (count of noise flags), ``noise_uncertain`` (tokens whose intervals straddle
+    a threshold), ``noise_fraction`` (count / tokens), ``n_tokens``, the means of AS, both
+    entropies and both KLs (``mean_kl`` is the mean of ``KL(q_context || q_prompt)``), and the
     count of tokens in each AS band (``band_negative``, ``band_near_zero``, ``band_high``).
     """
     count = len(tokens)
@@ -77,6 +89,7 @@ def summarize(tokens: Sequence[TokenAttribution]) -> dict:
     noise = sum(1 for t in tokens if t.noise)
     return {
         "noise_tokens": noise,
+        "noise_uncertain": sum(1 for t in tokens if t.noise_uncertain),
         "noise_fraction": noise / count if count else None,
         "n_tokens": count,
         "mean_attribution": mean("attribution_score"),

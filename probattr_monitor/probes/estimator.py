@@ -1,0 +1,117 @@
+"""The budgeted estimator's maths: head selection, the tail proposal, and estimates with errors.
+
+At prompt position k, with ``lw_v = a_v + b_v`` and ``lu_v = a_v + b_v + c_v`` (MATH.md), every
+probe quantity is a smooth function of six sums over the vocabulary, ``w = exp(lw)``, ``u = exp(lu)``:
+
+    s = (sum w, sum u, sum w lw, sum u lu, sum w c, sum u c)
+    log D = log s0,  log N = log s1                     (the normalisers of q_prompt, q_context)
+    AS     = c_{p_k} - log N + log D
+    H_prompt  = log D - s2 / s0,      H_context = log N - s3 / s1
+    KL(qc||qp) = s5 / s1 + log D - log N,   KL(qp||qc) = -s4 / s0 + log N - log D
+
+The *head* (tokens carrying most of both posteriors, and ``p_k`` itself) is summed exactly. The
+*tail*'s share of each sum is estimated by importance sampling: ``m`` draws ``v_i ~ pi`` (a
+proposal over the tail) give the unbiased mean of ``f(v_i) / pi(v_i)``; its sample covariance over
+``m`` propagates to each quantity by the delta method (Jacobian of the map above), giving the
+standard error. ``w`` and ``u`` are scaled by ``exp(-max)`` for range; the scale cancels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+QUANTITIES = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
+
+
+def select_head(scores: list[torch.Tensor], actual: int, size: int) -> torch.Tensor:
+    """The union of the top ``size // len(scores)`` ids of each score vector (each ``(V,)``), plus
+    ``actual``; sorted ids."""
+    per_score = max(1, size // len(scores))
+    ids = [torch.topk(score, min(per_score, score.shape[0])).indices for score in scores]
+    ids.append(torch.tensor([actual]))
+    return torch.unique(torch.cat(ids))
+
+
+def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
+    """``pi``: an equal mixture of ``softmax(score)`` restricted to the tail, one per score; ``(V,)``
+    float64, zero on the head, summing to 1 (all zeros when the head is the whole vocabulary).
+
+    A defensive mixture: the prior alone keeps ``pi`` broad; the first-order posteriors put draws
+    where the tail's mass is likely to be.
+    """
+    vocab = log_scores[0].shape[0]
+    in_tail = torch.ones(vocab, dtype=torch.bool)
+    in_tail[head] = False
+    if not in_tail.any():
+        return torch.zeros(vocab, dtype=torch.float64)
+    mixture = torch.zeros(vocab, dtype=torch.float64)
+    for score in log_scores:
+        restricted = torch.where(in_tail, score.double(), torch.full_like(score.double(), float("-inf")))
+        mixture += torch.softmax(restricted, dim=-1) / len(log_scores)
+    return mixture
+
+
+@dataclass
+class Estimate:
+    """Per-position estimates (``QUANTITIES``), their standard errors, and the normalisers."""
+
+    values: dict
+    stderrs: dict
+    log_d: float
+    log_n: float
+
+
+def _terms(lw: torch.Tensor, lu: torch.Tensor, c: torch.Tensor, shift_w: float, shift_u: float) -> torch.Tensor:
+    """``(C, 6)``: ``w, u, w lw, u lu, w c, u c`` per candidate, with ``w, u`` scaled by the shifts."""
+    w = torch.exp(lw - shift_w)
+    u = torch.exp(lu - shift_u)
+    zero = torch.zeros_like(w)
+    return torch.stack([w, u, torch.where(w > 0, w * lw, zero), torch.where(u > 0, u * lu, zero),
+                        torch.where(w > 0, w * c, zero), torch.where(u > 0, u * c, zero)], dim=-1)
+
+
+def _quantities(s: torch.Tensor, c_actual: float, shift_w: float, shift_u: float) -> torch.Tensor:
+    log_d = shift_w + torch.log(s[0])
+    log_n = shift_u + torch.log(s[1])
+    return torch.stack([
+        c_actual - log_n + log_d,  # AS
+        log_d - s[2] / s[0],  # H_prompt
+        log_n - s[3] / s[1],  # H_context
+        s[5] / s[1] + log_d - log_n,  # KL(q_context || q_prompt)
+        -s[4] / s[0] + log_n - log_d,  # KL(q_prompt || q_context)
+    ])
+
+
+def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, sample_lw: torch.Tensor,
+             sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float) -> Estimate:
+    """Head sums exactly plus the importance-sampled tail, with delta-method standard errors.
+
+    Args:
+        head_lw, head_lu, head_c: ``(H,)`` exact ``a+b``, ``a+b+c``, ``c`` of the head tokens.
+        sample_lw, sample_lu, sample_c: ``(m,)`` the same for the ``m`` tail draws (with repeats).
+        sample_pi: ``(m,)`` the proposal probability of each draw.
+        c_actual: ``c`` at the actual token ``p_k`` (in the head).
+    """
+    everything_w = torch.cat([head_lw, sample_lw]).double()
+    everything_u = torch.cat([head_lu, sample_lu]).double()
+    shift_w, shift_u = float(everything_w.max()), float(everything_u.max())
+    sums = _terms(head_lw.double(), head_lu.double(), head_c.double(), shift_w, shift_u).sum(0)  # (6,)
+    covariance = torch.zeros(6, 6, dtype=torch.float64)
+    m = sample_lw.shape[0]
+    if m:
+        per_draw = _terms(sample_lw.double(), sample_lu.double(), sample_c.double(), shift_w, shift_u)
+        per_draw = per_draw / sample_pi.double().unsqueeze(-1)  # (m, 6): unbiased for the tail sums
+        sums = sums + per_draw.mean(0)
+        if m > 1:
+            covariance = torch.cov(per_draw.T) / m  # covariance of the mean
+    values = _quantities(sums, c_actual, shift_w, shift_u)
+    jacobian = torch.autograd.functional.jacobian(lambda s: _quantities(s, c_actual, shift_w, shift_u), sums)
+    variances = torch.diagonal(jacobian @ covariance @ jacobian.T).clamp(min=0)
+    return Estimate(
+        values={name: float(values[i]) for i, name in enumerate(QUANTITIES)},
+        stderrs={name: float(variances[i].sqrt()) for i, name in enumerate(QUANTITIES)},
+        log_d=shift_w + float(torch.log(sums[0])),
+        log_n=shift_u + float(torch.log(sums[1])),
+    )

@@ -1,0 +1,138 @@
+"""The budget candidate policy against exact marginalisation (the issue's CI targets) and the
+estimator's statistics on synthetic vectors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probattr_monitor import ProbeSettings, probe
+from probattr_monitor.probes.engine import score_exact
+from probattr_monitor.probes.estimator import estimate, select_head, tail_proposal
+from probattr_monitor.probes.quantities import position_quantities
+from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
+
+NUMERICAL = 1e-4  # the exact engine's own accuracy against float64: intervals count as covering within it
+FIELDS = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
+
+
+def synthetic(vocab=1000, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.log_softmax(torch.randn(vocab, generator=generator, dtype=torch.float64) * 2, -1)
+    b = -torch.rand(vocab, generator=generator, dtype=torch.float64) * 3
+    c = -torch.rand(vocab, generator=generator, dtype=torch.float64) * 4
+    return a, b, c
+
+
+def test_estimates_are_unbiased_and_stderrs_match_their_spread():
+    a, b, c = synthetic()
+    actual = 7
+    stats = position_quantities(a[None], b[None], c[None], torch.tensor([actual]))
+    exact = {name: float(getattr(stats, name)[0]) for name in FIELDS}
+    head = select_head([a, a + b, a + b + c], actual, 60)
+    proposal = tail_proposal([a, a + b, a + b + c], head)
+    draws = []
+    for seed in range(300):
+        samples = torch.multinomial(proposal, 100, replacement=True, generator=torch.Generator().manual_seed(seed))
+        draws.append(estimate((a + b)[head], (a + b + c)[head], c[head], (a + b)[samples], (a + b + c)[samples],
+                              c[samples], proposal[samples], float(c[actual])))
+    for name in FIELDS:
+        values = torch.tensor([d.values[name] for d in draws])
+        stderrs = torch.tensor([d.stderrs[name] for d in draws])
+        assert abs(values.mean() - exact[name]) < 4 * values.std() / len(draws) ** 0.5 + 1e-3, name  # (nearly) unbiased
+        assert 0.7 < stderrs.mean() / values.std() < 1.3, name  # the error bar is the real spread
+        covered = ((values - exact[name]).abs() <= 1.96 * stderrs + 1e-12).float().mean()
+        assert covered > 0.88, (name, covered)
+
+
+def test_head_covering_the_vocabulary_is_exact():
+    a, b, c = synthetic(vocab=50)
+    stats = position_quantities(a[None], b[None], c[None], torch.tensor([3]))
+    head = torch.arange(50)
+    assert tail_proposal([a], head).sum() == 0
+    result = estimate((a + b), (a + b + c), c, *(torch.empty(0, dtype=torch.float64),) * 4, float(c[3]))
+    assert result.values["attribution_score"] == pytest.approx(float(stats.attribution_score[0]), abs=1e-12)
+    assert result.stderrs["entropy_context"] == 0.0
+
+
+def compare(model, tokenizer, prompts, responses, settings):
+    """Budget vs exact on the same inputs: AS errors, coverage, cost ratio, noise-flag agreement."""
+    budget = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidates="budget"))
+    exact = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidates="exact"))
+    errors, covered, disagreements = [], [], 0
+    for b, e in zip(budget, exact):
+        assert b.summary["candidates"] == "budget" and e.summary["candidates"] == "exact"
+        for tb, te in zip(b.tokens, e.tokens):
+            for name in FIELDS:
+                error = abs(getattr(tb, name) - getattr(te, name))
+                covered.append(error <= 1.96 * getattr(tb, f"{name}_stderr") + NUMERICAL)
+                if name == "attribution_score":
+                    errors.append(error)
+            if not tb.noise_uncertain and tb.noise != te.noise:
+                disagreements += 1
+            assert te.attribution_score_stderr == 0.0 and not te.noise_uncertain
+    ratio = sum(b.summary["token_forwards"] for b in budget) / sum(e.summary["token_forwards"] for e in exact)
+    within = sum(e <= 0.05 for e in errors) / len(errors)
+    return within, sum(covered) / len(covered), ratio, disagreements
+
+
+@pytest.fixture(scope="module")
+def big_tokenizer():
+    from probattr_monitor.demo.grammar import HiddenMarkovGrammar
+
+    corpus = HiddenMarkovGrammar.build().corpus(3000, seed=0)
+    rare = " ".join(f"zq{i}x" for i in range(3000))  # a big vocabulary the corpus barely uses, like a real LM's
+    return byte_bpe_tokenizer(corpus + [rare], vocab_size=4096), corpus
+
+
+PROMPTS = ["the big farmer feeds", "a child waits near", "every quiet dog chases the"]
+RESPONSES = [" a barn .", " the bus .", " cat slowly ."]
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
+    tokenizer, _ = big_tokenizer
+    model = build(len(tokenizer), initializer_range=0.02, seed=1)
+    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
+
+
+def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer):
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tokenizer, corpus = big_tokenizer
+    model = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_positions=64, seed=0)
+    data = [{"input_ids": [0] + tokenizer(s, add_special_tokens=False)["input_ids"] + [1]} for s in corpus]
+    args = TrainingArguments(output_dir="/tmp/probattr-trained-peaked", max_steps=300, per_device_train_batch_size=32,
+                             learning_rate=2e-3, use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=data,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    exact = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="exact", progress=False)
+    # peaked: every posterior sits on a handful of the 4,096 tokens (flat would be log 4096 = 8.3 nats)
+    assert max(t.entropy_context for t in exact.tokens) < 3.0
+    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
+
+
+def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_tokenizer):
+    tokenizer, _ = big_tokenizer
+    assert ProbeSettings().policy_for(512) == "exact" and ProbeSettings().policy_for(513) == "budget"
+    assert ProbeSettings(candidates="exact").policy_for(10**6) == "exact"
+    model = tiny_gpt2(len(tokenizer), seed=2)
+    result = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], progress=False)
+    assert result.summary["candidates"] == "budget"
+    assert result.summary["token_forwards"] <= 512 * sum(
+        len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k for k in range(len(result.prompt_token_ids)))
+
+
+def test_sampling_is_seeded_and_leaves_the_global_rng_alone(big_tokenizer):
+    tokenizer, _ = big_tokenizer
+    model = tiny_gpt2(len(tokenizer), seed=3)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", progress=False)
+    other = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", seed=7, progress=False)
+    assert [t.attribution_score for t in first.tokens] == [t.attribution_score for t in again.tokens]
+    assert [t.entropy_prompt for t in first.tokens] != [t.entropy_prompt for t in other.tokens]
