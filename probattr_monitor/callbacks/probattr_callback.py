@@ -50,8 +50,10 @@ class ProbAttrCallback(TrainerCallback):
             one, else where it would write (``$TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/...``).
         tokenizer: the tokenizer, when the Trainer has no ``processing_class``.
         strict: re-raise exceptions from the probes instead of warning and counting them.
-        as_band, entropy_threshold, noise_entropy, candidates, memory_budget_mb: probe settings
-            (see :class:`~probattr_monitor.ProbeSettings`); or pass ``settings`` whole.
+        as_band, entropy_threshold, noise_entropy, candidates, candidate_budget, memory_budget_mb:
+            probe settings (see :class:`~probattr_monitor.ProbeSettings`; ``candidates="auto"`` by
+            default: exact up to ``candidate_budget`` vocabulary entries, budgeted beyond); or pass
+            ``settings`` whole.
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).
         write_json: write ``probattr.json`` into each checkpoint folder probed at a save.
@@ -79,6 +81,7 @@ class ProbAttrCallback(TrainerCallback):
         entropy_threshold: Optional[float] = None,
         noise_entropy: Optional[str] = None,
         candidates: Optional[str] = None,
+        candidate_budget: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
         settings: Optional[ProbeSettings] = None,
         log_figures: Optional[bool] = None,
@@ -87,7 +90,8 @@ class ProbAttrCallback(TrainerCallback):
         self.prompts = _prompt_set(prompts)
         self.response_mode, self.responses = _response_mode(responses, len(self.prompts))
         overrides = {"max_new_tokens": max_new_tokens, "as_band": as_band, "entropy_threshold": entropy_threshold,
-                     "noise_entropy": noise_entropy, "candidates": candidates, "memory_budget_mb": memory_budget_mb}
+                     "noise_entropy": noise_entropy, "candidates": candidates, "candidate_budget": candidate_budget,
+                     "memory_budget_mb": memory_budget_mb}
         self.settings = (settings or ProbeSettings()).replace(
             progress=False, **{name: value for name, value in overrides.items() if value is not None}
         )

@@ -15,7 +15,7 @@ one backward pass per target serves every position.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -71,13 +71,15 @@ def _score(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes):
 
 
 def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: ProbeSettings,
-                   on_position: Optional[Callable[[], None]] = None) -> BudgetedScores:
+                   on_position: Optional[Callable[[], None]] = None,
+                   positions: Optional[Sequence[int]] = None) -> BudgetedScores:
     """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
 
     Per position ``k``: a head of ``candidate_budget // 2`` ids (top by prior, by first-order
     ``a + b~`` and by ``a + b~ + c~``, plus ``p_k``) scored exactly, and ``candidate_budget - |head|``
     draws from :func:`estimator.tail_proposal` (with replacement; each distinct id scored once).
-    The draws come from a private generator seeded with ``settings.seed``.
+    The draws come from a private generator seeded with ``settings.seed``. ``positions`` limits
+    the work to those prompt positions (rows follow their order); default all.
     """
     with torch.inference_mode():
         scorer = SuffixScorer(model, input_ids)
@@ -90,11 +92,12 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
     log_p_response = float(actual_all[n_prompt:].sum())
     generator = torch.Generator().manual_seed(settings.seed)
 
-    values = {name: torch.empty(n_prompt, dtype=torch.float64) for name in QUANTITIES}
-    stderrs = {name: torch.empty(n_prompt, dtype=torch.float64) for name in QUANTITIES}
+    positions = list(range(n_prompt)) if positions is None else [int(k) for k in positions]
+    values = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
+    stderrs = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
     top = {key: [] for key in ("prompt_ids", "prompt_probs", "context_ids", "context_probs")}
     token_forwards, head_sizes = 0, []
-    for k in range(n_prompt):
+    for row, k in enumerate(positions):
         prior = log_probs[k]  # (V,): row k predicts x_{k+1} = p_k
         actual = int(input_ids[1 + k])
         guesses = [prior, prior + approx_b[k], prior + approx_b[k] + approx_c[k]]
@@ -112,7 +115,7 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         result = estimate(lw[:h], lu[:h], c[:h], lw[h:][back], lu[h:][back], c[h:][back], proposal[samples],
                           c_actual=float(c[(head == actual).nonzero()[0, 0]]))
         for name in QUANTITIES:
-            values[name][k], stderrs[name][k] = result.values[name], result.stderrs[name]
+            values[name][row], stderrs[name][row] = result.values[name], result.stderrs[name]
         top_k = min(settings.top_k, h)
         for side, log_scores, log_norm in (("prompt", lw[:h], result.log_d), ("context", lu[:h], result.log_n)):
             best = torch.topk(log_scores, top_k)

