@@ -73,22 +73,13 @@ def report(name, vocab, f, forwards, seconds):
 
 
 def tiny_models():
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
+    from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
 
-    from probattr_monitor.demo.grammar import HiddenMarkovGrammar
-    from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
-
-    corpus = HiddenMarkovGrammar.build().corpus(3000, seed=0)
-    tokenizer = byte_bpe_tokenizer(corpus + [" ".join(f"zq{i}x" for i in range(3000))], vocab_size=4096)
+    tokenizer, corpus = rare_word_tokenizer(vocab_size=4096)
     yield "tiny GPT-2, flat", tiny_gpt2(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
     yield "tiny Llama, flat", tiny_llama(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
-    trained = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_positions=64, seed=0)
-    data = [{"input_ids": [0] + tokenizer(s, add_special_tokens=False)["input_ids"] + [1]} for s in corpus]
-    args = TrainingArguments(output_dir="out/bench-estimator", max_steps=300, per_device_train_batch_size=32,
-                             learning_rate=2e-3, use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
-    Trainer(model=trained, args=args, train_dataset=data,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
-    yield "tiny GPT-2, trained (peaked)", trained.eval(), tokenizer
+    yield "tiny GPT-2, trained (peaked)", trained_tiny_gpt2(tokenizer, corpus, output_dir="out/bench-estimator"), tokenizer
     yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
 
 

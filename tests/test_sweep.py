@@ -139,15 +139,21 @@ def test_failed_checkpoints_are_recorded_retried_and_reported_by_exit_code(plain
     assert "computed 2, reused 2" in completed.stdout
 
 
+def start_sweep_and_wait_for_a_record(run, out, **popen):
+    """A sweep in a subprocess, returned once its first checkpoint record exists."""
+    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(run), "--out", str(out),
+                                *prompt_args()], env=ENV, **popen)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return process
+
+
 def test_a_killed_sweep_resumes_to_the_same_summary(plain_run, tmp_path):
     reference = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "reference"), prompts=PROMPTS,
                                       settings=SETTINGS, progress=False, report=False))
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(plain_run), "--out", str(out),
-                                *prompt_args()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    process = start_sweep_and_wait_for_a_record(plain_run, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = list(out.glob("checkpoint-*/probattr.json"))
@@ -163,11 +169,8 @@ def test_a_killed_sweep_resumes_to_the_same_summary(plain_run, tmp_path):
 
 def test_sigint_exits_130(plain_run, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(plain_run), "--out", str(out),
-                                *prompt_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    process = start_sweep_and_wait_for_a_record(plain_run, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                text=True)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (130, 0), stderr  # 0 only if it had already finished

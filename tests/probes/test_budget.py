@@ -10,7 +10,8 @@ from probattr_monitor import ProbeSettings, probe
 from probattr_monitor.probes.engine import score_exact
 from probattr_monitor.probes.estimator import estimate, select_head, tail_proposal
 from probattr_monitor.probes.quantities import position_quantities
-from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
+from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
+from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
 
 NUMERICAL = 1e-4  # the exact engine's own accuracy against float64: intervals count as covering within it
 FIELDS = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
@@ -78,11 +79,7 @@ def compare(model, tokenizer, prompts, responses, settings):
 
 @pytest.fixture(scope="module")
 def big_tokenizer():
-    from probattr_monitor.demo.grammar import HiddenMarkovGrammar
-
-    corpus = HiddenMarkovGrammar.build().corpus(3000, seed=0)
-    rare = " ".join(f"zq{i}x" for i in range(3000))  # a big vocabulary the corpus barely uses, like a real LM's
-    return byte_bpe_tokenizer(corpus + [rare], vocab_size=4096), corpus
+    return rare_word_tokenizer(vocab_size=4096)
 
 
 PROMPTS = ["the big farmer feeds", "a child waits near", "every quiet dog chases the"]
@@ -97,16 +94,9 @@ def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
 
 
-def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer):
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
+def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_path):
     tokenizer, corpus = big_tokenizer
-    model = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_positions=64, seed=0)
-    data = [{"input_ids": [0] + tokenizer(s, add_special_tokens=False)["input_ids"] + [1]} for s in corpus]
-    args = TrainingArguments(output_dir="/tmp/probattr-trained-peaked", max_steps=300, per_device_train_batch_size=32,
-                             learning_rate=2e-3, use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True)
-    Trainer(model=model, args=args, train_dataset=data,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    model = trained_tiny_gpt2(tokenizer, corpus, steps=300, output_dir=str(tmp_path))
     exact = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="exact", progress=False)
     # peaked: every posterior sits on a handful of the 4,096 tokens (flat would be log 4096 = 8.3 nats)
     assert max(t.entropy_context for t in exact.tokens) < 3.0
