@@ -24,7 +24,7 @@ PROMPTS = ["the cat sat on", "a bird sang", "the dog ran after", "a cat and a bi
 
 
 def sweep(run: Path, out: Path, processes: int, max_new_tokens: int) -> float:
-    launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run",
+    launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                         "--nproc_per_node", str(processes)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if processes > 1:

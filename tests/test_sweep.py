@@ -182,7 +182,7 @@ def test_two_processes_equal_one(plain_run, tmp_path):
     single = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "one"), prompts=PROMPTS,
                                    settings=SETTINGS, progress=False, report=False))
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "probattr_monitor", "sweep",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "probattr_monitor", "sweep",
          str(plain_run), "--out", str(tmp_path / "two"), *prompt_args()],
         capture_output=True, text=True, timeout=300, env=ENV)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_train.py"
 
 def torchrun(out, *extra, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT), str(out), *extra]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+               str(out), *extra]  # --standalone: a free port, never a rendezvous left over from another run
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -1,6 +1,6 @@
 """Train with ProbAttrCallback under torch.distributed (run by torchrun; used by the tests).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_train.py OUT [--fail-rank R]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/scripts/ddp_train.py OUT [--fail-rank R]
 
 ``--fail-rank R`` makes the probes raise on rank R only (fault injection), to show that the other
 ranks do not hang and training completes.
@@ -38,6 +38,9 @@ def main():
     world = dist.get_world_size() if dist.is_initialized() else 1
     print(f"rank {rank} of {world} finished: step {trainer.state.global_step}, probe errors {callback.errors}",
           flush=True)
+    if dist.is_initialized():  # leave cleanly: gloo threads torn down at interpreter exit can abort
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
