@@ -12,7 +12,7 @@ import pytest
 
 from probattr_monitor import ProbeSettings
 from probattr_monitor.report import REPORT_FILE
-from probattr_monitor.sweep import SweepConfig, report_run, run_sweep
+from probattr_monitor.sweep import SweepConfig, run_sweep
 
 from .callbacks.helpers import PROMPTS
 

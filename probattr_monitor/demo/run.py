@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .grammar import BOS, EOS, HiddenMarkovGrammar, word_tokenizer
+from .grammar import HiddenMarkovGrammar, word_tokenizer
 from .truth import next_word_distributions, true_quantities
 
 

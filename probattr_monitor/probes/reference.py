@@ -21,7 +21,6 @@ def score_naive(model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, 
         c[k, v] = sum_{t=n+1..L-1} log P(x'_t | x'_<t).
     Arithmetic in the model's dtype (float64 for the oracle; half types in float32), sums in float64.
     """
-    length = input_ids.shape[0]
     n = n_prompt
     vocab_size = model(input_ids=input_ids[:1].unsqueeze(0)).logits.shape[-1]
     prior = torch.empty(n, vocab_size, dtype=torch.float64)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -178,7 +177,3 @@ class ProbeResult:
             **extra,
         )
 
-
-def finite_or_none(value: float) -> Optional[float]:
-    """``value`` as a float, or ``None`` when it is NaN or infinite (JSON has no NaN)."""
-    return float(value) if math.isfinite(value) else None

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from probattr_monitor import ProbAttrCallback, ProbeResult
 
 from ..readers import read_tensorboard, read_wandb_history, wandb_run_file
-from .helpers import PROMPTS, make_trainer, tokenizer
+from .helpers import PROMPTS, make_trainer
 
 SCALARS = ["probattr/noise_tokens", "probattr/noise_fraction", "probattr/mean_attribution",
            "probattr/mean_entropy_prompt", "probattr/mean_entropy_context", "probattr/mean_kl",

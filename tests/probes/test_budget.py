@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
-from probattr_monitor.probes.engine import score_exact
 from probattr_monitor.probes.estimator import estimate, select_head, tail_proposal
 from probattr_monitor.probes.quantities import position_quantities
 from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
