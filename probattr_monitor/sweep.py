@@ -149,9 +149,11 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> dict:
 
     began = time.perf_counter()
     try:
-        tokenizer_dir = None if has_tokenizer_files(checkpoint.path) else config.tokenizer
-        if tokenizer_dir is None and not has_tokenizer_files(checkpoint.path):
-            raise ProbeInputError(f"{checkpoint.name} has no tokenizer files; pass --tokenizer DIR")
+        tokenizer_dir = None
+        if not has_tokenizer_files(checkpoint.path):
+            if config.tokenizer is None:
+                raise ProbeInputError(f"{checkpoint.name} has no tokenizer files; pass --tokenizer DIR")
+            tokenizer_dir = config.tokenizer
         model, tokenizer = load_model_and_tokenizer(checkpoint.path, device=config.device, dtype=config.dtype,
                                                     tokenizer_dir=tokenizer_dir,
                                                     trust_remote_code=config.trust_remote_code)

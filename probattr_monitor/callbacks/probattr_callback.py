@@ -267,7 +267,7 @@ def _report_targets(report_to) -> tuple[str, ...]:
     from ..sinks import require
 
     for name in names:
-        require("tensorboard" if name == "tensorboard" else "wandb", name)
+        require(name, name)  # each target's package has the target's name
     return tuple(dict.fromkeys(names))
 
 

@@ -65,11 +65,6 @@ def first_order_estimates(model, input_ids: torch.Tensor, n_prompt: int) -> tupl
     return estimates[0].cpu(), estimates[1].cpu()
 
 
-@torch.inference_mode()
-def _score(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes):
-    return score_position(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes)
-
-
 def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: ProbeSettings,
                    on_position: Optional[Callable[[], None]] = None,
                    positions: Optional[Sequence[int]] = None) -> BudgetedScores:
@@ -108,7 +103,7 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
                    if draws > 0 and proposal.sum() > 0 else torch.empty(0, dtype=torch.long))
         distinct, back = torch.unique(samples, return_inverse=True)
         scored = torch.cat([head, distinct])
-        b, c, cost = _score(scorer, input_ids, n_prompt, k, scored, settings, kv_token_bytes)
+        b, c, cost = score_position(scorer, input_ids, n_prompt, k, scored, settings, kv_token_bytes)
         token_forwards += cost
         lw, lu = prior[scored] + b, prior[scored] + b + c
         h = head.shape[0]
