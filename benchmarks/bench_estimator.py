@@ -8,7 +8,8 @@ and the ratios of token-forwards and wall time.
 
 Models: tiny GPT-2 and Llama (|V| = 4,096) with flat random weights, a tiny GPT-2 trained on the
 demo grammar (peaked), and a tiny GPT-2 with large random weights ("random peaked": chaotic
-likelihoods no cheap guess can rank, the estimator's known failure case, shown for honesty).
+likelihoods no cheap guess can rank; the estimate cannot be accurate there, and the figures show
+whether its error bars and uncertain flags say so).
 With ``--smollm2``: SmolLM2-135M-Instruct against the exact positions stored in
 ``benchmarks/data/smollm2_exact.json`` (made by ``compute_smollm2_exact.py``).
 

@@ -14,10 +14,17 @@ The *head* (tokens carrying most of both posteriors, and ``p_k`` itself) is summ
 proposal over the tail) give the unbiased mean of ``f(v_i) / pi(v_i)``; its sample covariance over
 ``m`` propagates to each quantity by the delta method (Jacobian of the map above), giving the
 standard error. ``w`` and ``u`` are scaled by ``exp(-max)`` for range; the scale cancels.
+
+Heavy tails: when the likelihood varies over the tail in ways no cheap guess predicts (a random
+model with large weights is the extreme), a few of the ``m`` weights ``w / pi`` carry the sum and
+their sample variance is far below the true one (the rarer large weights are not in the sample).
+The covariance is then widened (:func:`heavy_tail_inflation`) so that the error bar says so
+instead of claiming a precision the sample does not have.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +91,30 @@ def _quantities(s: torch.Tensor, c_actual: float, shift_w: float, shift_u: float
     ])
 
 
+HEAVY_TAIL_ESS = 0.1
+
+
+def heavy_tail_inflation(weights: torch.Tensor) -> float:
+    """The factor by which the sample variance of the importance weights ``weights`` (``(m,)``,
+    non-negative) is widened; 1 unless the weights are heavy-tailed.
+
+    Heavy-tailed means Kish's effective sample size ``(sum f)^2 / sum f^2`` is below
+    ``HEAVY_TAIL_ESS`` (10%) of the draws: a few draws carry the estimate, and the sample variance,
+    which has not seen the rarer large weights, is too small. The factor is then
+    ``V_lognormal / V_sample`` with ``V_lognormal = mean^2 (exp(s^2) - 1)``, the variance of a
+    log-normal with the sample's mean and log-variance ``s^2``, kept within ``[1, m]`` (at worst
+    the estimate is worth one draw: its standard error is one weight's standard deviation).
+    """
+    weights = weights.double()
+    m = weights.shape[0]
+    positive = weights[weights > 0]
+    if positive.shape[0] < 3 or float(weights.sum() ** 2 / (weights ** 2).sum()) >= HEAVY_TAIL_ESS * m:
+        return 1.0
+    sample = float(weights.var())
+    lognormal = float(weights.mean()) ** 2 * math.expm1(min(float(positive.log().var()), 700.0))
+    return float(m) if sample <= 0 else min(float(m), max(1.0, lognormal / sample))
+
+
 def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, sample_lw: torch.Tensor,
              sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float) -> Estimate:
     """Head sums exactly plus the importance-sampled tail, with delta-method standard errors.
@@ -106,6 +137,10 @@ def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor,
         sums = sums + per_draw.mean(0)
         if m > 1:
             covariance = torch.cov(per_draw.T) / m  # covariance of the mean
+            # w-weighted sums (0, 2, 4) and u-weighted sums (1, 3, 5) each get their weights' factor
+            factor = torch.tensor([heavy_tail_inflation(per_draw[:, 0]), heavy_tail_inflation(per_draw[:, 1])] * 3,
+                                  dtype=torch.float64).sqrt()
+            covariance = covariance * factor.unsqueeze(0) * factor.unsqueeze(1)
     values = _quantities(sums, c_actual, shift_w, shift_u)
     jacobian = torch.autograd.functional.jacobian(lambda s: _quantities(s, c_actual, shift_w, shift_u), sums)
     variances = torch.diagonal(jacobian @ covariance @ jacobian.T).clamp(min=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
-from probattr_monitor.probes.estimator import estimate, select_head, tail_proposal
+from probattr_monitor.probes.estimator import estimate, heavy_tail_inflation, select_head, tail_proposal
 from probattr_monitor.probes.quantities import position_quantities
 from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
@@ -53,6 +53,15 @@ def test_head_covering_the_vocabulary_is_exact():
     result = estimate((a + b), (a + b + c), c, *(torch.empty(0, dtype=torch.float64),) * 4, float(c[3]))
     assert result.values["attribution_score"] == pytest.approx(float(stats.attribution_score[0]), abs=1e-12)
     assert result.stderrs["entropy_context"] == 0.0
+
+
+def test_heavy_tail_inflation_leaves_light_tails_alone_and_widens_heavy_ones():
+    generator = torch.Generator().manual_seed(0)
+    light = torch.exp(0.3 * torch.randn(200, generator=generator, dtype=torch.float64))
+    heavy = torch.exp(4.0 * torch.randn(200, generator=generator, dtype=torch.float64))
+    assert heavy_tail_inflation(light) == 1.0
+    assert 1.0 < heavy_tail_inflation(heavy) <= 200.0
+    assert heavy_tail_inflation(torch.tensor([1.0, 0.0])) == 1.0  # too few draws to judge
 
 
 def compare(model, tokenizer, prompts, responses, settings):
@@ -101,6 +110,16 @@ def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_p
     assert max(t.entropy_context for t in exact.tokens) < 3.0
     within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
+
+
+def test_error_bars_stay_honest_on_a_chaotic_model(big_tokenizer):
+    """Large random weights make the likelihood vary over the vocabulary in ways neither the prior
+    nor the gradients predict: the budget cannot be accurate here, but it must say so (wide
+    intervals, uncertain flags) rather than report wrong values with small error bars."""
+    tokenizer, _ = big_tokenizer
+    model = tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1)
+    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    assert coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio, disagreements)
 
 
 def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_tokenizer):
