@@ -102,6 +102,12 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"entropy at or above which a near-zero token is noise (default {DEFAULT_ENTROPY_THRESHOLD})")
     parser.add_argument("--noise-entropy", choices=("context", "prompt"), default="context",
                         help="which entropy the threshold applies to (default context)")
+    parser.add_argument("--candidates", default="auto", metavar="POLICY",
+                        help="auto (default: exact when |V| <= the budget, else budget), exact, or budget")
+    parser.add_argument("--candidate-budget", type=int, default=512, metavar="N",
+                        help="candidates scored per prompt position by the budget policy (default 512); "
+                             "a probe costs about N x sum_k (n - k + m - 1) token-forwards")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the budget policy's tail sampler (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
                         help="model dtype (probability arithmetic is float32 or wider regardless)")
@@ -115,6 +121,9 @@ def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
         as_band=args.as_band,
         entropy_threshold=args.entropy_threshold,
         noise_entropy=args.noise_entropy,
+        candidates=args.candidates,
+        candidate_budget=args.candidate_budget,
+        seed=args.seed,
         progress=not args.no_progress,
     )
 

@@ -64,6 +64,22 @@ def test_attribute_with_response_and_prompts_file_via_console_script(model_dir, 
     assert result["response"] == " after it" and result["response_source"] == "given"
 
 
+def test_candidate_policy_flags(model_dir, tmp_path):
+    results = {}
+    for policy in ("exact", "budget"):
+        out = tmp_path / f"{policy}.json"
+        completed = run_cli("attribute", "--model", model_dir, "--prompt", "the cat sat", "--response", " on it",
+                            "--candidates", policy, "--candidate-budget", "16", "--seed", "3", "--json", out,
+                            "--no-progress")
+        assert completed.returncode == 0, completed.stderr
+        (results[policy],) = json.loads(out.read_text(encoding="utf-8"))
+    exact, budget = results["exact"], results["budget"]
+    assert exact["summary"]["candidates"] == "exact" and budget["summary"]["candidates"] == "budget"
+    assert budget["summary"]["token_forwards"] <= 16 / 100 * exact["summary"]["token_forwards"]
+    assert all(t["attribution_score_stderr"] == 0 for t in exact["tokens"])
+    assert any(t["attribution_score_stderr"] > 0 for t in budget["tokens"])
+
+
 def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
     assert_usage_error(run_cli("attribute", "--model", tmp_path / "nope", "--prompt", "x"), "model folder not found")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "a", "--prompt", "b", "--response", "c"),
@@ -71,6 +87,10 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", ""), "the prompt is empty")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
                        "as_band should be a finite number > 0, got -1.0")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidates", "magic"),
+                       "candidates should be one of 'auto', 'exact', 'budget', got 'magic'")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-budget", "0"),
+                       "candidate_budget should be an integer >= 2, got 0")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),
                        "GGUF file 'm.gguf' not found")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat " * 200),

@@ -70,8 +70,8 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
                    positions: Optional[Sequence[int]] = None) -> BudgetedScores:
     """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
 
-    Per position ``k``: a head of ``candidate_budget // 2`` ids (top by prior, by first-order
-    ``a + b~`` and by ``a + b~ + c~``, plus ``p_k``) scored exactly, and ``candidate_budget - |head|``
+    Per position ``k``: a head of ``candidate_budget // 2`` ids (``p_k``, then the top ids by prior,
+    by first-order ``a + b~`` and by ``a + b~ + c~`` in turn) scored exactly, and ``candidate_budget - |head|``
     draws from :func:`estimator.tail_proposal` (with replacement; each distinct id scored once).
     The draws come from a private generator seeded with ``settings.seed``. ``positions`` limits
     the work to those prompt positions (rows follow their order); default all.
@@ -119,9 +119,12 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         head_sizes.append(h)
         if on_position is not None:
             on_position()
+    # a small budget can leave some heads smaller than top_k: report the length every position has
+    width = min(rows.shape[0] for rows in top["prompt_ids"])
+    top = {key: torch.stack([rows[:width] for rows in lists]) for key, lists in top.items()}
     return BudgetedScores(
         values=values, stderrs=stderrs,
-        top_prompt_ids=torch.stack(top["prompt_ids"]), top_prompt_probs=torch.stack(top["prompt_probs"]),
-        top_context_ids=torch.stack(top["context_ids"]), top_context_probs=torch.stack(top["context_probs"]),
+        top_prompt_ids=top["prompt_ids"], top_prompt_probs=top["prompt_probs"],
+        top_context_ids=top["context_ids"], top_context_probs=top["context_probs"],
         log_p_response=log_p_response, token_forwards=token_forwards, head_sizes=head_sizes,
     )

@@ -33,12 +33,16 @@ QUANTITIES = ("attribution_score", "entropy_prompt", "entropy_context", "kl_cont
 
 
 def select_head(scores: list[torch.Tensor], actual: int, size: int) -> torch.Tensor:
-    """The union of the top ``size // len(scores)`` ids of each score vector (each ``(V,)``), plus
-    ``actual``; sorted ids."""
-    per_score = max(1, size // len(scores))
-    ids = [torch.topk(score, min(per_score, score.shape[0])).indices for score in scores]
-    ids.append(torch.tensor([actual]))
-    return torch.unique(torch.cat(ids))
+    """``max(1, size)`` distinct ids (fewer only when the vocabulary is smaller), sorted: ``actual``
+    first, then the score vectors' (each ``(V,)``) rankings taken in turn, rank by rank (the best
+    of each, then the second best of each, ...), skipping ids already taken."""
+    size = max(1, size)
+    ranked = torch.stack([torch.topk(score, min(size, score.shape[0])).indices for score in scores], dim=1)
+    candidates = torch.cat([torch.tensor([actual]), ranked.reshape(-1)])  # in order of preference
+    distinct, where = torch.unique(candidates, return_inverse=True)
+    first_seen = torch.full_like(distinct, candidates.shape[0]).scatter_reduce(
+        0, where, torch.arange(candidates.shape[0]), reduce="amin")
+    return distinct[first_seen.argsort()[:size]].sort().values
 
 
 def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ estimator's statistics on synthetic vectors."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -131,6 +133,28 @@ def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_toke
     assert result.summary["candidates"] == "budget"
     assert result.summary["token_forwards"] <= 512 * sum(
         len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k for k in range(len(result.prompt_token_ids)))
+
+
+def test_select_head_fills_its_size_with_the_actual_token_and_each_ranking_in_turn():
+    by_prior = torch.tensor([5.0, 4, 3, 2, 1, 0])
+    by_guess = torch.tensor([0.0, 1, 2, 3, 4, 5])
+    assert select_head([by_prior, by_guess], 2, 1).tolist() == [2]
+    assert select_head([by_prior, by_guess], 2, 3).tolist() == [0, 2, 5]
+    assert select_head([by_prior, by_guess], 2, 4).tolist() == [0, 1, 2, 5]
+    assert select_head([by_prior, by_prior], 3, 3).tolist() == [0, 1, 3]  # duplicates do not shrink the head
+    assert select_head([by_prior], 0, 100).tolist() == list(range(6))
+
+
+@pytest.mark.parametrize("budget", [2, 3, 16])
+def test_small_budgets_are_respected(big_tokenizer, budget):
+    tokenizer, _ = big_tokenizer
+    model = tiny_gpt2(len(tokenizer), seed=2)
+    result = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="budget",
+                   candidate_budget=budget, top_k=5, progress=False)
+    suffix_tokens = sum(len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k
+                        for k in range(len(result.prompt_token_ids)))
+    assert 0 < result.summary["token_forwards"] <= budget * suffix_tokens
+    assert all(math.isfinite(t.attribution_score) and math.isfinite(t.entropy_context_stderr) for t in result.tokens)
 
 
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(big_tokenizer):
