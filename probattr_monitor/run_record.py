@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .metrics import run_summary
+from .probes.budgeted import ESTIMATOR_REVISION
 from .probes.settings import ProbeSettings
 from .storage import write_json_atomic
 
@@ -31,7 +32,8 @@ def run_record(run, prompts: Sequence[str], response_mode: str, settings: ProbeS
     """The ``probattr.json`` object of a :class:`~probattr_monitor.probe_run.ProbeRun`, written
     atomically to ``folder`` if ``write``.
 
-    Fields: ``format_version``, ``step``, ``checkpoint`` (the folder name), ``settings``,
+    Fields: ``format_version``, ``probattr_monitor_version``, ``estimator_revision``
+    (``probes.budgeted.ESTIMATOR_REVISION``: budgeted numbers differ between revisions), ``step``, ``checkpoint`` (the folder name), ``settings``,
     ``prompt_set_hash``, ``status`` (``"ok"`` or ``"failed"``), ``error``, ``probe_seconds``,
     ``summary`` (``metrics.run_summary``) and ``results`` (one MATH.md object per prompt).
     """
@@ -40,6 +42,7 @@ def run_record(run, prompts: Sequence[str], response_mode: str, settings: ProbeS
     record = {
         "format_version": FORMAT_VERSION,
         "probattr_monitor_version": __version__,
+        "estimator_revision": ESTIMATOR_REVISION,
         "step": run.step,
         "checkpoint": folder.name if folder is not None else None,
         "settings": settings.to_dict(),

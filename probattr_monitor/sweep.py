@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, select_steps
 from .metrics import SUMMARY_KEYS
 from .probe_run import ProbeRun, probe_record, run_probes
+from .probes.budgeted import ESTIMATOR_REVISION
 from .probes.errors import ProbeInputError
 from .probes.result import ProbeResult
 from .probes.settings import ProbeSettings
@@ -131,8 +132,8 @@ def read_record(path: Path) -> Optional[dict]:
 
 
 def is_reusable(record: Optional[dict], config: SweepConfig) -> bool:
-    """A finished record made with the same settings and prompt set."""
-    if record is None or record.get("status") != "ok":
+    """A finished record made with the same settings, prompt set and estimator revision."""
+    if record is None or record.get("status") != "ok" or record.get("estimator_revision") != ESTIMATOR_REVISION:
         return False
     try:
         settings = ProbeSettings(**record.get("settings", {}))

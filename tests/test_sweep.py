@@ -109,6 +109,11 @@ def test_rerun_reuses_finished_checkpoints_and_recomputes_on_new_settings(plain_
     assert second.computed == [] and second.reused == STEPS
     assert {p: p.stat().st_mtime_ns for p in run.glob("checkpoint-*/probattr.json")} == stamps
     assert stable(second.rows) == stable(first.rows)
+    older = run / "checkpoint-6" / "probattr.json"  # a record made by an earlier estimator revision
+    record = json.loads(older.read_text(encoding="utf-8"))
+    record["estimator_revision"] -= 1
+    older.write_text(json.dumps(record), encoding="utf-8")
+    assert run_sweep(config).computed == [6]
     bigger_budget = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(memory_budget_mb=8.0),
                                 progress=False, report=False)
     assert run_sweep(bigger_budget).computed == [], "memory knobs do not change the numbers"

@@ -23,6 +23,10 @@ from .engine import SuffixScorer, kv_bytes_per_token, score_position
 from .estimator import QUANTITIES, estimate, select_head, tail_proposal
 from .settings import ProbeSettings
 
+# Bumped whenever a change to the head, the proposal or the error bars changes budgeted numbers for
+# the same settings; stored records made by another revision are recomputed, not reused.
+ESTIMATOR_REVISION = 2
+
 
 @dataclass
 class BudgetedScores:
