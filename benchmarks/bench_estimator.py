@@ -115,6 +115,13 @@ def run_smollm2(data_file: Path):
         exact["noise"] = is_noise(exact["attribution_score"], exact["entropy_context"], settings.as_band,
                                   settings.entropy_threshold)
         pairs.append((values, exact))
+        token = tokenizer.decode([entry["prompt_token_ids"][entry["position"]]])
+        print(f"  position {entry['position']} ({token!r}): AS exact {exact['attribution_score']:+.4f}, budget "
+              f"{values['attribution_score']:+.4f} +- {1.96 * values['attribution_score_stderr']:.4f}; H_context exact "
+              f"{exact['entropy_context']:.3f}, budget {values['entropy_context']:.3f} +- "
+              f"{1.96 * values['entropy_context_stderr']:.3f}; noise exact {exact['noise']}, budget {values['noise']}"
+              f"{' (uncertain)' if values['noise_uncertain'] else ''}; {scores.token_forwards:,} vs "
+              f"{entry['token_forwards']:,} token-forwards")
         budget_forwards += scores.token_forwards
         exact_forwards += entry["token_forwards"]
         exact_seconds += entry["seconds"]
