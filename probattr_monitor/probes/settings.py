@@ -37,14 +37,15 @@ class ProbeSettings:
             the default) or ``"prompt"`` (rest of the prompt only).
         top_k: how many top candidates of q_prompt and q_context are reported per token.
         candidates: the candidate policy. ``"exact"`` marginalises over the whole vocabulary;
-            ``"budget"`` scores ``candidate_budget`` candidates per position (an exactly scored head
-            plus an importance-sampled tail) and reports standard errors; ``"auto"`` (default) is
+            ``"budget"`` scores ``candidate_budget`` candidates per position on average (an exactly
+            scored head plus a sampled tail) and reports standard errors; ``"auto"`` (default) is
             exact when the vocabulary is no larger than ``candidate_budget``, else budget.
-        candidate_budget: candidates scored per prompt position under the budget policy (the one
-            budget knob). Cost model: a probe costs about
+        candidate_budget: candidates scored per prompt position, on average, under the budget
+            policy (the one budget knob). Cost model: a probe costs at most
             ``min(|V|, candidate_budget) * sum_k (n - k + m - 1)`` token-forwards (suffix tokens
             run), against ``|V| * sum_k (n - k + m - 1)`` for exact: 96x fewer for |V| = 49,152
-            at the default 512. Half the budget is the head, half tail samples.
+            at the default 512. A quarter of the budget is pooled over the prompt's positions and
+            goes where the attribution score is least certain (``probes.budgeted.run_rounds``).
         seed: seed of the tail sampler's private generator (the global RNG is never touched).
         memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
             cache, activations, logits); batch sizes follow from it (see

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
-from probattr_monitor.probes.estimator import estimate, heavy_tail_inflation, select_head, tail_proposal
+from probattr_monitor.probes.estimator import (MIXTURE_FLOOR, allocate_draws, draw_without_replacement, estimate,
+                                                heavy_tail_inflation, mixture_weights, select_head, sequential_terms,
+                                                tail_proposal)
 from probattr_monitor.probes.quantities import position_quantities
 from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
@@ -26,18 +28,25 @@ def synthetic(vocab=1000, seed=0):
     return a, b, c
 
 
-def test_estimates_are_unbiased_and_stderrs_match_their_spread():
+@pytest.mark.parametrize("ordered", [False, True], ids=["with-replacement", "successive"])
+def test_estimates_are_unbiased_and_stderrs_match_their_spread(ordered):
     a, b, c = synthetic()
     actual = 7
     stats = position_quantities(a[None], b[None], c[None], torch.tensor([actual]))
     exact = {name: float(getattr(stats, name)[0]) for name in FIELDS}
     head = select_head([a, a + b, a + b + c], actual, 60)
     proposal = tail_proposal([a, a + b, a + b + c], head)
+    taken = torch.zeros(1000, dtype=torch.bool)
+    taken[head] = True
     draws = []
     for seed in range(300):
-        samples = torch.multinomial(proposal, 100, replacement=True, generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        if ordered:
+            samples, q = draw_without_replacement(proposal, taken, 100, generator)
+        else:
+            samples, q = torch.multinomial(proposal, 100, replacement=True, generator=generator), None
         draws.append(estimate((a + b)[head], (a + b + c)[head], c[head], (a + b)[samples], (a + b + c)[samples],
-                              c[samples], proposal[samples], float(c[actual])))
+                              c[samples], proposal[samples], float(c[actual]), sample_q=q))
     for name in FIELDS:
         values = torch.tensor([d.values[name] for d in draws])
         stderrs = torch.tensor([d.stderrs[name] for d in draws])
@@ -45,6 +54,60 @@ def test_estimates_are_unbiased_and_stderrs_match_their_spread():
         assert 0.7 < stderrs.mean() / values.std() < 1.3, name  # the error bar is the real spread
         covered = ((values - exact[name]).abs() <= 1.96 * stderrs + 1e-12).float().mean()
         assert covered > 0.88, (name, covered)
+
+
+def test_successive_sampling_draws_each_id_with_the_probability_it_reports():
+    proposal = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0], dtype=torch.float64)
+    taken = torch.tensor([True, False, False, False, False])
+    generator = torch.Generator().manual_seed(0)
+    pairs = {}
+    for _ in range(20000):
+        ids, q = draw_without_replacement(proposal, taken, 2, generator)
+        pairs[tuple(ids.tolist())] = pairs.get(tuple(ids.tolist()), 0) + 1
+        first, second = ids.tolist()
+        # q_1 = p(v_1) / 0.6 (id 0 is taken), q_2 = p(v_2) / (0.6 - p(v_1))
+        p = proposal.tolist()
+        assert q.tolist() == pytest.approx([p[first] / 0.6, p[second] / (0.6 - p[first])])
+    assert set(pairs) <= {(i, j) for i in (1, 2, 3) for j in (1, 2, 3) if i != j}  # never 0 (taken) nor 4 (p = 0)
+    for (i, j), count in pairs.items():
+        expected = float(proposal[i] / 0.6 * proposal[j] / (0.6 - proposal[i]))
+        assert abs(count / 20000 - expected) < 4 * (expected / 20000) ** 0.5 + 1e-3, (i, j)
+    ids, q = draw_without_replacement(proposal, taken, 10, generator)  # only three ids are open
+    assert sorted(ids.tolist()) == [1, 2, 3] and float(q[-1]) == pytest.approx(1.0)
+    # Des Raj's terms with every open id drawn: the last term is the exact total
+    y = torch.tensor([[5.0], [7.0], [11.0]], dtype=torch.float64)
+    assert float(sequential_terms(y, q)[-1, 0]) == pytest.approx(23.0)
+
+
+def test_mixture_weights_move_to_the_component_that_explains_the_target():
+    # two components over 100 ids: the first covers ids 0-49, the second 50-99; the target lives on 0-49
+    components = torch.zeros(2, 100, dtype=torch.float64)
+    components[0, :50], components[1, 50:] = 1 / 50, 1 / 50
+    alpha = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    draws = torch.multinomial(alpha @ components, 40, replacement=True, generator=torch.Generator().manual_seed(0))
+    target = torch.where(torch.arange(100) < 50, 1.0, 0.0).double()
+    weights = target[draws] / (alpha @ components)[draws]
+    updated = mixture_weights(components[:, draws].T, alpha, weights)
+    assert updated.tolist() == pytest.approx([1 - MIXTURE_FLOOR / 2, MIXTURE_FLOOR / 2], abs=1e-6)
+    assert torch.equal(mixture_weights(components[:, :0].T, alpha, torch.empty(0)), alpha)  # no draws: unchanged
+
+
+def test_allocate_draws_levels_the_projected_variances_within_the_pool():
+    # variance 4 and 1 after 100 draws each: 300 more draws all go to the first (4 * 100 / 400 = 1)
+    extra = allocate_draws(torch.tensor([4.0, 1.0]), torch.tensor([100, 100]), torch.tensor([1, 1]), 300.0,
+                           capacity=torch.tensor([10**6, 10**6]))
+    assert extra.tolist()[1] == 0 and 295 <= extra.tolist()[0] <= 300
+    # a larger pool raises both; the costs are respected
+    extra = allocate_draws(torch.tensor([4.0, 1.0]), torch.tensor([100, 100]), torch.tensor([2, 1]), 1000.0,
+                           capacity=torch.tensor([10**6, 10**6]))
+    assert (extra * torch.tensor([2, 1])).sum() <= 1000 and extra[0] > 300 and extra[1] > 0
+    # capacity (ids left to draw) caps a position; no pool or no variance: nothing
+    assert allocate_draws(torch.tensor([4.0, 1.0]), torch.tensor([100, 100]), torch.tensor([1, 1]), 300.0,
+                          capacity=torch.tensor([50, 10**6])).tolist()[0] == 50
+    assert allocate_draws(torch.tensor([4.0, 1.0]), torch.tensor([100, 100]), torch.tensor([1, 1]), 0.0,
+                          capacity=torch.tensor([10, 10])).tolist() == [0, 0]
+    assert allocate_draws(torch.tensor([0.0, 0.0]), torch.tensor([100, 100]), torch.tensor([1, 1]), 50.0,
+                          capacity=torch.tensor([10, 10])).tolist() == [0, 0]
 
 
 def test_head_covering_the_vocabulary_is_exact():

