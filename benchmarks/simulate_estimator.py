@@ -10,7 +10,10 @@ share of 95% intervals covering exact (all five quantities) and the token-forwar
 
 With ``--tiny`` the same is done for the tiny CI models, whose exact vectors take seconds.
 
-Usage: python benchmarks/simulate_estimator.py [--vectors DIR] [--tiny] [--seeds 200] [--budget 512]
+Stored: ``benchmarks/data/smollm2_vectors`` (positions 4 and 5 of the Einstein prompt, the two
+hardest of the exact ones).
+
+Usage: python benchmarks/simulate_estimator.py [--vectors [DIR]] [--tiny] [--seeds 200] [--budget 512]
 """
 
 import argparse
@@ -112,7 +115,8 @@ def tiny(seeds: int, budget: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vectors", default=None, help="folder of position<k>.pt files (SmolLM2)")
+    parser.add_argument("--vectors", nargs="?", const=str(Path(__file__).resolve().parent / "data" / "smollm2_vectors"),
+                        default=None, help="folder of position<k>.pt files (SmolLM2; default: the stored ones)")
     parser.add_argument("--tiny", action="store_true", help="the tiny CI models, exact vectors computed here")
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--budget", type=int, default=512)

@@ -10,10 +10,14 @@ probe quantity is a smooth function of six sums over the vocabulary, ``w = exp(l
     KL(qc||qp) = s5 / s1 + log D - log N,   KL(qp||qc) = -s4 / s0 + log N - log D
 
 The *head* (tokens carrying most of both posteriors, and ``p_k`` itself) is summed exactly. The
-*tail*'s share of each sum is estimated by importance sampling: ``m`` draws ``v_i ~ pi`` (a
-proposal over the tail) give the unbiased mean of ``f(v_i) / pi(v_i)``; its sample covariance over
-``m`` propagates to each quantity by the delta method (Jacobian of the map above), giving the
-standard error. ``w`` and ``u`` are scaled by ``exp(-max)`` for range; the scale cancels.
+*tail*'s share of each sum is estimated from ``m`` draws without replacement from a proposal
+``pi`` over the tail (:func:`draw_without_replacement`), by Des Raj's unbiased estimator
+(:func:`sequential_terms`; plain importance sampling, the mean of ``f(v_i) / pi(v_i)`` over draws
+with replacement, is also supported). The sample covariance of its terms over ``m`` propagates to
+each quantity by the delta method (Jacobian of the map above), giving the standard error. ``w``
+and ``u`` are scaled by ``exp(-max)`` for range; the scale cancels. :func:`mixture_weights` adapts
+the proposal between rounds of draws and :func:`allocate_draws` shares a pooled budget between
+positions (``budgeted.run_rounds`` orchestrates both).
 
 Heavy tails: when the likelihood varies over the tail in ways no cheap guess predicts (a random
 model with large weights is the extreme), a few of the ``m`` weights ``w / pi`` carry the sum and
