@@ -86,7 +86,8 @@ class PositionSampler:
     replacement (:func:`estimator.draw_without_replacement`) from a mixture of the three guesses'
     distributions, scores them, and reweighs the mixture towards the guesses that explain the mass
     found so far (:func:`estimator.mixture_weights`). Every round's proposal depends only on earlier
-    rounds, so Des Raj's estimator over all the draws stays unbiased (:func:`estimator.sequential_terms`).
+    rounds, so Des Raj's estimator over the draws after the pilot (:meth:`end_pilot`) stays
+    unbiased (:func:`estimator.sequential_terms`).
 
     Args:
         prior: ``(V,)`` ``a`` = log P(v | x_<j); approx_b, approx_c: ``(V,)`` first-order ``b~, c~``.
@@ -193,11 +194,11 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
     """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
 
     Per position ``k``: a :class:`PositionSampler` with a head of :func:`head_size` ids;
-    then :func:`run_rounds` spends ``candidate_budget`` candidates per position on average (half at
-    every position, half where the attribution score is least certain). The draws come from a
-    private generator seeded with ``settings.seed``. ``positions`` limits the work to those prompt
-    positions (rows follow their order; the pooled half is shared among them); default all. The top
-    candidates are the best of all the ids scored exactly.
+    then :func:`run_rounds` spends ``candidate_budget`` candidates per position on average (three
+    quarters at every position, a quarter where the attribution score is least certain). The draws
+    come from a private generator seeded with ``settings.seed``. ``positions`` limits the work to
+    those prompt positions (rows follow their order; the pooled quarter is shared among them);
+    default all. The top candidates are the best of all the ids scored exactly.
     """
     with torch.inference_mode():
         scorer = SuffixScorer(model, input_ids)

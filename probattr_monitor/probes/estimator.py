@@ -228,7 +228,7 @@ def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor,
 
     Args:
         head_lw, head_lu, head_c: ``(H,)`` exact ``a+b``, ``a+b+c``, ``c`` of the head tokens.
-        sample_lw, sample_lu, sample_c: ``(m,)`` the same for the ``m`` tail draws (with repeats).
+        sample_lw, sample_lu, sample_c: ``(m,)`` the same for the ``m`` tail draws (in draw order).
         sample_pi: ``(m,)`` the proposal probability of each draw.
         c_actual: ``c`` at the actual token ``p_k`` (in the head).
         sample_q: given, the draws are an ordered sample without replacement and ``sample_q``
