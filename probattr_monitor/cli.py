@@ -106,7 +106,7 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (default: exact when |V| <= the budget, else budget), exact, or budget")
     parser.add_argument("--candidate-budget", type=int, default=512, metavar="N",
                         help="candidates scored per prompt position by the budget policy (default 512); "
-                             "a probe costs about N x sum_k (n - k + m - 1) token-forwards")
+                             "a probe costs at most N x sum_k (n - k + m - 1) token-forwards")
     parser.add_argument("--seed", type=int, default=0, help="seed of the budget policy's tail sampler (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
