@@ -114,7 +114,8 @@ def allocate_draws(variances: torch.Tensor, drawn: torch.Tensor, costs: torch.Te
 
     def extra(level: float) -> torch.Tensor:
         counts = torch.where(wanted, per_draw / level - drawn.double(), torch.zeros_like(per_draw))
-        return torch.minimum(counts.clamp(min=0).floor().long(), capacity)
+        # capped while still floats: a tiny level makes counts overflow (inf) a long cannot hold
+        return torch.minimum(counts.clamp(min=0), capacity.double()).floor().long()
 
     if pool <= 0 or not wanted.any():
         return torch.zeros_like(capacity)

@@ -108,6 +108,28 @@ def test_allocate_draws_levels_the_projected_variances_within_the_pool():
                           capacity=torch.tensor([10, 10])).tolist() == [0, 0]
     assert allocate_draws(torch.tensor([0.0, 0.0]), torch.tensor([100, 100]), torch.tensor([1, 1]), 50.0,
                           capacity=torch.tensor([10, 10])).tolist() == [0, 0]
+    # a variance next to nothing (1e-300) beside a real one: counts stay within [0, capacity]
+    extra = allocate_draws(torch.tensor([1e-300, 1.0], dtype=torch.float64), torch.tensor([100, 100]),
+                           torch.tensor([1, 1]), 10**6, capacity=torch.tensor([30, 40]))
+    assert extra.tolist() == [30, 40]
+
+
+def test_run_rounds_lends_the_pooled_quarter_to_the_uncertain_position():
+    """Two positions scored from stored vectors: one whose likelihoods ``b`` and ``c`` are the same
+    for every candidate (its AS is known after the pilot) and one where they vary by nats. The pooled
+    quarter goes to the second, and the total stays within budget x sum(costs)."""
+    from probattr_monitor.probes.budgeted import PositionSampler, run_rounds
+
+    a, b, c = synthetic(vocab=2000, seed=3)
+    generator = torch.Generator().manual_seed(4)
+    noisy_b = -6 * torch.rand(2000, generator=generator, dtype=torch.float64)
+    flat = torch.zeros(2000, dtype=torch.float64)
+    samplers = [PositionSampler(a, flat, flat, 7, 16, lambda ids, bb=bb, cc=cc: (bb[ids], cc[ids], 3 * ids.shape[0]))
+                for bb, cc in ((torch.full_like(b, -2.0), torch.full_like(c, -1.0)), (noisy_b, c))]
+    run_rounds(samplers, [3, 3], 64, torch.Generator().manual_seed(0))
+    scored = [sampler.head.shape[0] + sampler.draws.shape[0] for sampler in samplers]
+    assert scored == [64 - 64 // 4, 64 + 64 // 4], scored  # the quiet one lent its pooled quarter
+    assert sum(sampler.token_forwards for sampler in samplers) <= 64 * (3 + 3)
 
 
 def test_head_covering_the_vocabulary_is_exact():
