@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
-from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, run_rounds
+from probattr_monitor.probes.budgeted import (PositionSampler, first_order_estimates, head_size, lookahead, lookahead_size,
+                                              run_rounds)
+from probattr_monitor.probes.engine import SuffixScorer
+from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.probes.estimator import QUANTITIES
 from probattr_monitor.probes.quantities import position_quantities
 
@@ -32,10 +35,20 @@ def exact_values(prior, b, c, actual):
     return {name: float(getattr(stats, name)[0]) for name in QUANTITIES}
 
 
+def with_lookahead(model, ids, n_prompt, k, prior, budget, cost):
+    """The ids the budget policy looks ahead at position ``k`` and their lookahead, on the model."""
+    with torch.inference_mode():
+        scorer = SuffixScorer(model, ids)
+        look_ids = torch.topk(prior, lookahead_size(budget, cost, prior.shape[0])).indices
+        look, look_cost = lookahead(scorer, ids, n_prompt, k, look_ids, ProbeSettings(progress=False))
+    return {"look_ids": look_ids, "look": look, "look_cost": look_cost}
+
+
 def replay(positions, budget, seeds):
     """``positions``: dicts with ``prior, b, c, approx_b, approx_c, actual, cost`` (suffix tokens per
-    candidate), scored together as one probe (the pooled second round is shared among them).
-    Returns per position: AS errors over the seeds ``(seeds,)``, coverage, mean token-forwards."""
+    candidate) and ``look_ids, look, look_cost`` (:func:`with_lookahead`), scored together as one
+    probe (the pool is shared among them). Returns per position: AS errors over the seeds
+    ``(seeds,)``, coverage, mean token-forwards, exact values."""
     exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
     errors = torch.zeros(len(positions), seeds, dtype=torch.float64)
     covered = [[] for _ in positions]
@@ -45,7 +58,8 @@ def replay(positions, budget, seeds):
         for p in positions:
             b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
             samplers.append(PositionSampler(p["prior"].double(), p["approx_b"], p["approx_c"], p["actual"],
-                                            head_size(budget), lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost)))
+                                            head_size(budget), lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost),
+                                            p["look_ids"], p["look"], p["look_cost"]))
         estimates = run_rounds(samplers, [p["cost"] for p in positions], budget, torch.Generator().manual_seed(seed))
         for row, (found, truth, sampler) in enumerate(zip(estimates, exact, samplers)):
             errors[row, seed] = abs(found.values["attribution_score"] - truth["attribution_score"])
@@ -73,6 +87,8 @@ def smollm2(folder: Path, seeds: int, budget: int):
     positions = [{"prior": s["prior"], "b": s["rest_prompt"], "c": s["response"], "approx_b": approx_b[s["position"], :vocab],
                   "approx_c": approx_c[s["position"], :vocab], "actual": prompt[s["position"]],
                   "cost": ids.shape[0] - 2 - s["position"]} for s in saved]
+    for s, p in zip(saved, positions):
+        p.update(with_lookahead(model, ids, len(prompt), s["position"], p["prior"], budget, p["cost"]))
     errors, coverage, forwards, exact = replay(positions, budget, seeds)
     for row, s in enumerate(saved):
         k = s["position"]
@@ -104,6 +120,8 @@ def tiny(seeds: int, budget: int):
             positions = [{"prior": scores.prior[k], "b": scores.rest_prompt[k], "c": scores.response[k],
                           "approx_b": approx_b[k, :vocab], "approx_c": approx_c[k, :vocab], "actual": prompt[k],
                           "cost": ids.shape[0] - 2 - k} for k in range(len(prompt))]
+            for k, p in enumerate(positions):
+                p.update(with_lookahead(model, ids, len(prompt), k, p["prior"], budget, p["cost"]))
             errors, coverage, forwards, _ = replay(positions, budget, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage

@@ -29,36 +29,48 @@ instead of claiming a precision the sample does not have.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 QUANTITIES = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
 
 
-def select_head(scores: list[torch.Tensor], actual: int, size: int) -> torch.Tensor:
+def select_head(scores: list[torch.Tensor], actual: int, size: int, lead: torch.Tensor | None = None) -> torch.Tensor:
     """``max(1, size)`` distinct ids (fewer only when the vocabulary is smaller), sorted: ``actual``
-    first, then the score vectors' (each ``(V,)``) rankings taken in turn, rank by rank (the best
-    of each, then the second best of each, ...), skipping ids already taken."""
+    first, then the ids ``lead`` (``(V,)``, ``-inf`` where it has no opinion) ranks highest, then the
+    score vectors' (each ``(V,)``) rankings taken in turn, rank by rank (the best of each, then the
+    second best of each, ...), skipping ids already taken. Only finite scores rank an id."""
     size = max(1, size)
+
+    def ranking(score: torch.Tensor, count: int) -> torch.Tensor:
+        top = torch.topk(score, min(count, score.shape[0]))
+        return top.indices[torch.isfinite(top.values)]
+
     ranked = torch.stack([torch.topk(score, min(size, score.shape[0])).indices for score in scores], dim=1)
-    candidates = torch.cat([torch.tensor([actual]), ranked.reshape(-1)])  # in order of preference
+    leading = ranking(lead, size) if lead is not None else torch.empty(0, dtype=torch.long)
+    candidates = torch.cat([torch.tensor([actual]), leading, ranked.reshape(-1)])  # in order of preference
     distinct, where = torch.unique(candidates, return_inverse=True)
     first_seen = torch.full_like(distinct, candidates.shape[0]).scatter_reduce(
         0, where, torch.arange(candidates.shape[0]), reduce="amin")
     return distinct[first_seen.argsort()[:size]].sort().values
 
 
-def tail_components(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
+def tail_components(log_scores: list[torch.Tensor], head: torch.Tensor | None = None,
+                    support: torch.Tensor | None = None) -> torch.Tensor:
     """``(J, V)`` float64: ``softmax(score)`` restricted to the tail, one row per score (zero on
-    the head, each row summing to 1; all zeros when the head is the whole vocabulary)."""
+    the head and outside ``support``, a ``(V,)`` bool mask, default everywhere; each row sums to 1,
+    or is all zeros when no id of the tail has a finite score)."""
     vocab = log_scores[0].shape[0]
-    in_tail = torch.ones(vocab, dtype=torch.bool)
-    in_tail[head] = False
-    if not in_tail.any():
-        return torch.zeros(len(log_scores), vocab, dtype=torch.float64)
+    in_tail = torch.ones(vocab, dtype=torch.bool) if support is None else support.clone()
+    if head is not None:
+        in_tail[head] = False
     closed = torch.tensor(float("-inf"), dtype=torch.float64)
-    return torch.stack([torch.softmax(torch.where(in_tail, score.double(), closed), dim=-1) for score in log_scores])
+    rows = []
+    for score in log_scores:
+        masked = torch.where(in_tail, score.double(), closed)
+        rows.append(torch.softmax(masked, dim=-1) if torch.isfinite(masked).any() else torch.zeros_like(masked))
+    return torch.stack(rows)
 
 
 def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
@@ -169,12 +181,29 @@ def sequential_terms(y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Estimate:
-    """Per-position estimates (``QUANTITIES``), their standard errors, and the normalisers."""
+    """Per-position estimates (``QUANTITIES``), their standard errors, and the normalisers;
+    ``stratum_variances[i]`` is the variance of the attribution score that tail stratum ``i``
+    contributes (what :func:`allocate_draws` levels)."""
 
     values: dict
     stderrs: dict
     log_d: float
     log_n: float
+    stratum_variances: list = field(default_factory=list)
+
+
+@dataclass
+class TailSample:
+    """Draws from one stratum of the tail, in draw order: exact ``a+b`` (``lw``), ``a+b+c``
+    (``lu``) and ``c`` of each, the probability ``pi`` of the proposal it was drawn from, and
+    ``q`` (:func:`draw_without_replacement`) for an ordered sample without replacement, or
+    ``None`` for independent draws with replacement. All ``(m,)`` float64."""
+
+    lw: torch.Tensor
+    lu: torch.Tensor
+    c: torch.Tensor
+    pi: torch.Tensor
+    q: torch.Tensor | None = None
 
 
 def _terms(lw: torch.Tensor, lu: torch.Tensor, c: torch.Tensor, shift_w: float, shift_u: float) -> torch.Tensor:
@@ -198,7 +227,7 @@ def _quantities(s: torch.Tensor, c_actual: float, shift_w: float, shift_u: float
     ])
 
 
-HEAVY_TAIL_ESS = 0.1
+HEAVY_TAIL_ESS = 0.2
 
 
 def heavy_tail_inflation(weights: torch.Tensor) -> float:
@@ -206,7 +235,7 @@ def heavy_tail_inflation(weights: torch.Tensor) -> float:
     non-negative) is widened; 1 unless the weights are heavy-tailed.
 
     Heavy-tailed means Kish's effective sample size ``(sum f)^2 / sum f^2`` is below
-    ``HEAVY_TAIL_ESS`` (10%) of the draws: a few draws carry the estimate, and the sample variance,
+    ``HEAVY_TAIL_ESS`` (20%) of the draws: a few draws carry the estimate, and the sample variance,
     which has not seen the rarer large weights, is too small. The factor is then
     ``V_lognormal / V_sample`` with ``V_lognormal = mean^2 (exp(s^2) - 1)``, the variance of a
     log-normal with the sample's mean and log-variance ``s^2``, kept within ``[1, m]`` (at worst
@@ -225,41 +254,57 @@ def heavy_tail_inflation(weights: torch.Tensor) -> float:
 def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, sample_lw: torch.Tensor,
              sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float,
              sample_q: torch.Tensor | None = None) -> Estimate:
-    """Head sums exactly plus the importance-sampled tail, with delta-method standard errors.
+    """:func:`estimate_strata` with the whole tail as one stratum (the arguments of :class:`TailSample`)."""
+    return estimate_strata(head_lw, head_lu, head_c, [TailSample(sample_lw, sample_lu, sample_c, sample_pi, sample_q)],
+                           c_actual)
+
+
+def estimate_strata(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, strata: list[TailSample],
+                    c_actual: float) -> Estimate:
+    """Head sums exactly plus each tail stratum's estimated share, with delta-method standard errors.
+
+    The strata split the tail into disjoint parts, each sampled on its own, so their estimates are
+    independent: the six sums add up and so do their covariances. Per stratum the estimate is the
+    mean of Des Raj's terms (:func:`sequential_terms`, when ``q`` is given) or of ``f / pi``
+    (independent draws), with covariance ``cov(terms) / m``, widened by
+    :func:`heavy_tail_inflation` of ``f / pi`` (per weight, ``w`` and ``u``); a stratum of one draw
+    counts each sum as uncertain by its whole size.
 
     Args:
-        head_lw, head_lu, head_c: ``(H,)`` exact ``a+b``, ``a+b+c``, ``c`` of the head tokens.
-        sample_lw, sample_lu, sample_c: ``(m,)`` the same for the ``m`` tail draws (in draw order).
-        sample_pi: ``(m,)`` the proposal probability of each draw.
+        head_lw, head_lu, head_c: ``(H,)`` exact ``a+b``, ``a+b+c``, ``c`` of the ids summed exactly.
+        strata: the tail's strata (empty ones are allowed).
         c_actual: ``c`` at the actual token ``p_k`` (in the head).
-        sample_q: given, the draws are an ordered sample without replacement and ``sample_q``
-            holds their ``q_i`` (:func:`draw_without_replacement`; Des Raj's estimator); by default
-            they are independent draws with replacement (plain importance sampling). The heavy-tail
-            check always looks at ``f / sample_pi``, the mismatch between target and proposal.
     """
-    everything_w = torch.cat([head_lw, sample_lw]).double()
-    everything_u = torch.cat([head_lu, sample_lu]).double()
+    everything_w = torch.cat([head_lw.double()] + [sample.lw.double() for sample in strata])
+    everything_u = torch.cat([head_lu.double()] + [sample.lu.double() for sample in strata])
     shift_w, shift_u = float(everything_w.max()), float(everything_u.max())
     sums = _terms(head_lw.double(), head_lu.double(), head_c.double(), shift_w, shift_u).sum(0)  # (6,)
-    covariance = torch.zeros(6, 6, dtype=torch.float64)
-    m = sample_lw.shape[0]
-    if m:
-        per_draw = _terms(sample_lw.double(), sample_lu.double(), sample_c.double(), shift_w, shift_u)
-        weights = per_draw / sample_pi.double().unsqueeze(-1)  # (m, 6)
-        per_draw = weights if sample_q is None else sequential_terms(per_draw, sample_q.double())  # unbiased each
-        sums = sums + per_draw.mean(0)
-        if m > 1:
-            covariance = torch.cov(per_draw.T) / m  # covariance of the mean
-            # w-weighted sums (0, 2, 4) and u-weighted sums (1, 3, 5) each get their weights' factor
-            factor = torch.tensor([heavy_tail_inflation(weights[:, 0]), heavy_tail_inflation(weights[:, 1])] * 3,
-                                  dtype=torch.float64).sqrt()
-            covariance = covariance * factor.unsqueeze(0) * factor.unsqueeze(1)
+    covariances = []
+    for sample in strata:
+        covariance = torch.zeros(6, 6, dtype=torch.float64)
+        m = sample.lw.shape[0]
+        if m:
+            per_draw = _terms(sample.lw.double(), sample.lu.double(), sample.c.double(), shift_w, shift_u)
+            weights = per_draw / sample.pi.double().unsqueeze(-1)  # (m, 6)
+            terms = weights if sample.q is None else sequential_terms(per_draw, sample.q.double())  # unbiased each
+            sums = sums + terms.mean(0)
+            if m > 1:
+                covariance = torch.cov(terms.T) / m  # covariance of the mean
+                # w-weighted sums (0, 2, 4) and u-weighted sums (1, 3, 5) each get their weights' factor
+                factor = torch.tensor([heavy_tail_inflation(weights[:, 0]), heavy_tail_inflation(weights[:, 1])] * 3,
+                                      dtype=torch.float64).sqrt()
+                covariance = covariance * factor.unsqueeze(0) * factor.unsqueeze(1)
+            else:
+                covariance = torch.diag(terms[0] ** 2)
+        covariances.append(covariance)
     values = _quantities(sums, c_actual, shift_w, shift_u)
     jacobian = torch.autograd.functional.jacobian(lambda s: _quantities(s, c_actual, shift_w, shift_u), sums)
-    variances = torch.diagonal(jacobian @ covariance @ jacobian.T).clamp(min=0)
+    total = sum(covariances, torch.zeros(6, 6, dtype=torch.float64))
+    variances = torch.diagonal(jacobian @ total @ jacobian.T).clamp(min=0)
     return Estimate(
         values={name: float(values[i]) for i, name in enumerate(QUANTITIES)},
         stderrs={name: float(variances[i].sqrt()) for i, name in enumerate(QUANTITIES)},
         log_d=shift_w + float(torch.log(sums[0])),
         log_n=shift_u + float(torch.log(sums[1])),
+        stratum_variances=[max(0.0, float(jacobian[0] @ covariance @ jacobian[0])) for covariance in covariances],
     )

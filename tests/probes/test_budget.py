@@ -114,10 +114,10 @@ def test_allocate_draws_levels_the_projected_variances_within_the_pool():
     assert extra.tolist() == [30, 40]
 
 
-def test_run_rounds_lends_the_pooled_quarter_to_the_uncertain_position():
+def test_run_rounds_lends_the_pool_to_the_uncertain_position():
     """Two positions scored from stored vectors: one whose likelihoods ``b`` and ``c`` are the same
-    for every candidate (its AS is known after the pilot) and one where they vary by nats. The pooled
-    quarter goes to the second, and the total stays within budget x sum(costs)."""
+    for every candidate (its AS is known after the pilot) and one where they vary by nats. The pool
+    (a quarter of the budget) goes to the second, and the total stays within budget x sum(costs)."""
     from probattr_monitor.probes.budgeted import PositionSampler, run_rounds
 
     a, b, c = synthetic(vocab=2000, seed=3)
@@ -127,7 +127,7 @@ def test_run_rounds_lends_the_pooled_quarter_to_the_uncertain_position():
     samplers = [PositionSampler(a, flat, flat, 7, 16, lambda ids, bb=bb, cc=cc: (bb[ids], cc[ids], 3 * ids.shape[0]))
                 for bb, cc in ((torch.full_like(b, -2.0), torch.full_like(c, -1.0)), (noisy_b, c))]
     run_rounds(samplers, [3, 3], 64, torch.Generator().manual_seed(0))
-    scored = [sampler.head.shape[0] + sampler.draws.shape[0] for sampler in samplers]
+    scored = [sampler.scored()[0].shape[0] for sampler in samplers]
     assert scored == [64 - 64 // 4, 64 + 64 // 4], scored  # the quiet one lent its pooled quarter
     assert sum(sampler.token_forwards for sampler in samplers) <= 64 * (3 + 3)
 
