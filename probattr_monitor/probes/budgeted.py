@@ -268,11 +268,13 @@ def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, g
     for sampler, cost, allowed in zip(samplers, costs, allowance):
         pilot = sampler.estimate()
         drawn = sum(stratum.ids.shape[0] for stratum in sampler.strata)
+        open_ids = sum(stratum.open_ids for stratum in sampler.strata)
         for stratum, variance in zip(sampler.strata, pilot.stratum_variances):
             units.append(stratum)
             variances.append(variance)
             unit_costs.append(cost)
-            share = stratum.ids.shape[0] / drawn if drawn else float(stratum is sampler.strata[0])
+            # split as the pilot was; without pilot draws (a tiny budget), as the ids left are
+            share = stratum.ids.shape[0] / drawn if drawn else stratum.open_ids / max(1, open_ids)
             even.append(min(stratum.open_ids, max(1, int(EVEN_SHARE * allowed / cost * share))))
     spent = sum(sampler.token_forwards for sampler in samplers) + sum(e * c for e, c in zip(even, unit_costs))
     extra = allocate_draws(
