@@ -4,7 +4,8 @@ One benchmark run draws one seed, so four SmolLM2 positions say little about how
 estimate lands within 0.05 nats. With the full exact vectors of a position (``a``, ``b``, ``c`` over
 the vocabulary, saved by ``compute_smollm2_exact.py --vectors``) the budget policy can be replayed
 without the model: its ``score`` callback looks the ids up instead of running suffixes. Only the
-first-order estimates need the model (one forward and backward per prompt). For each position and
+first-order estimates (one forward and backward per prompt) and the one-token lookahead of the ids
+the policy looks ahead (one token-forward each) need the model. For each position and
 over ``--seeds`` seeds it prints the AS error (median, p95, max), the share within 0.05 nats, the
 share of 95% intervals covering exact (all five quantities) and the token-forwards against exact.
 
