@@ -140,11 +140,6 @@ class Stratum:
         """Ids of the part not drawn yet that the mixture can reach."""
         return int(((self.components.sum(0) > 0) & ~self.taken).sum())
 
-    @property
-    def sampled(self) -> int:
-        """Draws the estimator rests on (those after the pilot)."""
-        return self.ids.shape[0] - self.pilot
-
     def draw(self, n: int, generator: torch.Generator) -> None:
         """Draw ``n`` more ids (fewer if fewer are open), score them, adapt the mixture."""
         if n <= 0:
@@ -257,9 +252,10 @@ def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, g
     included). The pilot's per-stratum standard errors decide where the pool goes; then its draws
     count as exact (:meth:`Stratum.end_pilot`), so that the estimate rests on draws whose number was
     fixed before they were made. Main rounds: each position draws ``EVEN_SHARE`` of its allowance
-    (split over its strata as its pilot was; at least one draw from each part with ids left), then the pool, what is left of the total, goes where
-    the projected attribution-score variance is largest, stratum by stratum over the whole prompt
-    (:func:`estimator.allocate_draws`): a position pinned down early lends to one that is not.
+    (split over its strata as its pilot was; at least one draw from each part with ids left), then
+    the pool, what is left of the total, goes where the projected attribution-score variance is
+    largest, stratum by stratum over the whole prompt (:func:`estimator.allocate_draws`): a
+    position pinned down early lends to one that is not.
     """
     allowance = [budget * cost for cost in costs]
     for sampler, cost, allowed in zip(samplers, costs, allowance):
@@ -322,17 +318,16 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
     values = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
     stderrs = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
     top = {key: [] for key in ("prompt_ids", "prompt_probs", "context_ids", "context_probs")}
+    costs = [input_ids.shape[0] - 2 - k for k in positions]  # suffix tokens per candidate
     samplers = []
-    for k in positions:
+    for k, cost in zip(positions, costs):
         def score(ids: torch.Tensor, k: int = k) -> tuple[torch.Tensor, torch.Tensor, int]:
             return score_position(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes)
 
-        cost = input_ids.shape[0] - 2 - k  # suffix tokens per candidate
         look_ids = torch.topk(log_probs[k], lookahead_size(settings.candidate_budget, cost, vocab)).indices
         look, look_cost = lookahead(scorer, input_ids, n_prompt, k, look_ids, settings, kv_token_bytes)
         samplers.append(PositionSampler(log_probs[k], approx_b[k], approx_c[k], int(input_ids[1 + k]),
                                         head_size(settings.candidate_budget), score, look_ids, look, look_cost))
-    costs = [input_ids.shape[0] - 2 - k for k in positions]
     estimates = run_rounds(samplers, costs, settings.candidate_budget, generator, on_position)
     head_sizes = []
     for row, (sampler, result) in enumerate(zip(samplers, estimates)):

@@ -10,14 +10,16 @@ probe quantity is a smooth function of six sums over the vocabulary, ``w = exp(l
     KL(qc||qp) = s5 / s1 + log D - log N,   KL(qp||qc) = -s4 / s0 + log N - log D
 
 The *head* (tokens carrying most of both posteriors, and ``p_k`` itself) is summed exactly. The
-*tail*'s share of each sum is estimated from ``m`` draws without replacement from a proposal
-``pi`` over the tail (:func:`draw_without_replacement`), by Des Raj's unbiased estimator
-(:func:`sequential_terms`; plain importance sampling, the mean of ``f(v_i) / pi(v_i)`` over draws
-with replacement, is also supported). The sample covariance of its terms over ``m`` propagates to
-each quantity by the delta method (Jacobian of the map above), giving the standard error. ``w``
-and ``u`` are scaled by ``exp(-max)`` for range; the scale cancels. :func:`mixture_weights` adapts
-the proposal between rounds of draws and :func:`allocate_draws` shares a pooled budget between
-positions (``budgeted.run_rounds`` orchestrates both).
+*tail* may be cut into disjoint strata, each sampled on its own. A stratum's share of each sum is
+estimated from ``m`` draws without replacement from a proposal ``pi`` over it
+(:func:`draw_without_replacement`), by Des Raj's unbiased estimator (:func:`sequential_terms`;
+plain importance sampling, the mean of ``f(v_i) / pi(v_i)`` over draws with replacement, is also
+supported). The strata's estimates are independent, so the sample covariances of their terms (each
+over its ``m``) add up and propagate to each quantity by the delta method (Jacobian of the map
+above), giving the standard error (:func:`estimate_strata`). ``w`` and ``u`` are scaled by
+``exp(-max)`` for range; the scale cancels. :func:`mixture_weights` adapts a stratum's proposal
+between rounds of draws and :func:`allocate_draws` shares a pooled budget between positions and
+strata (``budgeted.run_rounds`` orchestrates both).
 
 Heavy tails: when the likelihood varies over the tail in ways no cheap guess predicts (a random
 model with large weights is the extreme), a few of the ``m`` weights ``w / pi`` carry the sum and
