@@ -36,18 +36,27 @@ def exact_values(prior, b, c, actual):
     return {name: float(getattr(stats, name)[0]) for name in QUANTITIES}
 
 
-def with_lookahead(model, ids, n_prompt, k, prior, budget, cost):
-    """The ids the budget policy looks ahead at position ``k`` and their lookahead, on the model."""
+def replay_inputs(model, ids, n_prompt, rows, budget):
+    """What :func:`replay` needs for the positions ``rows`` (``(k, prior, b, c)`` with exact vectors) of
+    the probe ``ids``: the first-order estimates, and the one-token lookahead of the ids the budget
+    policy looks ahead, both on the model (one scorer for the whole probe)."""
+    approx_b, approx_c = first_order_estimates(model, ids, n_prompt)
+    positions = []
     with torch.inference_mode():
         scorer = SuffixScorer(model, ids)
-        look_ids = torch.topk(prior, lookahead_size(budget, cost, prior.shape[0])).indices
-        look, look_cost = lookahead(scorer, ids, n_prompt, k, look_ids, ProbeSettings(progress=False))
-    return {"look_ids": look_ids, "look": look, "look_cost": look_cost}
+        for k, prior, b, c in rows:
+            vocab, cost = prior.shape[0], ids.shape[0] - 2 - k
+            look_ids = torch.topk(prior, lookahead_size(budget, cost, vocab)).indices
+            look, look_cost = lookahead(scorer, ids, n_prompt, k, look_ids, ProbeSettings(progress=False))
+            positions.append({"prior": prior, "b": b, "c": c, "approx_b": approx_b[k, :vocab],
+                              "approx_c": approx_c[k, :vocab], "actual": int(ids[1 + k]), "cost": cost,
+                              "look_ids": look_ids, "look": look, "look_cost": look_cost})
+    return positions
 
 
 def replay(positions, budget, seeds):
     """``positions``: dicts with ``prior, b, c, approx_b, approx_c, actual, cost`` (suffix tokens per
-    candidate) and ``look_ids, look, look_cost`` (:func:`with_lookahead`), scored together as one
+    candidate) and ``look_ids, look, look_cost``, as from :func:`replay_inputs`, scored together as one
     probe (the pool is shared among them). Returns per position: AS errors over the seeds
     ``(seeds,)``, coverage, mean token-forwards, exact values."""
     exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
@@ -83,13 +92,9 @@ def smollm2(folder: Path, seeds: int, budget: int):
     saved = [torch.load(path) for path in sorted(folder.glob("position*.pt"))]
     prompt, response = saved[0]["prompt_token_ids"], saved[0]["response_token_ids"]
     ids = torch.tensor([tokenizer.bos_token_id] + prompt + response)
-    approx_b, approx_c = first_order_estimates(model, ids, len(prompt))
     vocab = saved[0]["prior"].shape[0]
-    positions = [{"prior": s["prior"], "b": s["rest_prompt"], "c": s["response"], "approx_b": approx_b[s["position"], :vocab],
-                  "approx_c": approx_c[s["position"], :vocab], "actual": prompt[s["position"]],
-                  "cost": ids.shape[0] - 2 - s["position"]} for s in saved]
-    for s, p in zip(saved, positions):
-        p.update(with_lookahead(model, ids, len(prompt), s["position"], p["prior"], budget, p["cost"]))
+    positions = replay_inputs(model, ids, len(prompt),
+                              [(s["position"], s["prior"], s["rest_prompt"], s["response"]) for s in saved], budget)
     errors, coverage, forwards, exact = replay(positions, budget, seeds)
     for row, s in enumerate(saved):
         k = s["position"]
@@ -104,7 +109,6 @@ def tiny(seeds: int, budget: int):
     from bench_estimator import PROMPTS, RESPONSES, tiny_models
 
     from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.settings import ProbeSettings
     from probattr_monitor.probes.tokens import encode_text, start_token_id
 
     for name, model, tokenizer in tiny_models():
@@ -116,13 +120,9 @@ def tiny(seeds: int, budget: int):
             ids = torch.tensor([start_token_id(tokenizer)] + prompt + response)
             with torch.inference_mode():
                 scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
-            approx_b, approx_c = first_order_estimates(model, ids, len(prompt))
             vocab = scores.prior.shape[1]
-            positions = [{"prior": scores.prior[k], "b": scores.rest_prompt[k], "c": scores.response[k],
-                          "approx_b": approx_b[k, :vocab], "approx_c": approx_c[k, :vocab], "actual": prompt[k],
-                          "cost": ids.shape[0] - 2 - k} for k in range(len(prompt))]
-            for k, p in enumerate(positions):
-                p.update(with_lookahead(model, ids, len(prompt), k, p["prior"], budget, p["cost"]))
+            positions = replay_inputs(model, ids, len(prompt), [(k, scores.prior[k], scores.rest_prompt[k],
+                                                                scores.response[k]) for k in range(len(prompt))], budget)
             errors, coverage, forwards, _ = replay(positions, budget, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage

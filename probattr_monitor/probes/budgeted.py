@@ -220,7 +220,7 @@ class PositionSampler:
         """Suffix tokens run so far: lookahead, head and draws."""
         return self.head_forwards + sum(stratum.token_forwards for stratum in self.strata)
 
-    def pilot(self, n: int, generator: torch.Generator) -> None:
+    def draw_pilot(self, n: int, generator: torch.Generator) -> None:
         """``n`` pilot draws: ``OUTSIDE_PILOT`` of them outside the looked-ahead ids, the rest inside
         (whichever part runs out of ids passes its share to the other)."""
         inside, outside = self.strata
@@ -259,7 +259,7 @@ def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, g
     """
     allowance = [budget * cost for cost in costs]
     for sampler, cost, allowed in zip(samplers, costs, allowance):
-        sampler.pilot(int((PILOT_UNTIL * allowed - sampler.token_forwards) // cost), generator)
+        sampler.draw_pilot(int((PILOT_UNTIL * allowed - sampler.token_forwards) // cost), generator)
     units, variances, unit_costs, even = [], [], [], []
     for sampler, cost, allowed in zip(samplers, costs, allowance):
         pilot = sampler.estimate()
