@@ -149,6 +149,11 @@ def test_heavy_tail_inflation_leaves_light_tails_alone_and_widens_heavy_ones():
     assert heavy_tail_inflation(light) == 1.0
     assert 1.0 < heavy_tail_inflation(heavy) <= 200.0
     assert heavy_tail_inflation(torch.tensor([1.0, 0.0])) == 1.0  # too few draws to judge
+    # an effective sample size of 14% of the draws is already heavy (the threshold is 20%, not 10%:
+    # a stratum has fewer draws than the whole tail had, and its sample variance misses more)
+    moderate = torch.exp(1.5 * torch.randn(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    assert 0.1 < float(moderate.sum() ** 2 / (moderate ** 2).sum()) / 200 < 0.2
+    assert heavy_tail_inflation(moderate) > 1.2
 
 
 def compare(model, tokenizer, prompts, responses, settings):

@@ -108,3 +108,17 @@ def test_stratified_estimates_are_unbiased_and_stderrs_match_their_spread(split)
         assert abs(values.mean() - exact[name]) < 4 * values.std() / len(draws) ** 0.5 + 1e-3, name
         assert 0.7 < stderrs.mean() / values.std() < 1.3, (name, float(stderrs.mean() / values.std()))
     assert all(len(d.stratum_variances) == split for d in draws)
+
+
+def test_a_stratum_of_one_draw_is_not_reported_as_exact():
+    """One draw says nothing about its own spread: each sum it adds counts as uncertain by its whole
+    size, so the quantities it touches get a non-zero standard error."""
+    a = torch.log_softmax(torch.tensor([2.0, 1.0, 0.5, 0.0], dtype=torch.float64), -1)
+    b = torch.tensor([-1.0, -2.0, -0.5, -3.0], dtype=torch.float64)
+    c = torch.tensor([-1.0, -1.5, -4.0, -2.0], dtype=torch.float64)
+    head, drawn = torch.tensor([0, 1]), torch.tensor([2])
+    one = TailSample((a + b)[drawn], (a + b + c)[drawn], c[drawn], torch.tensor([0.5], dtype=torch.float64),
+                     torch.tensor([0.5], dtype=torch.float64))
+    result = estimate_strata((a + b)[head], (a + b + c)[head], c[head], [one], float(c[0]))
+    assert all(result.stderrs[name] > 0 for name in FIELDS)
+    assert len(result.stratum_variances) == 1 and result.stratum_variances[0] > 0
