@@ -4,8 +4,8 @@ One benchmark run draws one seed, so four SmolLM2 positions say little about how
 estimate lands within 0.05 nats. With the full exact vectors of a position (``a``, ``b``, ``c`` over
 the vocabulary, saved by ``compute_smollm2_exact.py --vectors``) the budget policy can be replayed
 without the model: its ``score`` callback looks the ids up instead of running suffixes. Only the
-first-order estimates (one forward and backward per prompt) and the one-token lookahead of the ids
-the policy looks ahead (one token-forward each) need the model. For each position and
+first-order estimates (one forward and backward per prompt) and the lookahead of the ids the policy
+looks ahead (one to four token-forwards each) need the model. For each position and
 over ``--seeds`` seeds it prints the AS error (median, p95, max), the share within 0.05 nats, the
 share of 95% intervals covering exact (all five quantities) and the token-forwards against exact.
 
@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from probattr_monitor.probes.budgeted import (PositionSampler, first_order_estimates, head_size, lookahead, lookahead_size,
-                                              run_rounds)
+from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, look_ahead, run_rounds
 from probattr_monitor.probes.engine import SuffixScorer
 from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.probes.estimator import QUANTITIES
@@ -38,16 +37,15 @@ def exact_values(prior, b, c, actual):
 
 def replay_inputs(model, ids, n_prompt, rows, budget):
     """What :func:`replay` needs for the positions ``rows`` (``(k, prior, b, c)`` with exact vectors) of
-    the probe ``ids``: the first-order estimates, and the one-token lookahead of the ids the budget
-    policy looks ahead, both on the model (one scorer for the whole probe)."""
+    the probe ``ids``: the first-order estimates, and the lookahead of the ids the budget policy looks
+    ahead, both on the model (one scorer for the whole probe)."""
     approx_b, approx_c = first_order_estimates(model, ids, n_prompt)
     positions = []
     with torch.inference_mode():
         scorer = SuffixScorer(model, ids)
         for k, prior, b, c in rows:
             vocab, cost = prior.shape[0], ids.shape[0] - 2 - k
-            look_ids = torch.topk(prior, lookahead_size(budget, cost, vocab)).indices
-            look, look_cost = lookahead(scorer, ids, n_prompt, k, look_ids, ProbeSettings(progress=False))
+            look_ids, look, look_cost = look_ahead(scorer, ids, n_prompt, k, prior, budget, ProbeSettings(progress=False))
             positions.append({"prior": prior, "b": b, "c": c, "approx_b": approx_b[k, :vocab],
                               "approx_c": approx_c[k, :vocab], "actual": int(ids[1 + k]), "cost": cost,
                               "look_ids": look_ids, "look": look, "look_cost": look_cost})

@@ -45,9 +45,9 @@ class ProbeSettings:
             ``min(|V|, candidate_budget) * sum_k (n - k + m - 1)`` token-forwards (suffix tokens
             run), against ``|V| * sum_k (n - k + m - 1)`` for exact: 96x fewer for |V| = 49,152
             at the default 512. Up to 3/8 of each position's share buys a one-token lookahead (one
-            token-forward per id) that ranks candidates; a quarter of the budget is pooled over the
-            prompt's positions and goes where the attribution score is least certain
-            (``probes.budgeted``).
+            token-forward per id) and 1/32 a four-token lookahead of the ids it ranks highest; both
+            steer which candidates are scored. 7/32 of the budget is pooled over the prompt's
+            positions and goes where the attribution score is least certain (``probes.budgeted``).
         seed: seed of the tail sampler's private generator (the global RNG is never touched).
         memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
             cache, activations, logits); batch sizes follow from it (see

@@ -117,8 +117,9 @@ def test_allocate_draws_levels_the_projected_variances_within_the_pool():
 def test_run_rounds_lends_the_pool_to_the_uncertain_position():
     """Two positions scored from stored vectors: one whose likelihoods ``b`` and ``c`` are the same
     for every candidate (its AS is known after the pilot) and one where they vary by nats. The pool
-    (a quarter of the budget) goes to the second, and the total stays within budget x sum(costs)."""
-    from probattr_monitor.probes.budgeted import PositionSampler, run_rounds
+    (what the pilot and the even share leave) goes to the second, and the total stays within
+    budget x sum(costs)."""
+    from probattr_monitor.probes.budgeted import EVEN_SHARE, PILOT_UNTIL, PositionSampler, run_rounds
 
     a, b, c = synthetic(vocab=2000, seed=3)
     generator = torch.Generator().manual_seed(4)
@@ -128,7 +129,8 @@ def test_run_rounds_lends_the_pool_to_the_uncertain_position():
                 for bb, cc in ((torch.full_like(b, -2.0), torch.full_like(c, -1.0)), (noisy_b, c))]
     run_rounds(samplers, [3, 3], 64, torch.Generator().manual_seed(0))
     scored = [sampler.scored()[0].shape[0] for sampler in samplers]
-    assert scored == [64 - 64 // 4, 64 + 64 // 4], scored  # the quiet one lent its pooled quarter
+    pooled = round(64 * (1 - PILOT_UNTIL - EVEN_SHARE))  # 14 draws
+    assert scored == [64 - pooled, 64 + pooled], scored  # the quiet one lent its share of the pool
     assert sum(sampler.token_forwards for sampler in samplers) <= 64 * (3 + 3)
 
 

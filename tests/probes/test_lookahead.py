@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probattr_monitor.probes.budgeted import PositionSampler, lookahead, lookahead_size
+from probattr_monitor.probes.budgeted import PositionSampler, look_ahead, lookahead, lookahead_size
 from probattr_monitor.probes.engine import SuffixScorer, score_exact
 from probattr_monitor.probes.estimator import TailSample, draw_without_replacement, estimate_strata, select_head
 from probattr_monitor.probes.quantities import position_quantities
@@ -41,6 +41,32 @@ def test_lookahead_is_the_first_term_of_the_rest_of_the_prompt():
         plain_last = torch.log_softmax(model(window).logits[:, -1].float(), -1)[:, ids[5]]
         torch.testing.assert_close(look_last.float(), plain_last, atol=1e-4, rtol=0)
     assert (exact.response[3, :50] - look_last).abs().max() > 0.01  # the response has a second token
+
+
+def test_look_ahead_deepens_the_best_ids_and_puts_the_rest_on_their_scale():
+    """Stage 1 looks one token ahead for the highest-prior ids; stage 2 runs the whole suffix here
+    (3 tokens, under ``DEEP_DEPTH``) for the ids stage 1 ranks highest, so their guess is exact
+    ``b + c``; the other ids keep their one-token lookahead shifted by one common offset."""
+    torch.manual_seed(0)
+    model = tiny_gpt2(300, initializer_range=0.3, seed=4).eval()
+    ids = torch.tensor([0, 11, 22, 33, 44, 55, 66])  # start, 4 prompt tokens, 2 response tokens
+    n_prompt, k, budget, settings = 4, 2, 128, ProbeSettings(progress=False)
+    with torch.inference_mode():
+        exact = score_exact(model, ids, n_prompt, settings)
+        scorer = SuffixScorer(model, ids)
+        prior = exact.prior[k].double()
+        looked, guess, cost = look_ahead(scorer, ids, n_prompt, k, prior, budget, settings)
+        shallow, _ = lookahead(scorer, ids, n_prompt, k, looked, settings)
+    n_look, n_deep = budget * 3 // 8 * 3, budget * 3 // 32 // 3  # 144 ids at 1 token, 4 at 3 tokens
+    assert looked.tolist() == torch.topk(prior, n_look).indices.tolist()
+    assert cost == n_look + 3 * n_deep
+    deep = torch.topk(prior[looked] + shallow, n_deep).indices
+    exact_guess = (exact.rest_prompt[k] + exact.response[k]).double()[looked]
+    torch.testing.assert_close(guess[deep], exact_guess[deep], atol=1e-4, rtol=0)
+    others = torch.ones(n_look, dtype=torch.bool)
+    others[deep] = False
+    offset = guess[others] - shallow[others]
+    assert float(offset.max() - offset.min()) < 1e-9 and abs(float(offset[0])) > 0.1
 
 
 def test_lookahead_size_is_a_share_of_the_allowance_and_none_when_the_budget_is_tiny():
