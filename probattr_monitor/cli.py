@@ -103,10 +103,10 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-entropy", choices=("context", "prompt"), default="context",
                         help="which entropy the threshold applies to (default context)")
     parser.add_argument("--candidates", default="auto", metavar="POLICY",
-                        help="auto (default: exact when |V| <= the budget, else budget), exact, or budget")
-    parser.add_argument("--candidate-budget", type=int, default=512, metavar="N",
-                        help="candidates scored per prompt position by the budget policy (default 512); "
-                             "a probe costs at most N x sum_k (n - k + m - 1) token-forwards")
+                        help="auto (default: exact when |V| <= the budget, 768 unless set, else budget), exact, or budget")
+    parser.add_argument("--candidate-budget", type=int, default=None, metavar="N",
+                        help="candidates scored per prompt position by the budget policy (default 768, or |V|/5 "
+                             "when less); a probe costs at most N x sum_k (n - k + m - 1) token-forwards")
     parser.add_argument("--seed", type=int, default=0, help="seed of the budget policy's tail sampler (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),

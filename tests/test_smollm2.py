@@ -26,7 +26,7 @@ def test_attribute_on_smollm2_from_gguf(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     (result,) = json.loads(out.read_text())
     assert result["summary"]["candidates"] == "budget" and len(result["tokens"]) == 8
-    assert result["summary"]["token_forwards"] <= 512 * sum(8 + len(result["response_token_ids"]) - 1 - k
+    assert result["summary"]["token_forwards"] <= 768 * sum(8 + len(result["response_token_ids"]) - 1 - k
                                                             for k in range(8))
     assert all(t["attribution_score_stderr"] >= 0 for t in result["tokens"])
     assert "±" in completed.stdout

@@ -52,7 +52,8 @@ class ProbAttrCallback(TrainerCallback):
         strict: re-raise exceptions from the probes instead of warning and counting them.
         as_band, entropy_threshold, noise_entropy, candidates, candidate_budget, memory_budget_mb:
             probe settings (see :class:`~probattr_monitor.ProbeSettings`; ``candidates="auto"`` by
-            default: exact up to ``candidate_budget`` vocabulary entries, budgeted beyond); or pass
+            default: exact up to ``candidate_budget`` vocabulary entries (768 unless set), budgeted
+            beyond); or pass
             ``settings`` whole.
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).

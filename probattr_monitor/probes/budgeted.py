@@ -80,7 +80,7 @@ def first_order_estimates(model, input_ids: torch.Tensor, n_prompt: int) -> tupl
     return estimates[0].cpu(), estimates[1].cpu()
 
 
-# How a position's allowance (``candidate_budget x`` its suffix length, in token-forwards) is spent:
+# How a position's allowance (the candidate budget x its suffix length, in token-forwards) is spent:
 LOOKAHEAD_SHARE = 3 / 8  # at most this much on the one-token lookahead of the highest-prior ids
 DEEP_SHARE = 1 / 32  # then this much on a deeper lookahead of the ids the first one ranks highest
 DEEP_DEPTH = 4  # suffix tokens the deeper lookahead runs (at most the whole suffix)
@@ -336,7 +336,7 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
 
     Per position ``k``: the two-stage lookahead of the highest-prior ids (:func:`look_ahead`), then
     a :class:`PositionSampler` with a head of :func:`head_size` ids; then :func:`run_rounds` spends
-    what is left of ``candidate_budget x`` the suffix length (most of it at every position, the
+    what is left of ``settings.budget_for(|V|) x`` the suffix length (most of it at every position, the
     rest where the attribution score is least certain). The draws come from a private generator
     seeded with ``settings.seed``. ``positions`` limits the work to those prompt positions (rows
     follow their order; the pool is shared among them); default all. The top candidates are the best
@@ -347,6 +347,7 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         log_probs = torch.log_softmax(scorer.logits.float(), dim=-1).double().cpu()  # (L, V)
         kv_token_bytes = kv_bytes_per_token(scorer.cache)
     vocab = log_probs.shape[-1]
+    budget = settings.budget_for(vocab)
     approx_b, approx_c = first_order_estimates(model, input_ids, n_prompt)
     approx_b, approx_c = approx_b[:, :vocab], approx_c[:, :vocab]
     actual_all = log_probs[:-1].gather(-1, input_ids[1:].cpu().unsqueeze(-1)).squeeze(-1)
@@ -363,11 +364,11 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         def score(ids: torch.Tensor, k: int = k) -> tuple[torch.Tensor, torch.Tensor, int]:
             return score_position(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes)
 
-        look_ids, look, look_cost = look_ahead(scorer, input_ids, n_prompt, k, log_probs[k],
-                                               settings.candidate_budget, settings, kv_token_bytes)
+        look_ids, look, look_cost = look_ahead(scorer, input_ids, n_prompt, k, log_probs[k], budget, settings,
+                                               kv_token_bytes)
         samplers.append(PositionSampler(log_probs[k], approx_b[k], approx_c[k], int(input_ids[1 + k]),
-                                        head_size(settings.candidate_budget), score, look_ids, look, look_cost))
-    estimates = run_rounds(samplers, costs, settings.candidate_budget, generator, on_position)
+                                        head_size(budget), score, look_ids, look, look_cost))
+    estimates = run_rounds(samplers, costs, budget, generator, on_position)
     head_sizes = []
     for row, (sampler, result) in enumerate(zip(samplers, estimates)):
         for name in QUANTITIES:

@@ -218,13 +218,24 @@ def test_error_bars_stay_honest_on_a_chaotic_model(big_tokenizer):
 
 def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_tokenizer):
     tokenizer, _ = big_tokenizer
-    assert ProbeSettings().policy_for(512) == "exact" and ProbeSettings().policy_for(513) == "budget"
+    assert ProbeSettings().policy_for(768) == "exact" and ProbeSettings().policy_for(769) == "budget"
+    assert ProbeSettings(candidate_budget=512).policy_for(512) == "exact"
+    assert ProbeSettings(candidate_budget=512).policy_for(513) == "budget"
     assert ProbeSettings(candidates="exact").policy_for(10**6) == "exact"
     model = tiny_gpt2(len(tokenizer), seed=2)
     result = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], progress=False)
     assert result.summary["candidates"] == "budget"
-    assert result.summary["token_forwards"] <= 512 * sum(
+    # the default budget is a fifth of these 3,426 tokens (685 candidates), so a fifth of exact's cost
+    assert result.summary["token_forwards"] <= len(tokenizer) // 5 * sum(
         len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k for k in range(len(result.prompt_token_ids)))
+
+
+def test_default_budget_is_768_candidates_or_a_fifth_of_the_vocabulary():
+    assert ProbeSettings().budget_for(49152) == 768 and ProbeSettings().budget_for(262144) == 768
+    assert ProbeSettings().budget_for(3426) == 685 and ProbeSettings().budget_for(1000) == 200
+    assert ProbeSettings().budget_for(5) == 2  # never below the smallest valid budget
+    assert ProbeSettings(candidate_budget=512).budget_for(49152) == 512
+    assert ProbeSettings(candidate_budget=512).budget_for(1000) == 512  # set by hand: taken as given
 
 
 def test_select_head_fills_its_size_with_the_actual_token_and_each_ranking_in_turn():
