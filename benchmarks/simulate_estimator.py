@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, look_ahead, run_rounds
+from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, lookahead_guess, run_rounds
 from probattr_monitor.probes.engine import SuffixScorer
 from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.probes.estimator import QUANTITIES
@@ -46,7 +46,8 @@ def replay_inputs(model, ids, n_prompt, rows, budget):
         scorer = SuffixScorer(model, ids)
         for k, prior, b, c in rows:
             vocab, cost = prior.shape[0], ids.shape[0] - 2 - k
-            look_ids, look, look_cost = look_ahead(scorer, ids, n_prompt, k, prior, budget, ProbeSettings(progress=False))
+            look_ids, look, look_cost = lookahead_guess(scorer, ids, n_prompt, k, prior, budget,
+                                                        ProbeSettings(progress=False))
             positions.append({"prior": prior, "b": b, "c": c, "approx_b": approx_b[k, :vocab],
                               "approx_c": approx_c[k, :vocab], "actual": int(ids[1 + k]), "cost": cost,
                               "look_ids": look_ids, "look": look, "look_cost": look_cost})

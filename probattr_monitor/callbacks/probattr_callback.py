@@ -53,8 +53,7 @@ class ProbAttrCallback(TrainerCallback):
         as_band, entropy_threshold, noise_entropy, candidates, candidate_budget, memory_budget_mb:
             probe settings (see :class:`~probattr_monitor.ProbeSettings`; ``candidates="auto"`` by
             default: exact up to ``candidate_budget`` vocabulary entries (768 unless set), budgeted
-            beyond); or pass
-            ``settings`` whole.
+            beyond); or pass ``settings`` whole.
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).
         write_json: write ``probattr.json`` into each checkpoint folder probed at a save.

@@ -3,11 +3,11 @@
 Per prompt: one forward of the original sequence (priors, prefix caches) and one forward plus two
 backward passes for the first-order estimates. Per position ``k`` (``j = 1 + k``):
 
-1. *Lookahead* (:func:`look_ahead`): for the highest-prior ids ``v``, ``log P(x_{j+1} | x_<j, v)``,
-   the first term of ``b[k, v]`` (:func:`lookahead`), at one token-forward per id instead of
-   ``n - k + m - 1``; then, for the few ids it ranks highest, the first ``DEEP_DEPTH`` terms. On
-   SmolLM2 the one-token lookahead correlates with ``b`` at 0.84-0.98 where the first-order
-   estimate below does not at all (0.007); four terms reach 0.999.
+1. *Lookahead* (:func:`lookahead_guess`): for the highest-prior ids ``v``,
+   ``log P(x_{j+1} | x_<j, v)``, the first term of ``b[k, v]`` (:func:`lookahead`), at one
+   token-forward per id instead of ``n - k + m - 1``; then, for the few ids it ranks highest, the
+   first ``DEEP_DEPTH`` terms. On SmolLM2 the one-token lookahead correlates with ``b`` at
+   0.84-0.98 where the first-order estimate below does not at all (0.007); four terms reach 0.995-1.0.
 2. *Head*: ``p_k``, then the ids ``a + lookahead`` ranks highest, then the prior's and the
    first-order guesses' rankings; scored exactly on the shared prefix cache (``engine.score_position``).
 3. *Tail*, in two strata sampled on their own: the looked-ahead ids (proposal: a mixture of
@@ -84,14 +84,15 @@ def first_order_estimates(model, input_ids: torch.Tensor, n_prompt: int) -> tupl
 LOOKAHEAD_SHARE = 3 / 8  # at most this much on the one-token lookahead of the highest-prior ids
 DEEP_SHARE = 1 / 32  # then this much on a deeper lookahead of the ids the first one ranks highest
 DEEP_DEPTH = 4  # suffix tokens the deeper lookahead runs (at most the whole suffix)
-HEAD_SHARE = 1 / 16  # ids scored exactly up front: a budget of 512 gives a head of 32
+HEAD_SHARE = 1 / 16  # ids scored exactly up front: a budget of 768 gives a head of 48
 PILOT_UNTIL = 17 / 32  # pilot draws until this much of the allowance is spent (1/16 after the head)
 EVEN_SHARE = 1 / 4  # then every position draws this much; the rest is pooled over the prompt
 OUTSIDE_PILOT = 1 / 4  # the pilot's share of draws from outside the looked-ahead ids
 
 
 def lookahead(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, k: int, ids: torch.Tensor,
-              settings: ProbeSettings, kv_token_bytes: Optional[int] = None, depth: int = 1) -> tuple[torch.Tensor, int]:
+              settings: ProbeSettings, kv_token_bytes: Optional[int] = None,
+              depth: int = 1) -> tuple[torch.Tensor, int]:
     """The ``depth``-token lookahead of candidates ``ids`` at prompt position ``k`` (``j = 1 + k``):
     ``sum_{t=1..depth} log P(x_{j+t} | x_<j, v, x_{j+1..j+t-1})``, the first ``depth`` terms of
     ``b[k, v] + c[k, v]`` (``b``'s first term at depth 1; ``c``'s when ``k`` is the last prompt
@@ -104,9 +105,9 @@ def lookahead(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, k: i
     return b + c, cost
 
 
-def look_ahead(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, k: int, prior: torch.Tensor,
-               budget: int, settings: ProbeSettings,
-               kv_token_bytes: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def lookahead_guess(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, k: int, prior: torch.Tensor,
+                    budget: int, settings: ProbeSettings,
+                    kv_token_bytes: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The lookahead guess at position ``k``, in two stages, from a position's allowance of
     ``budget x cost`` token-forwards (``cost = len(input_ids) - 2 - k``, its suffix length):
 
@@ -149,8 +150,8 @@ def lookahead_size(budget: int, cost: int, vocab: int) -> int:
     ``budget x cost`` token-forwards at one token each, at most the vocabulary; none when the rest
     of the budget (after the deeper lookahead too) could not pay for the head and a draw from each
     part of the tail, or when the budget covers the vocabulary (every id can then be scored exactly)."""
-    room = budget * (LOOKAHEAD_SHARE + DEEP_SHARE)
-    return min(vocab, int(budget * LOOKAHEAD_SHARE * cost)) if head_size(budget) + 2 <= budget - room and budget < vocab else 0
+    affordable = head_size(budget) + 2 <= budget * (1 - LOOKAHEAD_SHARE - DEEP_SHARE)
+    return min(vocab, int(budget * LOOKAHEAD_SHARE * cost)) if affordable and budget < vocab else 0
 
 
 Score = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, int]]
@@ -218,12 +219,12 @@ class PositionSampler:
     """The budget policy at one position: an exact head and a tail in two strata.
 
     With a lookahead (``look_ids``, the highest-prior ids, and ``look``, their lookahead guess, see
-    :func:`look_ahead`), ``a + look`` is a cheap guess of ``a + b`` (from the first terms of ``b``;
-    of ``c`` at the last prompt position). The head is
-    ``p_k``, then the ids that guess ranks highest, then the prior's and the first-order guesses'
-    rankings in turn (:func:`estimator.select_head`); scored exactly when the sampler is made. The
-    tail splits into the looked-ahead ids (proposal: a mixture of ``a + look`` and the others) and the
-    rest (a mixture of ``a``, ``a + b~`` and ``a + b~ + c~``), each a :class:`Stratum`.
+    :func:`lookahead_guess`), ``a + look`` is a cheap guess of ``a + b`` (from the first terms of
+    ``b``; of ``c`` at the last prompt position). The head is ``p_k``, then the ids that guess ranks
+    highest, then the prior's and the first-order guesses' rankings in turn
+    (:func:`estimator.select_head`); scored exactly when the sampler is made. The tail splits into
+    the looked-ahead ids (proposal: a mixture of ``a + look`` and the others) and the rest (a
+    mixture of ``a``, ``a + b~`` and ``a + b~ + c~``), each a :class:`Stratum`.
 
     Args:
         prior: ``(V,)`` ``a`` = log P(v | x_<j); approx_b, approx_c: ``(V,)`` first-order ``b~, c~``.
@@ -334,7 +335,7 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
                    positions: Optional[Sequence[int]] = None) -> BudgetedScores:
     """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
 
-    Per position ``k``: the two-stage lookahead of the highest-prior ids (:func:`look_ahead`), then
+    Per position ``k``: the two-stage lookahead of the highest-prior ids (:func:`lookahead_guess`), then
     a :class:`PositionSampler` with a head of :func:`head_size` ids; then :func:`run_rounds` spends
     what is left of ``settings.budget_for(|V|) x`` the suffix length (most of it at every position, the
     rest where the attribution score is least certain). The draws come from a private generator
@@ -364,8 +365,8 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         def score(ids: torch.Tensor, k: int = k) -> tuple[torch.Tensor, torch.Tensor, int]:
             return score_position(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes)
 
-        look_ids, look, look_cost = look_ahead(scorer, input_ids, n_prompt, k, log_probs[k], budget, settings,
-                                               kv_token_bytes)
+        look_ids, look, look_cost = lookahead_guess(scorer, input_ids, n_prompt, k, log_probs[k], budget, settings,
+                                                    kv_token_bytes)
         samplers.append(PositionSampler(log_probs[k], approx_b[k], approx_c[k], int(input_ids[1 + k]),
                                         head_size(budget), score, look_ids, look, look_cost))
     estimates = run_rounds(samplers, costs, budget, generator, on_position)

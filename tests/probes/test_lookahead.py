@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probattr_monitor.probes.budgeted import PositionSampler, look_ahead, lookahead, lookahead_size
+from probattr_monitor.probes.budgeted import PositionSampler, lookahead, lookahead_guess, lookahead_size
 from probattr_monitor.probes.engine import SuffixScorer, score_exact
 from probattr_monitor.probes.estimator import TailSample, draw_without_replacement, estimate_strata, select_head
 from probattr_monitor.probes.quantities import position_quantities
@@ -55,7 +55,7 @@ def test_look_ahead_deepens_the_best_ids_and_puts_the_rest_on_their_scale():
         exact = score_exact(model, ids, n_prompt, settings)
         scorer = SuffixScorer(model, ids)
         prior = exact.prior[k].double()
-        looked, guess, cost = look_ahead(scorer, ids, n_prompt, k, prior, budget, settings)
+        looked, guess, cost = lookahead_guess(scorer, ids, n_prompt, k, prior, budget, settings)
         shallow, _ = lookahead(scorer, ids, n_prompt, k, looked, settings)
     n_look, n_deep = budget * 3 // 8 * 3, budget * 3 // 32 // 3  # 144 ids at 1 token, 4 at 3 tokens
     assert looked.tolist() == torch.topk(prior, n_look).indices.tolist()
