@@ -43,7 +43,7 @@ def test_lookahead_is_the_first_term_of_the_rest_of_the_prompt():
     assert (exact.response[3, :50] - look_last).abs().max() > 0.01  # the response has a second token
 
 
-def test_look_ahead_deepens_the_best_ids_and_puts_the_rest_on_their_scale():
+def test_lookahead_guess_deepens_the_best_ids_and_puts_the_rest_on_their_scale():
     """Stage 1 looks one token ahead for the highest-prior ids; stage 2 runs the whole suffix here
     (3 tokens, under ``DEEP_DEPTH``) for the ids stage 1 ranks highest, so their guess is exact
     ``b + c``; the other ids keep their one-token lookahead shifted by one common offset."""
