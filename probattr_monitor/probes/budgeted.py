@@ -24,35 +24,29 @@ one backward pass per target serves every position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from .engine import SuffixScorer, kv_bytes_per_token, score_position
-from .estimator import (QUANTITIES, Estimate, TailSample, allocate_draws, draw_without_replacement, estimate_strata,
-                        mixture_weights, select_head, tail_components)
+from .estimator import (
+    QUANTITIES,
+    Estimate,
+    TailSample,
+    allocate_draws,
+    draw_without_replacement,
+    estimate_strata,
+    mixture_weights,
+    select_head,
+    tail_components,
+)
+from .quantities import PositionQuantities
+from .scores import PositionScores
 from .settings import ProbeSettings
 
 # Bumped whenever a change to the head, the proposal or the error bars changes budgeted numbers for
 # the same settings; stored records made by another revision are recomputed, not reused.
 ESTIMATOR_REVISION = 5
-
-
-@dataclass
-class BudgetedScores:
-    """Per-position estimates: ``values[name]`` and ``stderrs[name]`` are ``(n,)`` float64 tensors
-    (``estimator.QUANTITIES``); ``top_*`` are ``(n, top_k)`` from the exactly scored head."""
-
-    values: dict
-    stderrs: dict
-    top_prompt_ids: torch.Tensor
-    top_prompt_probs: torch.Tensor
-    top_context_ids: torch.Tensor
-    top_context_probs: torch.Tensor
-    log_p_response: float
-    token_forwards: int
-    head_sizes: list = field(default_factory=list)
 
 
 def first_order_estimates(model, input_ids: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +202,7 @@ class Stratum:
 
     def exact(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``lw, lu, c`` of the pilot draws (summed exactly)."""
-        return tuple(self.columns[key][: self.pilot] for key in ("lw", "lu", "c"))
+        return self.columns["lw"][: self.pilot], self.columns["lu"][: self.pilot], self.columns["c"][: self.pilot]
 
     def sample(self) -> TailSample:
         """The draws after the pilot, for :func:`estimator.estimate_strata`."""
@@ -242,7 +236,7 @@ class PositionSampler:
         guesses = [prior, prior + approx_b, prior + approx_b + approx_c]
         looked = torch.zeros(vocab, dtype=torch.bool)
         guess = torch.full((vocab,), float("-inf"), dtype=torch.float64)
-        if look_ids is not None and look_ids.shape[0]:
+        if look_ids is not None and look is not None and look_ids.shape[0]:
             looked[look_ids] = True
             guess[look_ids] = prior[look_ids].double() + look.double()
         self.prior, self.actual = prior, actual
@@ -278,9 +272,9 @@ class PositionSampler:
         """Head and pilot draws summed exactly, plus each stratum's estimate from its later draws."""
         c_actual = float(self.head_c[(self.head == self.actual).nonzero()[0, 0]])
         exact = [stratum.exact() for stratum in self.strata]
-        return estimate_strata(*(torch.cat([head] + [part[i] for part in exact]) for i, head in
-                                 enumerate((self.head_lw, self.head_lu, self.head_c))),
-                               [stratum.sample() for stratum in self.strata], c_actual=c_actual)
+        lw, lu, c = (torch.cat([head] + [part[i] for part in exact])
+                     for i, head in enumerate((self.head_lw, self.head_lu, self.head_c)))
+        return estimate_strata(lw, lu, c, [stratum.sample() for stratum in self.strata], c_actual=c_actual)
 
 
 def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, generator: torch.Generator,
@@ -332,7 +326,7 @@ def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, g
 
 def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: ProbeSettings,
                    on_position: Optional[Callable[[], None]] = None,
-                   positions: Optional[Sequence[int]] = None) -> BudgetedScores:
+                   positions: Optional[Sequence[int]] = None) -> PositionScores:
     """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
 
     Per position ``k``: the two-stage lookahead of the highest-prior ids (:func:`lookahead_guess`), then
@@ -358,10 +352,11 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
     positions = list(range(n_prompt)) if positions is None else [int(k) for k in positions]
     values = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
     stderrs = {name: torch.empty(len(positions), dtype=torch.float64) for name in QUANTITIES}
-    top = {key: [] for key in ("prompt_ids", "prompt_probs", "context_ids", "context_probs")}
+    top: dict[str, list[torch.Tensor]] = {key: [] for key in ("prompt_ids", "prompt_probs", "context_ids",
+                                                               "context_probs")}
     costs = [input_ids.shape[0] - 2 - k for k in positions]  # suffix tokens per candidate
     samplers = []
-    for k, cost in zip(positions, costs):
+    for k in positions:
         def score(ids: torch.Tensor, k: int = k) -> tuple[torch.Tensor, torch.Tensor, int]:
             return score_position(scorer, input_ids, n_prompt, k, ids, settings, kv_token_bytes)
 
@@ -370,7 +365,6 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
         samplers.append(PositionSampler(log_probs[k], approx_b[k], approx_c[k], int(input_ids[1 + k]),
                                         head_size(budget), score, look_ids, look, look_cost))
     estimates = run_rounds(samplers, costs, budget, generator, on_position)
-    head_sizes = []
     for row, (sampler, result) in enumerate(zip(samplers, estimates)):
         for name in QUANTITIES:
             values[name][row], stderrs[name][row] = result.values[name], result.stderrs[name]
@@ -380,14 +374,11 @@ def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: Prob
             best = torch.topk(log_scores, top_k)
             top[f"{side}_ids"].append(scored[best.indices])
             top[f"{side}_probs"].append((best.values - log_norm).exp())
-        head_sizes.append(sampler.head.shape[0])
     token_forwards = sum(sampler.token_forwards for sampler in samplers)
     # a small budget can leave some heads smaller than top_k: report the length every position has
     width = min(rows.shape[0] for rows in top["prompt_ids"])
-    top = {key: torch.stack([rows[:width] for rows in lists]) for key, lists in top.items()}
-    return BudgetedScores(
-        values=values, stderrs=stderrs,
-        top_prompt_ids=top["prompt_ids"], top_prompt_probs=top["prompt_probs"],
-        top_context_ids=top["context_ids"], top_context_probs=top["context_probs"],
-        log_p_response=log_p_response, token_forwards=token_forwards, head_sizes=head_sizes,
-    )
+    stacked = {key: torch.stack([rows[:width] for rows in lists]) for key, lists in top.items()}
+    quantities = PositionQuantities(**values, top_prompt_ids=stacked["prompt_ids"],
+                                    top_prompt_probs=stacked["prompt_probs"], top_context_ids=stacked["context_ids"],
+                                    top_context_probs=stacked["context_probs"])
+    return PositionScores(quantities, stderrs, log_p_response, token_forwards, "budget")

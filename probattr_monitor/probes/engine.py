@@ -27,7 +27,7 @@ Cost: ``sum_k |V| * (n - k + m - 1)`` suffix tokens, reported as ``token_forward
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -57,7 +57,7 @@ class CandidateScores:
     positions: list = field(default_factory=list)
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: Any) -> torch.device:
     """The device of the model's first parameter (CPU for a parameterless module)."""
     for parameter in model.parameters():
         return parameter.device
@@ -88,14 +88,15 @@ def next_token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
 def kv_bytes_per_token(cache: DynamicCache) -> int:
     """Bytes of keys and values one token occupies in ``cache`` (all layers, batch of one)."""
     total = 0
-    for layer in cache.layers:
+    layers: list[Any] = list(cache.layers)  # attention layers: keys, values (B, heads, P, d)
+    for layer in layers:
         if getattr(layer, "keys", None) is not None and layer.keys.numel():
             total += (layer.keys.nbytes + layer.values.nbytes) // (layer.keys.shape[0] * layer.keys.shape[-2])
     return total
 
 
 def candidate_batch_size(
-    model: torch.nn.Module,
+    model: Any,
     vocab_size: int,
     prefix_len: int,
     suffix_len: int,
@@ -135,7 +136,8 @@ def prefix_cache(cache: DynamicCache, length: int, batch: int, config) -> Dynami
     The view costs no memory; the model's own update concatenates the suffix onto it.
     """
     data = []
-    for layer in cache.layers:
+    layers: list[Any] = list(cache.layers)  # attention layers: keys, values (B, heads, P, d)
+    for layer in layers:
         keys = layer.keys[:, :, :length].expand(batch, -1, -1, -1)  # (B, heads, P, d)
         values = layer.values[:, :, :length].expand(batch, -1, -1, -1)  # (B, heads, P, d)
         data.append((keys, values))
@@ -158,7 +160,7 @@ class SuffixScorer:
     Otherwise the full model runs and its ``(B, S, V)`` logits are reduced per batch.
     """
 
-    def __init__(self, model: torch.nn.Module, input_ids: torch.Tensor) -> None:
+    def __init__(self, model: Any, input_ids: torch.Tensor) -> None:
         self.model = model
         output = model(input_ids=input_ids.unsqueeze(0), use_cache=True)
         self.logits = output.logits[0]  # (L, V)
@@ -166,7 +168,7 @@ class SuffixScorer:
             raise NonFiniteLogitsError("the model produced non-finite logits (a diverged checkpoint?)")
         self.cache = output.past_key_values
         self.vocab_size = self.logits.shape[-1]
-        self.base = getattr(model, "base_model", None)
+        self.base: Any = getattr(model, "base_model", None)
         self.head = model.get_output_embeddings()
         self.chunked = self._head_reproduces_logits(input_ids)
 
@@ -250,7 +252,7 @@ def score_position(
 
 @torch.inference_mode()
 def score_exact(
-    model: torch.nn.Module,
+    model: Any,
     input_ids: torch.Tensor,
     n_prompt: int,
     settings: ProbeSettings,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-QUANTITIES = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
+from .quantities import QUANTITIES, quantities_from_sums, sum_terms
 
 
 def select_head(scores: list[torch.Tensor], actual: int, size: int, lead: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,27 +208,6 @@ class TailSample:
     q: torch.Tensor | None = None
 
 
-def _terms(lw: torch.Tensor, lu: torch.Tensor, c: torch.Tensor, shift_w: float, shift_u: float) -> torch.Tensor:
-    """``(C, 6)``: ``w, u, w lw, u lu, w c, u c`` per candidate, with ``w, u`` scaled by the shifts."""
-    w = torch.exp(lw - shift_w)
-    u = torch.exp(lu - shift_u)
-    zero = torch.zeros_like(w)
-    return torch.stack([w, u, torch.where(w > 0, w * lw, zero), torch.where(u > 0, u * lu, zero),
-                        torch.where(w > 0, w * c, zero), torch.where(u > 0, u * c, zero)], dim=-1)
-
-
-def _quantities(s: torch.Tensor, c_actual: float, shift_w: float, shift_u: float) -> torch.Tensor:
-    log_d = shift_w + torch.log(s[0])
-    log_n = shift_u + torch.log(s[1])
-    return torch.stack([
-        c_actual - log_n + log_d,  # AS
-        log_d - s[2] / s[0],  # H_prompt
-        log_n - s[3] / s[1],  # H_context
-        s[5] / s[1] + log_d - log_n,  # KL(q_context || q_prompt)
-        -s[4] / s[0] + log_n - log_d,  # KL(q_prompt || q_context)
-    ])
-
-
 HEAVY_TAIL_ESS = 0.2
 
 
@@ -280,13 +259,13 @@ def estimate_strata(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.
     everything_w = torch.cat([head_lw.double()] + [sample.lw.double() for sample in strata])
     everything_u = torch.cat([head_lu.double()] + [sample.lu.double() for sample in strata])
     shift_w, shift_u = float(everything_w.max()), float(everything_u.max())
-    sums = _terms(head_lw.double(), head_lu.double(), head_c.double(), shift_w, shift_u).sum(0)  # (6,)
+    sums = sum_terms(head_lw.double(), head_lu.double(), head_c.double(), shift_w, shift_u).sum(0)  # (6,)
     covariances = []
     for sample in strata:
         covariance = torch.zeros(6, 6, dtype=torch.float64)
         m = sample.lw.shape[0]
         if m:
-            per_draw = _terms(sample.lw.double(), sample.lu.double(), sample.c.double(), shift_w, shift_u)
+            per_draw = sum_terms(sample.lw.double(), sample.lu.double(), sample.c.double(), shift_w, shift_u)
             weights = per_draw / sample.pi.double().unsqueeze(-1)  # (m, 6)
             terms = weights if sample.q is None else sequential_terms(per_draw, sample.q.double())  # unbiased each
             sums = sums + terms.mean(0)
@@ -299,8 +278,8 @@ def estimate_strata(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.
             else:
                 covariance = torch.diag(terms[0] ** 2)
         covariances.append(covariance)
-    values = _quantities(sums, c_actual, shift_w, shift_u)
-    jacobian = torch.autograd.functional.jacobian(lambda s: _quantities(s, c_actual, shift_w, shift_u), sums)
+    values = quantities_from_sums(sums, c_actual, shift_w, shift_u)
+    jacobian = torch.autograd.functional.jacobian(lambda s: quantities_from_sums(s, c_actual, shift_w, shift_u), sums)
     total = sum(covariances, torch.zeros(6, 6, dtype=torch.float64))
     variances = torch.diagonal(jacobian @ total @ jacobian.T).clamp(min=0)
     return Estimate(

@@ -5,7 +5,6 @@ from __future__ import annotations
 NEGATIVE = "negative"
 NEAR_ZERO = "near_zero"
 HIGH = "high"
-BANDS = (NEGATIVE, NEAR_ZERO, HIGH)
 
 
 def attribution_band(attribution_score: float, as_band: float) -> str:

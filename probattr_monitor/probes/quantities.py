@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+QUANTITIES = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
+
 
 @dataclass(frozen=True)
 class PositionQuantities:
@@ -158,3 +160,35 @@ def position_quantities(
         top_context_ids=top_context_ids,
         top_context_probs=top_context_probs,
     )
+
+
+# ---- the same quantities from six vocabulary sums (what the budget policy estimates) ----
+# With lw_v = a_v + b_v, lu_v = a_v + b_v + c_v, w = exp(lw), u = exp(lu):
+#   s = (sum w, sum u, sum w lw, sum u lu, sum w c, sum u c)
+#   log D = log s0, log N = log s1 (the normalisers of q_prompt and q_context)
+#   AS = c_{p_k} - log N + log D;  H_prompt = log D - s2 / s0;  H_context = log N - s3 / s1
+#   KL(qc || qp) = s5 / s1 + log D - log N;  KL(qp || qc) = -s4 / s0 + log N - log D
+
+
+def sum_terms(lw: torch.Tensor, lu: torch.Tensor, c: torch.Tensor, shift_w: float, shift_u: float) -> torch.Tensor:
+    """``(C, 6)``: ``w, u, w lw, u lu, w c, u c`` per candidate, with ``w = exp(lw - shift_w)`` and
+    ``u = exp(lu - shift_u)`` (the shifts keep the sums in range and cancel in every quantity)."""
+    w = torch.exp(lw - shift_w)
+    u = torch.exp(lu - shift_u)
+    zero = torch.zeros_like(w)
+    return torch.stack([w, u, torch.where(w > 0, w * lw, zero), torch.where(u > 0, u * lu, zero),
+                        torch.where(w > 0, w * c, zero), torch.where(u > 0, u * c, zero)], dim=-1)
+
+
+def quantities_from_sums(s: torch.Tensor, c_actual: float, shift_w: float, shift_u: float) -> torch.Tensor:
+    """The five :data:`QUANTITIES`, in that order, from the six sums ``s`` (see above) and ``c`` at
+    the actual token; differentiable in ``s`` (the delta method takes its Jacobian)."""
+    log_d = shift_w + torch.log(s[0])
+    log_n = shift_u + torch.log(s[1])
+    return torch.stack([
+        c_actual - log_n + log_d,  # AS
+        log_d - s[2] / s[0],  # H_prompt
+        log_n - s[3] / s[1],  # H_context
+        s[5] / s[1] + log_d - log_n,  # KL(q_context || q_prompt)
+        -s[4] / s[0] + log_n - log_d,  # KL(q_prompt || q_context)
+    ])

@@ -13,7 +13,9 @@ from .engine import CandidateScores, next_token_log_probs
 
 
 @torch.inference_mode()
-def score_naive(model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, batch_size: int = 256) -> CandidateScores:
+def score_naive(
+    model: torch.nn.Module, input_ids: torch.Tensor, n_prompt: int, batch_size: int = 256
+) -> CandidateScores:
     """``a, b, c`` for ``input_ids = [s] + prompt + response`` by full recomputation.
 
     For position k (sequence index j = 1 + k) and candidate v, with ``x' = x`` except ``x'_j = v``:

@@ -6,8 +6,8 @@ The same checkpoint scored with the same :class:`ProbeSettings` gives the same n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
 
 from .errors import ProbeInputError
 
@@ -64,17 +64,30 @@ class ProbeSettings:
         progress: show a tqdm progress bar.
     """
 
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    as_band: float = DEFAULT_AS_BAND
-    entropy_threshold: float = DEFAULT_ENTROPY_THRESHOLD
-    noise_entropy: str = "context"
-    top_k: int = 5
-    candidates: str = "auto"
-    candidate_budget: Optional[int] = None
-    seed: int = 0
-    memory_budget_mb: Optional[float] = None
-    max_batch_size: Optional[int] = None
-    progress: bool = True
+    max_new_tokens: int = field(default=DEFAULT_MAX_NEW_TOKENS, metadata={
+        "help": f"length of the generated response (default {DEFAULT_MAX_NEW_TOKENS})", "metavar": "N"})
+    as_band: float = field(default=DEFAULT_AS_BAND, metadata={
+        "help": f"half-width of the near-zero AS band in nats (default {DEFAULT_AS_BAND})", "metavar": "NATS"})
+    entropy_threshold: float = field(default=DEFAULT_ENTROPY_THRESHOLD, metadata={
+        "help": f"entropy at or above which a near-zero token is noise (default {DEFAULT_ENTROPY_THRESHOLD})",
+        "metavar": "NATS"})
+    noise_entropy: str = field(default="context", metadata={
+        "help": "which entropy the threshold applies to (default context)", "choices": NOISE_ENTROPIES})
+    top_k: int = field(default=5, metadata={"help": "top candidates reported per token (default 5)", "metavar": "K"})
+    candidates: str = field(default="auto", metadata={
+        "help": f"auto (default: exact when |V| <= the budget, {DEFAULT_CANDIDATE_BUDGET} unless set, else budget), "
+                "exact, or budget", "choices": CANDIDATE_POLICIES})
+    candidate_budget: Optional[int] = field(default=None, metadata={
+        "help": f"candidates scored per prompt position by the budget policy (default {DEFAULT_CANDIDATE_BUDGET}, "
+                "or |V|/5 when less); a probe costs at most N x sum_k (n - k + m - 1) token-forwards",
+        "metavar": "N"})
+    seed: int = field(default=0, metadata={"help": "seed of the budget policy's tail sampler (default 0)"})
+    memory_budget_mb: Optional[float] = field(default=None, metadata={
+        "help": f"transient memory per candidate batch in MB (default {CPU_MEMORY_BUDGET_MB:g} on CPU, "
+                f"{ACCELERATOR_MEMORY_BUDGET_MB:g} on accelerators)", "metavar": "MB"})
+    max_batch_size: Optional[int] = field(default=None, metadata={
+        "help": "hard cap on candidates per forward pass (default: none)", "metavar": "N"})
+    progress: bool = field(default=True, metadata={"help": "hide the progress bar", "flag": "--no-progress"})
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -130,6 +143,24 @@ class ProbeSettings:
                 f"unknown probe setting(s) {', '.join(map(repr, unknown))}; valid settings: {', '.join(sorted(known))}"
             )
         return ProbeSettings(**{**asdict(self), **changes})
+
+    def with_overrides(self, **overrides: Any) -> "ProbeSettings":
+        """:meth:`replace` with only the ``overrides`` that were given (``None`` means "not given").
+
+        This is how every front end applies its keyword arguments or flags on top of a settings
+        object: ``ProbAttrCallback(settings=s)`` runs with ``s`` unless a keyword names a field.
+        A field whose value may legitimately be ``None`` (``candidate_budget``, ...) cannot be reset
+        to ``None`` this way; pass a whole settings object for that.
+        """
+        return self.replace(**{name: value for name, value in overrides.items() if value is not None})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProbeSettings":
+        """Settings from :meth:`to_dict`'s output (a record's ``settings``); fields it lacks take their
+        defaults, unknown names raise ``ProbeInputError``."""
+        if not isinstance(data, Mapping):
+            raise ProbeInputError(f"settings should be a JSON object, got {type(data).__name__}")
+        return cls().replace(**dict(data))
 
     def to_dict(self) -> dict:
         """Every setting but the progress display."""

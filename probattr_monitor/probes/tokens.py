@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from .engine import model_device
-from .errors import NonFiniteLogitsError, ProbeInputError
+from .errors import NonFiniteLogitsError, ProbeInputError, one_line
 
 _CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 
@@ -40,10 +40,26 @@ def encode_text(tokenizer, text, what: str) -> list[int]:
         raise ProbeInputError(f"the {what} should be a string, got {type(text).__name__}: {text!r}")
     if not text.strip():
         raise ProbeInputError(f"the {what} is empty: {text!r}")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    try:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    except Exception as error:  # noqa: BLE001 - tokenizers raise bare Exception (WordLevel), TypeError (surrogates)
+        raise ProbeInputError(f"the tokenizer cannot encode the {what} {text!r}: {one_line(error)}") from None
     if len(ids) == 0:
         raise ProbeInputError(f"the {what} {text!r} tokenizes to no tokens")
     return [int(i) for i in ids]
+
+
+def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:
+    """``ids`` as a list of ints, each in ``0..vocab_size-1``, at least one; else ``ProbeInputError``."""
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ProbeInputError(f"the {what} should be a string or a list of token ids, got {type(ids).__name__}")
+    ids = list(ids)
+    if not ids:
+        raise ProbeInputError(f"the {what} holds no token ids")
+    for token_id in ids:
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
+            raise ProbeInputError(f"the {what} holds {token_id!r}, not a token id of this model (0..{vocab_size - 1})")
+    return ids
 
 
 def context_length(model) -> Optional[int]:

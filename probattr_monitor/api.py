@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union, cast
 
 import torch
 
-from .probes.budgeted import score_budgeted
 from .probes.engine import model_device, score_exact
 from .probes.errors import NonFiniteLogitsError, ProbeInputError
-from .probes.estimator import QUANTITIES
 from .probes.noise import attribution_band, is_noise, noise_uncertain
-from .probes.quantities import PositionQuantities, position_quantities
+from .probes.quantities import QUANTITIES, PositionQuantities
 from .probes.result import Candidate, ProbeResult, TokenAttribution, summarize
+from .probes.scores import exact_scores, score_prompt
 from .probes.settings import ProbeSettings
 from .probes.tokens import (
     check_causal_attention,
     check_causal_lm,
     check_fits_context,
+    check_token_ids,
     encode_text,
     greedy_continuation,
     start_token_id,
@@ -33,7 +33,9 @@ from .probes.tokens import (
 )
 
 Prompts = Union[str, Sequence[str]]
-Responses = Union[None, str, Sequence[Optional[str]]]
+# A response: None (the model's greedy continuation), a text, or token ids (scored as they are).
+Response = Union[None, str, Sequence[int]]
+Responses = Union[None, str, Sequence[Response]]
 
 
 def probe(
@@ -57,7 +59,9 @@ def probe(
         tokenizer: its tokenizer; it needs a BOS or an EOS token (the start token).
         prompts: one prompt, or a list of prompts.
         responses: ``None`` (each response is the model's greedy continuation), one response for a
-            single prompt, or a list with one entry (a string or ``None``) per prompt.
+            single prompt, or a list with one entry per prompt: a string (tokenized by MATH.md's
+            convention), a list of token ids (scored exactly as given: what a callback freezes so
+            that every checkpoint scores the same ids), or ``None`` (generated).
         settings: a :class:`ProbeSettings`; keyword ``overrides`` (e.g. ``max_new_tokens=10``,
             ``progress=False``) replace its fields.
         distributed: every rank of an initialised ``torch.distributed`` group calls ``probe`` with
@@ -80,7 +84,7 @@ def probe(
         >>> model = tiny_gpt2(len(tokenizer))
         >>> result = probe(model, tokenizer, "the cat", responses=" sat", progress=False)
         >>> [t.token for t in result.tokens][:2], result.to_dict()["summary"]["noise_tokens"] >= 0
-        (['t', 'h'], True)
+        (['the', ' cat'], True)
     """
     settings = (settings or ProbeSettings()).replace(**overrides)
     single = isinstance(prompts, str)
@@ -101,7 +105,8 @@ def probe(
 def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, settings: ProbeSettings):
     """Check the model, tokenizer and texts, and encode them by MATH.md's conventions.
 
-    Returns ``(start_token_id, [(prompt_ids, response_ids or None), ...])``. Raises
+    Returns ``(start_token_id, [(prompt_ids, response_ids or None), ...])``; a response given as
+    token ids is checked against the model's vocabulary and kept as it is. Raises
     :class:`ProbeInputError` for anything :func:`probe` would refuse, so callers (the callback at
     train start) can fail early, before any compute.
     """
@@ -112,26 +117,34 @@ def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, set
     response_list = _response_list(responses, len(prompt_list), single)
     check_causal_lm(model)
     start = start_token_id(tokenizer)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
     encoded = []
     for index, (prompt, response) in enumerate(zip(prompt_list, response_list)):
         prompt_ids = encode_text(tokenizer, prompt, "prompt")
-        response_ids = None if response is None else encode_text(tokenizer, response, "response")
+        if response is None or isinstance(response, str):
+            response_ids = None if response is None else encode_text(tokenizer, response, "response")
+        else:
+            response_ids = check_token_ids(response, vocab_size, f"response {index}")
         response_len = settings.max_new_tokens if response_ids is None else len(response_ids)
         what = "response" if response_ids is not None else f"max_new_tokens={settings.max_new_tokens}"
         check_fits_context(
-            model, 1 + len(prompt_ids) + response_len, f"prompt {index} ({len(prompt_ids)} tokens) + start token + {what}"
+            model,
+            1 + len(prompt_ids) + response_len,
+            f"prompt {index} ({len(prompt_ids)} tokens) + start token + {what}",
         )
         encoded.append((prompt_ids, response_ids))
     return start, encoded
 
 
-def _response_list(responses: Responses, count: int, single: bool) -> list[Optional[str]]:
+def _response_list(responses: Responses, count: int, single: bool) -> list[Response]:
     if responses is None:
         return [None] * count
     if isinstance(responses, str):
         if not single:
             raise ProbeInputError(f"got {count} prompts but one response string; pass a list of {count} responses")
         return [responses]
+    if single and responses and all(isinstance(r, int) and not isinstance(r, bool) for r in responses):
+        return [[int(cast(int, r)) for r in responses]]  # one prompt, its response as token ids
     response_list = list(responses)
     if len(response_list) != count:
         raise ProbeInputError(f"got {count} prompt(s) but {len(response_list)} response(s); pass one per prompt")
@@ -161,55 +174,50 @@ def _progress(total: int, enabled: bool):
 
 
 def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar, distributed) -> ProbeResult:
+    """Generate the response if needed, score every prompt position (:func:`score_prompt`) and
+    build the result; non-finite logits give an invalid result."""
     began = time.perf_counter()
     source = "given" if response_ids is not None else "generated"
     extra = {"response_source": source, "start_token_id": start, "settings": settings.to_dict()}
     done = [0]
+    policy = settings.policy_for(model.get_output_embeddings().weight.shape[0])
 
     def advance() -> None:
         done[0] += 1
         bar.update(1)
 
-    def compute(shard: Optional[torch.Tensor] = None):
+    def generate_then(score):
+        """The response (given, or generated now) and ``score(input_ids)`` of the whole sequence."""
         response = response_ids
         if response is None:
             response = greedy_continuation(
                 model, [start] + prompt_ids, settings.max_new_tokens, stop_token_ids(model, tokenizer)
             )
         input_ids = torch.tensor([start] + prompt_ids + response, device=model_device(model))
-        if policy == "budget":
-            return response, score_budgeted(model, input_ids, len(prompt_ids), settings, on_position=advance)
-        return response, score_exact(model, input_ids, len(prompt_ids), settings, on_position=advance, candidates=shard)
+        return response, score(input_ids)
 
-    policy = settings.policy_for(model.get_output_embeddings().weight.shape[0])
+    def score_here(input_ids):
+        return score_prompt(model, input_ids, len(prompt_ids), settings, policy, on_position=advance)
+
     try:
         if distributed and policy == "exact":
-            response_ids, scores = _compute_sharded(model, compute)
+            response_ids, raw = _score_exact_sharded(model, generate_then, len(prompt_ids), settings, advance)
+            scores = exact_scores(raw, torch.tensor(prompt_ids), settings.top_k)
         elif distributed:  # every rank draws the same samples (same seed): identical work, no gather
             from .distributed import run_collectively
 
-            response_ids, scores = run_collectively(compute)
+            response_ids, scores = run_collectively(lambda: generate_then(score_here))
         else:
-            response_ids, scores = compute()
+            response_ids, scores = generate_then(score_here)
     except NonFiniteLogitsError as error:
         bar.update(len(prompt_ids) - done[0])  # the positions left unscored
         response = tokenizer.decode(response_ids) if response_ids else ""
         return ProbeResult.invalid(prompt, response, prompt_ids, response_ids or [], str(error), **extra)
 
-    if policy == "budget":
-        stats = PositionQuantities(**{name: scores.values[name] for name in QUANTITIES},
-                                   top_prompt_ids=scores.top_prompt_ids, top_prompt_probs=scores.top_prompt_probs,
-                                   top_context_ids=scores.top_context_ids, top_context_probs=scores.top_context_probs)
-        stderrs = scores.stderrs
-    else:
-        stats = position_quantities(
-            scores.prior, scores.rest_prompt, scores.response, torch.tensor(prompt_ids), top_k=settings.top_k
-        )
-        stderrs = {name: torch.zeros(len(prompt_ids), dtype=torch.float64) for name in QUANTITIES}
-    tokens = _token_rows(tokenizer, prompt_ids, stats, stderrs, settings)
+    tokens = _token_rows(tokenizer, prompt_ids, scores.quantities, scores.stderrs, settings)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
-    summary["candidates"] = policy
+    summary["candidates"] = scores.policy
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
         prompt=prompt,
@@ -244,25 +252,36 @@ def _token_rows(tokenizer, prompt_ids, stats: PositionQuantities, stderrs: dict,
                 top_prompt=decode.candidates(stats.top_prompt_ids[k], stats.top_prompt_probs[k]),
                 top_context=decode.candidates(stats.top_context_ids[k], stats.top_context_probs[k]),
                 **{f"{name}_stderr": errors[name] for name in QUANTITIES},
-                noise_uncertain=noise_uncertain(score, errors["attribution_score"], values[entropy_name],
-                                                errors[entropy_name], settings.as_band, settings.entropy_threshold),
+                noise_uncertain=noise_uncertain(
+                    score,
+                    errors["attribution_score"],
+                    values[entropy_name],
+                    errors[entropy_name],
+                    settings.as_band,
+                    settings.entropy_threshold,
+                ),
             )
         )
     return tokens
 
 
-def _compute_sharded(model, compute):
-    """``compute`` on this rank's share of the vocabulary, agreed on and gathered across ranks."""
+def _score_exact_sharded(model, generate_then, n_prompt: int, settings: ProbeSettings, advance):
+    """``(response_ids, CandidateScores)``: exact marginals with each rank scoring its share of the
+    vocabulary (agreed on across ranks, so a failure on one raises on all), then gathered."""
     from .distributed import candidate_share, gather_candidates, run_collectively, world
 
     rank, size = world()
     vocab_size = model.get_output_embeddings().weight.shape[0]
     share = candidate_share(vocab_size, rank, size)
-    response_ids, scores = run_collectively(lambda: compute(share))
-    scores.rest_prompt = gather_candidates(scores.rest_prompt, vocab_size)
-    scores.response = gather_candidates(scores.response, vocab_size)
-    scores.token_forwards *= size  # equal shares (padding included)
-    return response_ids, scores
+    response_ids, raw = run_collectively(
+        lambda: generate_then(
+            lambda input_ids: score_exact(model, input_ids, n_prompt, settings, on_position=advance, candidates=share)
+        )
+    )
+    raw.rest_prompt = gather_candidates(raw.rest_prompt, vocab_size)
+    raw.response = gather_candidates(raw.response, vocab_size)
+    raw.token_forwards *= size  # equal shares (padding included)
+    return response_ids, raw
 
 
 class _Decoder:
