@@ -8,13 +8,13 @@ failed (the others completed; see the summary), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .probes.errors import ProbeInputError
-from .probes.settings import DEFAULT_AS_BAND, DEFAULT_ENTROPY_THRESHOLD, DEFAULT_MAX_NEW_TOKENS, ProbeSettings
+from .probes.errors import ProbeInputError, one_line
+from .probes.settings import ProbeSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -91,41 +91,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that probes: prompts, settings, device and dtype."""
+    """Flags shared by every command that probes: prompts, settings (see
+    :func:`add_settings_arguments`), device and dtype."""
     parser.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     parser.add_argument("--prompts-file", metavar="FILE", help="UTF-8 file, one prompt per line")
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
-                        help=f"length of the generated response (default {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--as-band", type=float, default=DEFAULT_AS_BAND, metavar="NATS",
-                        help=f"half-width of the near-zero AS band (default {DEFAULT_AS_BAND})")
-    parser.add_argument("--entropy-threshold", type=float, default=DEFAULT_ENTROPY_THRESHOLD, metavar="NATS",
-                        help=f"entropy at or above which a near-zero token is noise (default {DEFAULT_ENTROPY_THRESHOLD})")
-    parser.add_argument("--noise-entropy", choices=("context", "prompt"), default="context",
-                        help="which entropy the threshold applies to (default context)")
-    parser.add_argument("--candidates", default="auto", metavar="POLICY",
-                        help="auto (default: exact when |V| <= the budget, 768 unless set, else budget), exact, or budget")
-    parser.add_argument("--candidate-budget", type=int, default=None, metavar="N",
-                        help="candidates scored per prompt position by the budget policy (default 768, or |V|/5 "
-                             "when less); a probe costs at most N x sum_k (n - k + m - 1) token-forwards")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the budget policy's tail sampler (default 0)")
+    add_settings_arguments(parser)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
                         help="model dtype (probability arithmetic is float32 or wider regardless)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def settings_from_args(args: argparse.Namespace) -> ProbeSettings:
-    """The :class:`ProbeSettings` that the shared flags describe (validated)."""
-    return ProbeSettings(
-        max_new_tokens=args.max_new_tokens,
-        as_band=args.as_band,
-        entropy_threshold=args.entropy_threshold,
-        noise_entropy=args.noise_entropy,
-        candidates=args.candidates,
-        candidate_budget=args.candidate_budget,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+def settings_flag(setting: dataclasses.Field) -> str:
+    """The command-line flag of a :class:`ProbeSettings` field: its metadata's ``flag``, else
+    ``--`` and its name with dashes (``max_new_tokens`` -> ``--max-new-tokens``)."""
+    return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`ProbeSettings` field, generated from the fields' metadata (help,
+    choices, metavar) as ``HfArgumentParser`` does for ``TrainingArguments``. Every default is
+    ``None`` ("not given"), so :func:`settings_from_args` changes only what was passed."""
+    group = parser.add_argument_group("probe settings (ProbeSettings)")
+    for setting in dataclasses.fields(ProbeSettings):
+        meta = setting.metadata
+        if setting.type in ("bool", bool):  # a switch that turns the default (True) off
+            group.add_argument(settings_flag(setting), dest=setting.name, action="store_const", const=False,
+                               default=None, help=meta["help"])
+            continue
+        kind = _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
+        group.add_argument(settings_flag(setting), dest=setting.name, type=kind, default=None,
+                           choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"])
+
+
+_FIELD_TYPES = {"int": int, "float": float, "str": str}
+
+
+def settings_from_args(args: argparse.Namespace, base: Optional[ProbeSettings] = None) -> ProbeSettings:
+    """``base`` (default ``ProbeSettings()``) with the settings flags that were given (validated)."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(ProbeSettings)}
+    return (base or ProbeSettings()).with_overrides(**given)
 
 
 def prompts_from_args(args: argparse.Namespace) -> list[str]:
@@ -140,31 +144,50 @@ def prompts_from_args(args: argparse.Namespace) -> list[str]:
 
 def run_attribute(args: argparse.Namespace) -> int:
     """``probattr-monitor attribute``: load, probe, print tables, optionally write JSON."""
+    from .api import probe
     from .display import print_results
     from .loading import load_model_and_tokenizer
-    from .probing import probe
 
     settings = settings_from_args(args)
     prompts = prompts_from_args(args)
-    if args.no_progress:
+    if not settings.progress:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
     if args.response is not None and len(prompts) != 1:
         raise ProbeInputError(f"--response needs exactly one prompt, got {len(prompts)}")
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        raise ProbeInputError(f"--json: the folder of {args.json!r} does not exist")
+    if args.json is not None:
+        check_writable(args.json, "--json")  # before any compute, not after it
     model, tokenizer = load_model_and_tokenizer(
         args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype, tokenizer_dir=args.tokenizer
     )
     responses = None if args.response is None else [args.response]
     results = probe(model, tokenizer, prompts, responses=responses, settings=settings)
+    assert isinstance(results, list)  # a list of prompts gives a list of results
+    if args.json is not None:  # written first: nothing printing does can lose it
+        from .storage import write_json_atomic
+
+        write_json_atomic(args.json, [r.to_dict() for r in results])
     print_results(results)
-    if args.json is not None:
-        Path(args.json).write_text(
-            json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8"
-        )
     return EXIT_OK
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Raise :class:`ProbeInputError` unless a file can be written at ``path``: it is not a folder,
+    its folder exists, and a file can be created there (tried, then removed if it was not there)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ProbeInputError(f"{flag}: {path!r} is a folder; give the path of a file")
+    if not target.resolve().parent.is_dir():
+        raise ProbeInputError(f"{flag}: the folder of {path!r} does not exist")
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise ProbeInputError(f"{flag}: cannot write {path!r} ({error.strerror or error})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -225,7 +248,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001 - the CLI's last line of defence: one line, exit 1
         if args.traceback:
             raise
-        print(f"probattr-monitor: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"probattr-monitor: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -88,7 +88,7 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
                        "as_band should be a finite number > 0, got -1.0")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidates", "magic"),
-                       "candidates should be one of 'auto', 'exact', 'budget', got 'magic'")
+                       "argument --candidates: invalid choice: 'magic' (choose from 'auto', 'exact', 'budget')")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-budget", "0"),
                        "candidate_budget should be an integer >= 2, got 0")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..probes.settings import ProbeSettings
 from .grammar import HiddenMarkovGrammar, word_tokenizer
 from .truth import next_word_distributions, true_quantities
 
@@ -38,7 +39,7 @@ class DemoConfig:
     n_embd: int = 64
     seed: int = 0
     report_to: Sequence[str] = ("tensorboard",)
-    entropy_threshold: float = 2.0
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 @dataclass
@@ -66,7 +67,8 @@ class DemoReport:
 def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int) -> tuple[list[str], list[str]]:
     """``count`` grammar sentences of at least 5 words, split ~60/40 into prompt and response."""
     rng = np.random.default_rng(seed)
-    prompts, responses = [], []
+    prompts: list[str] = []
+    responses: list[str] = []
     while len(prompts) < count:
         words = grammar.sample(rng)
         if len(words) < 5:
@@ -107,8 +109,8 @@ def kl_to_truth(model, tokenizer, grammar: HiddenMarkovGrammar, sentences: Seque
         words = sentence.split()
         truth = next_word_distributions(grammar, [word_index[w] for w in words])  # (T + 1, W)
         ids = [tokenizer.bos_token_id] + [tokenizer.convert_tokens_to_ids(w) for w in words]
-        log_model = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)  # (T + 1, V)
-        log_model = log_model[:, columns].numpy()  # (T + 1, W)
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        log_model = torch.log_softmax(logits, -1)[:, columns].numpy()  # (T + 1, W)
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(truth > 0, truth * (np.log(truth) - log_model), 0.0)
         total += terms.sum()
@@ -135,30 +137,61 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     word_index = {word: i for i, word in enumerate(grammar.words)}
     truths = [true_quantities(grammar, [word_index[w] for w in p.split()], [word_index[w] for w in r.split()])
               for p, r in zip(prompts, responses)]
-    true_noise = sum(int(((t.attribution_score.abs() <= 0.2) & (t.entropy_context >= config.entropy_threshold)).sum())
-                     for t in truths)
-    console.print(f"grammar: {len(grammar.words)} words, {len(grammar.states)} hidden states; "
-                  f"{len(train)} training sentences; {len(prompts)} probe prompts")
+    true_noise = sum(
+        int(
+            (
+                (t.attribution_score.abs() <= config.settings.as_band)
+                & (t.entropy_context >= config.settings.entropy_threshold)
+            ).sum()
+        )
+        for t in truths
+    )
+    console.print(
+        f"grammar: {len(grammar.words)} words, {len(grammar.states)} hidden states; "
+        f"{len(train)} training sentences; {len(prompts)} probe prompts"
+    )
     console.print(f"true noise tokens of the process (the floor a converged model approaches): {true_noise}")
 
     def encode(sentence: str) -> dict:
-        ids = [tokenizer.bos_token_id] + tokenizer(sentence, add_special_tokens=False)["input_ids"] + [
-            tokenizer.eos_token_id]
+        ids = (
+            [tokenizer.bos_token_id]
+            + tokenizer(sentence, add_special_tokens=False)["input_ids"]
+            + [tokenizer.eos_token_id]
+        )
         return {"input_ids": ids, "attention_mask": [1] * len(ids)}
 
-    model = tiny_gpt2(len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32,
-                      seed=config.seed)
-    callback = ProbAttrCallback(prompts=prompts, responses=responses, entropy_threshold=config.entropy_threshold)
-    args = TrainingArguments(
-        output_dir=config.output_dir, max_steps=config.max_steps, save_steps=config.save_steps,
-        eval_strategy="steps", eval_steps=config.save_steps, per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=64, learning_rate=config.learning_rate, warmup_steps=config.save_steps // 3,
-        weight_decay=0.0, use_cpu=True, report_to=list(config.report_to), logging_steps=config.save_steps // 3,
-        seed=config.seed, data_seed=config.seed, disable_tqdm=True, save_total_limit=None,
+    model = tiny_gpt2(
+        len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32, seed=config.seed
     )
-    trainer = Trainer(model=model, args=args, train_dataset=[encode(s) for s in train],
-                      eval_dataset=[encode(s) for s in held_out], processing_class=tokenizer,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[callback])
+    callback = ProbAttrCallback(prompts=prompts, responses=responses, settings=config.settings)
+    args = TrainingArguments(
+        output_dir=config.output_dir,
+        max_steps=config.max_steps,
+        save_steps=config.save_steps,
+        eval_strategy="steps",
+        eval_steps=config.save_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.save_steps // 3,
+        weight_decay=0.0,
+        use_cpu=True,
+        report_to=list(config.report_to),
+        logging_steps=config.save_steps // 3,
+        seed=config.seed,
+        data_seed=config.seed,
+        disable_tqdm=True,
+        save_total_limit=None,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=[encode(s) for s in train],
+        eval_dataset=[encode(s) for s in held_out],
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[callback],
+    )
     trainer.train()
 
     report = DemoReport(true_noise_tokens=true_noise, output_dir=config.output_dir)
@@ -168,19 +201,34 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         folder = Path(config.output_dir) / f"checkpoint-{step}"
         record = json.loads((folder / "probattr.json").read_text(encoding="utf-8"))
         report.probe_seconds += record["probe_seconds"]
-        errors = [abs(token["attribution_score"] - float(truth.attribution_score[token["position"]]))
-                  for result, truth in zip(record["results"], truths) for token in result["tokens"]]
+        errors = [
+            abs(token["attribution_score"] - float(truth.attribution_score[token["position"]]))
+            for result, truth in zip(record["results"], truths)
+            for token in result["tokens"]
+        ]
         checkpoint_model = AutoModelForCausalLM.from_pretrained(folder)
-        report.rows.append(CheckpointRow(
-            step=step, eval_loss=eval_losses.get(step), kl_to_truth=kl_to_truth(checkpoint_model, tokenizer, grammar,
-                                                                                held_out[:200]),
-            noise_tokens=record["summary"]["noise_tokens"], true_noise_tokens=true_noise,
-            mean_abs_as_error=float(np.mean(errors))))
-    columns = {"eval_loss": [r.eval_loss for r in report.rows], "kl_to_truth": [r.kl_to_truth for r in report.rows],
-               "noise_tokens": [r.noise_tokens for r in report.rows],
-               "mean_abs_as_error": [r.mean_abs_as_error for r in report.rows]}
-    for a, b in (("noise_tokens", "kl_to_truth"), ("noise_tokens", "eval_loss"), ("mean_abs_as_error", "kl_to_truth"),
-                 ("eval_loss", "kl_to_truth")):
+        report.rows.append(
+            CheckpointRow(
+                step=step,
+                eval_loss=eval_losses.get(step),
+                kl_to_truth=kl_to_truth(checkpoint_model, tokenizer, grammar, held_out[:200]),
+                noise_tokens=record["summary"]["noise_tokens"],
+                true_noise_tokens=true_noise,
+                mean_abs_as_error=float(np.mean(errors)),
+            )
+        )
+    columns = {
+        "eval_loss": [r.eval_loss for r in report.rows],
+        "kl_to_truth": [r.kl_to_truth for r in report.rows],
+        "noise_tokens": [r.noise_tokens for r in report.rows],
+        "mean_abs_as_error": [r.mean_abs_as_error for r in report.rows],
+    }
+    for a, b in (
+        ("noise_tokens", "kl_to_truth"),
+        ("noise_tokens", "eval_loss"),
+        ("mean_abs_as_error", "kl_to_truth"),
+        ("eval_loss", "kl_to_truth"),
+    ):
         report.correlations[f"{a} ~ {b}"] = spearman(columns[a], columns[b])
     report.wall_seconds = time.perf_counter() - began
     print_report(report, console)
@@ -191,18 +239,26 @@ def print_report(report: DemoReport, console) -> None:
     """The convergence table and the Spearman correlations across checkpoints."""
     from rich.table import Table
 
-    table = Table(title="convergence by checkpoint (KL: per token, true process || model, held-out text)",
-                  title_justify="left")
+    table = Table(
+        title="convergence by checkpoint (KL: per token, true process || model, held-out text)", title_justify="left"
+    )
     for name in ("step", "eval loss", "KL", "noise tokens", "true noise", "|AS - true AS|"):
         table.add_column(name, justify="right")
     for row in report.rows:
-        table.add_row(str(row.step), f"{row.eval_loss:.4f}" if row.eval_loss is not None else "-",
-                      f"{row.kl_to_truth:.4f}", str(row.noise_tokens), str(row.true_noise_tokens),
-                      f"{row.mean_abs_as_error:.4f}")
+        table.add_row(
+            str(row.step),
+            f"{row.eval_loss:.4f}" if row.eval_loss is not None else "-",
+            f"{row.kl_to_truth:.4f}",
+            str(row.noise_tokens),
+            str(row.true_noise_tokens),
+            f"{row.mean_abs_as_error:.4f}",
+        )
     console.print(table)
     for name, value in report.correlations.items():
         shown = f"{value:+.2f}" if np.isfinite(value) else "undefined (one side is constant)"
         console.print(f"Spearman {name}: {shown}")
     share = report.probe_seconds / report.wall_seconds if report.wall_seconds else float("nan")
-    console.print(f"wall time {report.wall_seconds:.1f} s, probes {report.probe_seconds:.1f} s ({100 * share:.1f}%); "
-                  f"logs and checkpoints in {report.output_dir}")
+    console.print(
+        f"wall time {report.wall_seconds:.1f} s, probes {report.probe_seconds:.1f} s ({100 * share:.1f}%); "
+        f"logs and checkpoints in {report.output_dir}"
+    )
