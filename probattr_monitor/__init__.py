@@ -6,13 +6,21 @@ Example:
     0.2
 """
 
+from .api import probe
 from .callbacks import ProbAttrCallback
 from .probes.errors import ProbeInputError
 from .probes.result import ProbeResult, TokenAttribution
 from .probes.settings import ProbeSettings
-from .probing import probe
 from .prompts import paper_prompts
 
 __version__ = "0.1.0"
 
-__all__ = ["ProbAttrCallback", "probe", "ProbeSettings", "ProbeResult", "TokenAttribution", "ProbeInputError", "paper_prompts"]
+__all__ = [
+    "ProbAttrCallback",
+    "probe",
+    "ProbeSettings",
+    "ProbeResult",
+    "TokenAttribution",
+    "ProbeInputError",
+    "paper_prompts",
+]

@@ -31,14 +31,37 @@ class Checkpoint:
         return self.path.name
 
 
-def recorded_step(folder: Path) -> Optional[int]:
-    """``global_step`` from ``folder/trainer_state.json``, or ``None`` when absent or unreadable."""
+def read_trainer_state(folder: Path) -> Optional[dict]:
+    """``folder/trainer_state.json`` as a dict; ``None`` when there is none.
+
+    Raises:
+        ProbeInputError: it exists but is not valid JSON, or not a JSON object (``[]``, a number...).
+    """
+    path = Path(folder) / "trainer_state.json"
     try:
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        step = state.get("global_step")
-        return int(step) if isinstance(step, int) else None
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise ProbeInputError(f"cannot read {path}: {error}") from None
+    try:
+        state = json.loads(text)
+    except ValueError:
+        raise ProbeInputError(f"{path} is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise ProbeInputError(f"{path} should hold a JSON object, got {type(state).__name__}")
+    return state
+
+
+def recorded_step(folder: Path) -> Optional[int]:
+    """``global_step`` from ``folder/trainer_state.json``, or ``None`` when absent, unreadable or
+    of the wrong shape (the sweep then records that checkpoint as failed, see ``sweep.probe_checkpoint``)."""
+    try:
+        state = read_trainer_state(folder)
+    except ProbeInputError:
+        return None
+    step = (state or {}).get("global_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _checked_step(folder: Path, named: Optional[int]) -> Optional[int]:
@@ -61,7 +84,8 @@ def discover_checkpoints(run_dir) -> list[Checkpoint]:
     for folder in run_dir.iterdir():
         match = CHECKPOINT_NAME.match(folder.name)
         if match and folder.is_dir():
-            found.append(Checkpoint(_checked_step(folder, int(match.group(1))), folder))
+            named = int(match.group(1))
+            found.append(Checkpoint(_checked_step(folder, named) or named, folder))
     if not found:
         raise ProbeInputError(f"no checkpoint-<step> folders in {str(run_dir)!r} (or pass --checkpoints DIR ...)")
     return _in_step_order(found)

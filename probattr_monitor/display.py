@@ -1,29 +1,48 @@
-"""Terminal output: a readable table per probed prompt, coloured by AS band (works in CI logs too)."""
+"""Terminal output: a readable table per probed prompt, coloured by AS band (works in CI logs too).
+
+Every string that comes from the user or the model (prompts, responses, tokens, paths, errors)
+goes through :func:`safe`: rich markup in it is shown as text (``[/INST]`` is every Llama-2 chat
+prompt) and control characters (ESC sequences) never reach the terminal.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from .probes.result import ProbeResult
 
 BAND_STYLES = {"negative": "red", "near_zero": "yellow", "high": "green"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text) -> str:
+    """``text`` for rich output: control characters (other than newline and tab) written as
+    ``\\xNN`` escapes, then rich markup escaped, so the text prints exactly as it is."""
+    from rich.markup import escape
+
+    visible = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+    return escape(visible)
 
 
 def result_table(result: ProbeResult):
     """A ``rich.table.Table`` of one result: token, AS (with its 95% half-width when estimated),
     both entropies, KL(q_context || q_prompt), band, noise (``?``: uncertain)."""
+    from rich.console import JustifyMethod
     from rich.table import Table
 
-    table = Table(title=f"prompt: {result.prompt}", title_justify="left", show_lines=False)
-    for name, justify in (("#", "right"), ("token", "left"), ("AS", "right"), ("H prompt", "right"),
-                          ("H context", "right"), ("KL", "right"), ("band", "left"), ("noise", "center")):
+    table = Table(title=f"prompt: {safe(result.prompt)}", title_justify="left", show_lines=False)
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("#", "right"), ("token", "left"), ("AS", "right"), ("H prompt", "right"), ("H context", "right"),
+        ("KL", "right"), ("band", "left"), ("noise", "center"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     estimated = any(token.attribution_score_stderr > 0 for token in result.tokens)
     for token in result.tokens:
         error = f"±{1.96 * token.attribution_score_stderr:.3f}" if estimated else ""
         table.add_row(
             str(token.position),
-            repr(token.token)[1:-1],
+            safe(repr(token.token)[1:-1]),
             f"{token.attribution_score:+.3f}{error}",
             f"{token.entropy_prompt:.3f}",
             f"{token.entropy_context:.3f}",
@@ -38,16 +57,15 @@ def result_table(result: ProbeResult):
 def print_results(results: Iterable[ProbeResult], console=None) -> None:
     """Print each result's table, its response and a one-line summary."""
     from rich.console import Console
-    from rich.markup import escape
 
     console = console or Console()
     for index, result in enumerate(results):
         if not result.valid:
-            console.print(f"[bold red]prompt {index}: invalid result[/] - {escape(result.error or '')}")
-            console.print(f"prompt: {escape(result.prompt)}")
+            console.print(f"[bold red]prompt {index}: invalid result[/] - {safe(result.error or '')}")
+            console.print(f"prompt: {safe(result.prompt)}")
             continue
         console.print(result_table(result))
-        console.print(f"[bold]response[/] ({result.response_source}): {escape(result.response)}")
+        console.print(f"[bold]response[/] ({result.response_source}): {safe(result.response)}")
         summary = result.summary
         uncertain = f" ({summary['noise_uncertain']} uncertain)" if summary.get("noise_uncertain") else ""
         console.print(

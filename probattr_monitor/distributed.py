@@ -11,7 +11,7 @@ Every rank runs the same code on the unwrapped model:
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar, cast
 
 import torch
 
@@ -58,7 +58,8 @@ def run_collectively(work: Callable[[], T]) -> T:
     """
     import torch.distributed as dist
 
-    error, value = None, None
+    error: Optional[Exception] = None
+    value: Optional[T] = None
     try:
         value = work()
         status = _OK
@@ -70,7 +71,7 @@ def run_collectively(work: Callable[[], T]) -> T:
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     worst = int(flag.item())
     if worst == _OK:
-        return value
+        return cast(T, value)  # work() returned
     if error is not None:
         raise error
     if worst == _NON_FINITE:

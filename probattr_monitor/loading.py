@@ -7,11 +7,11 @@ download. Safetensors are preferred by transformers; ``trust_remote_code`` is of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, cast
 
 import torch
 
-from .probes.errors import ProbeInputError
+from .probes.errors import ProbeInputError, one_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -66,18 +66,20 @@ def load_model_and_tokenizer(
         raise ProbeInputError(f"model folder not found: {str(path)!r}")
     if not path.is_dir():
         raise ProbeInputError(f"--model should be a folder written by save_pretrained, got the file {str(path)!r}")
-    options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if gguf_file is not None:
         if not (path / gguf_file).is_file():
             raise ProbeInputError(f"GGUF file {gguf_file!r} not found in {str(path)!r}")
         options["gguf_file"] = gguf_file
     elif not (path / "config.json").is_file():
-        raise ProbeInputError(f"{str(path)!r} has no config.json: not a save_pretrained folder (pass --gguf-file for GGUF)")
+        raise ProbeInputError(
+            f"{str(path)!r} has no config.json: not a save_pretrained folder (pass --gguf-file for GGUF)"
+        )
 
     try:
         config = AutoConfig.from_pretrained(path, **options)
     except (OSError, ValueError, KeyError) as error:
-        raise ProbeInputError(f"cannot read the model config in {str(path)!r}: {_first_line(error)}") from None
+        raise ProbeInputError(f"cannot read the model config in {str(path)!r}: {one_line(error)}") from None
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
         raise ProbeInputError(
             f"the model in {str(path)!r} ({config.model_type!r}) has no causal LM head that "
@@ -86,9 +88,10 @@ def load_model_and_tokenizer(
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **options)
     except (OSError, ValueError) as error:
-        raise ProbeInputError(f"cannot load the model in {str(path)!r}: {_first_line(error)}") from None
+        raise ProbeInputError(f"cannot load the model in {str(path)!r}: {one_line(error)}") from None
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else path, options)
-    return model.to(torch_device).eval(), tokenizer
+    model = cast(Any, model).to(torch_device)  # transformers types .to() through a decorator mypy misreads
+    return model.eval(), tokenizer
 
 
 def has_tokenizer_files(path) -> bool:
@@ -114,10 +117,5 @@ def load_tokenizer(path, options: dict):
         return AutoTokenizer.from_pretrained(path, **options)
     except (OSError, ValueError, TypeError) as error:
         raise ProbeInputError(
-            f"cannot load a tokenizer from {str(path)!r} ({_first_line(error)}); pass --tokenizer DIR"
+            f"cannot load a tokenizer from {str(path)!r} ({one_line(error)}); pass --tokenizer DIR"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

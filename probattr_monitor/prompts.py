@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Union
@@ -15,7 +16,7 @@ def paper_prompts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def read_prompts_file(path: Union[str, Path]) -> list[str]:
+def read_prompts_file(path: Union[str, os.PathLike]) -> list[str]:
     """One prompt per line of a UTF-8 text file; blank lines are skipped.
 
     Raises:

@@ -31,17 +31,27 @@ def as_colour(score: float, limit: float = 2.0) -> str:
     return f"rgb(255,{fade},{fade})" if t > 0 else f"rgb({fade},{fade},255)"
 
 
-def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str) -> str:
+def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str,
+                 shown: Optional[str] = None, hidden: Sequence[str] = ()) -> str:
     """The HTML text.
 
     Args:
         rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
-        records: ``{checkpoint name: probattr.json object}`` for the checkpoints that have one.
+        records: ``{checkpoint name: RunRecord (or its dict)}``, all made with one settings key and
+            prompt set (the caller groups them; see ``sweep.report_run``).
         recommended: ``{"step", "checkpoint"}`` or ``None``.
         title: shown at the top (escaped).
+        shown: which settings and prompt set the records were made with (shown when given).
+        hidden: one line per group of records left out because another key made them.
     """
+    from .probes.settings import ProbeSettings
+
+    records = {name: r.to_dict() if hasattr(r, "to_dict") else r for name, r in records.items()}
     ok = [row for row in rows if row["status"] == "ok" and row["checkpoint"] in records]
-    settings = next((records[r["checkpoint"]].get("settings", {}) for r in ok), {})
+    try:
+        settings = ProbeSettings.from_dict(next((records[r["checkpoint"]].get("settings", {}) for r in ok), {}))
+    except ValueError:
+        settings = ProbeSettings()
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
@@ -54,12 +64,16 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
                      f"(step {esc(recommended['step'])}): the fewest noise tokens; ties go to the earliest step.</p>")
     else:
         parts.append("<p class='recommended' id='recommendation'>No checkpoint could be scored.</p>")
+    if shown:
+        parts.append(f"<p class='muted' id='record-set'>Records made with {esc(shown)}.</p>")
+    for line in hidden:
+        parts.append(f"<p class='muted hidden-records'>Not shown: {esc(line)}.</p>")
     parts.append("<h2>Noise tokens and eval loss by step</h2>")
     parts.append(_curve(rows, recommended))
     parts.append(_rows_table(rows, recommended))
     parts.append(f"<h2>Entropy against attribution score</h2><p class='muted'>Shaded: the noise region "
-                 f"(|AS| &le; {esc(settings.get('as_band', 0.2))}, {esc(settings.get('noise_entropy', 'context'))} "
-                 f"entropy &ge; {esc(settings.get('entropy_threshold', 2.0))} nats). One colour per prompt.</p>")
+                 f"(|AS| &le; {esc(settings.as_band)}, {esc(settings.noise_entropy)} "
+                 f"entropy &ge; {esc(settings.entropy_threshold)} nats). One colour per prompt.</p>")
     parts.append("<div class='grid'>" + "".join(_scatter(row, records[row["checkpoint"]], settings) for row in ok)
                  + "</div>")
     parts.append("<h2>Attribution score per prompt token</h2><p class='muted'>Rows: checkpoints; columns: prompt "
@@ -72,12 +86,13 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
     return "\n".join(parts)
 
 
-def write_report(folder, rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str) -> Path:
+def write_report(folder, rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str,
+                 shown: Optional[str] = None, hidden: Sequence[str] = ()) -> Path:
     """Write :func:`build_report` to ``folder/probattr_report.html`` atomically; returns the path."""
     from .storage import write_text_atomic
 
     path = Path(folder) / REPORT_FILE
-    write_text_atomic(path, build_report(rows, records, recommended, title))
+    write_text_atomic(path, build_report(rows, records, recommended, title, shown, hidden))
     return path
 
 
@@ -117,45 +132,69 @@ def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     svg.append(f"<polyline points='{path}' class='noise-line'/>")
     for r in points:
         svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['noise_tokens'], noise_high, noise_low):.1f}' r='4' "
-                   f"class='noise-point'><title>{esc(r['checkpoint'])}: {r['noise_tokens']} noise tokens</title></circle>")
+                   f"class='noise-point'><title>{esc(r['checkpoint'])}: {r['noise_tokens']} noise tokens</title>"
+                   "</circle>")
     if losses:
         low, high = min(losses), max(losses)
         loss_points = [r for r in rows if r.get("eval_loss") is not None]
         path = " ".join(f"{x(r['step']):.1f},{y(r['eval_loss'], high, low):.1f}" for r in loss_points)
         svg.append(f"<polyline points='{path}' class='loss-line'/>")
         for r in loss_points:
-            svg.append(f"<circle cx='{x(r['step']):.1f}' cy='{y(r['eval_loss'], high, low):.1f}' r='3' "
-                       f"class='loss-point'><title>{esc(r['checkpoint'])}: eval loss {r['eval_loss']:.4f}</title></circle>")
-        svg.append(f"<text x='{width - right + 6}' y='{top + 10}' class='label loss'>{high:.3f}</text>"
-                   f"<text x='{width - right + 6}' y='{height - bottom}' class='label loss'>{low:.3f}</text>"
-                   f"<text x='{width - right - 4}' y='{top + 10}' class='label loss' text-anchor='end'>eval loss</text>")
+            svg.append(
+                f"<circle cx='{x(r['step']):.1f}' cy='{y(r['eval_loss'], high, low):.1f}' r='3' "
+                f"class='loss-point'><title>{esc(r['checkpoint'])}: eval loss {r['eval_loss']:.4f}</title></circle>"
+            )
+        svg.append(
+            f"<text x='{width - right + 6}' y='{top + 10}' class='label loss'>{high:.3f}</text>"
+            f"<text x='{width - right + 6}' y='{height - bottom}' class='label loss'>{low:.3f}</text>"
+            f"<text x='{width - right - 4}' y='{top + 10}' class='label loss' text-anchor='end'>eval loss</text>"
+        )
     for r in rows:
         if r["status"] != "ok":
-            svg.append(f"<text x='{x(r['step']):.1f}' y='{height - bottom - 4}' class='failed' text-anchor='middle'>"
-                       f"&#x2716;<title>{esc(r['checkpoint'])} failed: {esc(r['error'])}</title></text>")
+            svg.append(
+                f"<text x='{x(r['step']):.1f}' y='{height - bottom - 4}' class='failed' text-anchor='middle'>"
+                f"&#x2716;<title>{esc(r['checkpoint'])} failed: {esc(r['error'])}</title></text>"
+            )
     svg.append("</svg>")
     return "".join(svg)
 
 
 def _rows_table(rows: Sequence[dict], recommended: Optional[dict]) -> str:
-    head = ("step", "checkpoint", "status", "noise tokens", "noise fraction", "mean AS", "mean H context", "mean KL",
-            "eval loss")
+    head = (
+        "step",
+        "checkpoint",
+        "status",
+        "noise tokens",
+        "noise fraction",
+        "mean AS",
+        "mean H context",
+        "mean KL",
+        "eval loss",
+    )
     out = ["<table class='rows'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     best = recommended["checkpoint"] if recommended else None
     for r in rows:
-        values = (r["step"], r["checkpoint"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-                  r["noise_tokens"], _fmt(r["noise_fraction"]), _fmt(r["mean_attribution"]),
-                  _fmt(r["mean_entropy_context"]), _fmt(r["mean_kl"]), _fmt(r.get("eval_loss"), 4))
+        values = (
+            r["step"],
+            r["checkpoint"],
+            r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
+            r["noise_tokens"],
+            _fmt(r["noise_fraction"]),
+            _fmt(r["mean_attribution"]),
+            _fmt(r["mean_entropy_context"]),
+            _fmt(r["mean_kl"]),
+            _fmt(r.get("eval_loss"), 4),
+        )
         css = " class='best-row'" if r["checkpoint"] == best else ""
         out.append(f"<tr{css}>" + "".join(f"<td>{esc('-' if v is None else v)}</td>" for v in values) + "</tr>")
     return "".join(out) + "</table>"
 
 
-def _scatter(row: dict, record: dict, settings: dict) -> str:
+def _scatter(row: dict, record: dict, settings) -> str:
     width, height, pad = 240, 190, 26
     tokens = [(i, t) for i, result in enumerate(record["results"]) for t in result.get("tokens", [])]
-    name = "entropy_context" if settings.get("noise_entropy", "context") == "context" else "entropy_prompt"
-    band, threshold = settings.get("as_band", 0.2), settings.get("entropy_threshold", 2.0)
+    name = "entropy_context" if settings.noise_entropy == "context" else "entropy_prompt"
+    band, threshold = settings.as_band, settings.entropy_threshold
     reach = max([abs(t["attribution_score"]) for _, t in tokens] + [band * 2, 0.5])
     top = max([t[name] for _, t in tokens] + [threshold]) * 1.1
 
@@ -165,25 +204,34 @@ def _scatter(row: dict, record: dict, settings: dict) -> str:
     def y(value):
         return height - pad - value / top * (height - 2 * pad)
 
-    out = [f"<figure class='scatter'><svg width='{width}' height='{height}' role='img'>",
-           f"<rect x='{x(-band):.1f}' y='{pad}' width='{x(band) - x(-band):.1f}' height='{y(threshold) - pad:.1f}' "
-           f"class='noise-region'/>",
-           f"<line x1='{x(0):.1f}' y1='{pad}' x2='{x(0):.1f}' y2='{height - pad}' class='axis'/>",
-           f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' class='axis'/>"]
+    out = [
+        f"<figure class='scatter'><svg width='{width}' height='{height}' role='img'>",
+        f"<rect x='{x(-band):.1f}' y='{pad}' width='{x(band) - x(-band):.1f}' height='{y(threshold) - pad:.1f}' "
+        f"class='noise-region'/>",
+        f"<line x1='{x(0):.1f}' y1='{pad}' x2='{x(0):.1f}' y2='{height - pad}' class='axis'/>",
+        f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' class='axis'/>",
+    ]
     for index, token in tokens:
-        out.append(f"<circle cx='{x(token['attribution_score']):.1f}' cy='{y(token[name]):.1f}' r='3' "
-                   f"fill='{COLOURS[index % len(COLOURS)]}'><title>prompt {index}, {esc(repr(token['token']))}: "
-                   f"AS {token['attribution_score']:+.3f}, H {token[name]:.3f}</title></circle>")
+        out.append(
+            f"<circle cx='{x(token['attribution_score']):.1f}' cy='{y(token[name]):.1f}' r='3' "
+            f"fill='{COLOURS[index % len(COLOURS)]}'><title>prompt {index}, {esc(repr(token['token']))}: "
+            f"AS {token['attribution_score']:+.3f}, H {token[name]:.3f}</title></circle>"
+        )
     out.append(f"</svg><figcaption>{esc(row['checkpoint'])}: {esc(row['noise_tokens'])} noise</figcaption></figure>")
     return "".join(out)
 
 
 def _heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recommended: Optional[dict]) -> str:
-    out = [f"<h3>Prompt {index}</h3><p class='prompt'>{esc(prompt)}</p><div class='scroll'>"
-           f"<table class='heatmap' id='heatmap-{index}'>"]
+    out = [
+        f"<h3>Prompt {index}</h3><p class='prompt'>{esc(prompt)}</p><div class='scroll'>"
+        f"<table class='heatmap' id='heatmap-{index}'>"
+    ]
     first = records[rows[0]["checkpoint"]]["results"][index]
-    out.append("<tr><th>checkpoint</th>" + "".join(f"<th class='tok'>{esc(t['token'])}</th>" for t in first["tokens"])
-               + "<th>response</th></tr>")
+    out.append(
+        "<tr><th>checkpoint</th>"
+        + "".join(f"<th class='tok'>{esc(t['token'])}</th>" for t in first["tokens"])
+        + "<th>response</th></tr>"
+    )
     best = recommended["checkpoint"] if recommended else None
     for row in rows:
         result = records[row["checkpoint"]]["results"][index]
@@ -192,19 +240,23 @@ def _heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recom
         if not result.get("valid", True):
             cells.append(f"<td colspan='{len(first['tokens'])}'>invalid: {esc(result.get('error'))}</td>")
         for token in result.get("tokens", []):
-            cells.append(f"<td class='cell{' noise' if token['noise'] else ''}' "
-                         f"style='background:{as_colour(token['attribution_score'])}' "
-                         f"title='{esc(_token_details(token))}'>{esc(token['token'])}</td>")
+            cells.append(
+                f"<td class='cell{' noise' if token['noise'] else ''}' "
+                f"style='background:{as_colour(token['attribution_score'])}' "
+                f"title='{esc(_token_details(token))}'>{esc(token['token'])}</td>"
+            )
         cells.append(f"<td class='response'>{esc(result.get('response', ''))}</td></tr>")
         out.append("".join(cells))
     return "".join(out) + "</table></div>"
 
 
 def _token_details(token: dict) -> str:
-    lines = [f"{token['token']!r} (position {token['position']}, id {token['token_id']})",
-             f"AS {token['attribution_score']:+.4f} ({token.get('band', '')}){', NOISE' if token['noise'] else ''}",
-             f"H prompt {token['entropy_prompt']:.4f}, H context {token['entropy_context']:.4f}",
-             f"KL(ctx||prm) {token['kl_context_prompt']:.4f}, KL(prm||ctx) {token['kl_prompt_context']:.4f}"]
+    lines = [
+        f"{token['token']!r} (position {token['position']}, id {token['token_id']})",
+        f"AS {token['attribution_score']:+.4f} ({token.get('band', '')}){', NOISE' if token['noise'] else ''}",
+        f"H prompt {token['entropy_prompt']:.4f}, H context {token['entropy_context']:.4f}",
+        f"KL(ctx||prm) {token['kl_context_prompt']:.4f}, KL(prm||ctx) {token['kl_prompt_context']:.4f}",
+    ]
     for name, key in (("top q_prompt", "top_prompt"), ("top q_context", "top_context")):
         candidates = ", ".join(f"{c['token']!r} {c['prob']:.3f}" for c in token.get(key, []))
         lines.append(f"{name}: {candidates}")

@@ -1,6 +1,6 @@
 """Post-hoc sweeps: the probes over every saved checkpoint, resumable, logged like the callback.
 
-Per checkpoint (in step order) the sweep loads the model, runs :func:`probe_run.run_probes` (the
+Per checkpoint (in step order) the sweep loads the model, runs :func:`monitoring.run.run_probes` (the
 callback's code path) and writes ``probattr.json`` atomically, keyed by the settings and the
 prompt-set hash. A rerun reuses records whose key matches and whose status is ``"ok"``, retries
 failed ones and recomputes stale ones; a sweep killed at any moment leaves whole files only, and
@@ -8,7 +8,9 @@ a rerun finishes the rest. Under ``torchrun`` / ``accelerate launch`` the checkp
 across processes (round robin), and rank 0 merges, logs and summarises.
 
 Outputs (into the run folder, or ``out``): ``sweep_summary.csv`` and ``sweep_summary.json``
-(``{"recommended": {"step", "checkpoint"}, "rows": [...]}``), and the HTML report.
+(``{"recommended": {"step", "checkpoint"}, "rows": [...]}``), and the HTML report. Summaries use
+only records made with this sweep's settings and prompt set (:class:`~monitoring.record.RecordKey`);
+a sweep holds a lock on the folder it writes records into, so two sweeps never mix their records.
 The recommendation is the checkpoint with the fewest noise tokens; ties go to the earliest step
 (what ``Trainer`` keeps with ``metric_for_best_model="probattr_noise_tokens"``).
 """
@@ -17,27 +19,25 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, select_steps
-from .metrics import SUMMARY_KEYS
-from .probe_run import ProbeRun, probe_record, run_probes
-from .probes.budgeted import ESTIMATOR_REVISION
-from .probes.errors import ProbeInputError
+from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, read_trainer_state, select_steps
+from .monitoring.metrics import SUMMARY_KEYS
+from .monitoring.record import RESULTS_FILE, PromptSet, RecordKey, RunRecord
+from .monitoring.run import ProbeRun, probe_record, run_probes
+from .probes.errors import ProbeInputError, one_line
 from .probes.result import ProbeResult
 from .probes.settings import ProbeSettings
 from .prompts import paper_prompts
-from .run_record import RESULTS_FILE, prompt_set_hash, run_record
 from .storage import write_json_atomic, write_text_atomic
 
 SUMMARY_CSV, SUMMARY_JSON = "sweep_summary.csv", "sweep_summary.json"
 ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, "invalid_prompts", "eval_loss", "seconds",
             "reused")
-EXIT_SOME_FAILED = 3
+LOCK_FILE = ".probattr-sweep.lock"
 
 
 @dataclass
@@ -72,12 +72,13 @@ class SweepConfig:
     report: bool = True
 
     @property
-    def response_mode(self) -> str:
-        return "generate" if self.responses is None else "fixed"
+    def prompt_set(self) -> PromptSet:
+        return PromptSet.of(self.prompts, self.responses)
 
     @property
-    def key(self) -> tuple:
-        return self.settings.result_key(), prompt_set_hash(self.prompts, self.response_mode, self.responses)
+    def key(self) -> RecordKey:
+        """What a record must match to be reused or summarised by this sweep."""
+        return RecordKey.of(self.settings, self.prompt_set)
 
 
 @dataclass
@@ -123,33 +124,30 @@ def record_path(config: SweepConfig, checkpoint: Checkpoint) -> Path:
     return folder / RESULTS_FILE
 
 
-def read_record(path: Path) -> Optional[dict]:
-    """A record written before, or ``None`` when there is none (or it is unreadable)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def read_record(path: Path) -> Optional[RunRecord]:
+    """A record written before, or ``None`` when there is none, or it is unreadable, of the wrong
+    JSON shape or of another format version (see :meth:`RunRecord.load`)."""
+    return RunRecord.load(path)
 
 
-def is_reusable(record: Optional[dict], config: SweepConfig) -> bool:
-    """A finished record made with the same settings, prompt set and estimator revision."""
-    if record is None or record.get("status") != "ok" or record.get("estimator_revision") != ESTIMATOR_REVISION:
-        return False
-    try:
-        settings = ProbeSettings(**record.get("settings", {}))
-    except (TypeError, ValueError):  # written by another version: recompute
-        return False
-    return (settings.result_key(), record.get("prompt_set_hash")) == config.key
+def is_reusable(record: Optional[RunRecord], config: SweepConfig) -> bool:
+    """A finished record made with the same settings, prompt set, estimator revision and format."""
+    return record is not None and record.is_reusable(config.key)
 
 
-def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> dict:
-    """Load one checkpoint, probe it, write its record atomically; failures are recorded."""
+def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRecord, bool]:
+    """Load one checkpoint, probe it, write its record atomically; returns ``(record, written)``.
+
+    A broken checkpoint gives a ``failed`` record. A record that cannot be written comes back
+    ``failed`` with the reason and ``written=False``, its numbers kept, so the summary can still
+    show it; the sweep goes on with the other checkpoints."""
     import time
 
     from .loading import has_tokenizer_files, load_model_and_tokenizer
 
     began = time.perf_counter()
     try:
+        read_trainer_state(checkpoint.path)  # a trainer_state.json of the wrong shape: this checkpoint fails
         tokenizer_dir = None
         if not has_tokenizer_files(checkpoint.path):
             if config.tokenizer is None:
@@ -161,13 +159,17 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> dict:
         run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step)
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began,
-                       error=f"{type(error).__name__}: {message}")
+        run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began, error=one_line(error))
+    record = RunRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name)
     path = record_path(config, checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return run_record(run, config.prompts, config.response_mode, config.settings, path.parent, write=True,
-                      responses=config.responses)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record.save(path.parent)
+    except OSError as error:
+        record.status = "failed"
+        record.error = f"could not write {path} ({one_line(error)}); pass --out DIR to write records elsewhere"
+        return record, False
+    return record, True
 
 
 def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
@@ -182,26 +184,32 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
 
     transformers_logging.disable_progress_bar()  # one progress bar: ours
     try:
-        computed, reused = [], []
-        mine = checkpoints[rank::world_size]
-        with _progress(console, len(mine), enabled=config.progress and rank == 0) as advance:
-            for checkpoint in mine:
-                if is_reusable(read_record(record_path(config, checkpoint)), config):
-                    reused.append(checkpoint.step)
-                else:
-                    probe_checkpoint(config, checkpoint)
-                    computed.append(checkpoint.step)
-                advance(checkpoint.name)
-        computed, reused = _merge_lists(computed, world_size), _merge_lists(reused, world_size)
-        if rank != 0:
-            return None
-        summary = summarise(config, checkpoints, summary_dir, computed, reused)
-        _log(config, checkpoints, summary_dir)
-        if config.report:
-            from .report import write_report
+        with _records_lock(summary_dir, rank, world_size):
+            computed, reused, unsaved = [], [], {}
+            mine = checkpoints[rank::world_size]
+            with _progress(console, len(mine), enabled=config.progress and rank == 0) as advance:
+                for checkpoint in mine:
+                    if is_reusable(read_record(record_path(config, checkpoint)), config):
+                        reused.append(checkpoint.step)
+                    else:
+                        record, written = probe_checkpoint(config, checkpoint)
+                        if not written:
+                            unsaved[checkpoint.name] = record
+                        computed.append(checkpoint.step)
+                    advance(checkpoint.name)
+            computed, reused = _merge_lists(computed, world_size), _merge_lists(reused, world_size)
+            unsaved = _merge_dicts(unsaved, world_size)
+            if rank != 0:
+                return None
+            records = {**load_records(checkpoints, lambda c: record_path(config, c)), **unsaved}
+            summary = summarise(config, checkpoints, summary_dir, computed, reused, records)
+            _log(config, checkpoints, records)
+            if config.report:
+                from .report import write_report
 
-            records = load_records(checkpoints, lambda c: record_path(config, c))
-            write_report(summary_dir, summary.rows, records, summary.recommended, title=str(summary_dir.resolve()))
+                matching = {name: r for name, r in records.items() if r.matches(config.key)}
+                write_report(summary_dir, summary.rows, matching, summary.recommended,
+                             title=str(summary_dir.resolve()))
         print_summary(summary, console)
         return summary
     finally:
@@ -211,8 +219,8 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             dist.destroy_process_group()
 
 
-def load_records(checkpoints: Sequence[Checkpoint], path_of) -> dict:
-    """``{checkpoint name: record}`` for the checkpoints whose record ``path_of(checkpoint)`` exists."""
+def load_records(checkpoints: Sequence[Checkpoint], path_of) -> dict[str, RunRecord]:
+    """``{checkpoint name: record}`` for the checkpoints whose record ``path_of(checkpoint)`` is readable."""
     records = {}
     for checkpoint in checkpoints:
         record = read_record(path_of(checkpoint))
@@ -221,28 +229,41 @@ def load_records(checkpoints: Sequence[Checkpoint], path_of) -> dict:
     return records
 
 
-def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, reused: Sequence[int] = ()) -> list[dict]:
-    """One summary row (``ROW_KEYS``) per checkpoint, from its record (``failed`` without one)."""
+def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, key: Optional[RecordKey] = None,
+                 reused: Sequence[int] = ()) -> list[dict]:
+    """One summary row (``ROW_KEYS``) per checkpoint, from its record; a checkpoint with no record,
+    or only one made with other settings or prompts than ``key`` (when given), is ``failed``."""
     losses = eval_losses(checkpoints)
     rows = []
     for checkpoint in checkpoints:
-        record = records.get(checkpoint.name) or {"status": "failed", "error": "no probattr.json record"}
-        summary = record.get("summary", {})
-        row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": record["status"],
-               "error": record.get("error")}
-        row.update({key: summary.get(key) for key in (*SUMMARY_KEYS, "invalid_prompts")})
-        row.update(eval_loss=losses.get(checkpoint.step), seconds=record.get("probe_seconds"),
-                   reused=checkpoint.step in reused)
-        rows.append(row)
+        record = records.get(checkpoint.name)
+        if record is None or (key is not None and not record.matches(key)):
+            why = "no probattr.json record" if record is None else (
+                "its probattr.json was made with other settings or prompts")
+            row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
+                   **{name: None for name in (*SUMMARY_KEYS, "invalid_prompts")}, "seconds": None}
+        else:
+            row = {
+                "step": checkpoint.step,
+                "checkpoint": checkpoint.name,
+                "status": record.status,
+                "error": record.error,
+                **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
+                "seconds": record.probe_seconds,
+            }
+        row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
+        rows.append({name: row[name] for name in ROW_KEYS})
     return rows
 
 
-def summarise(config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path, computed, reused) -> SweepSummary:
-    """Rows from the records on disk, the recommendation, and the CSV / JSON summaries (atomic)."""
-    rows = collect_rows(checkpoints, load_records(checkpoints, lambda c: record_path(config, c)), reused)
+def summarise(
+    config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path, computed, reused, records: dict
+) -> SweepSummary:
+    """Rows from ``records`` made with this sweep's key, the recommendation, and the CSV / JSON
+    summaries (atomic)."""
+    rows = collect_rows(checkpoints, records, config.key, reused)
     recommended = recommend(rows)
-    write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "tie_break": "earliest step",
-                                              "rows": rows})
+    write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "tie_break": "earliest step", "rows": rows})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_KEYS)
     writer.writeheader()
@@ -253,7 +274,11 @@ def summarise(config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Pa
 
 def report_run(run_dir, out=None) -> Path:
     """Write the HTML report of a run folder from the ``probattr.json`` records of its checkpoints
-    (written by a sweep, or by the callback during training); returns the report's path."""
+    (written by a sweep, or by the callback during training); returns the report's path.
+
+    Records made with different settings or prompt sets are never drawn together: the report
+    shows the group with the most records (the newest step breaks ties) and names the others.
+    """
     from .report import write_report
 
     checkpoints = discover_checkpoints(run_dir)
@@ -261,9 +286,27 @@ def report_run(run_dir, out=None) -> Path:
     records = load_records(checkpoints, lambda c: (folder / c.name if out else c.path) / RESULTS_FILE)
     if not records:
         raise ProbeInputError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
-    rows = collect_rows(checkpoints, records)
+    groups: dict = {}
+    for name, record in records.items():
+        groups.setdefault(record.key, {})[name] = record
+    steps = {c.name: c.step for c in checkpoints}
+    key = max(groups, key=lambda k: (len(groups[k]), max(steps[name] for name in groups[k])))
+    others = [
+        f"{len(group)} record(s) made with {k.describe() if k else 'unreadable settings'}"
+        for k, group in groups.items()
+        if k != key
+    ]
+    rows = collect_rows(checkpoints, records, key)
     folder.mkdir(parents=True, exist_ok=True)
-    return write_report(folder, rows, records, recommend(rows), title=str(Path(run_dir).resolve()))
+    return write_report(
+        folder,
+        rows,
+        groups[key],
+        recommend(rows),
+        title=str(Path(run_dir).resolve()),
+        shown=key.describe() if key else None,
+        hidden=others,
+    )
 
 
 def recommend(rows: Sequence[dict]) -> Optional[dict]:
@@ -276,45 +319,52 @@ def recommend(rows: Sequence[dict]) -> Optional[dict]:
 
 
 def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
-    """``{step: eval_loss}`` from the checkpoints' ``trainer_state.json`` log histories."""
+    """``{step: eval_loss}`` from the checkpoints' ``trainer_state.json`` log histories (a file that
+    is missing or of the wrong shape contributes nothing)."""
     losses = {}
     for checkpoint in checkpoints:
         try:
-            state = json.loads((checkpoint.path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            state = read_trainer_state(checkpoint.path)
+        except ProbeInputError:
             continue
-        for entry in state.get("log_history", []):
-            if "eval_loss" in entry and "step" in entry:
+        for entry in (state or {}).get("log_history", []) or []:
+            if isinstance(entry, dict) and "eval_loss" in entry and "step" in entry:
                 losses[entry["step"]] = entry["eval_loss"]
     return losses
 
 
-def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path) -> None:
-    """Write every checkpoint's record to the sinks at its step, in step order."""
-    sinks = []
-    if "tensorboard" in config.report_to:
-        from .sinks.tensorboard import TensorBoardSink
+def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict) -> None:
+    """Write every checkpoint's record made with this sweep's key to the sinks at its step, in
+    step order; a failing sink is reported and disabled, never fatal."""
+    from .sinks import GuardedSinks, open_sinks
 
-        sinks.append(TensorBoardSink(log_dir=str(folder / "runs" / "probattr-sweep")))
-    if "wandb" in config.report_to:
-        from .sinks.wandb import WandbSink
-
-        sinks.append(WandbSink(run_name=f"probattr-sweep {folder.name}", dir=str(folder)))
+    if not config.report_to:
+        return
+    folder = Path(config.out) if config.out else Path(config.run_dir or checkpoints[0].path.parent)
+    sinks = GuardedSinks(
+        open_sinks(
+            config.report_to,
+            tensorboard_dir=str(folder / "runs" / "probattr-sweep"),
+            wandb_dir=str(folder),
+            wandb_run_name=f"probattr-sweep {folder.name}",
+        )
+    )
     errors = 0
     try:
         for checkpoint in checkpoints:
-            record = read_record(record_path(config, checkpoint))
-            if record is None:
+            record = records.get(checkpoint.name)
+            if record is None or not record.matches(config.key):
                 continue
-            errors += record["status"] != "ok"
-            run = ProbeRun(step=checkpoint.step, results=[ProbeResult.from_dict(r) for r in record["results"]],
-                           seconds=record["probe_seconds"], error=record["error"])
-            entry = probe_record(run, config.settings, errors=errors)
-            for sink in sinks:
-                sink.write(entry)
+            errors += not record.ok
+            run = ProbeRun(
+                step=checkpoint.step,
+                results=[ProbeResult.from_dict(r) for r in record.results],
+                seconds=record.probe_seconds,
+                error=record.error,
+            )
+            sinks.write(probe_record(run, config.settings, errors=errors))
     finally:
-        for sink in sinks:
-            sink.close()
+        sinks.close()
 
 
 def print_summary(summary: SweepSummary, console) -> None:
@@ -322,7 +372,7 @@ def print_summary(summary: SweepSummary, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"sweep of {summary.output_dir}", title_justify="left")
+    table = Table(title=f"sweep of {escape(str(summary.output_dir))}", title_justify="left")
     for name in ("step", "status", "noise", "noise frac", "mean AS", "H ctx", "KL", "eval loss", ""):
         table.add_column(name, justify="left" if name in ("status", "") else "right")
     best = summary.recommended["step"] if summary.recommended else None
@@ -331,20 +381,31 @@ def print_summary(summary: SweepSummary, console) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     for row in summary.rows:
-        table.add_row(str(row["step"]), row["status"],
-                      "-" if row["noise_tokens"] is None else str(row["noise_tokens"]), number(row["noise_fraction"]),
-                      number(row["mean_attribution"]), number(row["mean_entropy_context"]), number(row["mean_kl"]),
-                      number(row["eval_loss"], 4), "<- best" if row["step"] == best else "",
-                      style="bold green" if row["step"] == best else ("red" if row["status"] != "ok" else ""))
+        table.add_row(
+            str(row["step"]),
+            row["status"],
+            "-" if row["noise_tokens"] is None else str(row["noise_tokens"]),
+            number(row["noise_fraction"]),
+            number(row["mean_attribution"]),
+            number(row["mean_entropy_context"]),
+            number(row["mean_kl"]),
+            number(row["eval_loss"], 4),
+            "<- best" if row["step"] == best else "",
+            style="bold green" if row["step"] == best else ("red" if row["status"] != "ok" else ""),
+        )
     console.print(table)
     if summary.recommended:
-        console.print(f"recommended: [bold green]{escape(summary.recommended['checkpoint'])}[/] (fewest noise tokens; "
-                      "ties go to the earliest step)")
+        console.print(
+            f"recommended: [bold green]{escape(summary.recommended['checkpoint'])}[/] (fewest noise tokens; "
+            "ties go to the earliest step)"
+        )
     for row in summary.rows:
         if row["status"] != "ok":
             console.print(f"[red]{escape(row['checkpoint'])} failed:[/] {escape(str(row['error']))}")
-    console.print(f"computed {len(summary.computed)}, reused {len(summary.reused)}; summaries in "
-                  f"{summary.output_dir / SUMMARY_CSV} and {SUMMARY_JSON}")
+    console.print(
+        f"computed {len(summary.computed)}, reused {len(summary.reused)}; summaries in "
+        f"{escape(str(summary.output_dir / SUMMARY_CSV))} and {SUMMARY_JSON}"
+    )
 
 
 def _process_group() -> tuple[int, int, bool]:
@@ -362,13 +423,68 @@ def _process_group() -> tuple[int, int, bool]:
     return 0, 1, False
 
 
+def _merge_dicts(values: dict, world_size: int) -> dict:
+    """Every rank's dict, merged (after a barrier that all ranks reach)."""
+    if world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, values)
+    return {k: v for part in gathered for k, v in part.items()}
+
+
+class _records_lock:
+    """An exclusive lock on ``folder/.probattr-sweep.lock`` (``flock``; released when the process
+    ends, even on SIGKILL), held by rank 0 while a sweep writes records: a second sweep of the same
+    folder stops at once with one line instead of mixing its records with this one's. Every rank
+    learns whether rank 0 got it."""
+
+    def __init__(self, folder: Path, rank: int, world_size: int) -> None:
+        self.path, self.rank, self.world_size = Path(folder) / LOCK_FILE, rank, world_size
+        self._handle = None
+
+    def __enter__(self):
+        error = None
+        if self.rank == 0:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: no lock
+                fcntl = None
+            if fcntl is not None:
+                self._handle = open(self.path, "a+", encoding="utf-8")
+                try:
+                    fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    self._handle.close()
+                    self._handle = None
+                    error = (
+                        f"another sweep is writing records in {str(self.path.parent)!r}; wait for it to finish "
+                        "or pass --out DIR"
+                    )
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            shared = [error]
+            dist.broadcast_object_list(shared, src=0)
+            error = shared[0]
+        if error is not None:
+            raise ProbeInputError(error)
+        return self
+
+    def __exit__(self, *exc):
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock
+        return False
+
+
 def _merge_lists(values: list, world_size: int) -> list:
     """Every rank's list, concatenated and sorted (after a barrier that all ranks reach)."""
     if world_size == 1:
         return sorted(values)
     import torch.distributed as dist
 
-    gathered = [None] * world_size
+    gathered: list = [None] * world_size
     dist.all_gather_object(gathered, values)
     return sorted(v for part in gathered for v in part)
 

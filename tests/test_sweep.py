@@ -16,6 +16,7 @@ import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
 from probattr_monitor.checkpoints import discover_checkpoints, explicit_checkpoints
+from probattr_monitor.monitoring.metrics import SUMMARY_KEYS
 from probattr_monitor.sweep import SUMMARY_CSV, SUMMARY_JSON, SweepConfig, run_sweep
 
 from .callbacks.helpers import PROMPTS, make_trainer
@@ -52,13 +53,25 @@ def assert_same_rows(rows, expected):
     assert len(rows) == len(expected)
     for row, other in zip(stable(rows), stable(expected)):
         numbers = [key for key, value in other.items() if isinstance(value, float)]
-        assert {k: v for k, v in row.items() if k not in numbers} == {k: v for k, v in other.items() if k not in numbers}
+        assert {k: v for k, v in row.items() if k not in numbers} == {
+            k: v for k, v in other.items() if k not in numbers
+        }
         assert [row[k] for k in numbers] == pytest.approx([other[k] for k in numbers], rel=1e-6, abs=1e-9)
 
 
+def quiet_config(run, out) -> SweepConfig:
+    """The sweep of ``run`` into ``out`` with the test settings, no progress bar and no report."""
+    return SweepConfig(run_dir=str(run), out=str(out), prompts=PROMPTS, settings=SETTINGS, progress=False, report=False)
+
+
 def sweep_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "probattr_monitor", "sweep", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "probattr_monitor", "sweep", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
 
 
 def prompt_args():
@@ -73,22 +86,30 @@ def test_checkpoints_are_ordered_by_number(plain_run):
 def test_sweep_matches_the_callback_and_logs_at_the_right_steps(plain_run, callback_run, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    summary = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "out"), prompts=PROMPTS,
-                                    settings=SETTINGS, report_to=["tensorboard", "wandb"], progress=False))
+    summary = run_sweep(
+        SweepConfig(
+            run_dir=str(plain_run),
+            out=str(tmp_path / "out"),
+            prompts=PROMPTS,
+            settings=SETTINGS,
+            report_to=["tensorboard", "wandb"],
+            progress=False,
+        )
+    )
     assert [row["step"] for row in summary.rows] == STEPS
     assert all(row["status"] == "ok" and row["eval_loss"] is not None for row in summary.rows)
     assert summary.computed == STEPS and summary.reused == []
     logged = read_tensorboard(callback_run / "tb")["scalars"]
     for row in summary.rows:
-        for key in ("noise_tokens", "noise_fraction", "mean_attribution", "mean_entropy_prompt",
-                    "mean_entropy_context", "mean_kl", "log_p_response"):
+        for key in SUMMARY_KEYS:
             assert row[key] == pytest.approx(logged[f"probattr/{key}"][row["step"]], rel=1e-5, abs=1e-6), key
     swept = read_tensorboard(tmp_path / "out" / "runs" / "probattr-sweep")["scalars"]
     assert set(swept["probattr/noise_tokens"]) == set(STEPS)
     assert [swept["probattr/noise_tokens"][s] for s in STEPS] == [row["noise_tokens"] for row in summary.rows]
     history = [r for r in read_wandb_history(wandb_run_file(tmp_path / "out")) if "probattr/noise_tokens" in r]
-    assert [(r["train/global_step"], r["probattr/noise_tokens"]) for r in history] == \
-        [(row["step"], row["noise_tokens"]) for row in summary.rows]
+    assert [(r["train/global_step"], r["probattr/noise_tokens"]) for r in history] == [
+        (row["step"], row["noise_tokens"]) for row in summary.rows
+    ]
     best = min(summary.rows, key=lambda row: (row["noise_tokens"], row["step"]))
     assert summary.recommended == {"step": best["step"], "checkpoint": best["checkpoint"]}
     on_disk = json.loads((tmp_path / "out" / SUMMARY_JSON).read_text())
@@ -114,14 +135,25 @@ def test_rerun_reuses_finished_checkpoints_and_recomputes_on_new_settings(plain_
     record["estimator_revision"] -= 1
     older.write_text(json.dumps(record), encoding="utf-8")
     assert run_sweep(config).computed == [6]
-    bigger_budget = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(memory_budget_mb=8.0),
-                                progress=False, report=False)
+    bigger_budget = SweepConfig(
+        run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(memory_budget_mb=8.0), progress=False, report=False
+    )
     assert run_sweep(bigger_budget).computed == [], "memory knobs do not change the numbers"
-    stricter = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(entropy_threshold=4.0),
-                           progress=False, report=False)
+    stricter = SweepConfig(
+        run_dir=str(run),
+        prompts=PROMPTS,
+        settings=SETTINGS.replace(entropy_threshold=4.0),
+        progress=False,
+        report=False,
+    )
     assert run_sweep(stricter).computed == STEPS
-    other_prompts = SweepConfig(run_dir=str(run), prompts=PROMPTS[:1], settings=SETTINGS.replace(entropy_threshold=4.0),
-                                progress=False, report=False)
+    other_prompts = SweepConfig(
+        run_dir=str(run),
+        prompts=PROMPTS[:1],
+        settings=SETTINGS.replace(entropy_threshold=4.0),
+        progress=False,
+        report=False,
+    )
     assert run_sweep(other_prompts).computed == STEPS
 
 
@@ -148,17 +180,22 @@ def test_failed_checkpoints_are_recorded_retried_and_reported_by_exit_code(plain
 
 def start_sweep_and_wait_for_a_record(run, out, **popen):
     """A sweep in a subprocess, returned once its first checkpoint record exists."""
-    process = subprocess.Popen([sys.executable, "-m", "probattr_monitor", "sweep", str(run), "--out", str(out),
-                                *prompt_args()], env=ENV, **popen)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "probattr_monitor", "sweep", str(run), "--out", str(out), *prompt_args()],
+        env=ENV,
+        **popen,
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob("checkpoint-*/probattr.json")) and time.monotonic() < deadline:
         time.sleep(0.005)
     return process
 
 
+@pytest.mark.integration
 def test_a_killed_sweep_resumes_to_the_same_summary(plain_run, tmp_path):
-    reference = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "reference"), prompts=PROMPTS,
-                                      settings=SETTINGS, progress=False, report=False))
+    reference = run_sweep(
+        quiet_config(plain_run, tmp_path / "reference")
+    )
     out = tmp_path / "out"
     process = start_sweep_and_wait_for_a_record(plain_run, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
@@ -176,8 +213,9 @@ def test_a_killed_sweep_resumes_to_the_same_summary(plain_run, tmp_path):
 
 def test_sigint_exits_130(plain_run, tmp_path):
     out = tmp_path / "out"
-    process = start_sweep_and_wait_for_a_record(plain_run, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                text=True)
+    process = start_sweep_and_wait_for_a_record(
+        plain_run, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (130, 0), stderr  # 0 only if it had already finished
@@ -185,13 +223,32 @@ def test_sigint_exits_130(plain_run, tmp_path):
         json.loads(path.read_text())
 
 
+@pytest.mark.integration
 def test_two_processes_equal_one(plain_run, tmp_path):
-    single = run_sweep(SweepConfig(run_dir=str(plain_run), out=str(tmp_path / "one"), prompts=PROMPTS,
-                                   settings=SETTINGS, progress=False, report=False))
+    single = run_sweep(
+        quiet_config(plain_run, tmp_path / "one")
+    )
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "probattr_monitor", "sweep",
-         str(plain_run), "--out", str(tmp_path / "two"), *prompt_args()],
-        capture_output=True, text=True, timeout=300, env=ENV)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "probattr_monitor",
+            "sweep",
+            str(plain_run),
+            "--out",
+            str(tmp_path / "two"),
+            *prompt_args(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "computed 4, reused 0" in completed.stdout
     rows = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())["rows"]
@@ -199,8 +256,9 @@ def test_two_processes_equal_one(plain_run, tmp_path):
     for step in STEPS:  # each process wrote its share; per-token numbers agree too
         one = json.loads((tmp_path / "one" / f"checkpoint-{step}" / "probattr.json").read_text())["results"]
         two = json.loads((tmp_path / "two" / f"checkpoint-{step}" / "probattr.json").read_text())["results"]
-        assert [t["attribution_score"] for r in one for t in r["tokens"]] == \
-            pytest.approx([t["attribution_score"] for r in two for t in r["tokens"]], abs=1e-6)
+        assert [t["attribution_score"] for r in one for t in r["tokens"]] == pytest.approx(
+            [t["attribution_score"] for r in two for t in r["tokens"]], abs=1e-6
+        )
 
 
 def test_tokenizer_fallback(plain_run, tmp_path):
@@ -224,7 +282,9 @@ def test_explicit_checkpoints_and_steps(plain_run, tmp_path):
     completed = sweep_cli(plain_run, "--steps", "9", "6", "--out", tmp_path / "b", *prompt_args())
     assert [r["step"] for r in json.loads((tmp_path / "b" / SUMMARY_JSON).read_text())["rows"]] == [6, 9]
     completed = sweep_cli(plain_run, "--steps", "7", "--out", tmp_path / "c", *prompt_args())
-    assert completed.returncode == 2 and "no checkpoint at step(s) [7]; available steps: [3, 6, 9, 12]" in completed.stderr
+    assert (
+        completed.returncode == 2 and "no checkpoint at step(s) [7]; available steps: [3, 6, 9, 12]" in completed.stderr
+    )
 
 
 def test_trainer_state_is_the_authority_on_steps(plain_run, tmp_path):

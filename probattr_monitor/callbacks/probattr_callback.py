@@ -1,30 +1,37 @@
 """``ProbAttrCallback``: the probes at each checkpoint of a Hugging Face ``Trainer`` run.
 
 Orchestration only: it decides *when* to probe, calls :func:`probattr_monitor.probe` (the same
-entry point as the CLI and the sweep), hands the numbers to the sinks and writes ``probattr.json``.
+entry point as the CLI and the sweep) through ``monitoring.run``, hands the numbers to the sinks
+and writes ``probattr.json``. Its own state (frozen responses, error count, logged steps) is an
+``ExportableState``: the Trainer saves it in every checkpoint's ``trainer_state.json`` and the
+callback takes it back when training resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
-from ..metrics import run_summary
-from ..probe_run import ProbeRun, probe_record, run_probes
+from ..monitoring.metrics import SUMMARY_KEYS, run_summary
+from ..monitoring.record import PromptSet, RunRecord
+from ..monitoring.run import ProbeRun, probe_record, run_probes
+from ..probes.errors import one_line
 from ..probes.settings import ProbeSettings
 from ..prompts import paper_prompts, read_prompts_file
-from ..run_record import run_record
-from ..sinks import REPORT_TARGETS
+from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
 from .state import preserved_training_state
 
 RESPONSE_MODES = ("generate", "fixed")
 METRIC_PREFIX = "probattr_"
 
 
-class ProbAttrCallback(TrainerCallback):
+class ProbAttrCallback(TrainerCallback, ExportableState):
     """Run probabilistic-attribution probes on a fixed prompt set during training, and log them.
 
     At each checkpoint save (and optionally every N steps and at each evaluation) the model is
@@ -32,44 +39,54 @@ class ProbAttrCallback(TrainerCallback):
     tokens. Rank 0 logs scalars, histograms, figures and a token table to TensorBoard and/or W&B
     at the Trainer's ``global_step``, and writes ``probattr.json`` into the checkpoint folder.
 
+    Never harms the run it watches (unless ``strict=True``): a probe that raises, a sink that fails
+    (a full disk, W&B with no API key) or a record that cannot be written becomes a warning and a
+    count in ``probattr/errors``; a failing sink is disabled for the rest of the run.
+
     Args:
         prompts: the prompt set: ``None`` (the paper's seven prompts), a list of strings, or the
             path of a UTF-8 file with one prompt per line.
         responses: ``"generate"`` (default: each checkpoint's own greedy continuation, as the
-            paper does), ``"fixed"`` (the continuations of the first probed checkpoint, kept for
-            every later one), or a list with one response per prompt (the same text every time).
-        max_new_tokens: length of generated responses.
+            paper does), ``"fixed"`` (each prompt's first valid, non-empty continuation, frozen as
+            token ids and scored at every later checkpoint; kept across ``resume_from_checkpoint``),
+            or a list with one response text per prompt (the same text every time).
+        max_new_tokens, as_band, entropy_threshold, noise_entropy, candidates, candidate_budget,
+            memory_budget_mb: probe settings (see :class:`~probattr_monitor.ProbeSettings`); each
+            replaces the field of ``settings`` only when given.
+        settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``), the base of
+            every setting; default ``ProbeSettings()``.
         every_n_steps: also probe every N optimizer steps (``None``: only at saves / evaluations).
         on_save: probe at every checkpoint save (default ``True``).
         on_evaluate: probe at every evaluation and add ``eval_probattr_*`` metrics (``noise_tokens``,
             ``noise_fraction``, ...) so ``metric_for_best_model="probattr_noise_tokens"`` works.
             ``None`` (default): only when ``metric_for_best_model`` names a ``probattr_`` metric.
+            A failed probe puts the worst value (``inf``, or ``-inf`` when greater is better) under
+            that metric, so the Trainer never keeps a checkpoint whose probes failed.
         report_to: ``"auto"`` (follow ``TrainingArguments.report_to``), ``"none"``, ``"all"``, or
             one or a list of ``"tensorboard"``, ``"wandb"``.
-        logging_dir: TensorBoard folder; default: the Trainer's TensorBoard writer when it has
-            one, else where it would write (``$TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/...``).
+        logging_dir: TensorBoard folder of this callback's own writer (see ``tensorboard_writer``).
+        tensorboard_writer: a ``SummaryWriter`` to share. Without one, the callback shares the
+            Trainer's own writer when it was attached with :meth:`attach`, else writes its own
+            where the Trainer would (``$TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/<time>_<host>``).
         tokenizer: the tokenizer, when the Trainer has no ``processing_class``.
-        strict: re-raise exceptions from the probes instead of warning and counting them.
-        as_band, entropy_threshold, noise_entropy, candidates, candidate_budget, memory_budget_mb:
-            probe settings (see :class:`~probattr_monitor.ProbeSettings`; ``candidates="auto"`` by
-            default: exact up to ``candidate_budget`` vocabulary entries (768 unless set), budgeted
-            beyond); or pass ``settings`` whole.
+        strict: re-raise exceptions from the probes, the sinks and record writing.
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).
         write_json: write ``probattr.json`` into each checkpoint folder probed at a save.
 
     Example:
-        >>> from probattr_monitor import ProbAttrCallback
-        >>> callback = ProbAttrCallback(prompts=["The capital of France is"], every_n_steps=100)
-        >>> callback.every_n_steps
-        100
+        >>> from probattr_monitor import ProbAttrCallback, ProbeSettings
+        >>> callback = ProbAttrCallback(prompts=["The capital of France is"], every_n_steps=100,
+        ...                             settings=ProbeSettings(max_new_tokens=5))
+        >>> callback.every_n_steps, callback.settings.max_new_tokens
+        (100, 5)
     """
 
     def __init__(
         self,
         prompts: Union[None, str, os.PathLike, Sequence[str]] = None,
         responses: Union[str, Sequence[str]] = "generate",
-        max_new_tokens: int = 20,
+        max_new_tokens: Optional[int] = None,
         every_n_steps: Optional[int] = None,
         on_save: bool = True,
         on_evaluate: Optional[bool] = None,
@@ -83,46 +100,98 @@ class ProbAttrCallback(TrainerCallback):
         candidates: Optional[str] = None,
         candidate_budget: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
-        settings: Optional[ProbeSettings] = None,
+        settings: Union[None, ProbeSettings, dict] = None,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
+        tensorboard_writer: Any = None,
     ) -> None:
         self.prompts = _prompt_set(prompts)
-        self.response_mode, self.responses = _response_mode(responses, len(self.prompts))
-        overrides = {"max_new_tokens": max_new_tokens, "as_band": as_band, "entropy_threshold": entropy_threshold,
-                     "noise_entropy": noise_entropy, "candidates": candidates, "candidate_budget": candidate_budget,
-                     "memory_budget_mb": memory_budget_mb}
-        self.settings = (settings or ProbeSettings()).replace(
-            progress=False, **{name: value for name, value in overrides.items() if value is not None}
-        )
+        self.response_mode, given = _response_mode(responses, len(self.prompts))
+        base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
+        if not isinstance(base, ProbeSettings):
+            raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
+        self.settings = base.with_overrides(
+            max_new_tokens=max_new_tokens, as_band=as_band, entropy_threshold=entropy_threshold,
+            noise_entropy=noise_entropy, candidates=candidates, candidate_budget=candidate_budget,
+            memory_budget_mb=memory_budget_mb,
+        ).replace(progress=False)
         if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
                                           or every_n_steps < 1):
             raise ValueError(f"every_n_steps should be a positive integer or None, got {every_n_steps!r}")
         for name, value in (("on_save", on_save), ("strict", strict), ("write_json", write_json)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} should be True or False, got {value!r}")
-        if on_evaluate is not None and not isinstance(on_evaluate, bool):
-            raise ValueError(f"on_evaluate should be True, False or None, got {on_evaluate!r}")
-        if log_figures is not None and not isinstance(log_figures, bool):
-            raise ValueError(f"log_figures should be True, False or None, got {log_figures!r}")
+        for name, option in (("on_evaluate", on_evaluate), ("log_figures", log_figures)):
+            if option is not None and not isinstance(option, bool):
+                raise ValueError(f"{name} should be True, False or None, got {option!r}")
         self.report_to = _report_targets(report_to)
         self.every_n_steps = every_n_steps
         self.probe_on_save = on_save
-        self.probe_on_evaluate = on_evaluate
+        self.probe_on_evaluate: Optional[bool] = on_evaluate
         self.logging_dir = logging_dir
+        self.tensorboard_writer = tensorboard_writer
         self.tokenizer = tokenizer
         self.strict = strict
         self.log_figures = log_figures
         self.write_json = write_json
+        # What the run has learnt so far: saved in every checkpoint, restored on resume (state()).
+        # responses: None in generate mode; else per prompt a text, frozen token ids, or None (not yet).
+        self.responses: Optional[list] = list(given) if given is not None else (
+            [None] * len(self.prompts) if self.response_mode == "fixed" else None)
         self.errors = 0
-        self._sinks: list = []
+        self.logged_steps: list[int] = []
+        self._args = {"prompts": list(self.prompts), "responses": responses if isinstance(responses, str)
+                      else list(responses), "every_n_steps": every_n_steps, "on_save": on_save,
+                      "on_evaluate": on_evaluate, "report_to": report_to if isinstance(report_to, str)
+                      else list(report_to), "logging_dir": logging_dir, "strict": strict,
+                      "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json}
+        self._sinks = GuardedSinks([], strict=strict)
+        self._handler = None  # the Trainer's CallbackHandler, when attached
         self._last: Optional[ProbeRun] = None  # the latest probe run
-        self._logged_steps: set[int] = set()
+
+    def attach(self, trainer) -> "ProbAttrCallback":
+        """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
+        TensorBoard writer, so the probes appear in the same TensorBoard run as the loss. Returns self."""
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        self._handler = trainer.callback_handler
+        return self
+
+    @property
+    def prompt_set(self) -> PromptSet:
+        """The prompt set as it stands now (fixed responses frozen so far included)."""
+        return PromptSet.of(self.prompts, self.responses, self.response_mode)
+
+    # ---- state kept across resume (transformers' ExportableState) ----
+    def state(self) -> dict:
+        """``{"args", "attributes"}`` as ``ExportableState`` asks: the constructor's arguments (JSON;
+        not the tokenizer or a writer) and what the run has learnt: frozen responses, errors, logged steps."""
+        return {"args": dict(self._args),
+                "attributes": {"responses": self.responses, "errors": self.errors,
+                               "logged_steps": sorted(self.logged_steps)}}
+
+    def _restore(self, saved: Any) -> None:
+        """Take back :meth:`state` saved in the checkpoint the run resumes from, if it is this
+        callback's (same prompts and response mode); else warn and start afresh."""
+        candidates = saved if isinstance(saved, list) else [saved]
+        for entry in candidates:
+            if not isinstance(entry, dict):
+                continue
+            args, attributes = entry.get("args", {}), entry.get("attributes", {})
+            if args.get("prompts") != list(self.prompts) or args.get("responses") != self._args["responses"]:
+                continue
+            self.responses = attributes.get("responses", self.responses)
+            self.errors = int(attributes.get("errors", 0))
+            self.logged_steps = [int(step) for step in attributes.get("logged_steps", [])]
+            return
+        warnings.warn("probattr-monitor: resuming from a checkpoint saved without this callback's state (or with "
+                      "other prompts): fixed responses are chosen afresh", stacklevel=3)
 
     # ---- Trainer events ----
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        """Check the inputs against the model and tokenizer (fail early), then open the sinks."""
-        from ..probing import prepare_inputs
+        """Check the inputs against the model and tokenizer (fail early), restore the state saved
+        in the checkpoint training resumes from, then open the sinks."""
+        from ..api import prepare_inputs
 
         self.tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if self.tokenizer is None or not callable(self.tokenizer):
@@ -132,31 +201,48 @@ class ProbAttrCallback(TrainerCallback):
             )
         if getattr(self.tokenizer, "tokenizer", None) is not None and not hasattr(self.tokenizer, "encode"):
             self.tokenizer = self.tokenizer.tokenizer  # a processor: use its tokenizer
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
+            self._restore(saved)
         prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
-        if state.is_world_process_zero and not self._sinks:
+        if state.is_world_process_zero and not self._sinks.sinks:
             self._sinks = self._open_sinks(args)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every_n_steps is not None and state.global_step % self.every_n_steps == 0:
+        """Probe every N steps, and before a save or an evaluation that will want this step's probes
+        (so the state the Trainer saves with the checkpoint already holds what this probe froze)."""
+        every = self.every_n_steps is not None and state.global_step % self.every_n_steps == 0
+        if every or self._due(control):
+            self._probe(args, state, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self._due(control):
             self._probe(args, state, model)
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
-        """Probe and add ``eval_probattr_*`` to ``metrics``, which best-model selection reads.
+        """Probe (or reuse this step's run) and add ``eval_probattr_*`` to ``metrics``, which
+        best-model selection reads.
 
         (``Trainer.evaluate`` has already logged ``metrics`` when this runs, so these keys reach
-        ``metric_for_best_model`` but not the Trainer's loggers; the sinks log them instead.)
+        ``metric_for_best_model`` but not the Trainer's loggers; the sinks log them instead.) When
+        the probes failed or no prompt was valid, the metric the Trainer compares gets its worst value.
         """
         if not self.probe_on_evaluate:
             return
         run = self._probe(args, state, model)
-        if metrics is not None and run.error is None:
-            summary = run_summary(run.results)
-            for key in ("noise_tokens", "noise_fraction", "mean_attribution", "mean_entropy_context", "mean_kl"):
-                if summary[key] is not None:
-                    metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
+        if metrics is None:
+            return
+        summary = run_summary(run.results) if run.error is None else {}
+        for key in SUMMARY_KEYS:
+            if summary.get(key) is not None:
+                metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
+        compared = args.metric_for_best_model or ""
+        compared = compared if compared.startswith("eval_") else f"eval_{compared}"
+        if compared.startswith(f"eval_{METRIC_PREFIX}") and compared not in metrics:
+            metrics[compared] = -math.inf if args.greater_is_better else math.inf
 
     def on_save(self, args, state, control, model=None, **kwargs):
         """Probe (or reuse this step's run) and write ``probattr.json`` into the new checkpoint."""
@@ -166,15 +252,17 @@ class ProbAttrCallback(TrainerCallback):
         if self.write_json and state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                run_record(run, self.prompts, self.response_mode, self.settings, folder, write=True,
-                           responses=self.responses)
+                self._guarded(lambda: RunRecord.from_run(run, self.prompt_set, self.settings, folder.name).save(folder),
+                              f"writing {folder / 'probattr.json'}")
 
     def on_train_end(self, args, state, control, **kwargs):
-        for sink in self._sinks:
-            sink.close()
-        self._sinks = []
+        self._sinks.close()
 
     # ---- the probes ----
+    def _due(self, control) -> bool:
+        saving = control.should_save and self.probe_on_save
+        return bool(saving or (control.should_evaluate and self.probe_on_evaluate))
+
     def _probe(self, args, state, model) -> ProbeRun:
         """Probe once per global step (a save, an evaluation and every_n_steps may coincide)."""
         if self._last is not None and self._last.step == state.global_step:
@@ -182,40 +270,77 @@ class ProbAttrCallback(TrainerCallback):
         from ..distributed import world
 
         with preserved_training_state(model):
-            run = run_probes(model, self.tokenizer, self.prompts, self.responses, self.settings,
-                             step=state.global_step, strict=self.strict, distributed=world()[1] > 1)
+            run = run_probes(
+                model,
+                self.tokenizer,
+                self.prompts,
+                self.responses,
+                self.settings,
+                step=state.global_step,
+                strict=self.strict,
+                distributed=world()[1] > 1,
+            )
         if run.error is not None:
             self.errors += 1
-        if self.response_mode == "fixed" and self.responses is None and run.results:
-            self.responses = [r.response for r in run.results]
+        self._freeze(run)
         self._last = run
-        if state.is_world_process_zero and self._sinks and run.step not in self._logged_steps:
-            self._logged_steps.add(run.step)
-            record = probe_record(run, self.settings, errors=self.errors, figures=self.log_figures)
-            for sink in self._sinks:
-                sink.write(record)
+        if state.is_world_process_zero and self._sinks.sinks and run.step not in self.logged_steps:
+            self.logged_steps.append(run.step)
+            self._guarded(lambda: self._write_sinks(run), f"logging step {run.step}")
         return run
 
+    def _freeze(self, run: ProbeRun) -> None:
+        """In fixed mode, freeze each prompt's response the first time it is valid and non-empty:
+        its token ids, exactly as scored (re-tokenising the text can give other ids)."""
+        if self.response_mode != "fixed" or self.responses is None:
+            return
+        for index, result in enumerate(run.results):
+            if self.responses[index] is None and result.valid and result.response_token_ids:
+                text = self.tokenizer.decode(result.response_token_ids, skip_special_tokens=True)
+                if text.strip():
+                    self.responses[index] = [int(i) for i in result.response_token_ids]
+
+    def _write_sinks(self, run: ProbeRun) -> None:
+        record = probe_record(run, self.settings, errors=self.errors, figures=self.log_figures)
+        self.errors += self._sinks.write(record)
+
+    def _guarded(self, work, what: str) -> None:
+        """Run ``work``; unless ``strict``, an exception becomes a warning and a count in ``errors``."""
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - the monitor never ends the run it watches
+            if self.strict:
+                raise
+            self.errors += 1
+            warnings.warn(f"probattr-monitor: {what} failed: {one_line(error)}", stacklevel=3)
+
     # ---- sinks ----
-    def _open_sinks(self, args) -> list:
+    def _open_sinks(self, args) -> GuardedSinks:
         targets = self.report_to
         if targets == ("auto",):
             trainer_targets = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
-            if "all" in trainer_targets:
-                targets = REPORT_TARGETS
-            else:
-                targets = tuple(t for t in REPORT_TARGETS if t in trainer_targets)
-        sinks = []
-        if "tensorboard" in targets:
-            from ..sinks.tensorboard import TensorBoardSink
-
-            shared = _trainer_tensorboard_writer() if self.logging_dir is None else None
-            sinks.append(TensorBoardSink(log_dir=self.logging_dir or _tensorboard_dir(args), writer=shared))
-        if "wandb" in targets:
-            from ..sinks.wandb import WandbSink
-
-            sinks.append(WandbSink(dir=args.output_dir))
-        return sinks
+            targets = (
+                REPORT_TARGETS if "all" in trainer_targets else tuple(t for t in REPORT_TARGETS if t in trainer_targets)
+            )
+        writer = self.tensorboard_writer
+        if writer is None and self.logging_dir is None:
+            writer = _trainer_tensorboard_writer(self._handler)
+        try:
+            sinks = open_sinks(
+                targets,
+                tensorboard_dir=self.logging_dir or _tensorboard_dir(args),
+                tensorboard_writer=writer,
+                wandb_dir=args.output_dir,
+            )
+        except Exception as error:  # noqa: BLE001
+            if self.strict:
+                raise
+            self.errors += 1
+            warnings.warn(
+                f"probattr-monitor: opening the sinks failed, nothing will be logged: {one_line(error)}", stacklevel=2
+            )
+            sinks = []
+        return GuardedSinks(sinks, strict=self.strict)
 
 
 def _prompt_set(prompts) -> tuple[str, ...]:
@@ -280,27 +405,14 @@ def _tensorboard_dir(args) -> str:
     return os.path.expanduser(configured) if configured else os.path.join(args.output_dir, default_logdir())
 
 
-def _trainer_tensorboard_writer():
-    """The ``SummaryWriter`` of the Trainer's own TensorBoard callback, if it has one.
-
-    Callbacks are not handed the Trainer, so this looks up the ``CallbackHandler`` that is
-    calling us (one frame up the stack during ``on_train_begin``).
-    """
-    import inspect
-
+def _trainer_tensorboard_writer(handler):
+    """The ``SummaryWriter`` of the Trainer's own TensorBoard callback in ``handler`` (the
+    ``CallbackHandler`` given by :meth:`ProbAttrCallback.attach`), or ``None``."""
+    if handler is None:
+        return None
     from transformers.integrations.integration_utils import TensorBoardCallback
-    from transformers.trainer_callback import CallbackHandler
 
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            handler = frame.f_locals.get("self")
-            if isinstance(handler, CallbackHandler):
-                for callback in handler.callbacks:
-                    if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
-                        return callback.tb_writer
-                return None
-            frame = frame.f_back
-    finally:
-        del frame
+    for callback in handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+            return callback.tb_writer
     return None

@@ -117,7 +117,7 @@ class HiddenMarkovGrammar:
     def sample(self, rng: np.random.Generator) -> list[str]:
         """One sentence, ``w_1 .. "."`` (EOS not included)."""
         state = rng.choice(len(self.states), p=self.initial)
-        sentence = []
+        sentence: list[str] = []
         while True:
             word = self.words[rng.choice(len(self.words), p=self.emission[state])]
             if word == EOS:

@@ -48,9 +48,16 @@ def true_quantities(grammar: HiddenMarkovGrammar, prompt: list[int], response: l
     with np.errstate(divide="ignore", invalid="ignore"):
         joint_prompt = np.log(np.einsum("ts,sv,ts->tv", predictive[: len(prompt)], grammar.emission, beta_prompt))
         joint_context = np.log(np.einsum("ts,sv,ts->tv", predictive[: len(prompt)], grammar.emission, beta_full))
-        shift = np.where(np.isfinite(joint_prompt), joint_context - joint_prompt, 0.0)  # log P(r | ...) up to a constant
-    return position_quantities(torch.from_numpy(joint_prompt), torch.zeros_like(torch.from_numpy(joint_prompt)),
-                               torch.from_numpy(shift), torch.tensor(prompt), top_k=top_k)
+        shift = np.where(
+            np.isfinite(joint_prompt), joint_context - joint_prompt, 0.0
+        )  # log P(r | ...) up to a constant
+    return position_quantities(
+        torch.from_numpy(joint_prompt),
+        torch.zeros_like(torch.from_numpy(joint_prompt)),
+        torch.from_numpy(shift),
+        torch.tensor(prompt),
+        top_k=top_k,
+    )
 
 
 def next_word_distributions(grammar: HiddenMarkovGrammar, word_ids: list[int]) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .probes.result import ProbeResult
+from ..probes.result import ProbeResult
 
 PREFIX = "probattr"
 SUMMARY_KEYS = (
@@ -53,7 +53,7 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     noise = sum(1 for t in tokens if t.noise) if valid else None
     return {
         "noise_tokens": noise,
-        "noise_fraction": noise / len(tokens) if tokens else None,
+        "noise_fraction": noise / len(tokens) if tokens and noise is not None else None,
         "mean_attribution": mean([t.attribution_score for t in tokens]),
         "mean_entropy_prompt": mean([t.entropy_prompt for t in tokens]),
         "mean_entropy_context": mean([t.entropy_context for t in tokens]),

@@ -9,10 +9,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from ..probes.errors import one_line
+from ..probes.result import ProbeResult
+from ..probes.settings import ProbeSettings
+from ..sinks import ProbeRecord
 from .metrics import TOKEN_COLUMNS, histogram_values, scalar_logs, token_rows
-from .probes.result import ProbeResult
-from .probes.settings import ProbeSettings
-from .sinks import ProbeRecord
 
 
 @dataclass
@@ -36,22 +37,25 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
                strict: bool = False, distributed: bool = False) -> ProbeRun:
     """``probe(...)`` over the prompt set, timed; an exception becomes ``error`` and a warning
     unless ``strict``, in which case it propagates."""
-    from .probing import probe
+    from ..api import probe
 
     began = time.perf_counter()
     try:
         results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings,
                         distributed=distributed)
+        assert isinstance(results, list)  # a list of prompts gives a list of results
         return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began)
     except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
         if strict:
             raise
-        error = f"{type(caught).__name__}: {caught}"
+        error = one_line(caught)
         warnings.warn(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
         return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
 
 
-def probe_record(run: ProbeRun, settings: ProbeSettings, errors: int = 0, figures: Optional[bool] = None) -> ProbeRecord:
+def probe_record(
+    run: ProbeRun, settings: ProbeSettings, errors: int = 0, figures: Optional[bool] = None
+) -> ProbeRecord:
     """What the sinks write for ``run``: scalars, histograms, images (``figures``: ``None`` means
     when matplotlib is installed) and the per-token table."""
     if figures is None:
@@ -67,10 +71,13 @@ def probe_record(run: ProbeRun, settings: ProbeSettings, errors: int = 0, figure
 
 
 def _images(results: Sequence[ProbeResult], settings: ProbeSettings) -> dict:
-    from .figures import entropy_vs_attribution, figure_to_array, token_heatmap
+    from ..figures import entropy_vs_attribution, figure_to_array, token_heatmap
 
-    images = {"probattr/entropy_vs_attribution": figure_to_array(entropy_vs_attribution(
-        results, settings.as_band, settings.entropy_threshold, settings.noise_entropy))}
+    images = {
+        "probattr/entropy_vs_attribution": figure_to_array(
+            entropy_vs_attribution(results, settings.as_band, settings.entropy_threshold, settings.noise_entropy)
+        )
+    }
     for index, result in enumerate(results):
         if result.tokens:
             images[f"probattr/prompt_{index}/attribution_heatmap"] = figure_to_array(token_heatmap(result))

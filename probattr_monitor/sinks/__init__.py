@@ -1,14 +1,19 @@
 """Logging sinks: thin writers of one probe run's numbers, histograms, images and token table.
 
 Every sink takes the same :class:`ProbeRecord` (built once per run by the caller) and only writes
-it. Optional dependencies (tensorboard, wandb) are imported on first use; asking for a sink whose
-package is missing fails with the install command.
+it. :func:`open_sinks` is the one factory (the callback and the sweep both use it) and
+:class:`GuardedSinks` the one place where a failing sink is caught: reported once, disabled and
+counted, so that a full disk or a missing W&B key never ends the run being watched. Optional
+dependencies (tensorboard, wandb) are imported on first use; asking for a sink whose package is
+missing fails with the install command.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 REPORT_TARGETS = ("tensorboard", "wandb")
 
@@ -33,7 +38,103 @@ class ProbeRecord:
     table_rows: list = field(default_factory=list)
 
 
+@runtime_checkable
+class Sink(Protocol):
+    """A destination for :class:`ProbeRecord` objects: ``write`` one record, ``close`` once (idempotent)."""
+
+    name: str
+
+    def write(self, record: ProbeRecord) -> None:
+        """Write ``record`` at ``record.step``."""
+
+    def close(self) -> None:
+        """Flush and release what the sink opened (never what it was handed)."""
+
+
 def require(package: str, extra: str) -> None:
     """Raise ``ImportError`` with the install command when ``package`` is not installed."""
     if importlib.util.find_spec(package) is None:
         raise ImportError(f"logging to {extra} needs the {package!r} package: pip install 'probattr-monitor[{extra}]'")
+
+
+def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
+               wandb_dir: Optional[str] = None, wandb_run_name: Optional[str] = None) -> list[Sink]:
+    """The sinks for ``targets`` (a subset of :data:`REPORT_TARGETS`), in that order.
+
+    ``tensorboard_writer``: a ``SummaryWriter`` to share (never closed by the sink), else one is
+    created in ``tensorboard_dir`` on first write. W&B reuses the active run, else starts one named
+    ``wandb_run_name`` in ``wandb_dir`` on first write. Raises ``ImportError`` (with the install
+    command) for a target whose package is missing and ``ValueError`` for an unknown target.
+    """
+    unknown = [t for t in targets if t not in REPORT_TARGETS]
+    if unknown:
+        raise ValueError(f"unknown report target(s) {unknown}; valid: {', '.join(REPORT_TARGETS)}")
+    sinks: list[Sink] = []
+    if "tensorboard" in targets:
+        from .tensorboard import TensorBoardSink
+
+        sinks.append(TensorBoardSink(log_dir=tensorboard_dir, writer=tensorboard_writer))
+    if "wandb" in targets:
+        from .wandb import WandbSink
+
+        sinks.append(WandbSink(run_name=wandb_run_name, dir=wandb_dir))
+    return sinks
+
+
+class GuardedSinks:
+    """Sinks whose faults never reach the caller unless ``strict``.
+
+    A sink whose ``write`` raises (``OSError`` on a full disk, ``wandb.errors.UsageError`` with no
+    API key, ...) is reported once with a warning naming it and the error, disabled for the rest of
+    the run, and counted in :attr:`failures`; the other sinks still get the record. With
+    ``strict=True`` the exception propagates instead.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], strict: bool = False) -> None:
+        self.sinks = list(sinks)
+        self.strict = strict
+        self.failures = 0
+        self.disabled: dict[str, str] = {}  # sink name -> the error that disabled it
+
+    def write(self, record: ProbeRecord) -> int:
+        """Write ``record`` to every working sink; returns how many sinks failed on it."""
+        failed = 0
+        for sink in list(self.sinks):
+            try:
+                sink.write(record)
+            except Exception as error:  # noqa: BLE001 - a sink must never end the run it logs
+                if self.strict:
+                    raise
+                failed += 1
+                self._disable(sink, error, f"at step {record.step}")
+        self.failures += failed
+        return failed
+
+    def close(self) -> None:
+        """Close every sink; a failure to close is reported, never raised unless ``strict``."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as error:  # noqa: BLE001
+                if self.strict:
+                    raise
+                warnings.warn(f"probattr-monitor: closing the {sink.name} sink failed: {_describe(error)}",
+                              stacklevel=2)
+        self.sinks = []
+
+    def _disable(self, sink: Sink, error: BaseException, where: str) -> None:
+        self.sinks.remove(sink)
+        self.disabled[sink.name] = _describe(error)
+        warnings.warn(f"probattr-monitor: the {sink.name} sink failed {where} and is disabled for the rest of the "
+                      f"run: {_describe(error)}", stacklevel=3)
+        try:
+            sink.close()
+        except Exception:  # noqa: BLE001 - already broken; the warning above says so
+            pass
+
+
+def _describe(error: BaseException) -> str:
+    """``"Type: first line of the message"``: one line, whatever the exception."""
+    from ..probes.errors import one_line
+
+    return one_line(error)

@@ -17,6 +17,8 @@ class TensorBoardSink:
         writer: an existing ``SummaryWriter`` to share; this sink then never closes it.
     """
 
+    name = "tensorboard"
+
     def __init__(self, log_dir: Optional[str] = None, writer=None) -> None:
         if writer is None:
             require("tensorboard", "tensorboard")

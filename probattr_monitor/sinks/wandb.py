@@ -22,7 +22,11 @@ class WandbSink:
         run_name: name of such a run.
     """
 
-    def __init__(self, project: Optional[str] = None, run_name: Optional[str] = None, dir: Optional[str] = None) -> None:
+    name = "wandb"
+
+    def __init__(
+        self, project: Optional[str] = None, run_name: Optional[str] = None, dir: Optional[str] = None
+    ) -> None:
         require("wandb", "wandb")
         self.project = project or os.getenv("WANDB_PROJECT", "probattr-monitor")
         self.run_name = run_name
@@ -54,7 +58,7 @@ class WandbSink:
         payload = dict(record.scalars)
         for tag, values in record.histograms.items():
             if len(values):
-                payload[tag] = wandb.Histogram(np.asarray(values, dtype=np.float64))
+                payload[tag] = wandb.Histogram(np.asarray(values, dtype=np.float64).tolist())
         for tag, image in record.images.items():
             payload[tag] = wandb.Image(image)
         if record.table_rows:

@@ -32,7 +32,8 @@ def logged_run(tmp_path_factory):
     monkey.setenv("WANDB_DIR", str(root))
     monkey.setenv("WANDB_SILENT", "true")
     callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4)
-    trainer = make_trainer(root / "out", [callback], report_to=["tensorboard", "wandb"])
+    trainer = make_trainer(root / "out", [], report_to=["tensorboard", "wandb"])
+    callback.attach(trainer)  # shares the Trainer's own TensorBoard writer
     trainer.train()
     import wandb
 
@@ -66,7 +67,9 @@ def test_checkpoints_hold_valid_results_matching_the_logs(logged_run):
         assert [r.prompt for r in results] == PROMPTS and all(r.valid for r in results)
         assert record["summary"]["noise_tokens"] == sum(r.noise_tokens for r in results)
         assert scalars["probattr/noise_tokens"][step] == record["summary"]["noise_tokens"]
-        assert scalars["probattr/mean_attribution"][step] == pytest.approx(record["summary"]["mean_attribution"], rel=1e-6)
+        assert scalars["probattr/mean_attribution"][step] == pytest.approx(
+            record["summary"]["mean_attribution"], rel=1e-6
+        )
         assert scalars["probattr/prompt_1/noise_tokens"][step] == results[1].noise_tokens
     assert not list((root / "out").rglob(".probattr.json.*.tmp")), "no temporary file left behind"
 
@@ -104,12 +107,22 @@ def test_best_checkpoint_is_the_one_with_fewest_noise_tokens(tmp_path):
 
     recorder = Recorder()
     callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, entropy_threshold=5.5)
-    trainer = make_trainer(tmp_path, [callback, recorder], max_steps=8, save_steps=2, learning_rate=2e-2,
-                           evaluate=True, metric_for_best_model="probattr_noise_tokens", greater_is_better=False,
-                           load_best_model_at_end=True)
+    trainer = make_trainer(
+        tmp_path,
+        [callback, recorder],
+        max_steps=8,
+        save_steps=2,
+        learning_rate=2e-2,
+        evaluate=True,
+        metric_for_best_model="probattr_noise_tokens",
+        greater_is_better=False,
+        load_best_model_at_end=True,
+    )
     trainer.train()
-    counts = {step: json.loads((tmp_path / f"checkpoint-{step}" / "probattr.json").read_text())["summary"]["noise_tokens"]
-              for step in (2, 4, 6, 8)}
+    counts = {
+        step: json.loads((tmp_path / f"checkpoint-{step}" / "probattr.json").read_text())["summary"]["noise_tokens"]
+        for step in (2, 4, 6, 8)
+    }
     assert len(set(counts.values())) > 1, f"the counts should differ in this run: {counts}"
     best_step = min(counts, key=lambda step: (counts[step], step))  # the first minimum wins ties
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
@@ -136,14 +149,15 @@ def test_training_is_bit_for_bit_identical_with_the_callback(tmp_path):
 
 
 def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
-    import probattr_monitor.probing as probing
+    import probattr_monitor.probes.engine as engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(probing, "score_exact", broken)
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard",
-                                logging_dir=str(tmp_path / "tb"))
+    monkeypatch.setattr(engine, "score_exact", broken)
+    callback = ProbAttrCallback(
+        prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard", logging_dir=str(tmp_path / "tb")
+    )
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning, match="injected failure"):
         trainer.train()
@@ -154,12 +168,12 @@ def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
 
 
 def test_strict_reraises(tmp_path, monkeypatch):
-    import probattr_monitor.probing as probing
+    import probattr_monitor.probes.engine as engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(probing, "score_exact", broken)
+    monkeypatch.setattr(engine, "score_exact", broken)
     trainer = make_trainer(tmp_path, [ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, strict=True)], max_steps=2)
     with pytest.raises(RuntimeError, match="injected failure"):
         trainer.train()
@@ -172,8 +186,9 @@ def test_a_diverged_model_is_logged_as_invalid(tmp_path):
                 with torch.no_grad():
                     model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
 
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard",
-                                logging_dir=str(tmp_path / "tb"))
+    callback = ProbAttrCallback(
+        prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard", logging_dir=str(tmp_path / "tb")
+    )
     trainer = make_trainer(tmp_path / "out", [Diverge(), callback], max_steps=4, save_steps=2)
     trainer.train()
     record = json.loads((tmp_path / "out" / "checkpoint-4" / "probattr.json").read_text())
@@ -202,8 +217,10 @@ def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_pa
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"report_to": "mlflow"}, "report_to should be one or a list of 'auto', 'none', 'all', 'tensorboard', "
-                                  "'wandb', got 'mlflow'"),
+        (
+            {"report_to": "mlflow"},
+            "report_to should be one or a list of 'auto', 'none', 'all', 'tensorboard', 'wandb', got 'mlflow'",
+        ),
         ({"prompts": []}, "prompts should hold at least one prompt, got an empty list"),
         ({"prompts": "no-such-file.txt"}, "'no-such-file.txt' is not a file"),
         ({"as_band": -1.0}, "as_band should be a finite number > 0, got -1.0"),

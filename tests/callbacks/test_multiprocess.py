@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from probattr_monitor import probe
 
+pytestmark = pytest.mark.integration  # torchrun, two real processes
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_train.py"
 
 

@@ -28,7 +28,7 @@ def main():
     trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
     rank = int(os.environ.get("RANK", "0"))
     if args.fail_rank is not None and rank == args.fail_rank:
-        import probattr_monitor.probing as probing
+        import probattr_monitor.api as probing
 
         def broken(*a, **k):
             raise RuntimeError(f"injected failure on rank {rank}")

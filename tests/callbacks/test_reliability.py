@@ -1,0 +1,223 @@
+"""The monitor never harms the run it watches, and its records are what they say (issue: ten faults).
+
+Real Trainer runs throughout. Faults are injected where the world would put them: a TensorBoard
+writer whose disk is full, W&B online with no API key, a model that diverges or says nothing
+useful at one checkpoint, a run interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
+
+from ..readers import read_tensorboard
+from .helpers import PROMPTS, make_trainer, tokenizer
+
+
+def record(folder, step):
+    return json.loads((folder / f"checkpoint-{step}" / "probattr.json").read_text(encoding="utf-8"))
+
+
+def probattr_warnings(caught, fragment):
+    return [w for w in caught if fragment in str(w.message)]
+
+
+# ---- 1. a failing sink never stops training ----
+
+def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    class FullDisk(SummaryWriter):
+        def add_scalar(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard",
+                                tensorboard_writer=FullDisk(log_dir=str(tmp_path / "tb")))
+    trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
+    with pytest.warns(UserWarning) as caught:
+        trainer.train()
+    assert trainer.state.global_step == 4
+    assert len(probattr_warnings(caught, "the tensorboard sink failed")) == 1, "reported once, then disabled"
+    assert "No space left on device" in str(probattr_warnings(caught, "sink failed")[0].message)
+    assert callback.errors == 1
+    assert [record(tmp_path / "out", step)["status"] for step in (2, 4)] == ["ok", "ok"], "records still written"
+
+
+def test_wandb_online_without_an_api_key_does_not_stop_training(tmp_path, monkeypatch):
+    import wandb
+
+    wandb.teardown()  # forget the settings an earlier offline run in this process left behind
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home"))  # no ~/.netrc, no stored key
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="wandb")
+    trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
+    with pytest.warns(UserWarning) as caught:
+        trainer.train()
+    assert trainer.state.global_step == 4
+    failures = probattr_warnings(caught, "the wandb sink failed")
+    assert len(failures) == 1 and "UsageError" in str(failures[0].message)
+    assert callback.errors == 1
+    assert [record(tmp_path / "out", step)["status"] for step in (2, 4)] == ["ok", "ok"]
+    wandb.teardown()
+
+
+# ---- 2. checkpoint selection survives a failed probe ----
+
+class Diverge(TrainerCallback):
+    """NaN weights from step ``at`` on."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.at:
+            with torch.no_grad():
+                model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
+
+
+def test_best_model_selection_survives_a_model_that_diverges_at_an_evaluation(tmp_path):
+    class Metrics(TrainerCallback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen[state.global_step] = metrics.get("eval_probattr_noise_tokens")
+
+    seen = Metrics()
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2)
+    trainer = make_trainer(tmp_path, [Diverge(at=4), callback, seen], max_steps=4, save_steps=2, evaluate=True,
+                           metric_for_best_model="probattr_noise_tokens", greater_is_better=False,
+                           load_best_model_at_end=True)
+    trainer.train()  # raised KeyError (metric missing) before the fix
+    assert seen.seen[4] == math.inf and math.isfinite(seen.seen[2])
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2")
+    assert record(tmp_path, 4)["summary"]["invalid_prompts"] == len(PROMPTS)
+
+
+# ---- 3. fixed responses are fixed: valid, non-empty token ids, kept across resume ----
+
+class Break(TrainerCallback):
+    """At step ``at`` (before the probes), make the model diverge (``"nan"``) or always predict
+    ``token_id``; :class:`Mend` puts the weights back once the checkpoint is saved."""
+
+    def __init__(self, kind, at, token_id=None):
+        self.kind, self.at, self.token_id, self.saved = kind, at, token_id, None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step != self.at:
+            return
+        self.saved = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        with torch.no_grad():
+            if self.kind == "nan":
+                model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
+            else:  # every hidden state becomes e_0; the head's column 0 favours token_id
+                model.transformer.ln_f.weight.zero_()
+                model.transformer.ln_f.bias.zero_()
+                model.transformer.ln_f.bias[0] = 1.0
+                head = model.get_output_embeddings().weight
+                head[:, 0] = 0.0
+                head[self.token_id, 0] = 10.0
+
+
+class Mend(TrainerCallback):
+    def __init__(self, broken):
+        self.broken = broken
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.broken.at:
+            model.load_state_dict(self.broken.saved)
+
+
+@pytest.mark.parametrize("kind", ["nan", "whitespace"])
+def test_fixed_responses_freeze_only_a_valid_non_empty_continuation(tmp_path, kind):
+    tok = tokenizer()
+    space_id = tok.convert_tokens_to_ids("Ġ")
+    assert tok.decode([space_id]) == " "
+    broken = Break(kind, at=2, token_id=space_id)
+    callback = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4)
+    make_trainer(tmp_path, [broken, callback, Mend(broken)], max_steps=6, save_steps=2, tok=tok).train()
+    first = record(tmp_path, 2)
+    if kind == "nan":
+        assert first["summary"]["invalid_prompts"] == len(PROMPTS)
+    else:
+        assert all(not r["response"].strip() for r in first["results"]), "the broken model only says spaces"
+    later = [record(tmp_path, step) for step in (4, 6)]
+    assert all(r["status"] == "ok" and r["summary"]["invalid_prompts"] == 0 for r in later)
+    frozen = [r["response_token_ids"] for r in later[0]["results"]]
+    assert all(tok.decode(ids).strip() for ids in frozen), "frozen at step 4, the first useful continuation"
+    assert [r["response_token_ids"] for r in later[1]["results"]] == frozen
+
+
+def test_fixed_responses_are_the_generated_token_ids_not_a_retokenised_text(tmp_path):
+    tok = tokenizer()
+    e = tok.convert_tokens_to_ids("e")
+    assert tok("eeee", add_special_tokens=False)["input_ids"] != [e] * 4, "'e' x 4 re-tokenises as 'ee' x 2"
+    says_e = Break("constant", at=2, token_id=e)  # the first checkpoint's continuation: 'e' 'e' 'e' 'e'
+    callback = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4)
+    make_trainer(tmp_path, [says_e, callback, Mend(says_e)], max_steps=4, save_steps=2, tok=tok).train()
+    assert [r["response_token_ids"] for r in record(tmp_path, 2)["results"]] == [[e] * 4] * len(PROMPTS)
+    assert [r["response_token_ids"] for r in record(tmp_path, 4)["results"]] == [[e] * 4] * len(PROMPTS)
+    assert callback.responses == [[e] * 4] * len(PROMPTS)
+
+
+class StopAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.integration
+def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(tmp_path):
+    def callback(tb):
+        return ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4, report_to="tensorboard",
+                                logging_dir=str(tb))
+
+    options = dict(max_steps=6, save_steps=2, learning_rate=5e-3)
+    make_trainer(tmp_path / "whole", [callback(tmp_path / "tb-whole")], **options).train()
+    make_trainer(tmp_path / "split", [callback(tmp_path / "tb-split"), StopAfter(2)], **options).train()
+    assert not (tmp_path / "split" / "checkpoint-4").exists()
+    resumed = callback(tmp_path / "tb-split")
+    make_trainer(tmp_path / "split", [resumed], **options).train(
+        resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-2"))
+
+    frozen = [r["response_token_ids"] for r in record(tmp_path / "whole", 2)["results"]]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    at_4 = tmp_path / "whole" / "checkpoint-4"
+    regenerated = probe(AutoModelForCausalLM.from_pretrained(at_4), AutoTokenizer.from_pretrained(at_4), PROMPTS,
+                        max_new_tokens=4, progress=False)
+    assert [r.response_token_ids for r in regenerated] != frozen, "generating again after resume would differ"
+    assert resumed.responses == frozen
+    whole_scalars = read_tensorboard(tmp_path / "tb-whole")["scalars"]
+    split_scalars = read_tensorboard(tmp_path / "tb-split")["scalars"]
+    for step in (4, 6):
+        whole, split = record(tmp_path / "whole", step), record(tmp_path / "split", step)
+        assert whole["prompt_set_hash"] == split["prompt_set_hash"]
+        assert [r["response_token_ids"] for r in split["results"]] == frozen
+        for tag in ("probattr/noise_tokens", "probattr/mean_attribution", "probattr/log_p_response"):
+            assert split_scalars[tag][step] == pytest.approx(whole_scalars[tag][step], rel=1e-4, abs=1e-5), tag
+    assert sorted(split_scalars["probattr/noise_tokens"]) == [2, 4, 6], "each step logged once"
+
+
+# ---- 4. settings= is honoured ----
+
+def test_settings_are_honoured_and_keywords_override_only_when_given(tmp_path):
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3, entropy_threshold=4.5))
+    assert ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3), as_band=0.3).settings == \
+        ProbeSettings(max_new_tokens=3, as_band=0.3, progress=False)
+    make_trainer(tmp_path, [callback], max_steps=2, save_steps=2).train()
+    stored = record(tmp_path, 2)
+    assert stored["settings"]["max_new_tokens"] == 3 and stored["settings"]["entropy_threshold"] == 4.5
+    assert all(len(r["response_token_ids"]) <= 3 for r in stored["results"])
