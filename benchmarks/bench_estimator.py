@@ -79,13 +79,21 @@ def report(name, vocab, f, forwards, seconds):
 
 
 def tiny_models():
-    from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures live in tests/
     from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+    from tests.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 
     tokenizer, corpus = rare_word_tokenizer(vocab_size=4096)
     yield "tiny GPT-2, flat", tiny_gpt2(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
     yield "tiny Llama, flat", tiny_llama(len(tokenizer), initializer_range=0.02, seed=1), tokenizer
-    yield "tiny GPT-2, trained (peaked)", trained_tiny_gpt2(tokenizer, corpus, output_dir="out/bench-estimator"), tokenizer
+    yield (
+        "tiny GPT-2, trained (peaked)",
+        trained_tiny_gpt2(tokenizer, corpus, output_dir="out/bench-estimator"),
+        tokenizer,
+    )
     yield "tiny GPT-2, random peaked (init 0.5)", tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1), tokenizer
 
 
@@ -124,27 +132,43 @@ def run_smollm2(data_file: Path, seeds: int, budget: Optional[int], first_seed: 
                 k = entry["position"]
                 values = {name: float(scores.values[name][k]) for name in FIELDS}
                 values.update({f"{name}_stderr": float(scores.stderrs[name][k]) for name in FIELDS})
-                values["noise"] = is_noise(values["attribution_score"], values["entropy_context"], settings.as_band,
-                                           settings.entropy_threshold)
+                values["noise"] = is_noise(
+                    values["attribution_score"], values["entropy_context"], settings.as_band, settings.entropy_threshold
+                )
                 values["noise_uncertain"] = noise_uncertain(
-                    values["attribution_score"], values["attribution_score_stderr"], values["entropy_context"],
-                    values["entropy_context_stderr"], settings.as_band, settings.entropy_threshold)
+                    values["attribution_score"],
+                    values["attribution_score_stderr"],
+                    values["entropy_context"],
+                    values["entropy_context_stderr"],
+                    settings.as_band,
+                    settings.entropy_threshold,
+                )
                 exact = {name: entry[name] for name in FIELDS}
-                exact["noise"] = is_noise(exact["attribution_score"], exact["entropy_context"], settings.as_band,
-                                          settings.entropy_threshold)
+                exact["noise"] = is_noise(
+                    exact["attribution_score"], exact["entropy_context"], settings.as_band, settings.entropy_threshold
+                )
                 pairs.append((values, exact))
                 token = tokenizer.decode([prompt[k]])
-                print(f"  seed {seed}, position {k} ({token!r}): AS exact {exact['attribution_score']:+.4f}, budget "
-                      f"{values['attribution_score']:+.4f} +- {1.96 * values['attribution_score_stderr']:.4f}; "
-                      f"H_context exact {exact['entropy_context']:.3f}, budget {values['entropy_context']:.3f} +- "
-                      f"{1.96 * values['entropy_context_stderr']:.3f}; noise exact {exact['noise']}, budget "
-                      f"{values['noise']}{' (uncertain)' if values['noise_uncertain'] else ''}")
-            print(f"  seed {seed}: {scores.token_forwards:,} token-forwards for all {n} positions "
-                  f"(exact: {vocab_forwards:,}), {time.perf_counter() - began:.0f} s")
+                print(
+                    f"  seed {seed}, position {k} ({token!r}): AS exact {exact['attribution_score']:+.4f}, budget "
+                    f"{values['attribution_score']:+.4f} +- {1.96 * values['attribution_score_stderr']:.4f}; "
+                    f"H_context exact {exact['entropy_context']:.3f}, budget {values['entropy_context']:.3f} +- "
+                    f"{1.96 * values['entropy_context_stderr']:.3f}; noise exact {exact['noise']}, budget "
+                    f"{values['noise']}{' (uncertain)' if values['noise_uncertain'] else ''}"
+                )
+            print(
+                f"  seed {seed}: {scores.token_forwards:,} token-forwards for all {n} positions "
+                f"(exact: {vocab_forwards:,}), {time.perf_counter() - began:.0f} s"
+            )
     figures = compare_tokens(pairs)
-    report(f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s), budget "
-           f"{settings.budget_for(vocab)}", vocab, figures,
-           budget_forwards / exact_forwards, budget_seconds / exact_seconds)
+    report(
+        f"SmolLM2-135M-Instruct on {len(entries)} exact position(s) x {seeds} seed(s), budget "
+        f"{settings.budget_for(vocab)}",
+        vocab,
+        figures,
+        budget_forwards / exact_forwards,
+        budget_seconds / exact_seconds,
+    )
 
 
 def main() -> None:
@@ -154,9 +178,13 @@ def main() -> None:
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first SmolLM2 probe (to add seeds)")
-    parser.add_argument("--budget", type=int, default=ProbeSettings().candidate_budget,
-                        help="candidate_budget of the SmolLM2 probes (default: the settings' default, 768 "
-                             "there; the tiny models always use the default)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=ProbeSettings().candidate_budget,
+        help="candidate_budget of the SmolLM2 probes (default: the settings' default, 768 "
+        "there; the tiny models always use the default)",
+    )
     args = parser.parse_args()
     if not args.skip_tiny:
         for name, model, tokenizer in tiny_models():

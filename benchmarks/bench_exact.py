@@ -130,21 +130,32 @@ def main() -> None:
     naive_s, naive, naive_batch = float("inf"), None, None
     for batch in args.naive_batches:
         seconds, result, peak_mb = measured[f"naive {batch}"]
-        print(f"naive (batch {batch}): {seconds:.3f} s, {result.token_forwards:,} token forwards, peak +{peak_mb:.0f} MB")
+        print(f"naive (batch {batch}): {seconds:.3f} s, {result.token_forwards:,} token forwards, "
+              f"peak +{peak_mb:.0f} MB")
         if seconds < naive_s:
             naive_s, naive, naive_batch = seconds, result, batch
     print(f"naive baseline: its best, batch {naive_batch}, {naive_s:.3f} s")
     for budget in budgets:
         engine_s, engine, engine_mb = measured[f"engine {budget}"]
-        label = f"{budget:g} MB" if budget is not None else f"default {ProbeSettings().memory_budget_bytes('cpu') / 2**20:g} MB"
-        error = max((engine.response - naive.response).abs().max().item(),
-                    (engine.rest_prompt - naive.rest_prompt).abs().max().item())
+        label = (
+            f"{budget:g} MB"
+            if budget is not None
+            else f"default {ProbeSettings().memory_budget_bytes('cpu') / 2**20:g} MB"
+        )
+        error = max(
+            (engine.response - naive.response).abs().max().item(),
+            (engine.rest_prompt - naive.rest_prompt).abs().max().item(),
+        )
         achieved = 2 * params * engine.token_forwards / engine_s
         ratio = naive_s / engine_s
-        print(f"engine (budget {label}): {engine_s:.3f} s, {engine.token_forwards:,} token forwards, "
-              f"peak +{engine_mb:.0f} MB, max |diff| vs naive {error:.1e}")
-        print(f"  speed-up {ratio:.2f}x; prefix sharing allows {allowed:.2f}x ({full_tokens}/{suffix_tokens} tokens "
-              f"per candidate); reached {100 * ratio / allowed:.0f}% (target >= 90%)")
+        print(
+            f"engine (budget {label}): {engine_s:.3f} s, {engine.token_forwards:,} token forwards, "
+            f"peak +{engine_mb:.0f} MB, max |diff| vs naive {error:.1e}"
+        )
+        print(
+            f"  speed-up {ratio:.2f}x; prefix sharing allows {allowed:.2f}x ({full_tokens}/{suffix_tokens} tokens "
+            f"per candidate); reached {100 * ratio / allowed:.0f}% (target >= 90%)"
+        )
         print(f"  engine {achieved / 1e9:.1f} GFLOP/s = {100 * achieved / machine:.0f}% of matmul (target >= 40%)")
 
 

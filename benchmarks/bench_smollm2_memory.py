@@ -46,12 +46,16 @@ def child(position: int, budget) -> None:
     start = start_token_id(tokenizer)
     prompt = encode_text(tokenizer, PROMPT, "prompt")
     with torch.inference_mode():
-        response = greedy_continuation(model, [start] + prompt, settings.max_new_tokens, stop_token_ids(model, tokenizer))
+        response = greedy_continuation(
+            model, [start] + prompt, settings.max_new_tokens, stop_token_ids(model, tokenizer)
+        )
     k = position % len(prompt)
     suffix = len(prompt) + len(response) - 1 - k
     vocab = model.get_output_embeddings().weight.shape[0]
-    print(f"loaded |V|={vocab} n={len(prompt)} m={len(response)} position={k} suffix={suffix} "
-          f"total={vocab * suffix}", flush=True)
+    print(
+        f"loaded |V|={vocab} n={len(prompt)} m={len(response)} position={k} suffix={suffix} total={vocab * suffix}",
+        flush=True,
+    )
     began, done = time.perf_counter(), [0]
 
     def report(tokens: int) -> None:
@@ -104,12 +108,16 @@ def main() -> None:
     seconds = float(last[2] if last[0] == "progress" else last[1])
     rate = done / seconds
     budget = "default" if args.memory_budget_mb is None else f"{args.memory_budget_mb:g} MB"
-    print(f"SmolLM2-135M-Instruct ({GGUF}, float32, CPU, memory budget {budget}), |V| = {header['|V|']}, "
-          f"prompt {header['n']} tokens, response {header['m']}, position {header['position']}, "
-          f"suffix {header['suffix']} tokens")
+    print(
+        f"SmolLM2-135M-Instruct ({GGUF}, float32, CPU, memory budget {budget}), |V| = {header['|V|']}, "
+        f"prompt {header['n']} tokens, response {header['m']}, position {header['position']}, "
+        f"suffix {header['suffix']} tokens"
+    )
     print(f"peak resident memory: {peak:.0f} MB (after loading and generating: {loaded_mb:.0f} MB); target < 4096 MB")
-    print(f"scored {done:,} of {total:,} token-forwards in {seconds:.1f} s: {rate:.0f} token-forwards/s; "
-          f"the whole position would take {total / rate / 60:.1f} min")
+    print(
+        f"scored {done:,} of {total:,} token-forwards in {seconds:.1f} s: {rate:.0f} token-forwards/s; "
+        f"the whole position would take {total / rate / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def main() -> None:
 
     from probattr_monitor.loading import load_model_and_tokenizer
     from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.quantities import position_quantities
+    from probattr_monitor.probes.quantities import QUANTITIES, position_quantities
     from probattr_monitor.probes.settings import ProbeSettings
     from probattr_monitor.probes.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
 
@@ -42,31 +42,57 @@ def main() -> None:
     start = start_token_id(tokenizer)
     prompt = encode_text(tokenizer, args.prompt, "prompt")
     with torch.inference_mode():
-        response = greedy_continuation(model, [start] + prompt, settings.max_new_tokens, stop_token_ids(model, tokenizer))
+        response = greedy_continuation(
+            model, [start] + prompt, settings.max_new_tokens, stop_token_ids(model, tokenizer)
+        )
     positions = sorted({p % len(prompt) for p in args.positions})
     ids = torch.tensor([start] + prompt + response)
     began = time.perf_counter()
     scores = score_exact(model, ids, len(prompt), settings, positions=positions)
     seconds = time.perf_counter() - began
-    stats = position_quantities(scores.prior, scores.rest_prompt, scores.response, torch.tensor([prompt[k] for k in positions]))
+    stats = position_quantities(
+        scores.prior, scores.rest_prompt, scores.response, torch.tensor([prompt[k] for k in positions])
+    )
     out = Path(args.out)
     entries = json.loads(out.read_text()) if out.exists() else []
     for row, k in enumerate(positions):
-        entry = {"model": "SmolLM2-135M-Instruct (" + GGUF + ", float32)", "prompt": args.prompt,
-                 "prompt_token_ids": prompt, "response_token_ids": response, "position": k,
-                 "token_forwards": scores.token_forwards // len(positions), "seconds": seconds / len(positions)}
-        entry.update({name: float(getattr(stats, name)[row]) for name in
-                      ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")})
-        entries = [e for e in entries if not (e["prompt"] == args.prompt and e["position"] == k
-                                               and e["response_token_ids"] == response)] + [entry]
+        entry = {
+            "model": "SmolLM2-135M-Instruct (" + GGUF + ", float32)",
+            "prompt": args.prompt,
+            "prompt_token_ids": prompt,
+            "response_token_ids": response,
+            "position": k,
+            "token_forwards": scores.token_forwards // len(positions),
+            "seconds": seconds / len(positions),
+        }
+        entry.update(
+            {
+                name: float(getattr(stats, name)[row])
+                for name in QUANTITIES
+            }
+        )
+        entries = [
+            e
+            for e in entries
+            if not (e["prompt"] == args.prompt and e["position"] == k and e["response_token_ids"] == response)
+        ] + [entry]
     out.write_text(json.dumps(entries, indent=2))
     if args.vectors:
         folder = Path(args.vectors)
         folder.mkdir(parents=True, exist_ok=True)
         for row, k in enumerate(positions):
-            torch.save({"prompt": args.prompt, "prompt_token_ids": prompt, "response_token_ids": response,
-                        "position": k, "prior": scores.prior[row].float(), "rest_prompt": scores.rest_prompt[row].float(),
-                        "response": scores.response[row].float()}, folder / f"position{k}.pt")
+            torch.save(
+                {
+                    "prompt": args.prompt,
+                    "prompt_token_ids": prompt,
+                    "response_token_ids": response,
+                    "position": k,
+                    "prior": scores.prior[row].float(),
+                    "rest_prompt": scores.rest_prompt[row].float(),
+                    "response": scores.response[row].float(),
+                },
+                folder / f"position{k}.pt",
+            )
     print(f"wrote {len(positions)} exact position(s) to {out} in {seconds:.0f} s")
 
 

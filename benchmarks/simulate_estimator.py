@@ -24,11 +24,17 @@ from typing import Optional
 
 import torch
 
-from probattr_monitor.probes.budgeted import PositionSampler, first_order_estimates, head_size, lookahead_guess, run_rounds
+from probattr_monitor.probes.budgeted import (
+    PositionSampler,
+    first_order_estimates,
+    head_size,
+    lookahead_guess,
+    run_rounds,
+)
 from probattr_monitor.probes.engine import SuffixScorer
-from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.probes.estimator import QUANTITIES
 from probattr_monitor.probes.quantities import position_quantities
+from probattr_monitor.probes.settings import ProbeSettings
 
 
 def exact_values(prior, b, c, actual):
@@ -67,21 +73,35 @@ def replay(positions, budget, seeds):
         samplers = []
         for p in positions:
             b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
-            samplers.append(PositionSampler(p["prior"].double(), p["approx_b"], p["approx_c"], p["actual"],
-                                            head_size(budget), lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost),
-                                            p["look_ids"], p["look"], p["look_cost"]))
+            samplers.append(
+                PositionSampler(
+                    p["prior"].double(),
+                    p["approx_b"],
+                    p["approx_c"],
+                    p["actual"],
+                    head_size(budget),
+                    lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost),
+                    p["look_ids"],
+                    p["look"],
+                    p["look_cost"],
+                )
+            )
         estimates = run_rounds(samplers, [p["cost"] for p in positions], budget, torch.Generator().manual_seed(seed))
         for row, (found, truth, sampler) in enumerate(zip(estimates, exact, samplers)):
             errors[row, seed] = abs(found.values["attribution_score"] - truth["attribution_score"])
-            covered[row] += [abs(found.values[name] - truth[name]) <= 1.96 * found.stderrs[name] + 1e-4 for name in QUANTITIES]
+            covered[row] += [
+                abs(found.values[name] - truth[name]) <= 1.96 * found.stderrs[name] + 1e-4 for name in QUANTITIES
+            ]
             forwards[row] += sampler.token_forwards / seeds
     return errors, [sum(c) / len(c) for c in covered], forwards, exact
 
 
 def line(label, errors, coverage, forwards_ratio):
-    return (f"{label}: AS |error| median {float(errors.median()):.4f}, p95 {float(errors.quantile(0.95)):.4f}, "
-            f"max {float(errors.max()):.4f}; within 0.05 {100 * float((errors <= 0.05).double().mean()):.1f}%; "
-            f"cover {100 * coverage:.1f}%; token-forwards 1/{1 / forwards_ratio:.0f} of exact")
+    return (
+        f"{label}: AS |error| median {float(errors.median()):.4f}, p95 {float(errors.quantile(0.95)):.4f}, "
+        f"max {float(errors.max()):.4f}; within 0.05 {100 * float((errors <= 0.05).double().mean()):.1f}%; "
+        f"cover {100 * coverage:.1f}%; token-forwards 1/{1 / forwards_ratio:.0f} of exact"
+    )
 
 
 def smollm2(folder: Path, seeds: int, budget: Optional[int]):
@@ -94,16 +114,29 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int]):
     ids = torch.tensor([tokenizer.bos_token_id] + prompt + response)
     vocab = saved[0]["prior"].shape[0]
     budget = ProbeSettings(candidate_budget=budget).budget_for(vocab)
-    positions = replay_inputs(model, ids, len(prompt),
-                              [(s["position"], s["prior"], s["rest_prompt"], s["response"]) for s in saved], budget)
+    positions = replay_inputs(
+        model, ids, len(prompt), [(s["position"], s["prior"], s["rest_prompt"], s["response"]) for s in saved], budget
+    )
     errors, coverage, forwards, exact = replay(positions, budget, seeds)
     for row, s in enumerate(saved):
         k = s["position"]
-        print(line(f"  position {k} ({tokenizer.decode([prompt[k]])!r}, exact AS {exact[row]['attribution_score']:+.4f})",
-                   errors[row], coverage[row], float(forwards[row]) / (vocab * positions[row]["cost"])))
+        print(
+            line(
+                f"  position {k} ({tokenizer.decode([prompt[k]])!r}, exact AS {exact[row]['attribution_score']:+.4f})",
+                errors[row],
+                coverage[row],
+                float(forwards[row]) / (vocab * positions[row]["cost"]),
+            )
+        )
     total = vocab * sum(p["cost"] for p in positions)
-    print(line(f"SmolLM2, {len(saved)} position(s) scored as one probe x {seeds} seeds, budget {budget}", errors.flatten(),
-               sum(coverage) / len(coverage), float(forwards.sum()) / total))
+    print(
+        line(
+            f"SmolLM2, {len(saved)} position(s) scored as one probe x {seeds} seeds, budget {budget}",
+            errors.flatten(),
+            sum(coverage) / len(coverage),
+            float(forwards.sum()) / total,
+        )
+    )
 
 
 def tiny(seeds: int, budget: Optional[int]):
@@ -123,25 +156,45 @@ def tiny(seeds: int, budget: Optional[int]):
                 scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
             vocab = scores.prior.shape[1]
             resolved = ProbeSettings(candidate_budget=budget).budget_for(vocab)
-            positions = replay_inputs(model, ids, len(prompt), [(k, scores.prior[k], scores.rest_prompt[k],
-                                                                scores.response[k]) for k in range(len(prompt))], resolved)
+            positions = replay_inputs(
+                model,
+                ids,
+                len(prompt),
+                [(k, scores.prior[k], scores.rest_prompt[k], scores.response[k]) for k in range(len(prompt))],
+                resolved,
+            )
             errors, coverage, forwards, _ = replay(positions, resolved, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage
             spent += float(forwards.sum())
             exact_cost += vocab * sum(p["cost"] for p in positions)
-        print(line(f"{name}, {len(all_cover)} positions x {seeds} seeds, budget {resolved}", torch.cat(all_errors),
-                   sum(all_cover) / len(all_cover), spent / exact_cost))
+        print(
+            line(
+                f"{name}, {len(all_cover)} positions x {seeds} seeds, budget {resolved}",
+                torch.cat(all_errors),
+                sum(all_cover) / len(all_cover),
+                spent / exact_cost,
+            )
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vectors", nargs="?", const=str(Path(__file__).resolve().parent / "data" / "smollm2_vectors"),
-                        default=None, help="folder of position<k>.pt files (SmolLM2; default: the stored ones)")
+    parser.add_argument(
+        "--vectors",
+        nargs="?",
+        const=str(Path(__file__).resolve().parent / "data" / "smollm2_vectors"),
+        default=None,
+        help="folder of position<k>.pt files (SmolLM2; default: the stored ones)",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny CI models, exact vectors computed here")
     parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--budget", type=int, default=None,
-                        help="candidate_budget (default: the settings' default for the model's vocabulary)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="candidate_budget (default: the settings' default for the model's vocabulary)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.tiny:

@@ -23,11 +23,15 @@ def main() -> None:
     args = parser.parse_args()
 
     tokenizer = byte_bpe_tokenizer(paper_prompts(), vocab_size=args.vocab_size)
-    model = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_head=4, n_positions=256, initializer_range=0.1, seed=args.seed)
+    model = tiny_gpt2(
+        len(tokenizer), n_layer=2, n_embd=64, n_head=4, n_positions=256, initializer_range=0.1, seed=args.seed
+    )
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    print(f"wrote a tiny GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"|V| = {len(tokenizer)}) to {args.out}")
+    print(
+        f"wrote a tiny GPT-2 ({sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"|V| = {len(tokenizer)}) to {args.out}"
+    )
 
 
 if __name__ == "__main__":

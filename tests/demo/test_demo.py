@@ -57,11 +57,16 @@ def test_true_quantities_match_brute_force_enumeration(grammar):
         p, r = [index[w] for w in prompt.split()], [index[w] for w in response.split()]
         truth = true_quantities(grammar, p, r)
         for k in range(len(p)):
-            joint_prompt = torch.tensor([log_probability(grammar, p[:k] + [v] + p[k + 1:]) for v in range(len(grammar.words))])
-            joint_context = torch.tensor([log_probability(grammar, p[:k] + [v] + p[k + 1:] + r)
-                                          for v in range(len(grammar.words))])
+            joint_prompt = torch.tensor(
+                [log_probability(grammar, p[:k] + [v] + p[k + 1 :]) for v in range(len(grammar.words))]
+            )
+            joint_context = torch.tensor(
+                [log_probability(grammar, p[:k] + [v] + p[k + 1 :] + r) for v in range(len(grammar.words))]
+            )
             q_prompt, q_context = torch.log_softmax(joint_prompt, -1), torch.log_softmax(joint_context, -1)
-            assert truth.attribution_score[k].item() == pytest.approx((q_context[p[k]] - q_prompt[p[k]]).item(), abs=1e-9)
+            assert truth.attribution_score[k].item() == pytest.approx(
+                (q_context[p[k]] - q_prompt[p[k]]).item(), abs=1e-9
+            )
             assert truth.entropy_prompt[k].item() == pytest.approx(entropy(q_prompt).item(), abs=1e-9)
             assert truth.entropy_context[k].item() == pytest.approx(entropy(q_context).item(), abs=1e-9)
 
@@ -85,11 +90,27 @@ def test_spearman():
     assert np.isnan(spearman([5, 5, 5], [1, 2, 3]))
 
 
+@pytest.mark.integration
 def test_demo_command_trains_and_prints_the_convergence_table(tmp_path):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
     completed = subprocess.run(
-        [sys.executable, "-m", "probattr_monitor", "demo", "--out", str(tmp_path / "demo"), "--max-steps", "60",
-         "--save-steps", "30"], capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            "-m",
+            "probattr_monitor",
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--max-steps",
+            "60",
+            "--save-steps",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = completed.stdout
     assert "true noise tokens of the process" in out and "convergence by checkpoint" in out

@@ -9,12 +9,21 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
-from probattr_monitor.probes.estimator import (MIXTURE_FLOOR, allocate_draws, draw_without_replacement, estimate,
-                                                heavy_tail_inflation, mixture_weights, select_head, sequential_terms,
-                                                tail_proposal)
+from probattr_monitor.probes.estimator import (
+    MIXTURE_FLOOR,
+    allocate_draws,
+    draw_without_replacement,
+    estimate,
+    heavy_tail_inflation,
+    mixture_weights,
+    select_head,
+    sequential_terms,
+    tail_proposal,
+)
 from probattr_monitor.probes.quantities import position_quantities
-from probattr_monitor.demo.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+
+from ..large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 
 NUMERICAL = 1e-4  # the exact engine's own accuracy against float64: intervals count as covering within it
 FIELDS = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
@@ -192,7 +201,8 @@ RESPONSES = [" a barn .", " the bus .", " cat slowly ."]
 def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
     tokenizer, _ = big_tokenizer
     model = build(len(tokenizer), initializer_range=0.02, seed=1)
-    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    settings = ProbeSettings(progress=False)
+    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, settings)
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
 
 
@@ -202,7 +212,9 @@ def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_p
     exact = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="exact", progress=False)
     # peaked: every posterior sits on a handful of the 4,096 tokens (flat would be log 4096 = 8.3 nats)
     assert max(t.entropy_context for t in exact.tokens) < 3.0
-    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    within, coverage, ratio, disagreements = compare(
+        model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False)
+    )
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
 
 
@@ -212,7 +224,9 @@ def test_error_bars_stay_honest_on_a_chaotic_model(big_tokenizer):
     intervals, uncertain flags) rather than report wrong values with small error bars."""
     tokenizer, _ = big_tokenizer
     model = tiny_gpt2(len(tokenizer), initializer_range=0.5, seed=1)
-    within, coverage, ratio, disagreements = compare(model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False))
+    within, coverage, ratio, disagreements = compare(
+        model, tokenizer, PROMPTS, RESPONSES, ProbeSettings(progress=False)
+    )
     assert coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio, disagreements)
 
 
@@ -227,7 +241,9 @@ def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_toke
     assert result.summary["candidates"] == "budget"
     # the default budget is a fifth of these 3,426 tokens (685 candidates), so a fifth of exact's cost
     assert result.summary["token_forwards"] <= len(tokenizer) // 5 * sum(
-        len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k for k in range(len(result.prompt_token_ids)))
+        len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k
+        for k in range(len(result.prompt_token_ids))
+    )
 
 
 def test_default_budget_is_768_candidates_or_a_fifth_of_the_vocabulary():
@@ -252,10 +268,20 @@ def test_select_head_fills_its_size_with_the_actual_token_and_each_ranking_in_tu
 def test_small_budgets_are_respected(big_tokenizer, budget):
     tokenizer, _ = big_tokenizer
     model = tiny_gpt2(len(tokenizer), seed=2)
-    result = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="budget",
-                   candidate_budget=budget, top_k=5, progress=False)
-    suffix_tokens = sum(len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k
-                        for k in range(len(result.prompt_token_ids)))
+    result = probe(
+        model,
+        tokenizer,
+        PROMPTS[0],
+        responses=RESPONSES[0],
+        candidates="budget",
+        candidate_budget=budget,
+        top_k=5,
+        progress=False,
+    )
+    suffix_tokens = sum(
+        len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k
+        for k in range(len(result.prompt_token_ids))
+    )
     assert 0 < result.summary["token_forwards"] <= budget * suffix_tokens
     assert all(math.isfinite(t.attribution_score) and math.isfinite(t.entropy_context_stderr) for t in result.tokens)
 

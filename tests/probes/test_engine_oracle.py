@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probattr_monitor import probe
-from probattr_monitor.probes.quantities import position_quantities
+from probattr_monitor.probes.quantities import QUANTITIES, position_quantities
 from probattr_monitor.probes.reference import score_naive
 
 from ..conftest import build_model
@@ -35,7 +35,7 @@ def assert_matches_oracle(model, result):
     assert len(result.tokens) == len(result.prompt_token_ids)
     for k, token in enumerate(result.tokens):
         assert token.position == k and token.token_id == result.prompt_token_ids[k]
-        for name in ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context"):
+        for name in QUANTITIES:
             expected = float(getattr(stats, name)[k])
             assert abs(getattr(token, name) - expected) < TOL, (name, k, getattr(token, name), expected)
         assert [c.prob for c in token.top_prompt] == pytest.approx(stats.top_prompt_probs[k].tolist(), abs=TOL)

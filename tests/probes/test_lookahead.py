@@ -90,8 +90,17 @@ def test_sampler_strata_split_the_tail_and_count_the_lookahead():
     b = -3 * torch.rand(vocab, generator=generator, dtype=torch.float64)
     look_ids = torch.topk(a, 200).indices
     actual = int(a.argmin())  # not looked ahead
-    sampler = PositionSampler(a, torch.zeros_like(a), torch.zeros_like(a), actual, 20,
-                              lambda ids: (b[ids], torch.zeros_like(b[ids]), 5 * ids.shape[0]), look_ids, b[look_ids], 200)
+    sampler = PositionSampler(
+        a,
+        torch.zeros_like(a),
+        torch.zeros_like(a),
+        actual,
+        20,
+        lambda ids: (b[ids], torch.zeros_like(b[ids]), 5 * ids.shape[0]),
+        look_ids,
+        b[look_ids],
+        200,
+    )
     inside, outside = (stratum.components.sum(0) > 0 for stratum in sampler.strata)
     in_head = torch.zeros(vocab, dtype=torch.bool)
     in_head[sampler.head] = True
@@ -143,8 +152,13 @@ def test_a_stratum_of_one_draw_is_not_reported_as_exact():
     b = torch.tensor([-1.0, -2.0, -0.5, -3.0], dtype=torch.float64)
     c = torch.tensor([-1.0, -1.5, -4.0, -2.0], dtype=torch.float64)
     head, drawn = torch.tensor([0, 1]), torch.tensor([2])
-    one = TailSample((a + b)[drawn], (a + b + c)[drawn], c[drawn], torch.tensor([0.5], dtype=torch.float64),
-                     torch.tensor([0.5], dtype=torch.float64))
+    one = TailSample(
+        (a + b)[drawn],
+        (a + b + c)[drawn],
+        c[drawn],
+        torch.tensor([0.5], dtype=torch.float64),
+        torch.tensor([0.5], dtype=torch.float64),
+    )
     result = estimate_strata((a + b)[head], (a + b + c)[head], c[head], [one], float(c[0]))
     assert all(result.stderrs[name] > 0 for name in FIELDS)
     assert len(result.stratum_variances) == 1 and result.stratum_variances[0] > 0
