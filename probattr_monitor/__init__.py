@@ -7,7 +7,7 @@ Example:
 """
 
 from .api import probe
-from .callbacks import ProbAttrCallback
+from .callbacks import ProbAttrCallback, ProbAttrEarlyStopping
 from .probes.errors import ProbeInputError
 from .probes.result import ProbeResult, TokenAttribution
 from .probes.settings import ProbeSettings
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ProbAttrCallback",
+    "ProbAttrEarlyStopping",
     "probe",
     "ProbeSettings",
     "ProbeResult",

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb"),
                        help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep)")
     sweep.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
+    add_rule_argument(sweep)
     add_prompt_arguments(sweep)
     sweep.set_defaults(handler=run_sweep_command)
 
@@ -86,8 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("--out", metavar="DIR", help="where the sweep wrote its results, if not RUN_DIR")
+    add_rule_argument(report)
     report.set_defaults(handler=run_report_command)
     return parser
+
+
+def add_rule_argument(parser: argparse.ArgumentParser) -> None:
+    """``--rule``: how the checkpoint is recommended (``monitoring.decision``)."""
+    from .monitoring.decision import DEFAULT_RULE, RULES
+
+    parser.add_argument("--rule", default=DEFAULT_RULE, choices=tuple(RULES),
+                        help=f"how to recommend a checkpoint (default {DEFAULT_RULE}, the rule the signal study "
+                             "supports; see the README)")
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +228,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     config = SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints, steps=args.steps, out=args.out,
                          tokenizer=args.tokenizer, prompts=prompts_from_args(args),
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
-                         dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress)
+                         dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
+                         rule=args.rule)
     summary = run_sweep(config)
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
@@ -228,7 +240,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     """``probattr-monitor report``."""
     from .sweep import report_run
 
-    path = report_run(args.run_dir, out=args.out)
+    path = report_run(args.run_dir, out=args.out, rule=args.rule)
     print(f"wrote {path}")
     return EXIT_OK
 

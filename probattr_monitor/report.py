@@ -39,7 +39,7 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
         rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
         records: ``{checkpoint name: RunRecord (or its dict)}``, all made with one settings key and
             prompt set (the caller groups them; see ``sweep.report_run``).
-        recommended: ``{"step", "checkpoint"}`` or ``None``.
+        recommended: ``{"step", "checkpoint", "rule", "reason"}`` or ``None``.
         title: shown at the top (escaped).
         shown: which settings and prompt set the records were made with (shown when given).
         hidden: one line per group of records left out because another key made them.
@@ -61,7 +61,7 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
     ]
     if recommended:
         parts.append(f"<p class='recommended' id='recommendation'>Recommended: <b>{esc(recommended['checkpoint'])}</b> "
-                     f"(step {esc(recommended['step'])}): the fewest noise tokens; ties go to the earliest step.</p>")
+                     f"(step {esc(recommended['step'])}): {esc(recommended.get('reason', ''))}.</p>")
     else:
         parts.append("<p class='recommended' id='recommendation'>No checkpoint could be scored.</p>")
     if shown:
@@ -70,6 +70,7 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
         parts.append(f"<p class='muted hidden-records'>Not shown: {esc(line)}.</p>")
     parts.append("<h2>Noise tokens and eval loss by step</h2>")
     parts.append(_curve(rows, recommended))
+    parts.append(_statistics(rows, recommended))
     parts.append(_rows_table(rows, recommended))
     parts.append(f"<h2>Entropy against attribution score</h2><p class='muted'>Shaded: the noise region "
                  f"(|AS| &le; {esc(settings.as_band)}, {esc(settings.noise_entropy)} "
@@ -159,6 +160,72 @@ def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     return "".join(svg)
 
 
+STATISTIC_CHARTS = (
+    ("log_p_response", "mean log P(response | prompt)", "higher: the fixed responses are likelier"),
+    ("soft_noise", "soft noise (nats)", "lower: fewer tokens that nothing pins down"),
+    ("drift_attribution", "drift: mean |dAS| (nats)", "towards 0: the run has settled"),
+)
+
+
+def _statistics(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+    """Small line charts of the convergence statistics against step, each on its own labelled
+    scale, with the settled region (``statistics.plateau_start``) shaded and the recommendation marked."""
+    from .monitoring.statistics import PLATEAU_DRIFT, plateau_start
+
+    settled = plateau_start(rows)
+    steps = [r["step"] for r in rows]
+    if not steps:
+        return ""
+    span = (min(steps), max(steps))
+    marked = recommended["step"] if recommended else None
+    charts = [_statistic_chart(key, title, hint, points, span, settled, marked)
+              for key, title, hint in STATISTIC_CHARTS
+              if len(points := [(r["step"], r[key]) for r in rows if r.get(key) is not None]) >= 2]
+    if not charts:
+        return ""
+    note = (f"Shaded: settled, from step {settled} on (drift at most {PLATEAU_DRIFT} nats)." if settled is not None
+            else "The run has not settled (drift above the plateau threshold at the last checkpoint).")
+    return ("<h2>Convergence statistics by step</h2><p class='muted' id='plateau'>" + esc(note)
+            + " Dashed: the recommended checkpoint.</p><div class='grid'>" + "".join(charts) + "</div>")
+
+
+def _statistic_chart(key: str, title: str, hint: str, points: list, span: tuple, settled: Optional[int],
+                     marked: Optional[int]) -> str:
+    """One small chart of ``points`` (``[(step, value)]``) on a scale of its own."""
+    from .monitoring.statistics import PLATEAU_DRIFT
+
+    width, height, left, bottom, top = 300, 170, 52, 30, 14
+    low_step, high_step = span
+    low, high = min(v for _, v in points), max(v for _, v in points)
+    high = high if high > low else low + 1.0
+
+    def x(step):
+        return left + (step - low_step) / ((high_step - low_step) or 1) * (width - left - 10)
+
+    def y(value):
+        return top + (1 - (value - low) / (high - low)) * (height - top - bottom)
+
+    svg = [f"<figure class='stat' id='stat-{key}'><svg width='{width}' height='{height}' role='img' "
+           f"aria-label='{esc(title)} by step'>"]
+    if settled is not None:
+        svg.append(f"<rect x='{x(settled):.1f}' y='{top}' width='{x(high_step) - x(settled):.1f}' "
+                   f"height='{height - top - bottom}' class='plateau'><title>settled from step {settled}: "
+                   f"drift at most {PLATEAU_DRIFT} nats</title></rect>")
+    svg += [f"<line x1='{left}' y1='{height - bottom}' x2='{width - 10}' y2='{height - bottom}' class='axis'/>",
+            f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' class='axis'/>",
+            f"<text x='{left - 4}' y='{top + 8}' class='label' text-anchor='end'>{high:.3g}</text>",
+            f"<text x='{left - 4}' y='{height - bottom}' class='label' text-anchor='end'>{low:.3g}</text>",
+            f"<text x='{left}' y='{height - 12}' class='label'>step {low_step}</text>",
+            f"<text x='{width - 10}' y='{height - 12}' class='label' text-anchor='end'>step {high_step}</text>"]
+    if marked is not None:
+        svg.append(f"<line x1='{x(marked):.1f}' y1='{top}' x2='{x(marked):.1f}' y2='{height - bottom}' class='best'/>")
+    svg.append("<polyline class='stat-line' points='" + " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points) + "'/>")
+    svg += [f"<circle cx='{x(s):.1f}' cy='{y(v):.1f}' r='2.5' class='stat-point'><title>step {s}: {v:.4g}</title>"
+            "</circle>" for s, v in points]
+    svg.append(f"</svg><figcaption>{esc(title)}<br><span class='muted'>{esc(hint)}</span></figcaption></figure>")
+    return "".join(svg)
+
+
 def _rows_table(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     head = (
         "step",
@@ -217,6 +284,12 @@ def _scatter(row: dict, record: dict, settings) -> str:
             f"fill='{COLOURS[index % len(COLOURS)]}'><title>prompt {index}, {esc(repr(token['token']))}: "
             f"AS {token['attribution_score']:+.3f}, H {token[name]:.3f}</title></circle>"
         )
+    out.append(f"<text x='{pad}' y='{height - 6}' class='label'>{-reach:.2g}</text>"
+               f"<text x='{x(0):.1f}' y='{height - 6}' class='label' text-anchor='middle'>AS 0</text>"
+               f"<text x='{width - pad}' y='{height - 6}' class='label' text-anchor='end'>{reach:.2g}</text>"
+               f"<text x='{pad - 3}' y='{pad + 8}' class='label' text-anchor='end'>{top:.2g}</text>"
+               f"<text x='{pad - 3}' y='{height - pad}' class='label' text-anchor='end'>0</text>"
+               f"<text x='{pad + 3}' y='{pad - 6}' class='label'>H (nats)</text>")
     out.append(f"</svg><figcaption>{esc(row['checkpoint'])}: {esc(row['noise_tokens'])} noise</figcaption></figure>")
     return "".join(out)
 
@@ -277,7 +350,8 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h
 table.rows{border-collapse:collapse;margin-top:12px}table.rows td,table.rows th{border:1px solid #ddd;padding:3px 8px;
 font-size:13px;text-align:right}.best-row{background:#e8f5e9;font-weight:bold}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.scatter{margin:0}.scatter figcaption{font-size:12px;text-align:center}
-.noise-region{fill:#ddd}.scroll{overflow-x:auto}.prompt{font-style:italic}
+.noise-region{fill:#ddd}.plateau{fill:#e3f2fd}.stat{margin:0}.stat figcaption{font-size:12px;text-align:center}
+.stat-line{fill:none;stroke:#6a1b9a;stroke-width:1.5}.stat-point{fill:#6a1b9a}.scroll{overflow-x:auto}.prompt{font-style:italic}
 table.heatmap{border-collapse:collapse;font-size:12px}table.heatmap th{font-weight:normal;padding:2px 6px;
 white-space:pre;text-align:left}td.cell{padding:2px 4px;border:1px solid #fff;white-space:pre}
 td.noise{outline:2px solid #000;outline-offset:-2px}td.response{color:#555;padding-left:10px;white-space:pre}

@@ -8,11 +8,11 @@ a rerun finishes the rest. Under ``torchrun`` / ``accelerate launch`` the checkp
 across processes (round robin), and rank 0 merges, logs and summarises.
 
 Outputs (into the run folder, or ``out``): ``sweep_summary.csv`` and ``sweep_summary.json``
-(``{"recommended": {"step", "checkpoint"}, "rows": [...]}``), and the HTML report. Summaries use
+(``{"recommended": {"step", "checkpoint", "rule", "reason"}, "rows": [...]}``), and the HTML
+report. Summaries use
 only records made with this sweep's settings and prompt set (:class:`~monitoring.record.RecordKey`);
 a sweep holds a lock on the folder it writes records into, so two sweeps never mix their records.
-The recommendation is the checkpoint with the fewest noise tokens; ties go to the earliest step
-(what ``Trainer`` keeps with ``metric_for_best_model="probattr_noise_tokens"``).
+The recommendation follows ``monitoring.decision`` (the rule the signal study supports), and says why.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, read_trainer_state, select_steps
-from .monitoring.metrics import SUMMARY_KEYS
+from .monitoring.decision import DEFAULT_RULE, recommend
+from .monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from .monitoring.record import RESULTS_FILE, PromptSet, RecordKey, RunRecord
 from .monitoring.run import ProbeRun, probe_record, run_probes
+from .monitoring.statistics import drift
 from .probes.errors import ProbeInputError, one_line
 from .probes.result import ProbeResult
 from .probes.settings import ProbeSettings
@@ -35,8 +37,8 @@ from .prompts import paper_prompts
 from .storage import write_json_atomic, write_text_atomic
 
 SUMMARY_CSV, SUMMARY_JSON = "sweep_summary.csv", "sweep_summary.json"
-ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, "invalid_prompts", "eval_loss", "seconds",
-            "reused")
+ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts", "eval_loss",
+            "seconds", "reused")
 LOCK_FILE = ".probattr-sweep.lock"
 
 
@@ -54,6 +56,7 @@ class SweepConfig:
         prompts, responses: the prompt set; ``responses=None`` means greedy continuations.
         settings: :class:`ProbeSettings`.
         report_to: ``"tensorboard"`` and/or ``"wandb"``.
+        rule: the recommendation rule (``monitoring.decision.RULES``).
     """
 
     run_dir: Optional[str] = None
@@ -70,6 +73,7 @@ class SweepConfig:
     trust_remote_code: bool = False
     progress: bool = True
     report: bool = True
+    rule: str = DEFAULT_RULE
 
     @property
     def prompt_set(self) -> PromptSet:
@@ -232,23 +236,29 @@ def load_records(checkpoints: Sequence[Checkpoint], path_of) -> dict[str, RunRec
 def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, key: Optional[RecordKey] = None,
                  reused: Sequence[int] = ()) -> list[dict]:
     """One summary row (``ROW_KEYS``) per checkpoint, from its record; a checkpoint with no record,
-    or only one made with other settings or prompts than ``key`` (when given), is ``failed``."""
+    or only one made with other settings or prompts than ``key`` (when given), is ``failed``. The
+    drift columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.statistics``)."""
     losses = eval_losses(checkpoints)
     rows = []
+    previous: list = []
     for checkpoint in checkpoints:
         record = records.get(checkpoint.name)
         if record is None or (key is not None and not record.matches(key)):
             why = "no probattr.json record" if record is None else (
                 "its probattr.json was made with other settings or prompts")
             row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
-                   **{name: None for name in (*SUMMARY_KEYS, "invalid_prompts")}, "seconds": None}
+                   **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None}
         else:
+            results = [ProbeResult.from_dict(r) for r in record.results]
+            changes: dict[str, Any] = drift(previous, results) if previous else dict.fromkeys(DRIFT_KEYS)
+            previous = results if record.ok and results else previous
             row = {
                 "step": checkpoint.step,
                 "checkpoint": checkpoint.name,
                 "status": record.status,
                 "error": record.error,
                 **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
+                **changes,
                 "seconds": record.probe_seconds,
             }
         row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
@@ -262,8 +272,8 @@ def summarise(
     """Rows from ``records`` made with this sweep's key, the recommendation, and the CSV / JSON
     summaries (atomic)."""
     rows = collect_rows(checkpoints, records, config.key, reused)
-    recommended = recommend(rows)
-    write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "tie_break": "earliest step", "rows": rows})
+    recommended = recommend(rows, config.rule, fixed_responses=config.prompt_set.response_mode == "fixed")
+    write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "rows": rows})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_KEYS)
     writer.writeheader()
@@ -272,7 +282,7 @@ def summarise(
     return SweepSummary(rows=rows, recommended=recommended, output_dir=folder, computed=computed, reused=reused)
 
 
-def report_run(run_dir, out=None) -> Path:
+def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
     """Write the HTML report of a run folder from the ``probattr.json`` records of its checkpoints
     (written by a sweep, or by the callback during training); returns the report's path.
 
@@ -302,20 +312,16 @@ def report_run(run_dir, out=None) -> Path:
         folder,
         rows,
         groups[key],
-        recommend(rows),
+        recommend(rows, rule, fixed_responses=_fixed(groups[key])),
         title=str(Path(run_dir).resolve()),
         shown=key.describe() if key else None,
         hidden=others,
     )
 
 
-def recommend(rows: Sequence[dict]) -> Optional[dict]:
-    """The ``ok`` row with the fewest noise tokens, the earliest on ties; ``None`` if none is ok."""
-    candidates = [r for r in rows if r["status"] == "ok" and r["noise_tokens"] is not None]
-    if not candidates:
-        return None
-    best = min(candidates, key=lambda r: (r["noise_tokens"], r["step"]))
-    return {"step": best["step"], "checkpoint": best["checkpoint"]}
+def _fixed(records: dict) -> bool:
+    """Whether ``records`` scored fixed responses (the same ids at every checkpoint)."""
+    return all(r.prompt_set.get("response_mode") == "fixed" for r in records.values())
 
 
 def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
@@ -396,8 +402,8 @@ def print_summary(summary: SweepSummary, console) -> None:
     console.print(table)
     if summary.recommended:
         console.print(
-            f"recommended: [bold green]{escape(summary.recommended['checkpoint'])}[/] (fewest noise tokens; "
-            "ties go to the earliest step)"
+            f"recommended: [bold green]{escape(summary.recommended['checkpoint'])}[/] - "
+            f"{escape(summary.recommended['reason'])}"
         )
     for row in summary.rows:
         if row["status"] != "ok":

@@ -87,14 +87,18 @@ def test_report_command_builds_from_callback_records(tmp_path, plain_run):
     from .callbacks.helpers import make_trainer
 
     run = tmp_path / "run"
-    make_trainer(run, [ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2)], max_steps=4, save_steps=2,
-                 evaluate=True).train()
+    callback = ProbAttrCallback(prompts=PROMPTS, responses=[" the mat", " in the tree"])
+    make_trainer(run, [callback], max_steps=6, save_steps=2, evaluate=True).train()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     completed = subprocess.run([sys.executable, "-m", "probattr_monitor", "report", str(run)], capture_output=True,
                                text=True, timeout=120, env=env)
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = (run / REPORT_FILE).read_text(encoding="utf-8")
     assert "checkpoint-2" in text and "checkpoint-4" in text and "Recommended:" in text
+    assert "the latest checkpoint whose log P(response | prompt)" in text, "the reason is printed"
+    for key in ("log_p_response", "soft_noise", "drift_attribution"):
+        assert f"id='stat-{key}'" in text, key
+    assert "id='plateau'" in text and "H (nats)" in text and "AS 0" in text, "scatter plots have axes"
     bare = subprocess.run([sys.executable, "-m", "probattr_monitor", "report", str(plain_run)], capture_output=True,
                           text=True, timeout=120, env=env)
     assert bare.returncode == 2 and "no probattr.json in the checkpoints" in bare.stderr

@@ -110,8 +110,10 @@ def test_sweep_matches_the_callback_and_logs_at_the_right_steps(plain_run, callb
     assert [(r["train/global_step"], r["probattr/noise_tokens"]) for r in history] == [
         (row["step"], row["noise_tokens"]) for row in summary.rows
     ]
-    best = min(summary.rows, key=lambda row: (row["noise_tokens"], row["step"]))
-    assert summary.recommended == {"step": best["step"], "checkpoint": best["checkpoint"]}
+    best = min(summary.rows, key=lambda row: (row["eval_loss"], row["step"]))  # generated responses: eval loss
+    assert {k: summary.recommended[k] for k in ("step", "checkpoint", "rule")} == \
+        {"step": best["step"], "checkpoint": best["checkpoint"], "rule": "lowest_eval_loss"}
+    assert "the responses are generated, not fixed" in summary.recommended["reason"]
     on_disk = json.loads((tmp_path / "out" / SUMMARY_JSON).read_text())
     assert on_disk["recommended"] == summary.recommended and stable(on_disk["rows"]) == stable(summary.rows)
     csv_lines = (tmp_path / "out" / SUMMARY_CSV).read_text().splitlines()

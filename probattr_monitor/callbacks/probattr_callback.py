@@ -18,9 +18,10 @@ from typing import Any, Optional, Sequence, Union
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..monitoring.metrics import SUMMARY_KEYS, run_summary
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS, run_summary
 from ..monitoring.record import PromptSet, RunRecord
 from ..monitoring.run import ProbeRun, probe_record, run_probes
+from ..monitoring.statistics import drift
 from ..probes.errors import one_line
 from ..probes.settings import ProbeSettings
 from ..prompts import paper_prompts, read_prompts_file
@@ -148,6 +149,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._sinks = GuardedSinks([], strict=strict)
         self._handler = None  # the Trainer's CallbackHandler, when attached
         self._last: Optional[ProbeRun] = None  # the latest probe run
+        self._previous_results: list = []  # the latest results, for drift
 
     def attach(self, trainer) -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
@@ -235,8 +237,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         run = self._probe(args, state, model)
         if metrics is None:
             return
-        summary = run_summary(run.results) if run.error is None else {}
-        for key in SUMMARY_KEYS:
+        summary = {**run_summary(run.results), **run.drift} if run.error is None else {}
+        for key in (*SUMMARY_KEYS, *DRIFT_KEYS):
             if summary.get(key) is not None:
                 metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
         compared = args.metric_for_best_model or ""
@@ -282,6 +284,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             )
         if run.error is not None:
             self.errors += 1
+        elif self._previous_results:
+            run.drift = drift(self._previous_results, run.results)
+        if run.results:
+            self._previous_results = run.results
         self._freeze(run)
         self._last = run
         if state.is_world_process_zero and self._sinks.sinks and run.step not in self.logged_steps:
@@ -299,6 +305,15 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 text = self.tokenizer.decode(result.response_token_ids, skip_special_tokens=True)
                 if text.strip():
                     self.responses[index] = [int(i) for i in result.response_token_ids]
+
+    def log_scalars(self, step: int, scalars: dict) -> None:
+        """Write ``{tag: value}`` at ``step`` through this callback's sinks (rank 0), guarded like
+        every other write: other callbacks (``ProbAttrEarlyStopping``) log through here."""
+        from ..sinks import ProbeRecord
+
+        if self._sinks.sinks:
+            self._guarded(lambda: self._sinks.write(ProbeRecord(step=step, scalars=dict(scalars))),
+                          f"logging at step {step}")
 
     def _write_sinks(self, run: ProbeRun) -> None:
         record = probe_record(run, self.settings, errors=self.errors, figures=self.log_figures)

@@ -125,19 +125,27 @@ class HiddenMarkovGrammar:
             sentence.append(word)
             state = rng.choice(len(self.states), p=self.transition[state])
 
+    @staticmethod
+    def topic_of(sentence: str) -> str:
+        """The topic of a sentence: every sentence has one verb, and verbs belong to one topic."""
+        words = set(sentence.split())
+        return next(t for t in TOPICS if words & set(TRANSITIVE[t] + INTRANSITIVE[t]))
+
     def corpus(self, count: int, seed: int) -> list[str]:
         """``count`` sentences as text, reproducible from ``seed``."""
         rng = np.random.default_rng(seed)
         return [" ".join(self.sample(rng)) for _ in range(count)]
 
 
-def word_tokenizer(grammar: HiddenMarkovGrammar):
-    """A word-level tokenizer whose tokens are exactly the grammar's words (+ BOS, PAD)."""
+def word_tokenizer(grammar: HiddenMarkovGrammar, extra_words: int = 0):
+    """A word-level tokenizer whose tokens are exactly the grammar's words (+ BOS, PAD), and
+    ``extra_words`` made-up words the grammar never emits (``zq0x``, ``zq1x``, ...): a vocabulary of
+    real size whose extra mass a model must learn to give up."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocabulary = {BOS: 0, EOS: 1, PAD: 2}
-    for word in grammar.words:
+    for word in [*grammar.words, *(f"zq{i}x" for i in range(extra_words))]:
         vocabulary.setdefault(word, len(vocabulary))
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

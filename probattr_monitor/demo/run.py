@@ -13,19 +13,28 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..monitoring.decision import DEFAULT_RULE, recommend
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..probes.settings import ProbeSettings
+from ..storage import write_json_atomic
 from .grammar import HiddenMarkovGrammar, word_tokenizer
 from .truth import next_word_distributions, true_quantities
 
 
 @dataclass
 class DemoConfig:
-    """Demo settings; the defaults run in a few minutes on 2 CPU cores."""
+    """Demo settings; the defaults run in about a minute on 2 CPU cores.
+
+    The study (``benchmarks/signal_study.py``) varies the regime: ``n_layer`` / ``n_embd``
+    (capacity), ``learning_rate`` (stability), ``extra_words`` (a vocabulary of real size, probed
+    with the budget policy), and ``init_from`` + ``train_topic`` (a converged model fine-tuned on a
+    narrow slice of the process: its own eval loss falls while it forgets the rest).
+    """
 
     output_dir: str = "out/demo"
     max_steps: int = 2000
@@ -40,23 +49,25 @@ class DemoConfig:
     seed: int = 0
     report_to: Sequence[str] = ("tensorboard",)
     settings: ProbeSettings = field(default_factory=ProbeSettings)
+    extra_words: int = 0
+    init_from: Optional[str] = None
+    train_topic: Optional[str] = None
+    rule: str = DEFAULT_RULE
 
 
-@dataclass
-class CheckpointRow:
-    """One line of the convergence table."""
-
-    step: int
-    eval_loss: Optional[float]
-    kl_to_truth: float
-    noise_tokens: int
-    true_noise_tokens: int
-    mean_abs_as_error: float
+ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
+               "true_noise_tokens", "mean_abs_as_error")
+SUMMARY_FILE = "demo_summary.json"
 
 
 @dataclass
 class DemoReport:
+    """What the demo found: one row per checkpoint (:data:`ROW_COLUMNS`), the recommendation
+    (``{"step", "checkpoint", "rule", "reason", "regret"}``: regret = KL(recommended) / min KL),
+    Spearman correlations across checkpoints, and times."""
+
     rows: list = field(default_factory=list)
+    recommended: Optional[dict] = None
     correlations: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     probe_seconds: float = 0.0
@@ -119,7 +130,8 @@ def kl_to_truth(model, tokenizer, grammar: HiddenMarkovGrammar, sentences: Seque
 
 
 def run_demo(config: DemoConfig, console=None) -> DemoReport:
-    """Train with the callback, then build the convergence table (see module docstring)."""
+    """Train with the callback, then build the convergence table and ``demo_summary.json`` (see
+    the module docstring)."""
     from rich.console import Console
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
@@ -129,69 +141,50 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     console = console or Console()
     began = time.perf_counter()
     grammar = HiddenMarkovGrammar.build()
-    tokenizer = word_tokenizer(grammar)
+    tokenizer = word_tokenizer(grammar, extra_words=config.extra_words)
     corpus = grammar.corpus(config.train_sentences + config.held_out_sentences, seed=config.seed)
     train, held_out = corpus[: config.train_sentences], corpus[config.train_sentences:]
+    evaluated = held_out
+    if config.train_topic is not None:  # a narrow slice: train and evaluate on one topic only
+        train = [s for s in train if grammar.topic_of(s) == config.train_topic]
+        evaluated = [s for s in held_out if grammar.topic_of(s) == config.train_topic]
     prompts, responses = probe_set(grammar, config.probe_prompts, seed=config.seed + 1)
 
     word_index = {word: i for i, word in enumerate(grammar.words)}
     truths = [true_quantities(grammar, [word_index[w] for w in p.split()], [word_index[w] for w in r.split()])
               for p, r in zip(prompts, responses)]
-    true_noise = sum(
-        int(
-            (
-                (t.attribution_score.abs() <= config.settings.as_band)
-                & (t.entropy_context >= config.settings.entropy_threshold)
-            ).sum()
-        )
-        for t in truths
-    )
+    band, threshold = config.settings.as_band, config.settings.entropy_threshold
+    true_noise = sum(int(((t.attribution_score.abs() <= band) & (t.entropy_context >= threshold)).sum())
+                     for t in truths)
     console.print(
-        f"grammar: {len(grammar.words)} words, {len(grammar.states)} hidden states; "
+        f"grammar: {len(grammar.words)} words, {len(grammar.states)} hidden states; vocabulary {len(tokenizer)}; "
         f"{len(train)} training sentences; {len(prompts)} probe prompts"
     )
     console.print(f"true noise tokens of the process (the floor a converged model approaches): {true_noise}")
 
     def encode(sentence: str) -> dict:
-        ids = (
-            [tokenizer.bos_token_id]
-            + tokenizer(sentence, add_special_tokens=False)["input_ids"]
-            + [tokenizer.eos_token_id]
-        )
+        ids = [tokenizer.bos_token_id] + tokenizer(sentence, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id]
         return {"input_ids": ids, "attention_mask": [1] * len(ids)}
 
-    model = tiny_gpt2(
-        len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32, seed=config.seed
-    )
+    model: Any
+    if config.init_from is not None:
+        model = AutoModelForCausalLM.from_pretrained(config.init_from)
+    else:
+        model = tiny_gpt2(len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32,
+                          seed=config.seed)
     callback = ProbAttrCallback(prompts=prompts, responses=responses, settings=config.settings)
     args = TrainingArguments(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        save_steps=config.save_steps,
-        eval_strategy="steps",
-        eval_steps=config.save_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.save_steps // 3,
-        weight_decay=0.0,
-        use_cpu=True,
-        report_to=list(config.report_to),
-        logging_steps=config.save_steps // 3,
-        seed=config.seed,
-        data_seed=config.seed,
-        disable_tqdm=True,
-        save_total_limit=None,
+        output_dir=config.output_dir, max_steps=config.max_steps, save_steps=config.save_steps,
+        eval_strategy="steps", eval_steps=config.save_steps, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=64, learning_rate=config.learning_rate, warmup_steps=config.save_steps // 3,
+        weight_decay=0.0, use_cpu=True, report_to=list(config.report_to), logging_steps=config.save_steps // 3,
+        seed=config.seed, data_seed=config.seed, disable_tqdm=True, save_total_limit=None,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=[encode(s) for s in train],
-        eval_dataset=[encode(s) for s in held_out],
-        processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[callback],
-    )
+    trainer = Trainer(model=model, args=args, train_dataset=[encode(s) for s in train],
+                      eval_dataset=[encode(s) for s in evaluated], processing_class=tokenizer,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    callback.attach(trainer)
     trainer.train()
 
     report = DemoReport(true_noise_tokens=true_noise, output_dir=config.output_dir)
@@ -201,64 +194,58 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         folder = Path(config.output_dir) / f"checkpoint-{step}"
         record = json.loads((folder / "probattr.json").read_text(encoding="utf-8"))
         report.probe_seconds += record["probe_seconds"]
-        errors = [
-            abs(token["attribution_score"] - float(truth.attribution_score[token["position"]]))
-            for result, truth in zip(record["results"], truths)
-            for token in result["tokens"]
-        ]
+        errors = [abs(token["attribution_score"] - float(truth.attribution_score[token["position"]]))
+                  for result, truth in zip(record["results"], truths) for token in result["tokens"]]
         checkpoint_model = AutoModelForCausalLM.from_pretrained(folder)
-        report.rows.append(
-            CheckpointRow(
-                step=step,
-                eval_loss=eval_losses.get(step),
-                kl_to_truth=kl_to_truth(checkpoint_model, tokenizer, grammar, held_out[:200]),
-                noise_tokens=record["summary"]["noise_tokens"],
-                true_noise_tokens=true_noise,
-                mean_abs_as_error=float(np.mean(errors)),
-            )
-        )
-    columns = {
-        "eval_loss": [r.eval_loss for r in report.rows],
-        "kl_to_truth": [r.kl_to_truth for r in report.rows],
-        "noise_tokens": [r.noise_tokens for r in report.rows],
-        "mean_abs_as_error": [r.mean_abs_as_error for r in report.rows],
-    }
-    for a, b in (
-        ("noise_tokens", "kl_to_truth"),
-        ("noise_tokens", "eval_loss"),
-        ("mean_abs_as_error", "kl_to_truth"),
-        ("eval_loss", "kl_to_truth"),
-    ):
-        report.correlations[f"{a} ~ {b}"] = spearman(columns[a], columns[b])
+        row = {"step": step, "checkpoint": folder.name, "status": record["status"], "eval_loss": eval_losses.get(step),
+               "kl_to_truth": kl_to_truth(checkpoint_model, tokenizer, grammar, held_out[:200]),
+               **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS)},
+               "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None}
+        report.rows.append({name: row[name] for name in ROW_COLUMNS})
+    report.recommended = recommend(report.rows, config.rule)
+    if report.recommended is not None:
+        best = min(r["kl_to_truth"] for r in report.rows)
+        chosen = next(r for r in report.rows if r["step"] == report.recommended["step"])
+        report.recommended["regret"] = chosen["kl_to_truth"] / best
+    for a, b in (("noise_tokens", "kl_to_truth"), ("soft_noise", "kl_to_truth"), ("log_p_response", "kl_to_truth"),
+                 ("noise_tokens", "eval_loss"), ("mean_abs_as_error", "kl_to_truth"), ("eval_loss", "kl_to_truth")):
+        pairs = [(r[a], r[b]) for r in report.rows if r[a] is not None and r[b] is not None]
+        report.correlations[f"{a} ~ {b}"] = spearman(*zip(*pairs)) if len(pairs) > 2 else float("nan")
     report.wall_seconds = time.perf_counter() - began
+    write_json_atomic(Path(config.output_dir) / SUMMARY_FILE, {
+        "recommended": report.recommended, "rows": report.rows, "true_noise_tokens": true_noise,
+        "correlations": {k: (v if np.isfinite(v) else None) for k, v in report.correlations.items()},
+        "wall_seconds": report.wall_seconds, "probe_seconds": report.probe_seconds})
     print_report(report, console)
     return report
 
 
 def print_report(report: DemoReport, console) -> None:
-    """The convergence table and the Spearman correlations across checkpoints."""
+    """The convergence table, the recommendation with its regret, and the Spearman correlations."""
     from rich.table import Table
 
-    table = Table(
-        title="convergence by checkpoint (KL: per token, true process || model, held-out text)", title_justify="left"
-    )
-    for name in ("step", "eval loss", "KL", "noise tokens", "true noise", "|AS - true AS|"):
+    from ..display import safe
+
+    table = Table(title="convergence by checkpoint (KL: per token, true process || model, held-out text)",
+                  title_justify="left")
+    columns = (("step", "step", "{}"), ("eval loss", "eval_loss", "{:.4f}"), ("KL", "kl_to_truth", "{:.4f}"),
+               ("noise", "noise_tokens", "{}"), ("soft noise", "soft_noise", "{:.4f}"),
+               ("log P(r|p)", "log_p_response", "{:.3f}"), ("drift AS", "drift_attribution", "{:.4f}"),
+               ("true noise", "true_noise_tokens", "{}"), ("|AS - true AS|", "mean_abs_as_error", "{:.4f}"))
+    for name, _, _ in columns:
         table.add_column(name, justify="right")
+    best = report.recommended["step"] if report.recommended else None
     for row in report.rows:
-        table.add_row(
-            str(row.step),
-            f"{row.eval_loss:.4f}" if row.eval_loss is not None else "-",
-            f"{row.kl_to_truth:.4f}",
-            str(row.noise_tokens),
-            str(row.true_noise_tokens),
-            f"{row.mean_abs_as_error:.4f}",
-        )
+        table.add_row(*("-" if row[key] is None else form.format(row[key]) for _, key, form in columns),
+                      style="bold green" if row["step"] == best else "")
     console.print(table)
+    if report.recommended:
+        console.print(f"recommended: [bold green]{safe(report.recommended['checkpoint'])}[/] - "
+                      f"{safe(report.recommended['reason'])}; regret against the truth "
+                      f"{report.recommended['regret']:.2f}x (KL of the recommended / the lowest KL)")
     for name, value in report.correlations.items():
         shown = f"{value:+.2f}" if np.isfinite(value) else "undefined (one side is constant)"
         console.print(f"Spearman {name}: {shown}")
     share = report.probe_seconds / report.wall_seconds if report.wall_seconds else float("nan")
-    console.print(
-        f"wall time {report.wall_seconds:.1f} s, probes {report.probe_seconds:.1f} s ({100 * share:.1f}%); "
-        f"logs and checkpoints in {report.output_dir}"
-    )
+    console.print(f"wall time {report.wall_seconds:.1f} s, probes {report.probe_seconds:.1f} s "
+                  f"({100 * share:.1f}%); logs, checkpoints and {SUMMARY_FILE} in {safe(report.output_dir)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..probes.result import ProbeResult
+from .statistics import soft_noise
 
 PREFIX = "probattr"
 SUMMARY_KEYS = (
@@ -20,7 +21,9 @@ SUMMARY_KEYS = (
     "mean_entropy_context",
     "mean_kl",
     "log_p_response",
+    "soft_noise",
 )
+DRIFT_KEYS = ("drift_attribution", "drift_entropy")
 TOKEN_COLUMNS = (
     "prompt",
     "position",
@@ -41,8 +44,8 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     ``noise_tokens`` is the total over prompts; ``noise_fraction`` and the ``mean_*`` values pool
     every scored token of every valid prompt (token-weighted); ``mean_kl`` is the mean of
     ``KL(q_context || q_prompt)``; ``log_p_response`` is the mean over valid prompts;
-    ``invalid_prompts`` counts prompts whose result is invalid (non-finite logits). Values are
-    ``None`` when no prompt is valid.
+    ``invalid_prompts`` counts prompts whose result is invalid (non-finite logits); ``soft_noise``
+    is defined in ``monitoring.statistics``. Values are ``None`` when no prompt is valid.
     """
     valid = [r for r in results if r.valid]
     tokens = [t for r in valid for t in r.tokens]
@@ -59,20 +62,24 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
         "mean_entropy_context": mean([t.entropy_context for t in tokens]),
         "mean_kl": mean([t.kl_context_prompt for t in tokens]),
         "log_p_response": mean([r.log_p_response for r in valid]),
+        "soft_noise": soft_noise(results),
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
     }
 
 
-def scalar_logs(results: Sequence[ProbeResult], probe_seconds: float, errors: int = 0) -> dict:
+def scalar_logs(results: Sequence[ProbeResult], probe_seconds: float, errors: int = 0,
+                drift: Optional[dict] = None) -> dict:
     """The flat ``{tag: value}`` scalars of one probe run, under ``probattr/``.
 
-    Tags: ``probattr/<summary key>`` for each of :data:`SUMMARY_KEYS`, ``probattr/probe_seconds``,
+    Tags: ``probattr/<summary key>`` for each of :data:`SUMMARY_KEYS`, ``probattr/drift_attribution``
+    and ``probattr/drift_entropy`` (``drift``: against the previous run), ``probattr/probe_seconds``,
     ``probattr/invalid_prompts``, ``probattr/errors`` (probe runs that raised, so far) and
     ``probattr/prompt_<i>/noise_tokens``. ``None`` values (nothing valid) are left out.
     """
     summary = run_summary(results)
     logs = {f"{PREFIX}/{key}": summary[key] for key in SUMMARY_KEYS}
+    logs.update({f"{PREFIX}/{key}": (drift or {}).get(key) for key in DRIFT_KEYS})
     logs[f"{PREFIX}/probe_seconds"] = probe_seconds
     logs[f"{PREFIX}/invalid_prompts"] = summary["invalid_prompts"]
     logs[f"{PREFIX}/errors"] = errors

@@ -129,7 +129,7 @@ class RunRecord:
 
         return cls(step=run.step, checkpoint=checkpoint, settings=settings.to_dict(), prompt_set=prompt_set.to_dict(),
                    prompt_set_hash=prompt_set.hash, status="ok" if run.error is None else "failed", error=run.error,
-                   probe_seconds=run.seconds, summary=run_summary(run.results),
+                   probe_seconds=run.seconds, summary={**run_summary(run.results), **run.drift},
                    results=[result.to_dict() for result in run.results], probattr_monitor_version=__version__)
 
     @property

@@ -25,12 +25,15 @@ class ProbeRun:
         results: one :class:`ProbeResult` per prompt (empty when the run raised).
         seconds: wall time of the run.
         error: ``"Type: message"`` when the run raised, else ``None``.
+        drift: ``{"drift_attribution", "drift_entropy"}`` against the previous run, when known
+            (``monitoring.statistics.drift``).
     """
 
     step: int
     results: list = field(default_factory=list)
     seconds: float = 0.0
     error: Optional[str] = None
+    drift: dict = field(default_factory=dict)
 
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
@@ -62,7 +65,7 @@ def probe_record(
         figures = importlib.util.find_spec("matplotlib") is not None
     return ProbeRecord(
         step=run.step,
-        scalars=scalar_logs(run.results, run.seconds, errors=errors),
+        scalars=scalar_logs(run.results, run.seconds, errors=errors, drift=run.drift),
         histograms=histogram_values(run.results),
         images=_images(run.results, settings) if figures and run.results else {},
         table_columns=TOKEN_COLUMNS,

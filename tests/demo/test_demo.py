@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,13 @@ def test_demo_command_trains_and_prints_the_convergence_table(tmp_path):
     for step in (30, 60):
         assert (tmp_path / "demo" / f"checkpoint-{step}" / "probattr.json").is_file()
     assert list((tmp_path / "demo" / "runs").rglob("events.out.tfevents.*"))
+    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text(encoding="utf-8"))
+    assert [row["step"] for row in summary["rows"]] == [30, 60]
+    for row in summary["rows"]:
+        assert {"eval_loss", "kl_to_truth", "noise_tokens", "soft_noise", "log_p_response"} <= set(row)
+        assert row["kl_to_truth"] > 0 and row["soft_noise"] is not None
+    assert summary["rows"][1]["drift_attribution"] is not None, "the second probe run drifts from the first"
+    recommended = summary["recommended"]
+    kls = {row["step"]: row["kl_to_truth"] for row in summary["rows"]}
+    assert recommended["regret"] == pytest.approx(kls[recommended["step"]] / min(kls.values()))
+    assert recommended["reason"] and "regret against the truth" in out

@@ -1,0 +1,141 @@
+"""Choosing a checkpoint from summary rows, with the reason said out loud.
+
+A *rule* takes the rows of one run (``step``, ``checkpoint``, ``status``, ``eval_loss`` and the
+statistics of ``monitoring.metrics`` / ``monitoring.statistics``) in step order and returns the
+row it recommends and why, or ``None`` when the rows do not carry what it needs. Rules are
+compared by ``benchmarks/signal_study.py`` against processes whose truth is known;
+:data:`DEFAULT_RULE` is the one that study supports (README, "Choosing a checkpoint").
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+Row = dict
+Choice = tuple[Row, str]
+Rule = Callable[[Sequence[Row]], Optional[Choice]]
+
+
+def _usable(rows: Sequence[Row], key: str) -> list[Row]:
+    return [r for r in rows if r.get("status", "ok") == "ok" and r.get(key) is not None]
+
+
+def _lowest(rows: Sequence[Row], key: str, what: str) -> Optional[Choice]:
+    usable = _usable(rows, key)
+    if not usable:
+        return None
+    best = min(usable, key=lambda r: (r[key], r["step"]))
+    return best, f"lowest {what} ({best[key]:.4g}; ties go to the earliest step)"
+
+
+def fewest_noise_tokens(rows: Sequence[Row]) -> Optional[Choice]:
+    """The fewest noise tokens, the earliest on ties (what ``metric_for_best_model`` keeps)."""
+    return _lowest(rows, "noise_tokens", "noise-token count")
+
+
+def lowest_soft_noise(rows: Sequence[Row]) -> Optional[Choice]:
+    """The lowest ``soft_noise``."""
+    return _lowest(rows, "soft_noise", "soft noise")
+
+
+def lowest_eval_loss(rows: Sequence[Row]) -> Optional[Choice]:
+    """The lowest eval loss the Trainer logged (needs evaluation at save steps)."""
+    return _lowest(rows, "eval_loss", "eval loss")
+
+
+def highest_log_p_response(rows: Sequence[Row]) -> Optional[Choice]:
+    """The highest mean ``log P(r | p)`` of the probe prompts' responses. Meaningful only with fixed
+    responses (the same text at every checkpoint): it is then a held-out likelihood of the probe set."""
+    usable = _usable(rows, "log_p_response")
+    if not usable:
+        return None
+    best = max(usable, key=lambda r: (r["log_p_response"], -r["step"]))
+    return best, f"highest log P(response | prompt) of the fixed probe responses ({best['log_p_response']:.4g})"
+
+
+# Nats of mean log P(r | p) by which a checkpoint may fall short of the run's best and still count as not
+# regressed. Above the probe set's checkpoint-to-checkpoint noise (about 0.1-0.2 nats with 7 prompts in
+# the demo), below what forgetting costs; the study's worst regret is 1.01x for any margin in 0.15-0.5.
+REGRESSION_MARGIN = 0.25
+
+
+def _not_regressed(rows: Sequence[Row], margin: float) -> list[Row]:
+    """The ok rows whose ``log_p_response`` is within ``margin`` of the best up to and including
+    them, *and* of the best over the whole run: the checkpoints the probes do not show breaking."""
+    usable = _usable(rows, "log_p_response")
+    if not usable:
+        return []
+    overall = max(r["log_p_response"] for r in usable)
+    return [r for r in usable if r["log_p_response"] >= overall - margin]
+
+
+def latest_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN) -> Optional[Choice]:
+    """The latest checkpoint whose ``log P(r | p)`` (fixed responses) is within ``margin`` nats of
+    the run's best: train as long as the probes do not show the model getting worse."""
+    kept = _not_regressed(rows, margin)
+    if not kept:
+        return None
+    best = kept[-1]
+    return best, (f"the latest checkpoint whose log P(response | prompt) of the fixed probe responses "
+                  f"({best['log_p_response']:.4g}) is within {margin:g} nats of the run's best")
+
+
+def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN) -> Optional[Choice]:
+    """The lowest eval loss among the checkpoints :func:`latest_not_regressed` would accept: eval
+    loss ranks them, the probes veto the ones that broke what the probe set measures."""
+    kept = [r for r in _not_regressed(rows, margin) if r.get("eval_loss") is not None]
+    if not kept:
+        return None
+    best = min(kept, key=lambda r: (r["eval_loss"], r["step"]))
+    return best, (f"the lowest eval loss ({best['eval_loss']:.4g}) among checkpoints whose log P(response | "
+                  f"prompt) is within {margin:g} nats of the run's best")
+
+
+def last(rows: Sequence[Row]) -> Optional[Choice]:
+    """The last checkpoint whose probes succeeded."""
+    usable = [r for r in rows if r.get("status", "ok") == "ok"]
+    return (usable[-1], "the last checkpoint (no statistic to choose by)") if usable else None
+
+
+RULES: dict[str, Rule] = {
+    "fewest_noise_tokens": fewest_noise_tokens,
+    "lowest_soft_noise": lowest_soft_noise,
+    "highest_log_p_response": highest_log_p_response,
+    "lowest_eval_loss": lowest_eval_loss,
+    "latest_not_regressed": latest_not_regressed,
+    "lowest_eval_loss_not_regressed": lowest_eval_loss_not_regressed,
+    "last": last,
+}
+DEFAULT_RULE = "latest_not_regressed"  # worst regret 1.01x over the study's 7 regimes (README)
+FALLBACKS = ("lowest_eval_loss", "last")
+# Rules that read log P(r | p): meaningful only when every checkpoint scored the same responses.
+NEEDS_FIXED_RESPONSES = ("highest_log_p_response", "latest_not_regressed", "lowest_eval_loss_not_regressed")
+
+
+def recommend(rows: Sequence[Row], rule: str = DEFAULT_RULE, fixed_responses: bool = True) -> Optional[dict]:
+    """``{"step", "checkpoint", "rule", "reason"}`` for ``rows``, or ``None`` when no row is usable.
+
+    ``rule`` names one of :data:`RULES`. The rules of :data:`NEEDS_FIXED_RESPONSES` need fixed
+    responses (with generated ones ``log P(r | p)`` measures confidence, not fit); without them, or
+    when its statistic is missing, the recommendation falls back to the lowest eval loss, then to
+    the last checkpoint, and the reason says so.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; known rules: {', '.join(RULES)}")
+    order = [rule, *(f for f in FALLBACKS if f != rule)]
+    if rule in NEEDS_FIXED_RESPONSES and not fixed_responses:
+        order = list(FALLBACKS)
+    for index, name in enumerate(order):
+        choice = RULES[name](rows)
+        if choice is not None:
+            row, reason = choice
+            if index or name != rule:
+                reason += f" ({rule} could not decide: {_why_not(rule, fixed_responses)})"
+            return {"step": row["step"], "checkpoint": row["checkpoint"], "rule": name, "reason": reason}
+    return None
+
+
+def _why_not(rule: str, fixed_responses: bool) -> str:
+    if rule in NEEDS_FIXED_RESPONSES and not fixed_responses:
+        return "the responses are generated, not fixed"
+    return "its statistic is missing"
