@@ -207,7 +207,7 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
                 return None
             records = {**load_records(checkpoints, lambda c: record_path(config, c)), **unsaved}
             summary = summarise(config, checkpoints, summary_dir, computed, reused, records)
-            _log(config, checkpoints, records)
+            _log(config, checkpoints, records, summary.rows)
             if config.report:
                 from .report import write_report
 
@@ -339,9 +339,10 @@ def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
     return losses
 
 
-def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict) -> None:
+def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict]) -> None:
     """Write every checkpoint's record made with this sweep's key to the sinks at its step, in
-    step order; a failing sink is reported and disabled, never fatal."""
+    step order, with the drift its summary row holds; a failing sink is reported and disabled,
+    never fatal."""
     from .sinks import GuardedSinks, open_sinks
 
     if not config.report_to:
@@ -362,11 +363,13 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict) 
             if record is None or not record.matches(config.key):
                 continue
             errors += not record.ok
+            row = next((r for r in rows if r["checkpoint"] == checkpoint.name), {})
             run = ProbeRun(
                 step=checkpoint.step,
                 results=[ProbeResult.from_dict(r) for r in record.results],
                 seconds=record.probe_seconds,
                 error=record.error,
+                drift={key: row[key] for key in DRIFT_KEYS if row.get(key) is not None},
             )
             sinks.write(probe_record(run, config.settings, errors=errors))
     finally:

@@ -106,6 +106,10 @@ def test_sweep_matches_the_callback_and_logs_at_the_right_steps(plain_run, callb
     swept = read_tensorboard(tmp_path / "out" / "runs" / "probattr-sweep")["scalars"]
     assert set(swept["probattr/noise_tokens"]) == set(STEPS)
     assert [swept["probattr/noise_tokens"][s] for s in STEPS] == [row["noise_tokens"] for row in summary.rows]
+    drifting = {row["step"]: row["drift_attribution"] for row in summary.rows if row["drift_attribution"] is not None}
+    assert drifting, "some consecutive checkpoints generated the same responses: their drift is defined"
+    assert {s: swept["probattr/drift_attribution"][s] for s in drifting} == pytest.approx(drifting)
+    assert set(swept["probattr/drift_attribution"]) == set(drifting), "undefined drift is not logged"
     history = [r for r in read_wandb_history(wandb_run_file(tmp_path / "out")) if "probattr/noise_tokens" in r]
     assert [(r["train/global_step"], r["probattr/noise_tokens"]) for r in history] == [
         (row["step"], row["noise_tokens"]) for row in summary.rows
