@@ -130,7 +130,7 @@ def run_smollm2(data_file: Path, seeds: int, budget: Optional[int], first_seed: 
             exact_seconds += per_forward * vocab_forwards  # measured seconds per exact token-forward
             for entry in sorted(group, key=lambda e: e["position"]):
                 k = entry["position"]
-                values = {name: float(scores.values[name][k]) for name in FIELDS}
+                values = {name: float(getattr(scores.quantities, name)[k]) for name in FIELDS}
                 values.update({f"{name}_stderr": float(scores.stderrs[name][k]) for name in FIELDS})
                 values["noise"] = is_noise(
                     values["attribution_score"], values["entropy_context"], settings.as_band, settings.entropy_threshold
