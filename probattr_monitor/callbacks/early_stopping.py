@@ -101,7 +101,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
 
     def _look(self, state, control) -> None:
         """Read the monitor's run at this step (once), update the best, stop or warn."""
-        run = getattr(self.monitor, "_last", None)
+        run = self.monitor.last_run if self.monitor is not None else None
         if run is None or run.step != state.global_step or self._seen_step == run.step or run.error is not None:
             return
         self._seen_step = run.step

@@ -160,6 +160,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         return self
 
     @property
+    def last_run(self) -> Optional[ProbeRun]:
+        """The latest probe run (its step, results, drift and error), or ``None`` before the first."""
+        return self._last
+
+    @property
     def prompt_set(self) -> PromptSet:
         """The prompt set as it stands now (fixed responses frozen so far included)."""
         return PromptSet.of(self.prompts, self.responses, self.response_mode)
