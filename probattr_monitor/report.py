@@ -4,9 +4,12 @@ No script and no external resource: inline SVG and CSS only, so it opens offline
 can execute. Every string that comes from data (prompts, responses, tokens, candidates, errors,
 paths) is HTML-escaped; details appear on hover through native ``title`` tooltips.
 
-Contents: noise tokens and eval loss against step with the recommended checkpoint marked; the
-entropy-against-AS scatter of every checkpoint (noise region shaded); per prompt, a heat-map of AS
-with checkpoints as rows and prompt tokens as columns.
+Contents: the recommendation and its reason (``monitoring.decision``); which settings and prompt
+set the records were made with, and which records were left out; noise tokens and eval loss
+against step with the recommended checkpoint marked; the convergence statistics
+(``monitoring.statistics``) against step with the settled region shaded; the entropy-against-AS
+scatter of every checkpoint (noise region shaded, with axes); per prompt, a heat-map of AS with
+checkpoints as rows and prompt tokens as columns.
 """
 
 from __future__ import annotations
