@@ -357,13 +357,14 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, 
         )
     )
     errors = 0
+    rows_by_name = {row["checkpoint"]: row for row in rows}
     try:
         for checkpoint in checkpoints:
             record = records.get(checkpoint.name)
             if record is None or not record.matches(config.key):
                 continue
             errors += not record.ok
-            row = next((r for r in rows if r["checkpoint"] == checkpoint.name), {})
+            row = rows_by_name.get(checkpoint.name, {})
             run = ProbeRun(
                 step=checkpoint.step,
                 results=[ProbeResult.from_dict(r) for r in record.results],
@@ -434,13 +435,7 @@ def _process_group() -> tuple[int, int, bool]:
 
 def _merge_dicts(values: dict, world_size: int) -> dict:
     """Every rank's dict, merged (after a barrier that all ranks reach)."""
-    if world_size == 1:
-        return values
-    import torch.distributed as dist
-
-    gathered: list = [None] * world_size
-    dist.all_gather_object(gathered, values)
-    return {k: v for part in gathered for k, v in part.items()}
+    return {k: v for part in _gathered(values, world_size) for k, v in part.items()}
 
 
 class _records_lock:
@@ -489,13 +484,18 @@ class _records_lock:
 
 def _merge_lists(values: list, world_size: int) -> list:
     """Every rank's list, concatenated and sorted (after a barrier that all ranks reach)."""
+    return sorted(v for part in _gathered(values, world_size) for v in part)
+
+
+def _gathered(value, world_size: int) -> list:
+    """``[value of rank 0, value of rank 1, ...]`` (``all_gather_object``; just ``[value]`` alone)."""
     if world_size == 1:
-        return sorted(values)
+        return [value]
     import torch.distributed as dist
 
     gathered: list = [None] * world_size
-    dist.all_gather_object(gathered, values)
-    return sorted(v for part in gathered for v in part)
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 class _progress:

@@ -17,7 +17,7 @@ from typing import Optional
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS, run_summary
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..probes.errors import one_line
 from .probattr_callback import ProbAttrCallback
 
@@ -105,7 +105,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         if run is None or run.step != state.global_step or self._seen_step == run.step or run.error is not None:
             return
         self._seen_step = run.step
-        value = {**run_summary(run.results), **run.drift}.get(self.statistic)
+        value = run.statistics.get(self.statistic)
         if value is None:
             return
         sign = 1.0 if self.greater_is_better else -1.0

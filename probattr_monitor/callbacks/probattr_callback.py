@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence, Union
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS, run_summary
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import PromptSet, RunRecord
 from ..monitoring.run import ProbeRun, probe_record, run_probes
 from ..monitoring.statistics import drift
@@ -242,7 +242,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         run = self._probe(args, state, model)
         if metrics is None:
             return
-        summary = {**run_summary(run.results), **run.drift} if run.error is None else {}
+        summary = run.statistics if run.error is None else {}
         for key in (*SUMMARY_KEYS, *DRIFT_KEYS):
             if summary.get(key) is not None:
                 metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
@@ -317,22 +317,27 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         from ..sinks import ProbeRecord
 
         if self._sinks.sinks:
-            self._guarded(lambda: self._sinks.write(ProbeRecord(step=step, scalars=dict(scalars))),
+            self._guarded(lambda: self._write(ProbeRecord(step=step, scalars=dict(scalars))),
                           f"logging at step {step}")
 
     def _write_sinks(self, run: ProbeRun) -> None:
-        record = probe_record(run, self.settings, errors=self.errors, figures=self.log_figures)
+        self._write(probe_record(run, self.settings, errors=self.errors, figures=self.log_figures))
+
+    def _write(self, record) -> None:
+        """Write ``record`` to every working sink; the sinks that fail are counted in ``errors``."""
         self.errors += self._sinks.write(record)
 
-    def _guarded(self, work, what: str) -> None:
-        """Run ``work``; unless ``strict``, an exception becomes a warning and a count in ``errors``."""
+    def _guarded(self, work, what: str, default: Any = None) -> Any:
+        """``work()``; unless ``strict``, an exception becomes a warning, a count in ``errors`` and
+        ``default``."""
         try:
-            work()
+            return work()
         except Exception as error:  # noqa: BLE001 - the monitor never ends the run it watches
             if self.strict:
                 raise
             self.errors += 1
             warnings.warn(f"probattr-monitor: {what} failed: {one_line(error)}", stacklevel=3)
+            return default
 
     # ---- sinks ----
     def _open_sinks(self, args) -> GuardedSinks:
@@ -345,21 +350,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         writer = self.tensorboard_writer
         if writer is None and self.logging_dir is None:
             writer = _trainer_tensorboard_writer(self._handler)
-        try:
-            sinks = open_sinks(
-                targets,
-                tensorboard_dir=self.logging_dir or _tensorboard_dir(args),
-                tensorboard_writer=writer,
-                wandb_dir=args.output_dir,
-            )
-        except Exception as error:  # noqa: BLE001
-            if self.strict:
-                raise
-            self.errors += 1
-            warnings.warn(
-                f"probattr-monitor: opening the sinks failed, nothing will be logged: {one_line(error)}", stacklevel=2
-            )
-            sinks = []
+        sinks = self._guarded(lambda: open_sinks(targets, tensorboard_dir=self.logging_dir or _tensorboard_dir(args),
+                                                 tensorboard_writer=writer, wandb_dir=args.output_dir),
+                              "opening the sinks (nothing will be logged)", default=[])
         return GuardedSinks(sinks, strict=self.strict)
 
 

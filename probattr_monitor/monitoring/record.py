@@ -18,7 +18,6 @@ from typing import Any, Optional, Sequence, Union
 from ..probes.budgeted import ESTIMATOR_REVISION
 from ..probes.settings import ProbeSettings
 from ..storage import write_json_atomic
-from .metrics import run_summary
 
 RESULTS_FILE = "probattr.json"
 FORMAT_VERSION = 2  # 2: fixed responses are token ids; records carry their prompt set
@@ -129,7 +128,7 @@ class RunRecord:
 
         return cls(step=run.step, checkpoint=checkpoint, settings=settings.to_dict(), prompt_set=prompt_set.to_dict(),
                    prompt_set_hash=prompt_set.hash, status="ok" if run.error is None else "failed", error=run.error,
-                   probe_seconds=run.seconds, summary={**run_summary(run.results), **run.drift},
+                   probe_seconds=run.seconds, summary=run.statistics,
                    results=[result.to_dict() for result in run.results], probattr_monitor_version=__version__)
 
     @property

@@ -13,7 +13,7 @@ from ..probes.errors import one_line
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..sinks import ProbeRecord
-from .metrics import TOKEN_COLUMNS, histogram_values, scalar_logs, token_rows
+from .metrics import TOKEN_COLUMNS, histogram_values, run_summary, scalar_logs, token_rows
 
 
 @dataclass
@@ -34,6 +34,11 @@ class ProbeRun:
     seconds: float = 0.0
     error: Optional[str] = None
     drift: dict = field(default_factory=dict)
+
+    @property
+    def statistics(self) -> dict:
+        """``metrics.run_summary`` of the results with the drift against the previous run."""
+        return {**run_summary(self.results), **self.drift}
 
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,

@@ -31,15 +31,19 @@ def probattr_warnings(caught, fragment):
 
 # ---- 1. a failing sink never stops training ----
 
-def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
+def full_disk_writer(log_dir):
     from torch.utils.tensorboard import SummaryWriter
 
     class FullDisk(SummaryWriter):
         def add_scalar(self, *args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
 
+    return FullDisk(log_dir=str(log_dir))
+
+
+def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
     callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard",
-                                tensorboard_writer=FullDisk(log_dir=str(tmp_path / "tb")))
+                                tensorboard_writer=full_disk_writer(tmp_path / "tb"))
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning) as caught:
         trainer.train()
@@ -48,6 +52,22 @@ def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
     assert "No space left on device" in str(probattr_warnings(caught, "sink failed")[0].message)
     assert callback.errors == 1
     assert [record(tmp_path / "out", step)["status"] for step in (2, 4)] == ["ok", "ok"], "records still written"
+
+
+def test_a_sink_that_fails_on_another_callbacks_scalars_is_counted_too(tmp_path):
+    """``log_scalars`` (what ProbAttrEarlyStopping logs through) counts a failing sink like a probe's log."""
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, on_save=False, report_to="tensorboard",
+                                tensorboard_writer=full_disk_writer(tmp_path / "tb"))
+
+    class Regression(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                callback.log_scalars(1, {"probattr/regression": 1.0})
+
+    trainer = make_trainer(tmp_path / "out", [callback, Regression()], max_steps=2, save_steps=2)
+    with pytest.warns(UserWarning, match="the tensorboard sink failed at step 1"):
+        trainer.train()
+    assert trainer.state.global_step == 2 and callback.errors == 1
 
 
 def test_wandb_online_without_an_api_key_does_not_stop_training(tmp_path, monkeypatch):
