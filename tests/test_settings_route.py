@@ -42,6 +42,19 @@ def test_help_text_and_choices_come_from_the_fields():
     assert "{context,prompt}" in help_text and "{auto,exact,budget}" in help_text
 
 
+def test_the_package_and_its_cli_parser_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, probattr_monitor, probattr_monitor.cli as cli; cli.build_parser(); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.stdout.split() == ["False", "False"], completed.stderr[-2000:]
+    from probattr_monitor import ProbAttrCallback as Callback  # the lazy name resolves to the class
+
+    assert Callback.__name__ == "ProbAttrCallback"
+
+
 def test_the_callback_takes_settings_whole_or_as_its_dict():
     settings = ProbeSettings(max_new_tokens=5, candidates="exact")
     assert ProbAttrCallback(prompts=["x"], settings=settings).settings == settings.replace(progress=False)

@@ -141,6 +141,10 @@ def test_rerun_reuses_finished_checkpoints_and_recomputes_on_new_settings(plain_
     record["estimator_revision"] -= 1
     older.write_text(json.dumps(record), encoding="utf-8")
     assert run_sweep(config).computed == [6]
+    record = json.loads(older.read_text(encoding="utf-8"))
+    record["format_version"] = 1  # another record format: never trusted
+    older.write_text(json.dumps(record), encoding="utf-8")
+    assert run_sweep(config).computed == [6]
     bigger_budget = SweepConfig(
         run_dir=str(run), prompts=PROMPTS, settings=SETTINGS.replace(memory_budget_mb=8.0), progress=False, report=False
     )
@@ -285,8 +289,11 @@ def test_explicit_checkpoints_and_steps(plain_run, tmp_path):
     completed = sweep_cli("--checkpoints", *given, "--out", tmp_path / "a", *prompt_args())
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert [r["step"] for r in json.loads((tmp_path / "a" / SUMMARY_JSON).read_text())["rows"]] == [3, 12]
-    completed = sweep_cli(plain_run, "--steps", "9", "6", "--out", tmp_path / "b", *prompt_args())
-    assert [r["step"] for r in json.loads((tmp_path / "b" / SUMMARY_JSON).read_text())["rows"]] == [6, 9]
+    completed = sweep_cli(plain_run, "--steps", "9", "6", "--out", tmp_path / "b", "--rule", "last", *prompt_args())
+    on_disk = json.loads((tmp_path / "b" / SUMMARY_JSON).read_text())
+    assert [r["step"] for r in on_disk["rows"]] == [6, 9]
+    assert on_disk["recommended"]["rule"] == "last" and on_disk["recommended"]["step"] == 9
+    assert "recommended: checkpoint-9 - the last checkpoint" in completed.stdout
     completed = sweep_cli(plain_run, "--steps", "7", "--out", tmp_path / "c", *prompt_args())
     assert (
         completed.returncode == 2 and "no checkpoint at step(s) [7]; available steps: [3, 6, 9, 12]" in completed.stderr

@@ -15,7 +15,7 @@ from .helpers import PROMPTS, make_trainer
 
 SCALARS = ["probattr/noise_tokens", "probattr/noise_fraction", "probattr/mean_attribution",
            "probattr/mean_entropy_prompt", "probattr/mean_entropy_context", "probattr/mean_kl",
-           "probattr/log_p_response", "probattr/probe_seconds", "probattr/prompt_0/noise_tokens",
+           "probattr/log_p_response", "probattr/soft_noise", "probattr/probe_seconds", "probattr/prompt_0/noise_tokens",
            "probattr/prompt_1/noise_tokens"]
 HISTOGRAMS = ["probattr/attribution_score", "probattr/entropy_prompt", "probattr/entropy_context"]
 IMAGES = ["probattr/entropy_vs_attribution", "probattr/prompt_0/attribution_heatmap",

@@ -229,6 +229,8 @@ def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(
         for tag in ("probattr/noise_tokens", "probattr/mean_attribution", "probattr/log_p_response"):
             assert split_scalars[tag][step] == pytest.approx(whole_scalars[tag][step], rel=1e-4, abs=1e-5), tag
     assert sorted(split_scalars["probattr/noise_tokens"]) == [2, 4, 6], "each step logged once"
+    drifts = {step: record(tmp_path / "whole", step)["summary"]["drift_attribution"] for step in (4, 6)}
+    assert whole_scalars["probattr/drift_attribution"] == pytest.approx(drifts), "fixed responses: drift from step 4"
 
 
 # ---- 4. settings= is honoured ----

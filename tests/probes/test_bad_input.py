@@ -23,6 +23,14 @@ def test_empty_prompt(model, tokenizer, prompt):
         probe(model, tokenizer, prompt, progress=False)
 
 
+def test_response_token_ids_must_be_ids_of_this_model(model, tokenizer):
+    assert probe(model, tokenizer, ["the cat"], responses=[[5, 6]], progress=False)[0].response_token_ids == [5, 6]
+    with pytest.raises(ProbeInputError, match="not a token id of this model"):
+        probe(model, tokenizer, ["the cat"], responses=[[5, 10**6]], progress=False)
+    with pytest.raises(ProbeInputError, match="holds no token ids"):
+        probe(model, tokenizer, ["the cat"], responses=[[]], progress=False)
+
+
 def test_empty_response(model, tokenizer):
     with pytest.raises(ProbeInputError, match="response is empty"):
         probe(model, tokenizer, "the cat", responses="", progress=False)
