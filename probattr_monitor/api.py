@@ -9,11 +9,13 @@ The callback, the sweep and the CLI all come through here, so one checkpoint giv
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from typing import Iterator, Optional, Sequence, Union, cast
+from typing import Any, Iterator, Optional, Sequence, Union, cast
 
 import torch
 
+from .probes.chat import EncodedPrompt, check_messages, encode_chat, user_text, uses_chat_template
 from .probes.engine import model_device, score_exact
 from .probes.errors import NonFiniteLogitsError, ProbeInputError
 from .probes.noise import attribution_band, is_noise, noise_uncertain
@@ -32,7 +34,11 @@ from .probes.tokens import (
     stop_token_ids,
 )
 
-Prompts = Union[str, Sequence[str]]
+logger = logging.getLogger("probattr_monitor")
+PROGRESS_LOG_SECONDS = 30.0  # a run longer than this logs its progress (INFO) this often
+
+# A prompt: a text, or a chat conversation (a list of {"role", "content"} messages).
+Prompts = Union[str, Sequence[Union[str, Sequence[dict]]]]
 # A response: None (the model's greedy continuation), a text, or token ids (scored as they are).
 Response = Union[None, str, Sequence[int]]
 Responses = Union[None, str, Sequence[Response]]
@@ -88,27 +94,47 @@ def probe(
     """
     settings = (settings or ProbeSettings()).replace(**overrides)
     single = isinstance(prompts, str)
-    start, encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
+    encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
     prompt_list = [prompts] if single else list(prompts)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    policy = settings.policy_for(vocab_size)
+    run_settings = _within_cap(settings, policy, vocab_size, encoded)
+    if distributed and policy == "budget" and not _sharded(model):
+        indices = _my_share(len(prompt_list))  # whole prompts per rank: the numbers do not depend on the split
+    else:
+        indices = list(range(len(prompt_list)))
 
-    results = []
-    total_positions = sum(len(prompt_ids) for prompt_ids, _ in encoded)
+    results: dict[int, ProbeResult] = {}
+    total_positions = sum(len(encoded[i][0].positions) for i in indices)
     with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
+        start = encoded[0][0].start
         check_causal_attention(model, start)
-        for prompt, (prompt_ids, response_ids) in zip(prompt_list, encoded):
-            results.append(
-                _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar, distributed)
-            )
-    return results[0] if single else results
+
+        def work() -> dict:
+            for i in indices:
+                prompt_in, response_ids = encoded[i]
+                results[i] = _probe_one(model, tokenizer, prompt_list[i], prompt_in, response_ids, run_settings, bar,
+                                        distributed and len(indices) == len(prompt_list))
+            return results
+
+        if len(indices) != len(prompt_list):
+            from .distributed import gather_objects, run_collectively
+
+            results = {i: r for part in gather_objects(run_collectively(work)) for i, r in part.items()}
+        else:
+            work()
+    ordered = [results[i] for i in range(len(prompt_list))]
+    return ordered[0] if single else ordered
 
 
 def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, settings: ProbeSettings):
-    """Check the model, tokenizer and texts, and encode them by MATH.md's conventions.
+    """Check the model, tokenizer and texts, and encode them by MATH.md's conventions (or through
+    the chat template, ``probes.chat``, when ``settings.chat_template`` resolves to it).
 
-    Returns ``(start_token_id, [(prompt_ids, response_ids or None), ...])``; a response given as
-    token ids is checked against the model's vocabulary and kept as it is. Raises
-    :class:`ProbeInputError` for anything :func:`probe` would refuse, so callers (the callback at
-    train start) can fail early, before any compute.
+    Returns ``[(EncodedPrompt, response_ids or None), ...]``; a response given as token ids is
+    checked against the model's vocabulary and kept as it is. Raises :class:`ProbeInputError` for
+    anything :func:`probe` would refuse, so callers (the callback at train start) can fail early,
+    before any compute.
     """
     single = isinstance(prompts, str)
     prompt_list = [prompts] if single else list(prompts)
@@ -117,23 +143,83 @@ def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, set
     response_list = _response_list(responses, len(prompt_list), single)
     check_causal_lm(model)
     start = start_token_id(tokenizer)
+    templated = uses_chat_template(tokenizer, settings.chat_template)
     vocab_size = model.get_output_embeddings().weight.shape[0]
     encoded = []
     for index, (prompt, response) in enumerate(zip(prompt_list, response_list)):
-        prompt_ids = encode_text(tokenizer, prompt, "prompt")
+        what = "prompt" if single else f"prompt {index}"
+        prompt_in = encode_prompt(tokenizer, prompt, settings, start, templated, what)
         if response is None or isinstance(response, str):
             response_ids = None if response is None else encode_text(tokenizer, response, "response")
         else:
             response_ids = check_token_ids(response, vocab_size, f"response {index}")
         response_len = settings.max_new_tokens if response_ids is None else len(response_ids)
-        what = "response" if response_ids is not None else f"max_new_tokens={settings.max_new_tokens}"
+        needs = "response" if response_ids is not None else f"max_new_tokens={settings.max_new_tokens}"
         check_fits_context(
             model,
-            1 + len(prompt_ids) + response_len,
-            f"prompt {index} ({len(prompt_ids)} tokens) + start token + {what}",
+            1 + len(prompt_in.prompt_ids) + response_len,
+            f"prompt {index} ({len(prompt_in.prompt_ids)} tokens) + start token + {needs}",
         )
-        encoded.append((prompt_ids, response_ids))
-    return start, encoded
+        encoded.append((prompt_in, response_ids))
+    return encoded
+
+
+def encode_prompt(tokenizer, prompt, settings: ProbeSettings, start: int, templated: bool,
+                  what: str = "prompt") -> EncodedPrompt:
+    """One prompt as the engine takes it: through the chat template when ``templated`` (a list of
+    messages needs it), else ``[s] + tokenizer(prompt, add_special_tokens=False)``, every token scored."""
+    if not isinstance(prompt, str):
+        check_messages(prompt, what)
+        if not templated:
+            raise ProbeInputError(f"the {what} is a list of chat messages, which needs the tokenizer's chat template "
+                                  "(chat_template='auto' or True, and a tokenizer that has one)")
+    if templated:
+        return encode_chat(tokenizer, prompt, settings.system, start, what)
+    ids = encode_text(tokenizer, prompt, "prompt")
+    return EncodedPrompt(start=start, prompt_ids=ids, positions=list(range(len(ids))))
+
+
+def suffix_tokens(prompt_in: EncodedPrompt, response_len: int) -> int:
+    """Suffix tokens one candidate costs summed over the scored positions: ``sum_k (n - k + m - 1)``."""
+    n = len(prompt_in.prompt_ids)
+    return sum(n - k + response_len - 1 for k in prompt_in.positions)
+
+
+def run_cost(encoded, vocab_size: int, settings: ProbeSettings) -> dict:
+    """What one :func:`probe` call over ``encoded`` (:func:`prepare_inputs`' output) costs at most:
+    ``{"prompts", "positions", "policy", "candidates_per_position", "token_forwards"}``, where
+    ``token_forwards = candidates x sum over prompts and scored positions of (n - k + m - 1)``,
+    generated responses counted at ``max_new_tokens`` (the generation itself is not counted)."""
+    policy = settings.policy_for(vocab_size)
+    total = sum(suffix_tokens(p, settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
+    per_position = vocab_size if policy == "exact" else min(vocab_size, settings.budget_within(vocab_size, total))
+    return {"prompts": len(encoded), "positions": sum(len(p.positions) for p, _ in encoded), "policy": policy,
+            "candidates_per_position": per_position, "token_forwards": per_position * total}
+
+
+def _within_cap(settings: ProbeSettings, policy: str, vocab_size: int, encoded) -> ProbeSettings:
+    """``settings`` with the candidate budget lowered so that a budgeted run stays within
+    ``max_token_forwards`` (generated responses counted at ``max_new_tokens``)."""
+    if policy != "budget" or settings.max_token_forwards is None:
+        return settings
+    total = sum(suffix_tokens(p, settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
+    budget = settings.budget_within(vocab_size, total)
+    return settings if budget == settings.budget_for(vocab_size) else settings.replace(candidate_budget=budget)
+
+
+def _sharded(model) -> bool:
+    """Whether the model's parameters are sharded across ranks (FSDP, DeepSpeed ZeRO-3): every
+    forward is then collective, so every rank must run the same forwards."""
+    return any(hasattr(p, "ds_id") or type(p).__name__ == "DTensor" for p in model.parameters()) or any(
+        "FullyShardedDataParallel" in type(m).__name__ for m in model.modules())
+
+
+def _my_share(count: int) -> list[int]:
+    """This rank's prompts, round robin: ``rank, rank + world, ...``."""
+    from .distributed import world
+
+    rank, size = world()
+    return list(range(rank, count, size))
 
 
 def _response_list(responses: Responses, count: int, single: bool) -> list[Response]:
@@ -162,25 +248,61 @@ def _eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
+class _ProgressLog:
+    """A tqdm bar (when enabled) and, for a run longer than ``PROGRESS_LOG_SECONDS``, an INFO line
+    on the ``probattr_monitor`` logger that often: what a Trainer log shows instead of a bar."""
+
+    def __init__(self, total: int, bar_enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.done = total, 0
+        self.began = self.last = time.perf_counter()
+        self.bar = tqdm(total=total, desc="probattr", unit="pos", disable=not bar_enabled, leave=False)
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        self.bar.update(count)
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_LOG_SECONDS and self.done < self.total:
+            self.last = now
+            elapsed = now - self.began
+            left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+            logger.info("probattr: %d/%d positions scored in %.0f s, about %.0f s left",
+                        self.done, self.total, elapsed, left)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 @contextlib.contextmanager
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="probattr", unit="pos", disable=not enabled, leave=False)
+    progress = _ProgressLog(total, enabled)
     try:
-        yield bar
+        yield progress
     finally:
-        bar.close()
+        progress.close()
 
 
-def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settings, bar, distributed) -> ProbeResult:
-    """Generate the response if needed, score every prompt position (:func:`score_prompt`) and
-    build the result; non-finite logits give an invalid result."""
+def response_is_empty(tokenizer, response_ids: Sequence[int], stop_ids: set) -> bool:
+    """A response with nothing but end-of-sequence (or special) tokens and whitespace."""
+    if all(int(i) in stop_ids for i in response_ids):
+        return True
+    return not tokenizer.decode(list(response_ids), skip_special_tokens=True).strip()
+
+
+def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, settings, bar,
+               distributed) -> ProbeResult:
+    """Generate the response if needed, score the prompt's scored positions (:func:`score_prompt`)
+    and build the result; non-finite logits give an invalid result."""
     began = time.perf_counter()
+    start, prompt_ids, positions = prompt_in.start, prompt_in.prompt_ids, prompt_in.positions
     source = "given" if response_ids is not None else "generated"
-    extra = {"response_source": source, "start_token_id": start, "settings": settings.to_dict()}
+    extra: dict[str, Any] = {"response_source": source, "start_token_id": start, "settings": settings.to_dict(),
+                             "chat_template": prompt_in.templated,
+                             "messages": None if isinstance(prompt, str) else [dict(m) for m in prompt]}
     done = [0]
     policy = settings.policy_for(model.get_output_embeddings().weight.shape[0])
+    stop_ids = stop_token_ids(model, tokenizer)
 
     def advance() -> None:
         done[0] += 1
@@ -190,19 +312,18 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         """The response (given, or generated now) and ``score(input_ids)`` of the whole sequence."""
         response = response_ids
         if response is None:
-            response = greedy_continuation(
-                model, [start] + prompt_ids, settings.max_new_tokens, stop_token_ids(model, tokenizer)
-            )
+            response = greedy_continuation(model, [start] + prompt_ids, settings.max_new_tokens, stop_ids)
         input_ids = torch.tensor([start] + prompt_ids + response, device=model_device(model))
         return response, score(input_ids)
 
     def score_here(input_ids):
-        return score_prompt(model, input_ids, len(prompt_ids), settings, policy, on_position=advance)
+        return score_prompt(model, input_ids, len(prompt_ids), settings, policy, on_position=advance,
+                            positions=positions)
 
     try:
         if distributed and policy == "exact":
-            response_ids, raw = _score_exact_sharded(model, generate_then, len(prompt_ids), settings, advance)
-            scores = exact_scores(raw, torch.tensor(prompt_ids), settings.top_k)
+            response_ids, raw = _score_exact_sharded(model, generate_then, prompt_in, settings, advance)
+            scores = exact_scores(raw, torch.tensor([prompt_ids[k] for k in positions]), settings.top_k)
         elif distributed:  # every rank draws the same samples (same seed): identical work, no gather
             from .distributed import run_collectively
 
@@ -210,35 +331,39 @@ def _probe_one(model, tokenizer, start, prompt, prompt_ids, response_ids, settin
         else:
             response_ids, scores = generate_then(score_here)
     except NonFiniteLogitsError as error:
-        bar.update(len(prompt_ids) - done[0])  # the positions left unscored
+        bar.update(len(positions) - done[0])  # the positions left unscored
         response = tokenizer.decode(response_ids) if response_ids else ""
-        return ProbeResult.invalid(prompt, response, prompt_ids, response_ids or [], str(error), **extra)
+        return ProbeResult.invalid(user_text(prompt), response, prompt_ids, response_ids or [], str(error), **extra)
 
-    tokens = _token_rows(tokenizer, prompt_ids, scores.quantities, scores.stderrs, settings)
+    tokens = _token_rows(tokenizer, prompt_ids, positions, scores.quantities, scores.stderrs, settings)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
     summary["candidates"] = scores.policy
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
-        prompt=prompt,
+        prompt=user_text(prompt),
         response=tokenizer.decode(response_ids),
         prompt_token_ids=list(prompt_ids),
         response_token_ids=list(response_ids),
         log_p_response=scores.log_p_response,
         tokens=tokens,
         summary=summary,
+        response_empty=response_is_empty(tokenizer, response_ids, stop_ids),
         **extra,
     )
 
 
-def _token_rows(tokenizer, prompt_ids, stats: PositionQuantities, stderrs: dict, settings) -> list[TokenAttribution]:
-    """One :class:`TokenAttribution` per prompt token from the per-position quantities."""
+def _token_rows(tokenizer, prompt_ids, positions, stats: PositionQuantities, stderrs: dict,
+                settings) -> list[TokenAttribution]:
+    """One :class:`TokenAttribution` per scored prompt position (row ``row`` of the quantities
+    belongs to position ``positions[row]``)."""
     decode = _Decoder(tokenizer)
     context = settings.noise_entropy == "context"
     tokens = []
-    for k, token_id in enumerate(prompt_ids):
-        values = {name: float(getattr(stats, name)[k]) for name in QUANTITIES}
-        errors = {name: float(stderrs[name][k]) for name in QUANTITIES}
+    for row, k in enumerate(positions):
+        token_id = prompt_ids[k]
+        values = {name: float(getattr(stats, name)[row]) for name in QUANTITIES}
+        errors = {name: float(stderrs[name][row]) for name in QUANTITIES}
         entropy_name = "entropy_context" if context else "entropy_prompt"
         score = values["attribution_score"]
         tokens.append(
@@ -249,8 +374,8 @@ def _token_rows(tokenizer, prompt_ids, stats: PositionQuantities, stderrs: dict,
                 **values,
                 band=attribution_band(score, settings.as_band),
                 noise=is_noise(score, values[entropy_name], settings.as_band, settings.entropy_threshold),
-                top_prompt=decode.candidates(stats.top_prompt_ids[k], stats.top_prompt_probs[k]),
-                top_context=decode.candidates(stats.top_context_ids[k], stats.top_context_probs[k]),
+                top_prompt=decode.candidates(stats.top_prompt_ids[row], stats.top_prompt_probs[row]),
+                top_context=decode.candidates(stats.top_context_ids[row], stats.top_context_probs[row]),
                 **{f"{name}_stderr": errors[name] for name in QUANTITIES},
                 noise_uncertain=noise_uncertain(
                     score,
@@ -265,7 +390,7 @@ def _token_rows(tokenizer, prompt_ids, stats: PositionQuantities, stderrs: dict,
     return tokens
 
 
-def _score_exact_sharded(model, generate_then, n_prompt: int, settings: ProbeSettings, advance):
+def _score_exact_sharded(model, generate_then, prompt_in: EncodedPrompt, settings: ProbeSettings, advance):
     """``(response_ids, CandidateScores)``: exact marginals with each rank scoring its share of the
     vocabulary (agreed on across ranks, so a failure on one raises on all), then gathered."""
     from .distributed import candidate_share, gather_candidates, run_collectively, world
@@ -275,7 +400,8 @@ def _score_exact_sharded(model, generate_then, n_prompt: int, settings: ProbeSet
     share = candidate_share(vocab_size, rank, size)
     response_ids, raw = run_collectively(
         lambda: generate_then(
-            lambda input_ids: score_exact(model, input_ids, n_prompt, settings, on_position=advance, candidates=share)
+            lambda input_ids: score_exact(model, input_ids, len(prompt_in.prompt_ids), settings, on_position=advance,
+                                          candidates=share, positions=prompt_in.positions)
         )
     )
     raw.rest_prompt = gather_candidates(raw.rest_prompt, vocab_size)

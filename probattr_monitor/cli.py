@@ -129,12 +129,24 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(settings_flag(setting), dest=setting.name, action="store_const", const=False,
                                default=None, help=meta["help"])
             continue
-        kind = _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
+        kind = _PARSERS.get(str(meta.get("parse")))
+        kind = kind or _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
         group.add_argument(settings_flag(setting), dest=setting.name, type=kind, default=None,
                            choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"])
 
 
 _FIELD_TYPES = {"int": int, "float": float, "str": str}
+
+
+def parse_chat_template(text: str):
+    """``--chat-template``: ``auto``, ``on`` (True) or ``off`` (False)."""
+    choices = {"auto": "auto", "on": True, "off": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from auto, on, off)")
+    return choices[text]
+
+
+_PARSERS = {"chat_template": parse_chat_template}
 
 
 def settings_from_args(args: argparse.Namespace, base: Optional[ProbeSettings] = None) -> ProbeSettings:

@@ -65,7 +65,12 @@ def print_results(results: Iterable[ProbeResult], console=None) -> None:
             console.print(f"prompt: {safe(result.prompt)}")
             continue
         console.print(result_table(result))
-        console.print(f"[bold]response[/] ({result.response_source}): {safe(result.response)}")
+        template = ", chat template: only the user's tokens scored" if result.chat_template else ""
+        console.print(f"[bold]response[/] ({result.response_source}{template}): {safe(result.response)}")
+        if result.response_empty:
+            console.print(f"[bold yellow]warning:[/] prompt {index}: the response is empty (only end-of-sequence "
+                          "or whitespace), so this table says little about the model; an instruct model may need "
+                          "--chat-template on, or pass --response")
         summary = result.summary
         uncertain = f" ({summary['noise_uncertain']} uncertain)" if summary.get("noise_uncertain") else ""
         console.print(

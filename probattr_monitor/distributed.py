@@ -88,3 +88,12 @@ def gather_candidates(local: torch.Tensor, vocab_size: int) -> torch.Tensor:
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, local)
     return torch.cat(parts, dim=-1)[:, :vocab_size].cpu()
+
+
+def gather_objects(value: T) -> list[T]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``all_gather_object``)."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -16,11 +16,17 @@ def paper_prompts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def read_prompts_file(path: Union[str, os.PathLike]) -> list[str]:
-    """One prompt per line of a UTF-8 text file; blank lines are skipped.
+def read_prompts_file(path: Union[str, os.PathLike]) -> list:
+    """The prompts of a UTF-8 file; blank lines are skipped.
+
+    A plain file holds one prompt per line. A JSONL file (``.jsonl``, or a first line that opens a
+    JSON object) holds one object per line: ``{"prompt": "text"}`` (which may hold newlines) or
+    ``{"messages": [{"role": ..., "content": ...}, ...]}`` (a chat conversation; the user's
+    messages are scored, see ``probes.chat``).
 
     Raises:
-        ProbeInputError: the file is missing, not UTF-8, or holds no prompt.
+        ProbeInputError: the file is missing, not UTF-8, holds no prompt, or a JSONL line is not
+            one of those two objects (the line is named).
     """
     path = Path(path)
     try:
@@ -31,7 +37,35 @@ def read_prompts_file(path: Union[str, os.PathLike]) -> list[str]:
         raise ProbeInputError(f"prompts file {str(path)!r} is a directory") from None
     except UnicodeDecodeError as error:
         raise ProbeInputError(f"prompts file {str(path)!r} is not UTF-8 text (byte {error.start})") from None
-    prompts = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
+    jsonl = path.suffix == ".jsonl" or (bool(lines) and lines[0].lstrip().startswith("{"))
+    prompts = _jsonl_prompts(text, path) if jsonl else lines
     if not prompts:
         raise ProbeInputError(f"prompts file {str(path)!r} holds no prompt (one prompt per line)")
+    return prompts
+
+
+def _jsonl_prompts(text: str, path: Path) -> list:
+    """``{"prompt": str}`` or ``{"messages": [...]}`` per non-blank line."""
+    import json
+
+    from .probes.chat import check_messages
+
+    prompts: list = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{str(path)!r} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ProbeInputError(f"prompts file {where} is not JSON ({error.msg})") from None
+        if isinstance(entry, dict) and isinstance(entry.get("prompt"), str) and entry["prompt"].strip():
+            prompts.append(entry["prompt"])
+        elif isinstance(entry, dict) and "messages" in entry:
+            prompts.append(check_messages(entry["messages"], f"prompt at {where}"))
+        else:
+            raise ProbeInputError(
+                f"prompts file {where} should be {{\"prompt\": \"text\"}} or {{\"messages\": [...]}}, got {line[:80]!r}"
+            )
     return prompts

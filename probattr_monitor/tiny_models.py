@@ -16,13 +16,31 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# SmolLM2-Instruct's ChatML template: a default system message, <|im_start|> both BOS and first token.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
-def byte_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+def chat_tokenizer(texts: Iterable[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """:func:`byte_bpe_tokenizer` shaped like SmolLM2-Instruct's: ``<|im_start|>`` (id 0) is the BOS
+    and opens every turn, ``<|im_end|>`` (id 1) is the EOS, and the ChatML template
+    :data:`CHATML_TEMPLATE` adds a default system message."""
+    tokenizer = byte_bpe_tokenizer(texts, vocab_size, bos=IM_START, eos=IM_END)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def byte_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 300, bos: str = BOS,
+                       eos: str = EOS) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on ``texts``; it encodes any text (bytes are the base).
 
-    Special tokens: ``<s>`` (BOS), ``</s>`` (EOS), ``<pad>``. ``vocab_size`` counts the 256 byte
-    tokens and the three specials, so it must be at least 259.
+    Special tokens: ``bos`` (``<s>``, id 0), ``eos`` (``</s>``, id 1), ``<pad>`` (id 2).
+    ``vocab_size`` counts the 256 byte tokens and the three specials, so it must be at least 259.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -33,12 +51,12 @@ def byte_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 300) -> PreTraine
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[BOS, EOS, PAD],
+        special_tokens=[bos, eos, PAD],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(texts), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=PAD)
 
 
 def tiny_gpt2(

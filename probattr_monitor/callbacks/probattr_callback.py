@@ -9,6 +9,7 @@ callback takes it back when training resumes from that checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -30,6 +31,8 @@ from .state import preserved_training_state
 
 RESPONSE_MODES = ("generate", "fixed")
 METRIC_PREFIX = "probattr_"
+SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
+logger = logging.getLogger("probattr_monitor")
 
 
 class ProbAttrCallback(TrainerCallback, ExportableState):
@@ -45,14 +48,16 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     count in ``probattr/errors``; a failing sink is disabled for the rest of the run.
 
     Args:
-        prompts: the prompt set: ``None`` (the paper's seven prompts), a list of strings, or the
-            path of a UTF-8 file with one prompt per line.
+        prompts: the prompt set: ``None`` (the paper's seven prompts), a list whose entries are
+            strings or chat conversations (lists of ``{"role", "content"}`` messages), or the path
+            of a prompts file (one prompt per line, or JSONL: see ``prompts.read_prompts_file``).
         responses: ``"generate"`` (default: each checkpoint's own greedy continuation, as the
             paper does), ``"fixed"`` (each prompt's first valid, non-empty continuation, frozen as
             token ids and scored at every later checkpoint; kept across ``resume_from_checkpoint``),
             or a list with one response text per prompt (the same text every time).
         max_new_tokens, as_band, entropy_threshold, noise_entropy, candidates, candidate_budget,
-            memory_budget_mb: probe settings (see :class:`~probattr_monitor.ProbeSettings`); each
+            memory_budget_mb, chat_template, system, max_token_forwards: probe settings (see
+            :class:`~probattr_monitor.ProbeSettings`); each
             replaces the field of ``settings`` only when given.
         settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``), the base of
             every setting; default ``ProbeSettings()``.
@@ -74,6 +79,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).
         write_json: write ``probattr.json`` into each checkpoint folder probed at a save.
+
+    Cost: at ``on_train_begin`` the ``probattr_monitor`` logger (INFO; its level follows the
+    Trainer's ``log_level``) says what one probe run will cost in token-forwards, and after the first
+    run how long it took; a run slower than a minute is a warning naming the knobs
+    (``max_token_forwards``, ``candidate_budget``, fewer prompts). A long run logs its progress.
 
     Example:
         >>> from probattr_monitor import ProbAttrCallback, ProbeSettings
@@ -101,6 +111,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         candidates: Optional[str] = None,
         candidate_budget: Optional[int] = None,
         memory_budget_mb: Optional[float] = None,
+        chat_template: Union[None, bool, str] = None,
+        system: Optional[str] = None,
+        max_token_forwards: Optional[int] = None,
         settings: Union[None, ProbeSettings, dict] = None,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
@@ -114,7 +127,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.settings = base.with_overrides(
             max_new_tokens=max_new_tokens, as_band=as_band, entropy_threshold=entropy_threshold,
             noise_entropy=noise_entropy, candidates=candidates, candidate_budget=candidate_budget,
-            memory_budget_mb=memory_budget_mb,
+            memory_budget_mb=memory_budget_mb, chat_template=chat_template, system=system,
+            max_token_forwards=max_token_forwards,
         ).replace(progress=False)
         if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
                                           or every_n_steps < 1):
@@ -149,6 +163,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._sinks = GuardedSinks([], strict=strict)
         self._handler = None  # the Trainer's CallbackHandler, when attached
         self._last: Optional[ProbeRun] = None  # the latest probe run
+        self.cost: dict = {}  # what one probe run costs (api.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
 
     def attach(self, trainer) -> "ProbAttrCallback":
@@ -211,7 +226,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
             self._restore(saved)
-        prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
+        encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
+        self._log_cost(args, model, encoded)
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
@@ -265,6 +281,35 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def on_train_end(self, args, state, control, **kwargs):
         self._sinks.close()
 
+    def _log_cost(self, args, model, encoded) -> None:
+        """Log what one probe run will cost (INFO), at the Trainer's log level."""
+        from ..api import run_cost
+
+        _follow_trainer_log_level(args)
+        vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.cost = run_cost(encoded, vocab_size, self.settings)
+        templated = sum(1 for prompt_in, _ in encoded if prompt_in.templated)
+        logger.info(
+            "probattr: one probe run scores %d positions of %d prompts%s, %s policy with %d candidates per position: "
+            "at most %s token-forwards; its time is logged after the first run",
+            self.cost["positions"], self.cost["prompts"],
+            f" ({templated} through the chat template)" if templated else "", self.cost["policy"],
+            self.cost["candidates_per_position"], f"{self.cost['token_forwards']:,}")
+        if self.settings.max_token_forwards is not None and self.cost["policy"] == "exact":
+            warnings.warn("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
+                          "probed exactly (candidates='exact' or a small vocabulary)", stacklevel=3)
+
+    def _log_time(self, run: ProbeRun) -> None:
+        """After the first run: how long it took, and a warning when it is slow."""
+        forwards = sum(r.summary.get("token_forwards") or 0 for r in run.results)
+        rate = forwards / run.seconds if run.seconds > 0 else float("nan")
+        logger.info("probattr: the probe run at step %d took %.1f s (%s token-forwards, %.0f per second)",
+                    run.step, run.seconds, f"{forwards:,}", rate)
+        if run.seconds > SLOW_RUN_SECONDS:
+            warnings.warn(f"probattr-monitor: one probe run takes {run.seconds:.0f} s, at every save; lower it with "
+                          "max_token_forwards=N (budget policy), a smaller candidate_budget, max_new_tokens or fewer "
+                          "prompts", stacklevel=3)
+
     # ---- the probes ----
     def _due(self, control) -> bool:
         saving = control.should_save and self.probe_on_save
@@ -287,6 +332,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 strict=self.strict,
                 distributed=world()[1] > 1,
             )
+        if self._last is None and run.error is None:
+            self._log_time(run)
         if run.error is not None:
             self.errors += 1
         elif self._previous_results:
@@ -356,7 +403,19 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         return GuardedSinks(sinks, strict=self.strict)
 
 
-def _prompt_set(prompts) -> tuple[str, ...]:
+def _follow_trainer_log_level(args) -> None:
+    """Give the ``probattr_monitor`` logger the Trainer's process log level and, when nothing
+    would print it, a stderr handler (as transformers does for its own logger)."""
+    try:
+        level = args.get_process_log_level()
+    except Exception:  # noqa: BLE001 - TrainingArguments-like objects without it keep the default
+        return
+    logger.setLevel(level)
+    if not logger.hasHandlers():
+        logger.addHandler(logging.StreamHandler())
+
+
+def _prompt_set(prompts) -> tuple:
     if prompts is None:
         return tuple(paper_prompts())
     if isinstance(prompts, (str, os.PathLike)):
@@ -368,10 +427,14 @@ def _prompt_set(prompts) -> tuple[str, ...]:
     prompt_list = list(prompts)
     if not prompt_list:
         raise ValueError("prompts should hold at least one prompt, got an empty list")
+    from ..probes.chat import check_messages
+
     for index, prompt in enumerate(prompt_list):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt {index} should be a non-empty string, got {prompt!r}")
-    return tuple(prompt_list)
+        if isinstance(prompt, (list, tuple)):
+            check_messages(prompt, f"prompt {index}")
+        elif not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt {index} should be a non-empty string or a list of chat messages, got {prompt!r}")
+    return tuple(list(p) if isinstance(p, tuple) else p for p in prompt_list)
 
 
 def _response_mode(responses, count: int):

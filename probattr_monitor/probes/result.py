@@ -117,6 +117,13 @@ class ProbeResult:
         response_source: ``"given"`` or ``"generated"``.
         start_token_id: the conditioning token ``s``.
         settings: the :class:`~probattr_monitor.probes.settings.ProbeSettings` that produced it.
+        chat_template: whether the prompt went through the tokenizer's chat template; then
+            ``prompt_token_ids`` holds the whole templated prompt and ``tokens`` only the user's
+            tokens (their ``position`` indexes ``prompt_token_ids``).
+        messages: the conversation, when the prompt was given as chat messages (``prompt`` then
+            shows the last user message).
+        response_empty: the response holds nothing but end-of-sequence (or special) tokens and
+            whitespace: its noise table says little about the model (the CLI warns).
     """
 
     prompt: str
@@ -131,6 +138,9 @@ class ProbeResult:
     response_source: str = "given"
     start_token_id: Optional[int] = None
     settings: dict = field(default_factory=dict)
+    chat_template: bool = False
+    messages: Optional[list] = None
+    response_empty: bool = False
 
     @property
     def noise_tokens(self) -> Optional[int]:

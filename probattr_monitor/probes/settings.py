@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ProbeInputError
 
@@ -19,6 +19,7 @@ DEFAULT_AS_BAND = 0.2
 DEFAULT_ENTROPY_THRESHOLD = 2.0
 DEFAULT_CANDIDATE_BUDGET = 768
 DEFAULT_COST_SHARE = 5  # by default a budgeted probe costs at most 1/5 of exact
+CHAT_TEMPLATE_SETTINGS = ("auto", True, False)
 CPU_MEMORY_BUDGET_MB = 64.0
 ACCELERATOR_MEMORY_BUDGET_MB = 1024.0
 
@@ -61,6 +62,15 @@ class ProbeSettings:
             ``engine.candidate_batch_size``). ``None`` (default): 64 MB on CPU, where batches that
             stay near the cache run fastest (``benchmarks/bench_exact.py``), 1024 MB on accelerators.
         max_batch_size: optional hard cap on candidates per forward pass.
+        chat_template: ``"auto"`` (default) builds each prompt with the tokenizer's chat template
+            when it has one, ``True`` requires one, ``False`` probes the raw text. With a template
+            only the user's tokens are scored; the template's tokens stay fixed in the sequence
+            (``probes.chat``).
+        system: a system message for the chat template (default: the template's own, if any).
+        max_token_forwards: a cap on the token-forwards of one probe run (all its prompts) under
+            the budget policy: when ``budget_for(|V|)`` would cost more, the candidates per
+            position are scaled down to fit (:meth:`budget_within`). ``None`` (default): no cap.
+            Exact probes are never capped (they would no longer be exact): the callback warns.
         progress: show a tqdm progress bar.
     """
 
@@ -87,6 +97,15 @@ class ProbeSettings:
                 f"{ACCELERATOR_MEMORY_BUDGET_MB:g} on accelerators)", "metavar": "MB"})
     max_batch_size: Optional[int] = field(default=None, metadata={
         "help": "hard cap on candidates per forward pass (default: none)", "metavar": "N"})
+    chat_template: Union[bool, str] = field(default="auto", metadata={
+        "help": "build prompts with the tokenizer's chat template and score only the user's tokens: auto "
+                "(default: when the tokenizer has one), on, off", "metavar": "{auto,on,off}",
+        "parse": "chat_template"})
+    system: Optional[str] = field(default=None, metadata={
+        "help": "system message for the chat template (default: the template's own)", "metavar": "TEXT"})
+    max_token_forwards: Optional[int] = field(default=None, metadata={
+        "help": "cap on the token-forwards of one probe run under the budget policy (default: none)",
+        "metavar": "N"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar", "flag": "--no-progress"})
 
     def __post_init__(self) -> None:
@@ -109,6 +128,12 @@ class ProbeSettings:
         _check_int("seed", self.seed, minimum=0)
         if self.max_batch_size is not None:
             _check_int("max_batch_size", self.max_batch_size, minimum=1)
+        if not (self.chat_template is True or self.chat_template is False or self.chat_template == "auto"):
+            raise ProbeInputError(f"chat_template should be 'auto', True or False, got {self.chat_template!r}")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ProbeInputError(f"system should be a string, got {self.system!r}")
+        if self.max_token_forwards is not None:
+            _check_int("max_token_forwards", self.max_token_forwards, minimum=1)
         if not isinstance(self.progress, bool):
             raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
 
@@ -126,6 +151,15 @@ class ProbeSettings:
         if self.candidate_budget is not None:
             return self.candidate_budget
         return max(2, min(DEFAULT_CANDIDATE_BUDGET, vocab_size // DEFAULT_COST_SHARE))
+
+    def budget_within(self, vocab_size: int, suffix_tokens: int) -> int:
+        """Candidates per position for a run whose positions run ``suffix_tokens`` suffix tokens per
+        candidate in all (``sum_k (n - k + m - 1)`` over every prompt): :meth:`budget_for`, scaled
+        down so that ``budget x suffix_tokens <= max_token_forwards`` when a cap is set (at least 2)."""
+        budget = self.budget_for(vocab_size)
+        if self.max_token_forwards is None or suffix_tokens <= 0:
+            return budget
+        return max(2, min(budget, self.max_token_forwards // suffix_tokens))
 
     def memory_budget_bytes(self, device) -> int:
         """The memory budget in bytes for ``device`` (the default depends on its type)."""

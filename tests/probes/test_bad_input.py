@@ -37,7 +37,7 @@ def test_empty_response(model, tokenizer):
 
 
 def test_non_string_prompt(model, tokenizer):
-    with pytest.raises(ProbeInputError, match="prompt should be a string"):
+    with pytest.raises(ProbeInputError, match="prompt 0 should be a string or a non-empty list of chat messages"):
         probe(model, tokenizer, [3], progress=False)
 
 
