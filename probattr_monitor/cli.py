@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     attribute.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
     attribute.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
     attribute.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
+    add_base_model_argument(attribute)
     add_prompt_arguments(attribute)
     attribute.add_argument("--response", metavar="TEXT", help="the response to score (single prompt only); "
                            "default: the model's greedy continuation")
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb"),
                        help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep)")
     sweep.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
+    add_base_model_argument(sweep)
     add_rule_argument(sweep)
     add_prompt_arguments(sweep)
     sweep.set_defaults(handler=run_sweep_command)
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_rule_argument(report)
     report.set_defaults(handler=run_report_command)
     return parser
+
+
+def add_base_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--base-model``: the base of PEFT adapter folders whose config names no local one."""
+    parser.add_argument("--base-model", metavar="DIR", help="base model of PEFT adapter folders (a save_pretrained "
+                        "folder or a .gguf file; default: the adapter config's base_model_name_or_path)")
 
 
 def add_rule_argument(parser: argparse.ArgumentParser) -> None:
@@ -108,8 +116,9 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts-file", metavar="FILE", help="UTF-8 file, one prompt per line")
     add_settings_arguments(parser)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
-                        help="model dtype (probability arithmetic is float32 or wider regardless)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "float64"),
+                        help="model dtype (default: the checkpoint's own, from its config.json; float32 for GGUF); "
+                             "probability arithmetic is float32 or wider regardless")
 
 
 def settings_flag(setting: dataclasses.Field) -> str:
@@ -182,7 +191,8 @@ def run_attribute(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_writable(args.json, "--json")  # before any compute, not after it
     model, tokenizer = load_model_and_tokenizer(
-        args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype, tokenizer_dir=args.tokenizer
+        args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype, tokenizer_dir=args.tokenizer,
+        base_model=args.base_model,
     )
     responses = None if args.response is None else [args.response]
     results = probe(model, tokenizer, prompts, responses=responses, settings=settings)
@@ -241,7 +251,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                          tokenizer=args.tokenizer, prompts=prompts_from_args(args),
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
                          dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
-                         rule=args.rule)
+                         rule=args.rule, base_model=args.base_model)
     summary = run_sweep(config)
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED

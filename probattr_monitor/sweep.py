@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, read_trainer_state, select_steps
 from .monitoring.decision import DEFAULT_RULE, recommend
 from .monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from .monitoring.record import RESULTS_FILE, PromptSet, RecordKey, RunRecord
+from .monitoring.record import PromptSet, RecordKey, RunRecord, find_record, folder_records
 from .monitoring.run import ProbeRun, probe_record, run_probes
 from .monitoring.statistics import drift
 from .probes.errors import ProbeInputError, one_line
@@ -57,6 +57,10 @@ class SweepConfig:
         settings: :class:`ProbeSettings`.
         report_to: ``"tensorboard"`` and/or ``"wandb"``.
         rule: the recommendation rule (``monitoring.decision.RULES``).
+        dtype: the dtype checkpoints are probed in; ``None`` (default): each checkpoint's own
+            (``config.json``), as the callback probed it during training.
+        base_model: the base model of adapter checkpoints (a folder or a ``.gguf`` file), when
+            their ``adapter_config.json`` does not name a local one.
     """
 
     run_dir: Optional[str] = None
@@ -69,20 +73,25 @@ class SweepConfig:
     settings: ProbeSettings = field(default_factory=lambda: ProbeSettings(progress=False))
     report_to: Sequence[str] = ()
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: Optional[str] = None
     trust_remote_code: bool = False
     progress: bool = True
     report: bool = True
     rule: str = DEFAULT_RULE
+    base_model: Optional[str] = None
 
     @property
     def prompt_set(self) -> PromptSet:
         return PromptSet.of(self.prompts, self.responses)
 
-    @property
-    def key(self) -> RecordKey:
-        """What a record must match to be reused or summarised by this sweep."""
-        return RecordKey.of(self.settings, self.prompt_set)
+    def key_for(self, checkpoint: Checkpoint) -> RecordKey:
+        """What a record of ``checkpoint`` must match to be reused or summarised by this sweep:
+        the settings, the prompt set, the dtype it is probed in and the policy its vocabulary gets."""
+        from .loading import checkpoint_profile
+
+        own_dtype, vocab_size = checkpoint_profile(checkpoint.path, self.base_model)
+        policy = self.settings.policy_for(vocab_size) if vocab_size is not None else None
+        return RecordKey.of(self.settings, self.prompt_set, self.dtype or own_dtype or "float32", policy)
 
 
 @dataclass
@@ -122,21 +131,21 @@ def output_dir(config: SweepConfig, checkpoints: Sequence[Checkpoint]) -> Path:
     return folder
 
 
-def record_path(config: SweepConfig, checkpoint: Checkpoint) -> Path:
-    """``probattr.json`` beside the checkpoint, or under ``out/<checkpoint name>/``."""
-    folder = Path(config.out) / checkpoint.name if config.out else checkpoint.path
-    return folder / RESULTS_FILE
+def record_folder(config: SweepConfig, checkpoint: Checkpoint) -> Path:
+    """Where a checkpoint's records live: beside it, or under ``out/<checkpoint name>/``."""
+    return Path(config.out) / checkpoint.name if config.out else checkpoint.path
 
 
-def read_record(path: Path) -> Optional[RunRecord]:
-    """A record written before, or ``None`` when there is none, or it is unreadable, of the wrong
-    JSON shape or of another format version (see :meth:`RunRecord.load`)."""
-    return RunRecord.load(path)
+def read_record(config: SweepConfig, checkpoint: Checkpoint) -> Optional[RunRecord]:
+    """The checkpoint's record made with this sweep's key, else its ``probattr.json`` (made with
+    another key), else ``None`` (see ``monitoring.record.find_record``)."""
+    return find_record(record_folder(config, checkpoint), config.key_for(checkpoint))
 
 
-def is_reusable(record: Optional[RunRecord], config: SweepConfig) -> bool:
-    """A finished record made with the same settings, prompt set, estimator revision and format."""
-    return record is not None and record.is_reusable(config.key)
+def is_reusable(record: Optional[RunRecord], key: RecordKey) -> bool:
+    """A finished record made with the same settings, prompt set, dtype, policy, estimator revision
+    and format."""
+    return record is not None and record.is_reusable(key)
 
 
 def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRecord, bool]:
@@ -147,28 +156,35 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRe
     show it; the sweep goes on with the other checkpoints."""
     import time
 
-    from .loading import has_tokenizer_files, load_model_and_tokenizer
+    from .loading import has_tokenizer_files, is_adapter, load_model_and_tokenizer
+    from .monitoring.provenance import provenance
 
     began = time.perf_counter()
+    key = config.key_for(checkpoint)
+    source = {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {}
+    info: dict = {"dtype": key.dtype, "policy": key.policy, "device": config.device, **source}  # what was asked
     try:
         read_trainer_state(checkpoint.path)  # a trainer_state.json of the wrong shape: this checkpoint fails
         tokenizer_dir = None
         if not has_tokenizer_files(checkpoint.path):
-            if config.tokenizer is None:
+            if config.tokenizer is None and not is_adapter(checkpoint.path):
                 raise ProbeInputError(f"{checkpoint.name} has no tokenizer files; pass --tokenizer DIR")
             tokenizer_dir = config.tokenizer
-        model, tokenizer = load_model_and_tokenizer(checkpoint.path, device=config.device, dtype=config.dtype,
+        model, tokenizer = load_model_and_tokenizer(checkpoint.path, device=config.device, dtype=key.dtype,
                                                     tokenizer_dir=tokenizer_dir,
-                                                    trust_remote_code=config.trust_remote_code)
+                                                    trust_remote_code=config.trust_remote_code,
+                                                    base_model=config.base_model)
+        info = provenance(model, config.settings, **source) if source else provenance(model, config.settings)
         run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step)
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
         run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began, error=one_line(error))
-    record = RunRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name)
-    path = record_path(config, checkpoint)
+    record = RunRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name, provenance=info)
+    folder = record_folder(config, checkpoint)
+    path = folder
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record.save(path.parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = record.save(folder)
     except OSError as error:
         record.status = "failed"
         record.error = f"could not write {path} ({one_line(error)}); pass --out DIR to write records elsewhere"
@@ -193,7 +209,7 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             mine = checkpoints[rank::world_size]
             with _progress(console, len(mine), enabled=config.progress and rank == 0) as advance:
                 for checkpoint in mine:
-                    if is_reusable(read_record(record_path(config, checkpoint)), config):
+                    if is_reusable(read_record(config, checkpoint), config.key_for(checkpoint)):
                         reused.append(checkpoint.step)
                     else:
                         record, written = probe_checkpoint(config, checkpoint)
@@ -205,13 +221,14 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             unsaved = _merge_dicts(unsaved, world_size)
             if rank != 0:
                 return None
-            records = {**load_records(checkpoints, lambda c: record_path(config, c)), **unsaved}
-            summary = summarise(config, checkpoints, summary_dir, computed, reused, records)
-            _log(config, checkpoints, records, summary.rows)
+            records = {**load_records(checkpoints, lambda c: read_record(config, c)), **unsaved}
+            keys = {c.name: config.key_for(c) for c in checkpoints}
+            summary = summarise(config, checkpoints, summary_dir, computed, reused, records, keys)
+            _log(config, checkpoints, records, summary.rows, keys)
             if config.report:
                 from .report import write_report
 
-                matching = {name: r for name, r in records.items() if r.matches(config.key)}
+                matching = {name: r for name, r in records.items() if r.matches(keys[name])}
                 write_report(summary_dir, summary.rows, matching, summary.recommended,
                              title=str(summary_dir.resolve()))
         print_summary(summary, console)
@@ -223,29 +240,29 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             dist.destroy_process_group()
 
 
-def load_records(checkpoints: Sequence[Checkpoint], path_of) -> dict[str, RunRecord]:
-    """``{checkpoint name: record}`` for the checkpoints whose record ``path_of(checkpoint)`` is readable."""
+def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, RunRecord]:
+    """``{checkpoint name: record}`` for the checkpoints for which ``record_of(checkpoint)`` finds one."""
     records = {}
     for checkpoint in checkpoints:
-        record = read_record(path_of(checkpoint))
+        record = record_of(checkpoint)
         if record is not None:
             records[checkpoint.name] = record
     return records
 
 
-def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, key: Optional[RecordKey] = None,
+def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optional[dict] = None,
                  reused: Sequence[int] = ()) -> list[dict]:
     """One summary row (``ROW_KEYS``) per checkpoint, from its record; a checkpoint with no record,
-    or only one made with other settings or prompts than ``key`` (when given), is ``failed``. The
-    drift columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.statistics``)."""
+    or only one made with another key than ``keys[name]`` (when given), is ``failed``. The drift
+    columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.statistics``)."""
     losses = eval_losses(checkpoints)
     rows = []
     previous: list = []
     for checkpoint in checkpoints:
         record = records.get(checkpoint.name)
-        if record is None or (key is not None and not record.matches(key)):
+        if record is None or (keys is not None and not record.matches(keys[checkpoint.name])):
             why = "no probattr.json record" if record is None else (
-                "its probattr.json was made with other settings or prompts")
+                "its probattr.json was made with other settings, prompts or dtype")
             row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
                    **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None}
         else:
@@ -267,11 +284,12 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, key: Optional
 
 
 def summarise(
-    config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path, computed, reused, records: dict
+    config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path, computed, reused, records: dict,
+    keys: dict
 ) -> SweepSummary:
-    """Rows from ``records`` made with this sweep's key, the recommendation, and the CSV / JSON
-    summaries (atomic)."""
-    rows = collect_rows(checkpoints, records, config.key, reused)
+    """Rows from ``records`` made with this sweep's keys (per checkpoint), the recommendation, and
+    the CSV / JSON summaries (atomic)."""
+    rows = collect_rows(checkpoints, records, keys, reused)
     recommended = recommend(rows, config.rule, fixed_responses=config.prompt_set.response_mode == "fixed")
     write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "rows": rows})
     buffer = io.StringIO()
@@ -293,12 +311,12 @@ def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
 
     checkpoints = discover_checkpoints(run_dir)
     folder = Path(out) if out else Path(run_dir)
-    records = load_records(checkpoints, lambda c: (folder / c.name if out else c.path) / RESULTS_FILE)
-    if not records:
-        raise ProbeInputError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
     groups: dict = {}
-    for name, record in records.items():
-        groups.setdefault(record.key, {})[name] = record
+    for checkpoint in checkpoints:
+        for record in folder_records(folder / checkpoint.name if out else checkpoint.path):
+            groups.setdefault(record.key, {})[checkpoint.name] = record
+    if not groups:
+        raise ProbeInputError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
     steps = {c.name: c.step for c in checkpoints}
     key = max(groups, key=lambda k: (len(groups[k]), max(steps[name] for name in groups[k])))
     others = [
@@ -306,7 +324,7 @@ def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
         for k, group in groups.items()
         if k != key
     ]
-    rows = collect_rows(checkpoints, records, key)
+    rows = collect_rows(checkpoints, groups[key], {c.name: key for c in checkpoints})
     folder.mkdir(parents=True, exist_ok=True)
     return write_report(
         folder,
@@ -339,7 +357,8 @@ def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
     return losses
 
 
-def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict]) -> None:
+def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict],
+         keys: dict) -> None:
     """Write every checkpoint's record made with this sweep's key to the sinks at its step, in
     step order, with the drift its summary row holds; a failing sink is reported and disabled,
     never fatal."""
@@ -361,7 +380,7 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, 
     try:
         for checkpoint in checkpoints:
             record = records.get(checkpoint.name)
-            if record is None or not record.matches(config.key):
+            if record is None or not record.matches(keys[checkpoint.name]):
                 continue
             errors += not record.ok
             row = rows_by_name.get(checkpoint.name, {})

@@ -146,22 +146,24 @@ def test_a_sweep_refuses_a_folder_another_sweep_holds(plain_run, tmp_path):
 
 def test_summaries_leave_out_records_made_with_other_settings(plain_run, tmp_path):
     from probattr_monitor.checkpoints import discover_checkpoints
-    from probattr_monitor.monitoring.record import RunRecord
+    from probattr_monitor.monitoring.record import RunRecord, find_record, folder_records
     from probattr_monitor.sweep import SweepConfig, collect_rows, load_records
 
     run = shutil.copytree(plain_run, tmp_path / "run")
     assert sweep_cli(run, *prompt_args(), "--entropy-threshold", "1.0").returncode == 0
     assert sweep_cli(run, "--steps", "9", "12", *prompt_args(), "--entropy-threshold", "3.0").returncode == 0
     checkpoints = discover_checkpoints(run)
-    records = load_records(checkpoints, lambda c: c.path / "probattr.json")
-    assert {r.settings["entropy_threshold"] for r in records.values()} == {1.0, 3.0}, "the folder now holds both"
+    kept = {r.settings["entropy_threshold"] for r in folder_records(run / "checkpoint-9")}
+    assert kept == {1.0, 3.0}, "the second sweep's records sit beside the first's"
     from probattr_monitor import ProbeSettings
 
     config = SweepConfig(run_dir=str(run), prompts=PROMPTS,
                          settings=ProbeSettings(max_new_tokens=4, entropy_threshold=3.0, progress=False))
-    rows = collect_rows(checkpoints, records, config.key)
+    keys = {c.name: config.key_for(c) for c in checkpoints}
+    records = load_records(checkpoints, lambda c: find_record(c.path, keys[c.name]))
+    rows = collect_rows(checkpoints, records, keys)
     assert [row["status"] for row in rows] == ["failed", "failed", "ok", "ok"]
-    assert "made with other settings or prompts" in rows[0]["error"]
+    assert "made with other settings, prompts or dtype" in rows[0]["error"]
     assert isinstance(records["checkpoint-3"], RunRecord)
 
 

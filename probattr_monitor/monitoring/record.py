@@ -2,9 +2,15 @@
 
 This module owns the record: its fields (:class:`RunRecord`), its format version, and the key
 that says whether a stored record still describes what a caller asks for (:class:`RecordKey`:
-the settings that decide the numbers, a hash of the prompt set, the estimator revision and the
-format version). A record of an unknown format version, or of the wrong JSON shape, is never
-trusted: :meth:`RunRecord.load` returns ``None`` for it and the caller recomputes.
+the settings that decide the numbers, a hash of the prompt set, the model's dtype, the candidate
+policy, the estimator revision and the format version). A record of an unknown format version,
+or of the wrong JSON shape, is never trusted: :meth:`RunRecord.load` returns ``None`` for it and
+the caller recomputes.
+
+Records made with different keys live side by side: ``probattr.json`` holds the first, and a
+record whose key differs from an ``ok`` record already there goes to ``probattr-<key id>.json``
+(:func:`record_file`), so a sweep with other settings, or one whose loads fail, never replaces
+good records.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from ..probes.settings import ProbeSettings
 from ..storage import write_json_atomic
 
 RESULTS_FILE = "probattr.json"
-FORMAT_VERSION = 2  # 2: fixed responses are token ids; records carry their prompt set
+RESULTS_GLOB = "probattr*.json"
+FORMAT_VERSION = 3  # 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype
 STATUSES = ("ok", "failed")
 
 # A response entry: None (the model's greedy continuation), a text, or frozen token ids.
@@ -67,25 +74,38 @@ class RecordKey:
     """What must match for a stored record to be reused or summarised with others.
 
     ``settings`` is :meth:`ProbeSettings.result_key` (the settings that decide the numbers);
-    ``prompt_set_hash`` is :attr:`PromptSet.hash`.
+    ``prompt_set_hash`` is :attr:`PromptSet.hash`; ``dtype`` the model's weights' dtype and
+    ``policy`` the candidate policy that ran (``"exact"`` or ``"budget"``).
     """
 
     settings: tuple
     prompt_set_hash: str
+    dtype: Optional[str] = None
+    policy: Optional[str] = None
     estimator_revision: int = ESTIMATOR_REVISION
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def of(cls, settings: ProbeSettings, prompt_set: PromptSet) -> "RecordKey":
+    def of(cls, settings: ProbeSettings, prompt_set: PromptSet, dtype: Optional[str] = None,
+           policy: Optional[str] = None) -> "RecordKey":
         """The key of records made with ``settings`` on ``prompt_set`` by this version."""
-        return cls(tuple(sorted(settings.result_key().items())), prompt_set.hash)
+        return cls(tuple(sorted(settings.result_key().items())), prompt_set.hash, dtype, policy)
+
+    @property
+    def id(self) -> str:
+        """12 hex digits of SHA-256 over the key: the suffix of a side-by-side record's file name."""
+        text = json.dumps([list(self.settings), self.prompt_set_hash, self.dtype, self.policy,
+                           self.estimator_revision, self.format_version], default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
     def describe(self) -> str:
-        """A short human-readable form: the settings that differ from the defaults and the hash prefix."""
+        """A short human-readable form: the settings that differ from the defaults, dtype, policy
+        and the prompt-set hash prefix."""
         defaults = ProbeSettings().result_key()
         changed = {name: value for name, value in self.settings if defaults.get(name) != value}
         settings = ", ".join(f"{name}={value!r}" for name, value in changed.items()) or "default settings"
-        return f"{settings}; prompt set {self.prompt_set_hash[:8]}"
+        return f"{settings}; {self.dtype or 'unknown dtype'}, {self.policy or 'unknown'} policy; " \
+               f"prompt set {self.prompt_set_hash[:8]}"
 
 
 @dataclass
@@ -103,6 +123,8 @@ class RunRecord:
         probe_seconds: wall time of the run.
         summary: ``monitoring.metrics.run_summary`` of the results.
         results: one MATH.md object per prompt.
+        provenance: how it was computed (``monitoring.provenance``): dtype, device, model class,
+            candidate policy, library versions, and base model and adapter for a PEFT model.
         format_version, estimator_revision, probattr_monitor_version: what wrote it.
     """
 
@@ -116,20 +138,24 @@ class RunRecord:
     probe_seconds: float = 0.0
     summary: dict = field(default_factory=dict)
     results: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     estimator_revision: int = ESTIMATOR_REVISION
     probattr_monitor_version: str = ""
 
     @classmethod
     def from_run(cls, run, prompt_set: PromptSet, settings: ProbeSettings,
-                 checkpoint: Optional[str] = None) -> "RunRecord":
-        """The record of a :class:`~probattr_monitor.monitoring.run.ProbeRun`."""
+                 checkpoint: Optional[str] = None, provenance: Optional[dict] = None) -> "RunRecord":
+        """The record of a :class:`~probattr_monitor.monitoring.run.ProbeRun`; ``provenance``
+        (default: the run's own) says how it was computed, or was to be for a run that failed."""
         from .. import __version__
 
         return cls(step=run.step, checkpoint=checkpoint, settings=settings.to_dict(), prompt_set=prompt_set.to_dict(),
                    prompt_set_hash=prompt_set.hash, status="ok" if run.error is None else "failed", error=run.error,
                    probe_seconds=run.seconds, summary=run.statistics,
-                   results=[result.to_dict() for result in run.results], probattr_monitor_version=__version__)
+                   results=[result.to_dict() for result in run.results],
+                   provenance=dict(provenance if provenance is not None else run.provenance),
+                   probattr_monitor_version=__version__)
 
     @property
     def ok(self) -> bool:
@@ -142,7 +168,8 @@ class RunRecord:
             settings = ProbeSettings.from_dict(self.settings)
         except ValueError:
             return None
-        return RecordKey(tuple(sorted(settings.result_key().items())), self.prompt_set_hash, self.estimator_revision,
+        return RecordKey(tuple(sorted(settings.result_key().items())), self.prompt_set_hash,
+                         self.provenance.get("dtype"), self.provenance.get("policy"), self.estimator_revision,
                          self.format_version)
 
     def matches(self, key: RecordKey) -> bool:
@@ -170,13 +197,16 @@ class RunRecord:
         except TypeError as error:
             raise ValueError(f"a probattr.json record lacks fields: {error}") from None
         if record.status not in STATUSES or not isinstance(record.step, int) or not isinstance(record.results, list) \
-                or not isinstance(record.summary, dict) or not isinstance(record.settings, dict):
+                or not isinstance(record.summary, dict) or not isinstance(record.settings, dict) \
+                or not isinstance(record.provenance, dict):
             raise ValueError("a probattr.json record has fields of the wrong type")
         return record
 
     def save(self, folder) -> Path:
-        """Write ``folder/probattr.json`` atomically (strict JSON); returns its path."""
-        path = Path(folder) / RESULTS_FILE
+        """Write the record into ``folder`` atomically (strict JSON), at :func:`record_file`: never
+        over an ``ok`` record made with another key. Returns its path."""
+        key = self.key
+        path = record_file(folder, key) if key is not None else Path(folder) / RESULTS_FILE
         write_json_atomic(path, self.to_dict())
         return path
 
@@ -188,3 +218,36 @@ class RunRecord:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return None
+
+
+def record_file(folder, key: RecordKey) -> Path:
+    """Where a record with ``key`` goes in ``folder``: ``probattr.json`` unless that holds an ``ok``
+    record of this estimator revision with another key, then ``probattr-<key.id>.json`` (side by
+    side, nothing good replaced). A record no version can reuse (failed, of an older estimator
+    revision, unreadable) is replaced."""
+    main = Path(folder) / RESULTS_FILE
+    present = RunRecord.load(main)
+    if present is None or not present.ok or present.key == key or present.estimator_revision != ESTIMATOR_REVISION:
+        return main
+    return Path(folder) / f"probattr-{key.id}.json"
+
+
+def find_record(folder, key: RecordKey) -> Optional[RunRecord]:
+    """The record in ``folder`` made with ``key`` (side file first, then ``probattr.json``); when
+    none matches, ``probattr.json``'s record (another key's, so callers can say why), or ``None``."""
+    main = RunRecord.load(Path(folder) / RESULTS_FILE)
+    side = RunRecord.load(Path(folder) / f"probattr-{key.id}.json")
+    for record in (side, main):
+        if record is not None and record.matches(key):
+            return record
+    return main
+
+
+def folder_records(folder) -> list[RunRecord]:
+    """Every readable record in ``folder`` (``probattr.json`` and the side-by-side ones)."""
+    found = []
+    for path in sorted(Path(folder).glob(RESULTS_GLOB)):
+        record = RunRecord.load(path)
+        if record is not None:
+            found.append(record)
+    return found

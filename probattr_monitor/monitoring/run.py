@@ -27,6 +27,7 @@ class ProbeRun:
         error: ``"Type: message"`` when the run raised, else ``None``.
         drift: ``{"drift_attribution", "drift_entropy"}`` against the previous run, when known
             (``monitoring.statistics.drift``).
+        provenance: how it was computed (``monitoring.provenance``); empty when unknown.
     """
 
     step: int
@@ -34,6 +35,7 @@ class ProbeRun:
     seconds: float = 0.0
     error: Optional[str] = None
     drift: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     @property
     def statistics(self) -> dict:
@@ -43,16 +45,18 @@ class ProbeRun:
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
                strict: bool = False, distributed: bool = False) -> ProbeRun:
-    """``probe(...)`` over the prompt set, timed; an exception becomes ``error`` and a warning
-    unless ``strict``, in which case it propagates."""
+    """``probe(...)`` over the prompt set, timed, with its provenance; an exception becomes
+    ``error`` and a warning unless ``strict``, in which case it propagates."""
     from ..api import probe
+    from .provenance import provenance
 
     began = time.perf_counter()
     try:
+        info = provenance(model, settings)
         results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings,
                         distributed=distributed)
         assert isinstance(results, list)  # a list of prompts gives a list of results
-        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began)
+        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began, provenance=info)
     except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
         if strict:
             raise

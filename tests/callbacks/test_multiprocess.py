@@ -45,6 +45,28 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
         assert record["summary"]["token_forwards"] >= sum(r.summary["token_forwards"] for r in single)
 
 
+def test_budget_policy_splits_prompts_across_ranks_with_the_numbers_of_one(tmp_path):
+    completed = torchrun(tmp_path, "--budget")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # 2 prompts, 2 probe runs: each rank scored one prompt per run, not both
+    assert "rank 0 scored 2 prompts" in completed.stdout and "rank 1 scored 2 prompts" in completed.stdout
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        record = json.loads((folder / "probattr.json").read_text(encoding="utf-8"))
+        assert record["provenance"]["policy"] == "budget"
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        single = probe(model, tokenizer, [r["prompt"] for r in record["results"]], max_new_tokens=4, progress=False,
+                       candidates="budget")
+        for shared, alone in zip(record["results"], single):
+            assert shared["response_token_ids"] == alone.response_token_ids
+            assert shared["summary"]["token_forwards"] == alone.summary["token_forwards"]
+            for a, b in zip(shared["tokens"], alone.tokens):
+                assert a["attribution_score"] == pytest.approx(b.attribution_score, abs=1e-5)
+                assert a["attribution_score_stderr"] == pytest.approx(b.attribution_score_stderr, abs=1e-5)
+                assert a["entropy_context"] == pytest.approx(b.entropy_context, abs=1e-5)
+
+
 def test_a_rank_that_raises_does_not_hang_the_run(tmp_path):
     completed = torchrun(tmp_path, "--fail-rank", "1", timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,9 +1,11 @@
 """Train with ProbAttrCallback under torch.distributed (run by torchrun; used by the tests).
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/scripts/ddp_train.py OUT [--fail-rank R]
+        [--budget]
 
 ``--fail-rank R`` makes the probes raise on rank R only (fault injection), to show that the other
-ranks do not hang and training completes.
+ranks do not hang and training completes. ``--budget`` probes with the budget policy and prints
+how many prompts each rank scored (the work is split by prompt).
 """
 
 import argparse
@@ -23,8 +25,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--fail-rank", type=int, default=None)
+    parser.add_argument("--budget", action="store_true")
     args = parser.parse_args()
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4)
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, candidates="budget" if args.budget else None)
+    scored = []
+    if args.budget:  # count the prompts this rank scores (the real estimator still runs)
+        import probattr_monitor.probes.budgeted as budgeted
+
+        real = budgeted.score_budgeted
+
+        def counting(*a, **k):
+            scored.append(1)
+            return real(*a, **k)
+
+        budgeted.score_budgeted = counting
     trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
     rank = int(os.environ.get("RANK", "0"))
     if args.fail_rank is not None and rank == args.fail_rank:
@@ -38,6 +52,8 @@ def main():
     world = dist.get_world_size() if dist.is_initialized() else 1
     print(f"rank {rank} of {world} finished: step {trainer.state.global_step}, probe errors {callback.errors}",
           flush=True)
+    if args.budget:
+        print(f"rank {rank} scored {len(scored)} prompts", flush=True)
     if dist.is_initialized():  # leave cleanly: gloo threads torn down at interpreter exit can abort
         dist.barrier()
         dist.destroy_process_group()
