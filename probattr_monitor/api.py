@@ -336,8 +336,13 @@ def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids,
         return ProbeResult.invalid(user_text(prompt), response, prompt_ids, response_ids or [], str(error), **extra)
 
     tokens = _token_rows(tokenizer, prompt_ids, positions, scores.quantities, scores.stderrs, settings)
+    generations = 0
+    if settings.replacement_entropy:
+        generations = _add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids, settings)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
+    if settings.replacement_entropy:
+        summary["generations"] = generations
     summary["candidates"] = scores.policy
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
@@ -353,6 +358,23 @@ def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids,
     )
 
 
+def _add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids, settings) -> int:
+    """Fill each token's replacement-entropy fields (``probes.replacement``); returns the generations."""
+    from .probes.replacement import replacement_entropy
+
+    input_ids = torch.tensor([start] + list(prompt_ids) + list(response_ids), device=model_device(model))
+    stats = replacement_entropy(model, input_ids, len(prompt_ids), positions, stop_ids,
+                                top_p=settings.replacement_top_p, seed=settings.seed,
+                                max_candidates=settings.replacement_max_candidates)
+    for row, token in enumerate(tokens):
+        token.top_p_set_size = stats.set_size[row]
+        token.replacement_entropy = stats.entropy_greedy[row]
+        token.replacement_entropy_sampled = stats.entropy_sampled[row]
+        token.original_response_share = stats.share_greedy[row]
+        token.original_response_share_sampled = stats.share_sampled[row]
+    return stats.generations
+
+
 def _token_rows(tokenizer, prompt_ids, positions, stats: PositionQuantities, stderrs: dict,
                 settings) -> list[TokenAttribution]:
     """One :class:`TokenAttribution` per scored prompt position (row ``row`` of the quantities
@@ -362,8 +384,8 @@ def _token_rows(tokenizer, prompt_ids, positions, stats: PositionQuantities, std
     tokens = []
     for row, k in enumerate(positions):
         token_id = prompt_ids[k]
-        values = {name: float(getattr(stats, name)[row]) for name in QUANTITIES}
-        errors = {name: float(stderrs[name][row]) for name in QUANTITIES}
+        values: dict[str, Any] = {name: float(getattr(stats, name)[row]) for name in QUANTITIES}
+        errors: dict[str, Any] = {name: float(stderrs[name][row]) for name in QUANTITIES}
         entropy_name = "entropy_context" if context else "entropy_prompt"
         score = values["attribution_score"]
         tokens.append(

@@ -134,9 +134,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("probe settings (ProbeSettings)")
     for setting in dataclasses.fields(ProbeSettings):
         meta = setting.metadata
-        if setting.type in ("bool", bool):  # a switch that turns the default (True) off
-            group.add_argument(settings_flag(setting), dest=setting.name, action="store_const", const=False,
-                               default=None, help=meta["help"])
+        if setting.type in ("bool", bool):  # a switch that turns the default (True or False) around
+            group.add_argument(settings_flag(setting), dest=setting.name, action="store_const",
+                               const=not setting.default, default=None, help=meta["help"])
             continue
         kind = _PARSERS.get(str(meta.get("parse")))
         kind = kind or _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]

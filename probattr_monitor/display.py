@@ -35,12 +35,15 @@ def result_table(result: ProbeResult):
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"), ("token", "left"), ("AS", "right"), ("H prompt", "right"), ("H context", "right"),
         ("KL", "right"), ("band", "left"), ("noise", "center"))
+    stability = any(token.replacement_entropy is not None for token in result.tokens)
+    if stability:  # response stability (replacement entropy on)
+        columns += (("top-p set", "right"), ("H rep", "right"), ("H rep sampled", "right"), ("orig. share", "right"))
     for name, justify in columns:
         table.add_column(name, justify=justify)
     estimated = any(token.attribution_score_stderr > 0 for token in result.tokens)
     for token in result.tokens:
         error = f"±{1.96 * token.attribution_score_stderr:.3f}" if estimated else ""
-        table.add_row(
+        cells = [
             str(token.position),
             safe(repr(token.token)[1:-1]),
             f"{token.attribution_score:+.3f}{error}",
@@ -49,8 +52,11 @@ def result_table(result: ProbeResult):
             f"{token.kl_context_prompt:.3f}",
             token.band,
             "?" if token.noise_uncertain else ("NOISE" if token.noise else ""),
-            style=BAND_STYLES.get(token.band, ""),
-        )
+        ]
+        if stability:
+            cells += [str(token.top_p_set_size), f"{token.replacement_entropy or 0.0:.3f}",
+                      f"{token.replacement_entropy_sampled or 0.0:.3f}", f"{token.original_response_share or 0.0:.2f}"]
+        table.add_row(*cells, style=BAND_STYLES.get(token.band, ""))
     return table
 
 

@@ -167,6 +167,7 @@ STATISTIC_CHARTS = (
     ("log_p_response", "mean log P(response | prompt)", "higher: the fixed responses are likelier"),
     ("soft_noise", "soft noise (nats)", "lower: fewer tokens that nothing pins down"),
     ("drift_attribution", "drift: mean |dAS| (nats)", "towards 0: the run has settled"),
+    ("mean_replacement_entropy", "replacement entropy (nats)", "lower: responses stable under replacements"),
 )
 
 
@@ -333,6 +334,11 @@ def _token_details(token: dict) -> str:
         f"H prompt {token['entropy_prompt']:.4f}, H context {token['entropy_context']:.4f}",
         f"KL(ctx||prm) {token['kl_context_prompt']:.4f}, KL(prm||ctx) {token['kl_prompt_context']:.4f}",
     ]
+    if token.get("replacement_entropy") is not None:
+        lines.append(f"top-p set {token['top_p_set_size']}: H rep {token['replacement_entropy']:.3f} greedy, "
+                     f"{token['replacement_entropy_sampled']:.3f} sampled; original response "
+                     f"{token['original_response_share']:.2f} greedy, {token['original_response_share_sampled']:.2f} "
+                     "sampled")
     for name, key in (("top q_prompt", "top_prompt"), ("top q_context", "top_context")):
         candidates = ", ".join(f"{c['token']!r} {c['prob']:.3f}" for c in token.get(key, []))
         lines.append(f"{name}: {candidates}")

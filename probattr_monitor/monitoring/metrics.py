@@ -22,6 +22,8 @@ SUMMARY_KEYS = (
     "mean_kl",
     "log_p_response",
     "soft_noise",
+    "mean_replacement_entropy",
+    "mean_original_response_share",
 )
 DRIFT_KEYS = ("drift_attribution", "drift_entropy")
 TOKEN_COLUMNS = (
@@ -45,7 +47,9 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     every scored token of every valid prompt (token-weighted); ``mean_kl`` is the mean of
     ``KL(q_context || q_prompt)``; ``log_p_response`` is the mean over valid prompts;
     ``invalid_prompts`` counts prompts whose result is invalid (non-finite logits); ``soft_noise``
-    is defined in ``monitoring.statistics``. Values are ``None`` when no prompt is valid.
+    is defined in ``monitoring.statistics``; ``mean_replacement_entropy`` and
+    ``mean_original_response_share`` pool the tokens when replacement entropy is on (else ``None``).
+    Values are ``None`` when no prompt is valid.
     """
     valid = [r for r in results if r.valid]
     tokens = [t for r in valid for t in r.tokens]
@@ -63,6 +67,9 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
         "mean_kl": mean([t.kl_context_prompt for t in tokens]),
         "log_p_response": mean([r.log_p_response for r in valid]),
         "soft_noise": soft_noise(results),
+        "mean_replacement_entropy": mean([t.replacement_entropy for t in tokens if t.replacement_entropy is not None]),
+        "mean_original_response_share": mean([t.original_response_share for t in tokens
+                                              if t.original_response_share is not None]),
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
     }

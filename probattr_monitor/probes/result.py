@@ -43,6 +43,9 @@ class TokenAttribution:
             the 95% interval of a quantity is its value +- 1.96 x its ``_stderr``.
         noise_uncertain: the intervals straddle a noise threshold: ``noise`` is then a best guess
             and the token is counted in ``summary["noise_uncertain"]``, not trusted.
+        top_p_set_size, replacement_entropy, replacement_entropy_sampled, original_response_share,
+        original_response_share_sampled: response stability (``probes.replacement``), when the
+            ``replacement_entropy`` setting is on; else ``None``.
     """
 
     position: int
@@ -63,6 +66,11 @@ class TokenAttribution:
     kl_context_prompt_stderr: float = 0.0
     kl_prompt_context_stderr: float = 0.0
     noise_uncertain: bool = False
+    top_p_set_size: Optional[int] = None
+    replacement_entropy: Optional[float] = None
+    replacement_entropy_sampled: Optional[float] = None
+    original_response_share: Optional[float] = None
+    original_response_share_sampled: Optional[float] = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenAttribution":
@@ -78,7 +86,8 @@ def summarize(tokens: Sequence[TokenAttribution]) -> dict:
     ``noise_tokens`` (count of noise flags), ``noise_uncertain`` (tokens whose intervals straddle
     a threshold), ``noise_fraction`` (count / tokens), ``n_tokens``, the means of AS, both
     entropies and both KLs (``mean_kl`` is the mean of ``KL(q_context || q_prompt)``), and the
-    count of tokens in each AS band (``band_negative``, ``band_near_zero``, ``band_high``).
+    count of tokens in each AS band (``band_negative``, ``band_near_zero``, ``band_high``); with
+    replacement entropy on, ``mean_replacement_entropy`` and ``mean_original_response_share`` (greedy).
     """
     count = len(tokens)
 
@@ -86,7 +95,13 @@ def summarize(tokens: Sequence[TokenAttribution]) -> dict:
         return sum(getattr(t, name) for t in tokens) / count if count else None
 
     noise = sum(1 for t in tokens if t.noise)
+    stability = [t for t in tokens if t.replacement_entropy is not None]
+    extra = {} if not stability else {
+        "mean_replacement_entropy": sum(t.replacement_entropy or 0.0 for t in stability) / len(stability),
+        "mean_original_response_share": sum(t.original_response_share or 0.0 for t in stability) / len(stability),
+    }
     return {
+        **extra,
         "noise_tokens": noise,
         "noise_uncertain": sum(1 for t in tokens if t.noise_uncertain),
         "noise_fraction": noise / count if count else None,

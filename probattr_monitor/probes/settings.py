@@ -71,6 +71,14 @@ class ProbeSettings:
             the budget policy: when ``budget_for(|V|)`` would cost more, the candidates per
             position are scaled down to fit (:meth:`budget_within`). ``None`` (default): no cap.
             Exact probes are never capped (they would no longer be exact): the callback warns.
+        replacement_entropy: also measure response stability (the paper's section 4.3,
+            ``probes.replacement``): per scored token its top-p set size, the replacement entropy
+            of greedy and of seeded top-p-sampled regenerations, and the share equal to the
+            original response. Off by default: it costs ``2 x |top-p set|`` generations per token
+            (``summary["generations"]``).
+        replacement_top_p: the top-p mass of the replacement set and of the sampler (0.9).
+        replacement_max_candidates: at most this many replacements per token (``None``: the
+            whole top-p set, as the paper).
         progress: show a tqdm progress bar.
     """
 
@@ -106,6 +114,13 @@ class ProbeSettings:
     max_token_forwards: Optional[int] = field(default=None, metadata={
         "help": "cap on the token-forwards of one probe run under the budget policy (default: none)",
         "metavar": "N"})
+    replacement_entropy: bool = field(default=False, metadata={
+        "help": "also measure replacement entropy (response stability, paper section 4.3; costs generations)",
+        "flag": "--replacement-entropy"})
+    replacement_top_p: float = field(default=0.9, metadata={
+        "help": "top-p mass of the replacement set and sampler (default 0.9)", "metavar": "P"})
+    replacement_max_candidates: Optional[int] = field(default=None, metadata={
+        "help": "at most N replacements per token (default: the whole top-p set)", "metavar": "N"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar", "flag": "--no-progress"})
 
     def __post_init__(self) -> None:
@@ -134,6 +149,13 @@ class ProbeSettings:
             raise ProbeInputError(f"system should be a string, got {self.system!r}")
         if self.max_token_forwards is not None:
             _check_int("max_token_forwards", self.max_token_forwards, minimum=1)
+        if not isinstance(self.replacement_entropy, bool):
+            raise ProbeInputError(f"replacement_entropy should be True or False, got {self.replacement_entropy!r}")
+        top_p = self.replacement_top_p
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ProbeInputError(f"replacement_top_p should be in (0, 1], got {top_p!r}")
+        if self.replacement_max_candidates is not None:
+            _check_int("replacement_max_candidates", self.replacement_max_candidates, minimum=1)
         if not isinstance(self.progress, bool):
             raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
 
