@@ -81,6 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt_arguments(sweep)
     sweep.set_defaults(handler=run_sweep_command)
 
+    faithfulness = commands.add_parser(
+        "faithfulness",
+        help="compare AS with Captum's attribution methods on four faithfulness metrics",
+        description="Score AS and the comparison methods (occlusion, LIME, Shapley value sampling, input x "
+                    "gradient, gradient SHAP; ReAgent needs Inseq) on each prompt's response, then normalised "
+                    "AOPC (deletion), AOPC, comprehensiveness, sufficiency and infidelity, with replacement by a "
+                    "baseline token as the deletion operator. Needs the faithfulness extra (Captum).",
+    )
+    faithfulness.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    faithfulness.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
+    faithfulness.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
+    add_base_model_argument(faithfulness)
+    add_prompt_arguments(faithfulness)
+    faithfulness.add_argument("--methods", nargs="+", metavar="METHOD", help="methods to compare (default: "
+                              "attribution_score occlusion lime shapley input_x_gradient gradient_shap random)")
+    faithfulness.add_argument("--samples", type=int, default=50, metavar="N",
+                              help="LIME / Shapley / GradientShap samples (default 50)")
+    faithfulness.add_argument("--json", metavar="OUT", help="write the full result as JSON")
+    faithfulness.add_argument("--plot", metavar="PNG", help="write a plot (needs matplotlib)")
+    faithfulness.set_defaults(handler=run_faithfulness_command)
+
     report = commands.add_parser(
         "report",
         help="write the HTML checkpoint-selection report of a run folder",
@@ -255,6 +276,33 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     summary = run_sweep(config)
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def run_faithfulness_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor faithfulness``: load, compare, print; optionally JSON and a plot."""
+    from .faithfulness import evaluate_faithfulness, plot_faithfulness, print_faithfulness
+    from .faithfulness.methods import DEFAULT_METHODS
+    from .loading import load_model_and_tokenizer
+
+    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+        if path is not None:
+            check_writable(path, flag)
+    if args.samples < 1:
+        raise ProbeInputError(f"--samples should be a positive integer, got {args.samples}")
+    settings = settings_from_args(args)
+    model, tokenizer = load_model_and_tokenizer(args.model, gguf_file=args.gguf_file, device=args.device,
+                                                dtype=args.dtype, tokenizer_dir=args.tokenizer,
+                                                base_model=args.base_model)
+    result = evaluate_faithfulness(model, tokenizer, prompts_from_args(args), methods=args.methods or DEFAULT_METHODS,
+                                   settings=settings, seed=settings.seed, samples=args.samples)
+    if args.json is not None:
+        from .storage import write_json_atomic
+
+        write_json_atomic(args.json, result.to_dict())
+    if args.plot is not None:
+        plot_faithfulness(result, args.plot)
+    print_faithfulness(result)
     return EXIT_OK
 
 

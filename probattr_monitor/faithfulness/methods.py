@@ -1,0 +1,151 @@
+"""The attribution methods the paper compares AS with, run through Captum (extra ``faithfulness``).
+
+Each method attributes ``log P(r | p)`` to the feature tokens of a :class:`ResponseScorer`; the
+perturbation methods replace a feature by the baseline token (the same deletion operator the
+metrics use):
+
+- ``occlusion``: Captum ``FeatureAblation`` (one token at a time);
+X
+- ``shapley``: Captum ``ShapleyValueSampling``;
+- ``input_x_gradient``: Captum ``InputXGradient`` on the input embeddings, summed over the
+  embedding dimension;
+- ``gradient_shap``: Captum ``GradientShap`` on the input embeddings, the baseline token's
+  embeddings as the baseline, summed over the embedding dimension;
+- ``reagent``: exists only in Inseq (not a dependency; see the README); skipped with a message;
+- ``random``: a seeded random ranking, the floor any method should beat.
+
+AS itself (``attribution_score``) comes from :func:`probattr_monitor.probe`. Every method runs with
+torch's and numpy's global RNGs seeded and then restored, so results repeat and the caller's RNG
+is untouched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+import torch
+
+from ..probes.errors import ProbeInputError
+from .scorer import ResponseScorer
+
+CAPTUM_METHODS = ("occlusion", "lime", "shapley", "input_x_gradient", "gradient_shap")
+METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random")
+DEFAULT_METHODS = ("attribution_score", *CAPTUM_METHODS, "random")
+SAMPLES = 50  # LIME and Shapley-value-sampling perturbations, GradientShap samples
+
+
+class MethodUnavailable(Exception):
+    """A method that cannot run here (a package missing); the message says what to install."""
+
+
+def require_captum() -> None:
+    """Raise :class:`ProbeInputError` with the install line when Captum is missing."""
+    try:
+        import captum  # noqa: F401
+    except ImportError:
+        raise ProbeInputError("the comparison methods need Captum: pip install 'probattr-monitor[faithfulness]'") \
+            from None
+
+
+def attribute(method: str, scorer: ResponseScorer, seed: int = 0, samples: int = SAMPLES) -> list[float]:
+    """Per-feature attributions of ``log P(r | p)`` by ``method`` (one of :data:`METHODS` but
+    ``attribution_score``)."""
+    if method not in _RUNNERS:
+        raise ProbeInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    import numpy as np
+
+    numpy_state = np.random.get_state()  # GradientShap draws its interpolation points from numpy
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            values = _RUNNERS[method](scorer, samples)
+    finally:
+        np.random.set_state(numpy_state)
+    return [float(v) for v in values.reshape(-1)]
+
+
+def _ids(scorer: ResponseScorer) -> torch.Tensor:
+    return scorer.features.unsqueeze(0).cpu()
+
+
+def _occlusion(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    from captum.attr import FeatureAblation
+
+    return FeatureAblation(scorer.log_p_of_ids).attribute(_ids(scorer), baselines=scorer.baseline_id,
+                                                          perturbations_per_eval=scorer.batch_size)
+
+
+def _weighted_least_squares():
+    """Captum's interpretable-model interface over a closed-form weighted least-squares fit with an
+    intercept (LIME's surrogate; Captum's default needs scikit-learn, its SGD models a learning rate)."""
+    from captum._utils.models.model import Model
+
+    class WeightedLeastSquares(Model):
+        def fit(self, train_data, **kwargs):
+            xs, ys, ws = (torch.cat(parts).double() for parts in zip(*train_data))
+            design = torch.cat([xs.reshape(xs.shape[0], -1), torch.ones(xs.shape[0], 1, dtype=torch.float64)], 1)
+            root = ws.reshape(-1, 1).clamp_min(0).sqrt()
+            ridge = 1e-6 * torch.eye(design.shape[1], dtype=torch.float64)
+            gram = (design * root).T @ (design * root) + ridge
+            self.coefficients = torch.linalg.solve(gram, (design * root).T @ (ys.reshape(-1, 1) * root)).reshape(-1)
+            return None
+
+        def representation(self):
+            return self.coefficients[:-1].float().unsqueeze(0)  # the intercept is not an attribution
+
+        def __call__(self, x):
+            return x.double() @ self.coefficients[:-1] + self.coefficients[-1]
+
+    return WeightedLeastSquares()
+
+
+def _lime(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    from captum.attr import Lime
+
+    lime = Lime(scorer.log_p_of_ids, interpretable_model=_weighted_least_squares())
+    return lime.attribute(_ids(scorer), baselines=scorer.baseline_id, n_samples=samples,
+                          perturbations_per_eval=scorer.batch_size)
+
+
+def _shapley(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    from captum.attr import ShapleyValueSampling
+
+    return ShapleyValueSampling(scorer.log_p_of_ids).attribute(_ids(scorer), baselines=scorer.baseline_id,
+                                                               n_samples=max(1, samples // scorer.n_features),
+                                                               perturbations_per_eval=scorer.batch_size)
+
+
+def _input_x_gradient(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    from captum.attr import InputXGradient
+
+    with torch.enable_grad():
+        return InputXGradient(scorer.log_p_of_embeds).attribute(scorer.feature_embeds()).sum(-1).detach()
+
+
+def _gradient_shap(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    from captum.attr import GradientShap
+
+    baseline = scorer.feature_embeds(torch.full_like(scorer.features, scorer.baseline_id))
+    with torch.enable_grad():
+        values = GradientShap(scorer.log_p_of_embeds).attribute(scorer.feature_embeds(), baselines=baseline,
+                                                                n_samples=max(1, samples // 2))
+    return values.sum(-1).detach()
+
+
+def _reagent(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    if importlib.util.find_spec("inseq") is None:
+        raise MethodUnavailable("ReAgent exists only in Inseq, which is not installed (its 0.7.1 wheel pulls CUDA 11 "
+                                "packages on Linux: pip install --no-deps inseq==0.7.1 plus its pure-Python needs)")
+    raise MethodUnavailable("ReAgent through Inseq is not wired into this version")
+
+
+def _random(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+    return torch.rand(scorer.n_features, dtype=torch.float64)
+
+
+_RUNNERS: dict[str, Callable[[ResponseScorer, int], torch.Tensor]] = {
+    "occlusion": _occlusion, "lime": _lime, "shapley": _shapley, "input_x_gradient": _input_x_gradient,
+    "gradient_shap": _gradient_shap, "reagent": _reagent, "random": _random,
+}

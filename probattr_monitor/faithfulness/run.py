@@ -1,0 +1,206 @@
+"""``evaluate_faithfulness``: AS against the comparison methods on the four faithfulness metrics.
+
+Per prompt: :func:`probattr_monitor.probe` gives the response (greedy unless given), the scored
+positions and AS; a :class:`ResponseScorer` evaluates ``log P(r | p')`` for the perturbed prompts
+(all ``2^n`` subsets of the ``n`` feature tokens up front when ``n <= EXACT_BOUND_TOKENS``); every
+method attributes; every metric is computed from the same cached values. Across prompts each
+(method, metric) gets its mean and a 95% bootstrap interval (seeded, 2,000 resamples of the
+prompts). The AS check compares each token's AS with the observed change of ``log P(r | p)`` when
+that token alone is replaced by the baseline token.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Optional, Sequence
+
+from ..probes.settings import ProbeSettings
+from . import metrics
+from .methods import DEFAULT_METHODS, METHODS, MethodUnavailable, attribute, require_captum
+from .scorer import ResponseScorer, baseline_token_id
+
+METRICS = ("normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity")
+BETTER = {"normalised_aopc": "higher", "aopc": "higher", "comprehensiveness": "higher", "sufficiency": "lower",
+          "infidelity": "lower"}
+INFIDELITY_SUBSETS = 32
+BOOTSTRAP = 2000
+
+
+@dataclass
+class FaithfulnessResult:
+    """What :func:`evaluate_faithfulness` found.
+
+    Attributes:
+        methods: the methods that ran (in order); ``skipped``: ``{method: why}`` for the others.
+        per_prompt: one dict per prompt: ``prompt``, ``response``, ``tokens``, ``attributions``
+            ``{method: [...]}``, ``metrics`` ``{method: {metric: value}}``, ``bounds_exact``.
+        summary: ``{metric: {method: {"mean", "low", "high"}}}`` over prompts (95% bootstrap).
+        as_check: AS against the observed change of one replacement (see :func:`as_check`).
+        seconds: ``{method: seconds}`` summed over prompts; ``forwards``: sequences scored for the metrics.
+        protocol: the deletion operator, bins, perturbations and bounds used.
+    """
+
+    methods: list
+    skipped: dict
+    per_prompt: list
+    summary: dict
+    as_check: dict
+    seconds: dict
+    forwards: int
+    protocol: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Optional[Sequence] = None,
+                          methods: Sequence[str] = DEFAULT_METHODS, settings: Optional[ProbeSettings] = None,
+                          seed: int = 0, samples: int = 50,
+                          exact_bound_tokens: int = metrics.EXACT_BOUND_TOKENS) -> FaithfulnessResult:
+    """Score AS and ``methods`` on ``prompts`` and compute every metric of :mod:`.metrics`.
+
+    Args:
+        model, tokenizer, prompts, responses: as for :func:`probattr_monitor.probe` (a list of prompts).
+        methods: names from :data:`~.methods.METHODS`; ``attribution_score`` is AS.
+        settings: probe settings (AS's policy, chat template, response length).
+        seed: seeds the sampling methods, the infidelity perturbations and the bootstrap.
+        samples: LIME / Shapley / GradientShap samples.
+        exact_bound_tokens: normalised AOPC's bounds are exact up to this many tokens.
+    """
+    from ..api import probe
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        from ..probes.errors import ProbeInputError
+
+        raise ProbeInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if any(m not in ("attribution_score", "random", "reagent") for m in methods):
+        require_captum()
+    settings = (settings or ProbeSettings()).replace(progress=False)
+    results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings)
+    assert isinstance(results, list)
+    baseline = baseline_token_id(tokenizer)
+    seconds = {m: 0.0 for m in methods}
+    skipped: dict = {}
+    per_prompt: list[dict] = []
+    forwards = 0
+    rng = random.Random(seed)
+    for result in results:
+        if not result.valid:  # non-finite logits: nothing to compare
+            continue
+        positions = [t.position for t in result.tokens]
+        scorer = ResponseScorer(model, int(result.start_token_id or 0), result.prompt_token_ids,
+                                result.response_token_ids, positions, baseline)
+        n = scorer.n_features
+        if n <= exact_bound_tokens:
+            scorer.prefetch(frozenset(c) for size in range(n + 1) for c in combinations(range(n), size))
+        attributions = {"attribution_score": [t.attribution_score for t in result.tokens]}
+        seconds["attribution_score"] = seconds.get("attribution_score", 0.0) + float(result.summary["seconds"])
+        for method in methods:
+            if method == "attribution_score" or method in skipped:
+                continue
+            began = time.perf_counter()
+            try:
+                attributions[method] = attribute(method, scorer, seed=seed, samples=samples)
+            except MethodUnavailable as why:
+                skipped[method] = str(why)
+                continue
+            seconds[method] += time.perf_counter() - began
+        perturbations = [frozenset(j for j in range(n) if rng.random() < 0.5) for _ in range(INFIDELITY_SUBSETS)]
+        bounds = metrics.aopc_bounds(n, scorer.value, exact_limit=exact_bound_tokens)
+        scores = {}
+        for method, values in attributions.items():
+            order = metrics.ranking(values)
+            scores[method] = {
+                "normalised_aopc": metrics.normalised_aopc(order, scorer.value, bounds),
+                "aopc": metrics.aopc(order, scorer.value),
+                "comprehensiveness": metrics.comprehensiveness(order, scorer.value),
+                "sufficiency": metrics.sufficiency(order, scorer.value),
+                "infidelity": metrics.infidelity(values, scorer.value, perturbations),
+            }
+        observed = [scorer.value(frozenset()) - scorer.value(frozenset([j])) for j in range(n)]
+        per_prompt.append({"prompt": result.prompt, "response": result.response,
+                           "tokens": [t.token for t in result.tokens], "attributions": attributions,
+                           "observed_single_removal": observed, "metrics": scores, "bounds_exact": bounds[2]})
+        forwards += scorer.forwards
+    if not per_prompt:
+        from ..probes.errors import ProbeInputError
+
+        raise ProbeInputError("no prompt gave a valid result (non-finite logits): nothing to compare")
+    ran = [m for m in methods if m not in skipped]
+    summary = {metric: {m: interval([p["metrics"][m][metric] for p in per_prompt], seed) for m in ran}
+               for metric in METRICS}
+    return FaithfulnessResult(
+        methods=ran, skipped=skipped, per_prompt=per_prompt, summary=summary,
+        as_check=as_check(per_prompt), seconds={m: seconds[m] for m in ran}, forwards=forwards,
+        protocol={"deletion_operator": f"replace with the baseline token id {baseline} (unk, else pad, else eos)",
+                  "deletion_schedule": "one token at a time, in order of decreasing attribution, to the last",
+                  "bins": list(metrics.BINS), "infidelity_perturbations": f"{INFIDELITY_SUBSETS} random subsets, "
+                  "each token removed with probability 1/2 (seeded)", "aopc_bounds": f"exact over all orderings "
+                  f"up to {exact_bound_tokens} tokens, beam search (width {metrics.BEAM_WIDTH}) beyond",
+                  "value": "log P(response | prompt) in nats", "samples": samples, "seed": seed})
+
+
+def interval(values: Sequence[float], seed: int = 0) -> dict:
+    """``{"mean", "low", "high", "n"}``: the mean and its 95% percentile-bootstrap interval."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return {"mean": mean, "low": mean, "high": mean, "n": len(values)}
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(BOOTSTRAP))
+    return {"mean": mean, "low": means[int(0.025 * BOOTSTRAP)], "high": means[int(0.975 * BOOTSTRAP) - 1],
+            "n": len(values)}
+
+
+def as_check(per_prompt: Sequence[dict]) -> dict:
+    """AS against the observed change ``log P(r|p) - log P(r|p with p_k replaced)``, pooled over tokens:
+    Spearman and Pearson correlations, the share of tokens where both have the same sign, and per
+    prompt the highest-AS token with both numbers. AS predicts the change when ``p_k`` is
+    marginalised over the vocabulary, not replaced by one token: agreement is expected, equality not."""
+    scores = [a for p in per_prompt for a in p["attributions"]["attribution_score"]]
+    observed = [o for p in per_prompt for o in p["observed_single_removal"]]
+    top = []
+    for p in per_prompt:
+        values = p["attributions"]["attribution_score"]
+        k = max(range(len(values)), key=lambda i: values[i])
+        top.append({"prompt": p["prompt"], "token": p["tokens"][k], "attribution_score": values[k],
+                    "observed_change": p["observed_single_removal"][k]})
+    same_sign = sum(1 for a, o in zip(scores, observed) if (a > 0) == (o > 0)) / len(scores) if scores else None
+    return {"tokens": len(scores), "spearman": spearman(scores, observed), "pearson": pearson(scores, observed),
+            "same_sign_share": same_sign, "top_tokens": top}
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Pearson correlation; ``None`` when either side is constant or there are fewer than 2 points."""
+    if len(xs) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return None if sxx <= 0 or syy <= 0 else sxy / math.sqrt(sxx * syy)
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Spearman's rank correlation (Pearson of the ranks)."""
+    return pearson(ranks(xs), ranks(ys))
