@@ -35,7 +35,7 @@ from .probes.tokens import (
 )
 
 logger = logging.getLogger("probattr_monitor")
-PROGRESS_LOG_SECONDS = 30.0  # a run longer than this logs its progress (INFO) this often
+PROGRESS_LOG_SECONDS = 10.0  # a run longer than this logs its progress (INFO) this often
 
 # A prompt: a text, or a chat conversation (a list of {"role", "content"} messages).
 Prompts = Union[str, Sequence[Union[str, Sequence[dict]]]]

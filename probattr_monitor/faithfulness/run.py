@@ -61,8 +61,8 @@ class FaithfulnessResult:
 
 def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Optional[Sequence] = None,
                           methods: Sequence[str] = DEFAULT_METHODS, settings: Optional[ProbeSettings] = None,
-                          seed: int = 0, samples: int = 50,
-                          exact_bound_tokens: int = metrics.EXACT_BOUND_TOKENS) -> FaithfulnessResult:
+                          seed: int = 0, samples: int = 50, exact_bound_tokens: int = metrics.EXACT_BOUND_TOKENS,
+                          beam_width: int = metrics.BEAM_WIDTH) -> FaithfulnessResult:
     """Score AS and ``methods`` on ``prompts`` and compute every metric of :mod:`.metrics`.
 
     Args:
@@ -71,7 +71,8 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
         settings: probe settings (AS's policy, chat template, response length).
         seed: seeds the sampling methods, the infidelity perturbations and the bootstrap.
         samples: LIME / Shapley / GradientShap samples.
-        exact_bound_tokens: normalised AOPC's bounds are exact up to this many tokens.
+        exact_bound_tokens: normalised AOPC's bounds are exact up to this many tokens (``2^n``
+            sequences scored); beyond, a beam search of ``beam_width`` (about ``2 x width x n^2``).
     """
     from ..api import probe
 
@@ -113,7 +114,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
                 continue
             seconds[method] += time.perf_counter() - began
         perturbations = [frozenset(j for j in range(n) if rng.random() < 0.5) for _ in range(INFIDELITY_SUBSETS)]
-        bounds = metrics.aopc_bounds(n, scorer.value, exact_limit=exact_bound_tokens)
+        bounds = metrics.aopc_bounds(n, scorer.value, exact_limit=exact_bound_tokens, beam_width=beam_width)
         scores = {}
         for method, values in attributions.items():
             order = metrics.ranking(values)
@@ -143,7 +144,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
                   "deletion_schedule": "one token at a time, in order of decreasing attribution, to the last",
                   "bins": list(metrics.BINS), "infidelity_perturbations": f"{INFIDELITY_SUBSETS} random subsets, "
                   "each token removed with probability 1/2 (seeded)", "aopc_bounds": f"exact over all orderings "
-                  f"up to {exact_bound_tokens} tokens, beam search (width {metrics.BEAM_WIDTH}) beyond",
+                  f"up to {exact_bound_tokens} tokens, beam search (width {beam_width}) beyond",
                   "value": "log P(response | prompt) in nats", "samples": samples, "seed": seed})
 
 
