@@ -185,13 +185,18 @@ def suffix_tokens(prompt_in: EncodedPrompt, response_len: int) -> int:
     return sum(n - k + response_len - 1 for k in prompt_in.positions)
 
 
+def run_suffix_tokens(encoded, settings: ProbeSettings) -> int:
+    """:func:`suffix_tokens` summed over a run's prompts, generated responses counted at ``max_new_tokens``."""
+    return sum(suffix_tokens(p, settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
+
+
 def run_cost(encoded, vocab_size: int, settings: ProbeSettings) -> dict:
     """What one :func:`probe` call over ``encoded`` (:func:`prepare_inputs`' output) costs at most:
     ``{"prompts", "positions", "policy", "candidates_per_position", "token_forwards"}``, where
     ``token_forwards = candidates x sum over prompts and scored positions of (n - k + m - 1)``,
     generated responses counted at ``max_new_tokens`` (the generation itself is not counted)."""
     policy = settings.policy_for(vocab_size)
-    total = sum(suffix_tokens(p, settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
+    total = run_suffix_tokens(encoded, settings)
     per_position = vocab_size if policy == "exact" else min(vocab_size, settings.budget_within(vocab_size, total))
     return {"prompts": len(encoded), "positions": sum(len(p.positions) for p, _ in encoded), "policy": policy,
             "candidates_per_position": per_position, "token_forwards": per_position * total}
@@ -202,7 +207,7 @@ def _within_cap(settings: ProbeSettings, policy: str, vocab_size: int, encoded) 
     ``max_token_forwards`` (generated responses counted at ``max_new_tokens``)."""
     if policy != "budget" or settings.max_token_forwards is None:
         return settings
-    total = sum(suffix_tokens(p, settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
+    total = run_suffix_tokens(encoded, settings)
     budget = settings.budget_within(vocab_size, total)
     return settings if budget == settings.budget_for(vocab_size) else settings.replace(candidate_budget=budget)
 

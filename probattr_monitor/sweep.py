@@ -136,10 +136,10 @@ def record_folder(config: SweepConfig, checkpoint: Checkpoint) -> Path:
     return Path(config.out) / checkpoint.name if config.out else checkpoint.path
 
 
-def read_record(config: SweepConfig, checkpoint: Checkpoint) -> Optional[RunRecord]:
-    """The checkpoint's record made with this sweep's key, else its ``probattr.json`` (made with
-    another key), else ``None`` (see ``monitoring.record.find_record``)."""
-    return find_record(record_folder(config, checkpoint), config.key_for(checkpoint))
+def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> Optional[RunRecord]:
+    """The checkpoint's record made with ``key`` (:meth:`SweepConfig.key_for`), else its
+    ``probattr.json`` (made with another key), else ``None`` (see ``monitoring.record.find_record``)."""
+    return find_record(record_folder(config, checkpoint), key)
 
 
 def is_reusable(record: Optional[RunRecord], key: RecordKey) -> bool:
@@ -148,7 +148,7 @@ def is_reusable(record: Optional[RunRecord], key: RecordKey) -> bool:
     return record is not None and record.is_reusable(key)
 
 
-def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRecord, bool]:
+def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> tuple[RunRecord, bool]:
     """Load one checkpoint, probe it, write its record atomically; returns ``(record, written)``.
 
     A broken checkpoint gives a ``failed`` record. A record that cannot be written comes back
@@ -160,7 +160,6 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRe
     from .monitoring.provenance import provenance
 
     began = time.perf_counter()
-    key = config.key_for(checkpoint)
     source = {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {}
     info: dict = {"dtype": key.dtype, "policy": key.policy, "device": config.device, **source}  # what was asked
     try:
@@ -174,7 +173,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint) -> tuple[RunRe
                                                     tokenizer_dir=tokenizer_dir,
                                                     trust_remote_code=config.trust_remote_code,
                                                     base_model=config.base_model)
-        info = provenance(model, config.settings, **source) if source else provenance(model, config.settings)
+        info = provenance(model, config.settings, **source)
         run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step)
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
@@ -206,13 +205,15 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
     try:
         with _records_lock(summary_dir, rank, world_size):
             computed, reused, unsaved = [], [], {}
+            keys = {c.name: config.key_for(c) for c in checkpoints}  # reads each config once
             mine = checkpoints[rank::world_size]
             with _progress(console, len(mine), enabled=config.progress and rank == 0) as advance:
                 for checkpoint in mine:
-                    if is_reusable(read_record(config, checkpoint), config.key_for(checkpoint)):
+                    key = keys[checkpoint.name]
+                    if is_reusable(read_record(config, checkpoint, key), key):
                         reused.append(checkpoint.step)
                     else:
-                        record, written = probe_checkpoint(config, checkpoint)
+                        record, written = probe_checkpoint(config, checkpoint, key)
                         if not written:
                             unsaved[checkpoint.name] = record
                         computed.append(checkpoint.step)
@@ -221,8 +222,7 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             unsaved = _merge_dicts(unsaved, world_size)
             if rank != 0:
                 return None
-            records = {**load_records(checkpoints, lambda c: read_record(config, c)), **unsaved}
-            keys = {c.name: config.key_for(c) for c in checkpoints}
+            records = {**load_records(checkpoints, lambda c: read_record(config, c, keys[c.name])), **unsaved}
             summary = summarise(config, checkpoints, summary_dir, computed, reused, records, keys)
             _log(config, checkpoints, records, summary.rows, keys)
             if config.report:
