@@ -153,3 +153,45 @@ def test_sft_trainer_callback_probes_the_templated_prompts(tmp_path, chat_tok):
     assert "".join(t["token"] for t in first["tokens"]) == "what sat on the mat"
     assert "".join(t["token"] for t in second["tokens"]) == "where did\nthe dog"
     assert first["prompt_token_ids"][0] != chat_tok.bos_token_id  # never doubled
+
+
+def _scored_turn(tokenizer, encoded):
+    """(the scored text, the text of the turn it sits in: everything since the last turn opener)."""
+    scored = tokenizer.decode([encoded.prompt_ids[k] for k in encoded.positions])
+    before = tokenizer.decode([encoded.start] + encoded.prompt_ids[:encoded.positions[0]])
+    return scored, before.rsplit("<|im_start|>", 1)[-1]
+
+
+@pytest.mark.parametrize("prompt, system", [
+    ("a helpful assistant", None),  # inside the template's default system message
+    ("system", None),  # the role markers
+    ("user", None),
+    ("the cat sat on", "the cat sat on the mat"),  # inside a --system text
+])
+def test_the_user_text_is_found_in_its_own_turn(chat_tok, prompt, system):
+    """The user's text is scored where the user's turn puts it, never where it first occurs."""
+    encoded = encode_chat(chat_tok, prompt, system, chat_tok.bos_token_id, "prompt")
+    scored, turn = _scored_turn(chat_tok, encoded)
+    assert scored == prompt and turn == "user\n"
+
+
+def test_a_later_user_turn_is_not_found_in_an_earlier_assistant_turn(chat_tok):
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the cat sat on"},
+                    {"role": "user", "content": "the cat sat on"}]
+    encoded = encode_chat(chat_tok, conversation, None, chat_tok.bos_token_id, "prompt")
+    rendered = chat_tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    second = rendered.rindex("user\nthe cat sat on")  # the last user turn
+    ids = chat_tok(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    late = [k - 1 for k, (a, _) in enumerate(ids["offset_mapping"]) if a >= second + len("user\n")
+            and a < second + len("user\nthe cat sat on")]
+    assert chat_tok.decode([encoded.prompt_ids[k] for k in encoded.positions]) == "hithe cat sat on"
+    assert [k for k in encoded.positions if k in late] == late and len(late) > 0
+
+
+def test_a_template_that_rewrites_the_user_text_is_refused(chat_tok):
+    import copy
+
+    shouting = copy.deepcopy(chat_tok)
+    shouting.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] | upper }}\n{% endfor %}"
+    with pytest.raises(ProbeInputError, match="changes the prompt's user text"):
+        encode_chat(shouting, "the cat", None, shouting.bos_token_id, "prompt")

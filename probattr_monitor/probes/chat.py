@@ -17,6 +17,7 @@ write ``{{ bos_token }}``) that token is ``s``; otherwise ``s`` is prepended as 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -24,7 +25,6 @@ from .errors import ProbeInputError, one_line
 
 Message = dict
 Prompt = Union[str, Sequence[Message]]
-CHAT_TEMPLATE_CHOICES = ("auto", True, False)
 
 
 @dataclass
@@ -104,14 +104,15 @@ def encode_chat(tokenizer, prompt: Prompt, system: Optional[str], start: int, wh
     encoding the rendered text up to each content's start and end.
 
     Raises:
-        ProbeInputError: the template fails, or a user's text is not found verbatim in its output.
+        ProbeInputError: the template fails, or a user's text cannot be mapped back to its own turn
+            (see :func:`_content_spans`).
     """
     messages = chat_messages(prompt, system)
     try:
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as error:  # noqa: BLE001 - jinja raises TemplateError, templates raise their own
         raise ProbeInputError(f"the chat template cannot render the {what}: {one_line(error)}") from None
-    spans = _content_spans(rendered, messages, what)
+    spans = _content_spans(tokenizer, rendered, messages, what)
     ids, token_spans = _encode_with_offsets(tokenizer, rendered, spans)
     positions = [i for i, (a, b) in enumerate(token_spans) if any(a < end and b > begin for begin, end in spans)]
     if ids and ids[0] == start:  # the template already starts with s: do not double it
@@ -121,24 +122,56 @@ def encode_chat(tokenizer, prompt: Prompt, system: Optional[str], start: int, wh
     return EncodedPrompt(start=start, prompt_ids=[int(i) for i in ids], positions=positions, templated=True)
 
 
-def _content_spans(rendered: str, messages: Sequence[Message], what: str) -> list[tuple[int, int]]:
-    """Character spans of the user messages' contents in ``rendered``, found in order."""
+SENTINEL = "PROBATTRUSERTEXT{}X"  # letters and digits only: survives templates that trim or escape
+
+
+def _content_spans(tokenizer, rendered: str, messages: Sequence[Message], what: str) -> list[tuple[int, int]]:
+    """Character spans of the user messages' contents in ``rendered``, each inside its own turn.
+
+    The conversation is rendered a second time with every scored user content replaced by a
+    unique sentinel; the text around the sentinels is then the template's own (role markers, the
+    system message, earlier turns), and each content must sit in ``rendered`` exactly where its
+    sentinel sat. A plain search would instead find the first occurrence of the text anywhere,
+    such as inside a default system message that happens to contain it.
+
+    Raises:
+        ProbeInputError: the template renders the contents in a way that cannot be mapped back
+            (it changes them, or renders the rest differently with other contents).
+    """
+    scored = [i for i, m in enumerate(messages) if m.get("role") == "user" and m["content"].strip()]
+    marked = [dict(m) for m in messages]
+    for number, index in enumerate(scored):
+        marked[index]["content"] = SENTINEL.format(number)
+    try:
+        skeleton = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
+    except Exception as error:  # noqa: BLE001 - jinja raises TemplateError, templates raise their own
+        raise ProbeInputError(f"the chat template cannot render the {what}: {one_line(error)}") from None
+    pieces = re.split(r"PROBATTRUSERTEXT(\d+)X", skeleton)
+    # pieces = [template, number, template, number, ..., template]
+    numbers = [int(n) for n in pieces[1::2]]
+    unmappable = ProbeInputError(
+        f"the chat template changes the {what}'s user text or renders it more than once, so its tokens cannot be "
+        "found; use chat_template=False"
+    )
+    if numbers != list(range(len(scored))):
+        raise unmappable
     spans, cursor = [], 0
-    for message in messages:
-        if message.get("role") != "user" or not message["content"].strip():
-            continue
-        content = message["content"]
-        begin = rendered.find(content, cursor)
-        if begin < 0:
-            content = content.strip()
-            begin = rendered.find(content, cursor)
-        if begin < 0:
-            raise ProbeInputError(
-                f"the chat template changes the {what}'s text {message['content']!r}, so its tokens cannot be "
-                "found; use chat_template=False"
-            )
-        spans.append((begin, begin + len(content)))
-        cursor = begin + len(content)
+    for number, template in enumerate(pieces[0::2]):
+        if not rendered.startswith(template, cursor):
+            raise unmappable
+        cursor += len(template)
+        if number == len(scored):
+            break
+        content = messages[scored[number]]["content"]
+        for candidate in (content, content.strip()):
+            if rendered.startswith(candidate, cursor):
+                break
+        else:
+            raise unmappable
+        spans.append((cursor, cursor + len(candidate)))
+        cursor += len(candidate)
+    if cursor != len(rendered):
+        raise unmappable
     return spans
 
 
