@@ -15,7 +15,14 @@ from typing import Any, Iterator, Optional, Sequence, Union, cast
 
 import torch
 
-from .probes.chat import EncodedPrompt, check_messages, encode_chat, user_text, uses_chat_template
+from .probes.chat import (
+    EncodedPrompt,
+    check_messages,
+    encode_chat,
+    has_chat_template,
+    user_text,
+    uses_chat_template,
+)
 from .probes.engine import model_device, score_exact
 from .probes.errors import NonFiniteLogitsError, ProbeInputError
 from .probes.noise import attribution_band, is_noise, noise_uncertain
@@ -144,6 +151,10 @@ def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, set
     check_causal_lm(model)
     start = start_token_id(tokenizer)
     templated = uses_chat_template(tokenizer, settings.chat_template)
+    if settings.system is not None and not templated:
+        raise ProbeInputError("system= is a system message for the chat template, but "
+                              + ("chat_template is off" if has_chat_template(tokenizer) else
+                                 "the tokenizer has no chat template") + "; drop it (or use the template)")
     vocab_size = model.get_output_embeddings().weight.shape[0]
     encoded = []
     for index, (prompt, response) in enumerate(zip(prompt_list, response_list)):
@@ -161,7 +172,22 @@ def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, set
             f"prompt {index} ({len(prompt_in.prompt_ids)} tokens) + start token + {needs}",
         )
         encoded.append((prompt_in, response_ids))
+    check_token_forward_cap(encoded, vocab_size, settings)
     return encoded
+
+
+def check_token_forward_cap(encoded, vocab_size: int, settings: ProbeSettings) -> None:
+    """Refuse a ``max_token_forwards`` that the budget policy cannot meet: even its floor of 2
+    candidates per position costs ``2 x sum_k (n - k + m - 1)`` token-forwards over the run
+    (generated responses counted at ``max_new_tokens``), and a cap below that would be exceeded."""
+    if settings.max_token_forwards is None or settings.policy_for(vocab_size) != "budget":
+        return
+    floor = 2 * run_suffix_tokens(encoded, settings)
+    if settings.max_token_forwards < floor:
+        raise ProbeInputError(
+            f"max_token_forwards={settings.max_token_forwards:,} is below the {floor:,} token-forwards that the "
+            "floor of 2 candidates per position costs for these prompts (responses counted at max_new_tokens); "
+            f"raise it to at least {floor:,}, or probe fewer or shorter prompts")
 
 
 def encode_prompt(tokenizer, prompt, settings: ProbeSettings, start: int, templated: bool,

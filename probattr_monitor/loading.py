@@ -65,21 +65,77 @@ def adapter_base(path, base_model: Optional[str] = None) -> str:
 
 
 def checkpoint_profile(path, base_model: Optional[str] = None) -> tuple[Optional[str], Optional[int]]:
-    """``(dtype name, vocabulary size)`` of the model in ``path`` from its ``config.json`` (the
-    base model's for an adapter), without loading weights; ``None`` for what it does not say."""
+    """``(dtype name, vocabulary size)`` of the model in ``path``, without loading weights; ``None``
+    for what its files do not say.
+
+    The dtype is the one the checkpoint was trained and probed in: its ``config.json``'s, and for a
+    PEFT adapter the one its training ran in (the base's ``config.json`` may say another, e.g. a
+    bfloat16 base fine-tuned in float32): the dtype the callback's ``probattr.json`` in the folder
+    records, else the dtype of the adapter's own weights. The vocabulary is the (base) config's."""
     folder = Path(path)
+    adapter_dtype = None
     if is_adapter(folder):
+        adapter_dtype = _adapter_training_dtype(folder)
         try:
             folder = Path(adapter_base(folder, base_model))
         except ProbeInputError:
-            return None, None
+            return adapter_dtype, None
     config = _read_json(folder / "config.json") if folder.is_dir() else None
     if not isinstance(config, dict):
-        return None, None
+        return adapter_dtype, None
     text: dict = config["text_config"] if isinstance(config.get("text_config"), dict) else config
     dtype = config.get("dtype") or config.get("torch_dtype") or text.get("dtype") or text.get("torch_dtype")
     vocab = text.get("vocab_size")
-    return (dtype if dtype in DTYPES else None), (vocab if isinstance(vocab, int) else None)
+    return adapter_dtype or (dtype if dtype in DTYPES else None), (vocab if isinstance(vocab, int) else None)
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def _adapter_training_dtype(folder: Path) -> Optional[str]:
+    """The dtype an adapter's training ran in: ``provenance.dtype`` of the ``probattr.json`` the
+    callback wrote there, else the floating dtype of the adapter's safetensors weights."""
+    record = _read_json(folder / "probattr.json")
+    provenance = record.get("provenance") if isinstance(record, dict) else None
+    if isinstance(provenance, dict) and provenance.get("dtype") in DTYPES:
+        return provenance["dtype"]
+    header = safetensors_header(folder / "adapter_model.safetensors")
+    found = {entry.get("dtype") for name, entry in (header or {}).items() if name != "__metadata__"
+             and isinstance(entry, dict)}
+    names = sorted(SAFETENSORS_DTYPES[d] for d in found if d in SAFETENSORS_DTYPES)
+    return names[0] if len(names) == 1 else None
+
+
+def safetensors_header(path: Path) -> Optional[dict]:
+    """The JSON header of a safetensors file (``{tensor name: {"dtype", "shape", "data_offsets"}}``),
+    or ``None`` when the file is missing; a file too short for its header or its data is
+    ``ProbeInputError`` naming the file (what a copy cut short, or a full disk, leaves)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or 8 + length > size:
+                raise ProbeInputError(f"{str(path)!r} is truncated or not a safetensors file ({size} bytes)")
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ProbeInputError(f"cannot read {str(path)!r} as a safetensors file: {one_line(error)}") from None
+    if not isinstance(header, dict):
+        raise ProbeInputError(f"{str(path)!r} is not a safetensors file (its header is not a JSON object)")
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"
+            and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list) and entry["data_offsets"]]
+    if ends and 8 + length + max(ends) > size:
+        raise ProbeInputError(f"{str(path)!r} is truncated: its header describes {8 + length + max(ends):,} bytes, "
+                              f"the file holds {size:,}")
+    return header
+
+
+def check_weight_files(folder) -> None:
+    """Every ``*.safetensors`` file in ``folder`` is whole (:func:`safetensors_header`), so a
+    truncated file is bad input naming the file rather than a loader's error naming none."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        safetensors_header(path)
 
 
 def _read_json(path: Path) -> Any:
@@ -141,6 +197,7 @@ def load_model_and_tokenizer(
             f"folder{hint}"
         )
 
+    check_weight_files(path)
     try:
         config = AutoConfig.from_pretrained(path, **options)
     except (OSError, ValueError, KeyError) as error:
@@ -174,6 +231,7 @@ def _load_adapter(path: Path, device: str, dtype: Optional[str], tokenizer_dir, 
     else:
         model, tokenizer = load_model_and_tokenizer(base, device=device, dtype=dtype, tokenizer_dir=tokenizer_dir,
                                                     trust_remote_code=trust_remote_code)
+    check_weight_files(path)
     try:
         model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except (OSError, ValueError, KeyError, RuntimeError) as error:

@@ -17,7 +17,7 @@ def paper_prompts() -> list[str]:
 
 
 def read_prompts_file(path: Union[str, os.PathLike]) -> list:
-    """The prompts of a UTF-8 file; blank lines are skipped.
+    """The prompts of a UTF-8 file; blank lines and a leading byte-order mark are skipped.
 
     A plain file holds one prompt per line. A JSONL file (``.jsonl``, or a first line that opens a
     JSON object) holds one object per line: ``{"prompt": "text"}`` (which may hold newlines) or
@@ -37,6 +37,7 @@ def read_prompts_file(path: Union[str, os.PathLike]) -> list:
         raise ProbeInputError(f"prompts file {str(path)!r} is a directory") from None
     except UnicodeDecodeError as error:
         raise ProbeInputError(f"prompts file {str(path)!r} is not UTF-8 text (byte {error.start})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one) is not prompt text
     lines = [line for line in text.splitlines() if line.strip()]
     jsonl = path.suffix == ".jsonl" or (bool(lines) and lines[0].lstrip().startswith("{"))
     prompts = _jsonl_prompts(text, path) if jsonl else lines

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,18 +143,17 @@ def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> 
     return find_record(record_folder(config, checkpoint), key)
 
 
-def is_reusable(record: Optional[RunRecord], key: RecordKey) -> bool:
-    """A finished record made with the same settings, prompt set, dtype, policy, estimator revision
-    and format."""
-    return record is not None and record.is_reusable(key)
+def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey,
+                     present: Optional[RunRecord] = None) -> tuple[RunRecord, str]:
+    """Load one checkpoint and either reuse ``present`` (its stored record) or probe it and write
+    its record atomically; returns ``(record, outcome)``, outcome ``"reused"``, ``"written"`` or
+    ``"unsaved"``.
 
-
-def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> tuple[RunRecord, bool]:
-    """Load one checkpoint, probe it, write its record atomically; returns ``(record, written)``.
-
-    A broken checkpoint gives a ``failed`` record. A record that cannot be written comes back
-    ``failed`` with the reason and ``written=False``, its numbers kept, so the summary can still
-    show it; the sweep goes on with the other checkpoints."""
+    ``present`` is reused only when it is ``ok``, made with ``key`` and measured on these weights
+    of this checkpoint (``RunRecord.measured``: name, step and the weights' fingerprint, which is
+    why the model is loaded even to reuse a record). A broken checkpoint gives a ``failed`` record.
+    A record that cannot be written comes back ``failed`` with the reason (``"unsaved"``), its
+    numbers kept, so the summary can still show it; the sweep goes on with the other checkpoints."""
     import time
 
     from .loading import has_tokenizer_files, is_adapter, load_model_and_tokenizer
@@ -174,7 +174,12 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
                                                     trust_remote_code=config.trust_remote_code,
                                                     base_model=config.base_model)
         info = provenance(model, config.settings, **source)
-        run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step)
+        if present is not None and present.is_reusable(key) and present.measured(checkpoint.name, checkpoint.step,
+                                                                                 info["weights"]):
+            return present, "reused"
+        run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step,
+                         info=info)
+        info = run.provenance or info
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
         run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began, error=one_line(error))
@@ -187,8 +192,8 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
     except OSError as error:
         record.status = "failed"
         record.error = f"could not write {path} ({one_line(error)}); pass --out DIR to write records elsewhere"
-        return record, False
-    return record, True
+        return record, "unsaved"
+    return record, "written"
 
 
 def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
@@ -204,19 +209,18 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
     transformers_logging.disable_progress_bar()  # one progress bar: ours
     try:
         with _records_lock(summary_dir, rank, world_size):
-            computed, reused, unsaved = [], [], {}
+            computed: list[int] = []
+            reused: list[int] = []
+            unsaved: dict = {}
             keys = {c.name: config.key_for(c) for c in checkpoints}  # reads each config once
             mine = checkpoints[rank::world_size]
             with _progress(console, len(mine), enabled=config.progress and rank == 0) as advance:
                 for checkpoint in mine:
                     key = keys[checkpoint.name]
-                    if is_reusable(read_record(config, checkpoint, key), key):
-                        reused.append(checkpoint.step)
-                    else:
-                        record, written = probe_checkpoint(config, checkpoint, key)
-                        if not written:
-                            unsaved[checkpoint.name] = record
-                        computed.append(checkpoint.step)
+                    record, outcome = probe_checkpoint(config, checkpoint, key, read_record(config, checkpoint, key))
+                    (reused if outcome == "reused" else computed).append(checkpoint.step)
+                    if outcome == "unsaved":
+                        unsaved[checkpoint.name] = record
                     advance(checkpoint.name)
             computed, reused = _merge_lists(computed, world_size), _merge_lists(reused, world_size)
             unsaved = _merge_dicts(unsaved, world_size)
@@ -343,18 +347,25 @@ def _fixed(records: dict) -> bool:
 
 
 def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
-    """``{step: eval_loss}`` from the checkpoints' ``trainer_state.json`` log histories (a file that
-    is missing or of the wrong shape contributes nothing)."""
+    """``{step: eval_loss}`` from the checkpoints' ``trainer_state.json`` log histories. A file that
+    is missing or of the wrong shape contributes nothing, and a loss that is not a finite number (the
+    NaN a diverged evaluation logs, a string) is a missing value, for every rule and every output."""
     losses = {}
     for checkpoint in checkpoints:
         try:
             state = read_trainer_state(checkpoint.path)
         except ProbeInputError:
             continue
-        for entry in (state or {}).get("log_history", []) or []:
-            if isinstance(entry, dict) and "eval_loss" in entry and "step" in entry:
-                losses[entry["step"]] = entry["eval_loss"]
+        history = (state or {}).get("log_history", [])
+        for entry in history if isinstance(history, list) else []:
+            if isinstance(entry, dict) and finite_number(entry.get("eval_loss")) and "step" in entry:
+                losses[entry["step"]] = float(entry["eval_loss"])
     return losses
+
+
+def finite_number(value: Any) -> bool:
+    """A real, finite number (not a bool, a string, NaN or an infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict],

@@ -135,3 +135,51 @@ def test_provenance_in_callback_records(lora_run):
     info = record.provenance
     assert info["dtype"] == "float32" and info["device"] == "cpu" and info["policy"] == "exact"
     assert info["torch_version"] == torch.__version__ and info["probattr_monitor_version"]
+
+
+def test_an_adapter_swept_on_the_wrong_base_is_recomputed_on_the_right_one(lora_run, tmp_path):
+    run_dir, base_dir = lora_run
+    wrong = tmp_path / "wrong-base"
+    tok = tokenizer()
+    tiny_gpt2(len(tok), seed=7).save_pretrained(wrong)
+    tok.save_pretrained(wrong)
+    prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
+    out = tmp_path / "out"
+    first = run_cli("sweep", run_dir, "--out", out, "--base-model", wrong, *prompts, *SETTINGS)
+    assert first.returncode == 0, first.stdout + first.stderr
+    wrong_numbers = numbers(RunRecord.load(out / "checkpoint-4" / RESULTS_FILE))
+    right = run_cli("sweep", run_dir, "--out", out, "--base-model", base_dir, *prompts, *SETTINGS)
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "computed 2, reused 0" in right.stdout
+    fixed = numbers(RunRecord.load(out / "checkpoint-4" / RESULTS_FILE))
+    assert fixed == pytest.approx(numbers(RunRecord.load(run_dir / "checkpoint-4" / RESULTS_FILE)), abs=1e-5)
+    assert fixed != pytest.approx(wrong_numbers, abs=1e-3)
+
+
+def test_an_adapter_is_swept_in_the_dtype_it_trained_in(tmp_path):
+    """A bfloat16 base (its config.json says so) fine-tuned and probed in float32."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from probattr_monitor.loading import checkpoint_profile
+
+    tok = tokenizer()
+    base_dir = tmp_path / "base"
+    tiny_gpt2(len(tok), seed=0).to(torch.bfloat16).save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    assert json.loads((base_dir / "config.json").read_text(encoding="utf-8"))["dtype"] == "bfloat16"
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM",
+                                            init_lora_weights=False))
+    run_dir = tmp_path / "run"
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none")
+    make_trainer(run_dir, callbacks=[callback], tok=tok, model=model, max_steps=2, save_steps=2).train()
+    checkpoint = run_dir / "checkpoint-2"
+    assert RunRecord.load(checkpoint / RESULTS_FILE).provenance["dtype"] == "float32"
+    assert checkpoint_profile(checkpoint)[0] == "float32"  # the callback's record says so
+    prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
+    again = run_cli("sweep", run_dir, *prompts, *SETTINGS)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "computed 0, reused 1" in again.stdout
+    (checkpoint / RESULTS_FILE).unlink()
+    assert checkpoint_profile(checkpoint)[0] == "float32"  # no record: the adapter's own weights say so

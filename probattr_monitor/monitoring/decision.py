@@ -9,6 +9,7 @@ compared by ``benchmarks/signal_study.py`` against processes whose truth is know
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 Row = dict
@@ -16,8 +17,22 @@ Choice = tuple[Row, str]
 Rule = Callable[[Sequence[Row]], Optional[Choice]]
 
 
+def healthy(row: Row) -> bool:
+    """A row any rule may recommend: its probes succeeded and at least one prompt was valid (a
+    model whose weights went NaN gives an ``ok`` record with every prompt invalid)."""
+    if row.get("status", "ok") != "ok":
+        return False
+    all_invalid = bool(row.get("invalid_prompts")) and row.get("log_p_response") is None \
+        and row.get("noise_tokens") is None
+    return not all_invalid
+
+
 def _usable(rows: Sequence[Row], key: str) -> list[Row]:
-    return [r for r in rows if r.get("status", "ok") == "ok" and r.get(key) is not None]
+    return [r for r in rows if healthy(r) and _finite(r.get(key))]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _lowest(rows: Sequence[Row], key: str, what: str) -> Optional[Choice]:
@@ -83,7 +98,7 @@ def latest_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN)
 def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN) -> Optional[Choice]:
     """The lowest eval loss among the checkpoints :func:`latest_not_regressed` would accept: eval
     loss ranks them, the probes veto the ones that broke what the probe set measures."""
-    kept = [r for r in _not_regressed(rows, margin) if r.get("eval_loss") is not None]
+    kept = [r for r in _not_regressed(rows, margin) if _finite(r.get("eval_loss"))]
     if not kept:
         return None
     best = min(kept, key=lambda r: (r["eval_loss"], r["step"]))
@@ -92,8 +107,8 @@ def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSI
 
 
 def last(rows: Sequence[Row]) -> Optional[Choice]:
-    """The last checkpoint whose probes succeeded."""
-    usable = [r for r in rows if r.get("status", "ok") == "ok"]
+    """The last checkpoint whose probes succeeded on at least one prompt."""
+    usable = [r for r in rows if healthy(r)]
     return (usable[-1], "the last checkpoint (no statistic to choose by)") if usable else None
 
 

@@ -3,8 +3,12 @@
 This module owns the record: its fields (:class:`RunRecord`), its format version, and the key
 that says whether a stored record still describes what a caller asks for (:class:`RecordKey`:
 the settings that decide the numbers, a hash of the prompt set, the model's dtype, the candidate
-policy, the estimator revision and the format version). A record of an unknown format version,
-or of the wrong JSON shape, is never trusted: :meth:`RunRecord.load` returns ``None`` for it and
+policy, the estimator revision and the format version). The key says whether two records are
+comparable; whether a record belongs to a checkpoint is its *identity*: the checkpoint's name and
+step and the fingerprint of the weights it measured (``provenance["weights"]``,
+:meth:`RunRecord.measured`). A record is reused only when both match. A record of an unknown format
+version, of the wrong JSON shape, or with a wrong value anywhere inside (a string for a number,
+NaN, a malformed token row) is never trusted: :meth:`RunRecord.load` returns ``None`` for it and
 the caller recomputes.
 
 Records made with different keys live side by side: ``probattr.json`` holds the first, and a
@@ -17,17 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..probes.budgeted import ESTIMATOR_REVISION
+from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..storage import write_json_atomic
 
 RESULTS_FILE = "probattr.json"
 RESULTS_GLOB = "probattr*.json"
-FORMAT_VERSION = 3  # 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype
+# 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype;
+# 4: the weights' fingerprint in the provenance, records checked all the way down.
+FORMAT_VERSION = 4
 STATUSES = ("ok", "failed")
 
 # A response entry: None (the model's greedy continuation), a text, or frozen token ids.
@@ -177,8 +185,17 @@ class RunRecord:
         return self.key == key
 
     def is_reusable(self, key: RecordKey) -> bool:
-        """A finished (``ok``) record that :meth:`matches` ``key``: it need not be computed again."""
+        """A finished (``ok``) record that :meth:`matches` ``key``: comparable with the records a
+        caller with ``key`` makes (whether it belongs to a given checkpoint is :meth:`measured`)."""
         return self.ok and self.matches(key)
+
+    def measured(self, checkpoint: str, step: int, weights: Optional[str]) -> bool:
+        """Whether this record was computed on checkpoint ``checkpoint`` at ``step`` with the
+        weights whose fingerprint is ``weights`` (``monitoring.provenance.weights_fingerprint``).
+        A record copied or linked from another checkpoint, or left from weights since replaced
+        (a run retrained into the same folder, an adapter first swept on another base), is not."""
+        return (weights is not None and self.provenance.get("weights") == weights
+                and self.checkpoint == checkpoint and self.step == step)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,8 +215,17 @@ class RunRecord:
             raise ValueError(f"a probattr.json record lacks fields: {error}") from None
         if record.status not in STATUSES or not isinstance(record.step, int) or not isinstance(record.results, list) \
                 or not isinstance(record.summary, dict) or not isinstance(record.settings, dict) \
-                or not isinstance(record.provenance, dict):
+                or not isinstance(record.provenance, dict) or not isinstance(record.prompt_set, dict) \
+                or not isinstance(record.prompt_set_hash, str) \
+                or not (record.checkpoint is None or isinstance(record.checkpoint, str)):
             raise ValueError("a probattr.json record has fields of the wrong type")
+        for index, result in enumerate(record.results):
+            ProbeResult.checked(result, f"results[{index}]")
+        for name, value in record.summary.items():
+            if not (value is None or isinstance(value, str) or _finite(value)):
+                raise ValueError(f"a probattr.json record's summary.{name} is {value!r}, not a finite number")
+        if not _finite(record.probe_seconds):
+            raise ValueError("a probattr.json record's probe_seconds is not a finite number")
         return record
 
     def save(self, folder) -> Path:
@@ -215,9 +241,18 @@ class RunRecord:
         """The record at ``path``; ``None`` when there is none, or it is unreadable, of the wrong
         shape or of another format version (so the caller recomputes rather than trusts it)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant))
         except (OSError, ValueError):
             return None
+
+
+def _no_constant(name: str):
+    """``json.loads`` hook: ``NaN`` and ``Infinity`` are not JSON, and never in a record this writes."""
+    raise ValueError(f"a probattr.json record holds {name}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def record_file(folder, key: RecordKey) -> Path:

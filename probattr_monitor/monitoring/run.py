@@ -44,18 +44,23 @@ class ProbeRun:
 
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
-               strict: bool = False, distributed: bool = False) -> ProbeRun:
-    """``probe(...)`` over the prompt set, timed, with its provenance; an exception becomes
-    ``error`` and a warning unless ``strict``, in which case it propagates."""
+               strict: bool = False, distributed: bool = False, info: Optional[dict] = None) -> ProbeRun:
+    """``probe(...)`` over the prompt set, timed, with its provenance (``info`` when the caller has
+    it already, else ``monitoring.provenance.provenance(model, settings)``); an exception becomes
+    ``error`` and a warning unless ``strict``, in which case it propagates.
+
+    The provenance gains ``candidate_budget``: the candidates per position the budget policy ran
+    with (lower than the setting's when ``max_token_forwards`` capped it; ``None`` for exact)."""
     from ..api import probe
     from .provenance import provenance
 
     began = time.perf_counter()
     try:
-        info = provenance(model, settings)
+        info = dict(info) if info is not None else provenance(model, settings)
         results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings,
                         distributed=distributed)
         assert isinstance(results, list)  # a list of prompts gives a list of results
+        info["candidate_budget"] = _budget_that_ran(model, results, settings)
         return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began, provenance=info)
     except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
         if strict:
@@ -63,6 +68,17 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
         error = one_line(caught)
         warnings.warn(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
         return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
+
+
+def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSettings) -> Optional[int]:
+    """Candidates per position of a budgeted run (``None`` for exact): what each result's settings say."""
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    if settings.policy_for(vocab_size) != "budget":
+        return None
+    for result in results:
+        if result.settings.get("candidate_budget") is not None:
+            return int(result.settings["candidate_budget"])
+    return settings.budget_for(vocab_size)
 
 
 def probe_record(

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -78,6 +79,54 @@ class TokenAttribution:
         values["top_prompt"] = [Candidate(**c) for c in values.get("top_prompt", [])]
         values["top_context"] = [Candidate(**c) for c in values.get("top_context", [])]
         return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# What a stored value of each declared field type must be (the types as the dataclasses spell them).
+_TYPES = {
+    "int": _is_int,
+    "float": _is_number,
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "Optional[int]": lambda v: v is None or _is_int(v),
+    "Optional[float]": lambda v: v is None or _is_number(v),
+    "Optional[str]": lambda v: v is None or isinstance(v, str),
+    "Optional[list]": lambda v: v is None or isinstance(v, list),
+}
+
+
+def _check_fields(cls, data: Any, where: str, nested: Optional[dict] = None) -> None:
+    """``data`` is a dict with exactly ``cls``'s fields (those with defaults may be missing), each of
+    its declared type; list fields of dataclasses named in ``nested`` are checked item by item."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} should be a JSON object, got {type(data).__name__}")
+    declared = {f.name: f for f in fields(cls)}
+    extra = sorted(set(data) - set(declared))
+    if extra:
+        raise ValueError(f"{where} has unknown field(s) {', '.join(extra)}")
+    for name, spec in declared.items():
+        if name not in data:
+            if spec.default is spec.default_factory:  # both MISSING: a required field
+                raise ValueError(f"{where} lacks {name}")
+            continue
+        value, kind = data[name], str(spec.type)
+        if kind.startswith("list"):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}.{name} should be a list, got {type(value).__name__}")
+            item = (nested or {}).get(name) or (Candidate if "Candidate" in kind else None)
+            if item is not None:
+                for index, entry in enumerate(value):
+                    _check_fields(item, entry, f"{where}.{name}[{index}]")
+        elif kind in _TYPES and not _TYPES[kind](value):
+            raise ValueError(f"{where}.{name} should be {kind}, got {value!r}")
 
 
 def summarize(tokens: Sequence[TokenAttribution]) -> dict:
@@ -185,6 +234,24 @@ class ProbeResult:
     def load(cls, path) -> "ProbeResult":
         """Read a file written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def checked(cls, data: Any, where: str = "result") -> "ProbeResult":
+        """:meth:`from_dict` of a stored object, checked all the way down: every field present with
+        its type, every number finite, every token row and candidate well-formed.
+
+        Raises:
+            ValueError: naming the first field that is missing, extra, of the wrong type or not finite.
+        """
+        _check_fields(cls, data, where, nested={"tokens": TokenAttribution})
+        result = cls.from_dict(data)
+        for name in ("prompt_token_ids", "response_token_ids"):
+            if not all(_is_int(i) for i in getattr(result, name)):
+                raise ValueError(f"{where}.{name} should hold integer token ids")
+        for key, value in result.summary.items():
+            if not (value is None or isinstance(value, str) or _is_number(value)):
+                raise ValueError(f"{where}.summary.{key} should be a finite number, a string or null, got {value!r}")
+        return result
 
     @classmethod
     def invalid(cls, prompt: str, response: str, prompt_ids, response_ids, error: str, **extra: Any) -> "ProbeResult":
