@@ -192,22 +192,29 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 "attributes": {"responses": self.responses, "errors": self.errors,
                                "logged_steps": sorted(self.logged_steps)}}
 
-    def _restore(self, saved: Any) -> None:
+    def _restore(self, saved: Any, vocab_size: int) -> None:
         """Take back :meth:`state` saved in the checkpoint the run resumes from, if it is this
-        callback's (same prompts and response mode); else warn and start afresh."""
+        callback's (same prompts and response mode) and every part of it is usable (responses
+        that fit the prompts and the vocabulary, whole-number counts); else warn and start afresh.
+        A state this callback cannot use never ends the run."""
         candidates = saved if isinstance(saved, list) else [saved]
+        problem = "it was saved without this callback's state, or with other prompts"
         for entry in candidates:
-            if not isinstance(entry, dict):
+            args = entry.get("args") if isinstance(entry, dict) else None
+            attributes = entry.get("attributes") if isinstance(entry, dict) else None
+            if not isinstance(args, dict) or args.get("prompts") != _as_json(self.prompts) \
+                    or args.get("responses") != self._args["responses"]:
                 continue
-            args, attributes = entry.get("args", {}), entry.get("attributes", {})
-            if args.get("prompts") != list(self.prompts) or args.get("responses") != self._args["responses"]:
-                continue
+            problem = _unusable_state(attributes, len(self.prompts), self.response_mode, vocab_size) or ""
+            if problem:
+                break
+            assert isinstance(attributes, dict)
             self.responses = attributes.get("responses", self.responses)
-            self.errors = int(attributes.get("errors", 0))
-            self.logged_steps = [int(step) for step in attributes.get("logged_steps", [])]
+            self.errors = attributes.get("errors", 0)
+            self.logged_steps = list(attributes.get("logged_steps", []))
             return
-        warnings.warn("probattr-monitor: resuming from a checkpoint saved without this callback's state (or with "
-                      "other prompts): fixed responses are chosen afresh", stacklevel=3)
+        warnings.warn(f"probattr-monitor: the checkpoint this run resumes from holds no usable state of this "
+                      f"callback ({problem}): fixed responses are chosen afresh", stacklevel=3)
 
     # ---- Trainer events ----
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
@@ -225,7 +232,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self.tokenizer = self.tokenizer.tokenizer  # a processor: use its tokenizer
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
-            self._restore(saved)
+            self._restore(saved, model.get_output_embeddings().weight.shape[0])
         encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
         self._log_cost(args, model, encoded)
         if self.probe_on_evaluate is None:
@@ -413,6 +420,34 @@ def _follow_trainer_log_level(args) -> None:
     logger.setLevel(level)
     if not logger.hasHandlers():
         logger.addHandler(logging.StreamHandler())
+
+
+def _as_json(prompts) -> list:
+    """The prompts as a JSON round trip gives them back (tuples become lists)."""
+    return [list(map(dict, p)) if isinstance(p, (list, tuple)) else p for p in prompts]
+
+
+def _unusable_state(attributes: Any, count: int, mode: str, vocab_size: int) -> Optional[str]:
+    """Why ``attributes`` (a saved :meth:`ProbAttrCallback.state`'s) cannot be taken back, or ``None``."""
+    if not isinstance(attributes, dict):
+        return f"its attributes are {type(attributes).__name__}, not an object"
+    errors, steps = attributes.get("errors", 0), attributes.get("logged_steps", [])
+    if isinstance(errors, bool) or not isinstance(errors, int) or errors < 0:
+        return f"errors is {errors!r}, not a count"
+    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        return f"logged_steps is {steps!r}, not a list of steps"
+    responses = attributes.get("responses")
+    if mode == "generate":
+        return None if responses is None else "it holds responses, but this callback generates them"
+    if not isinstance(responses, list) or len(responses) != count:
+        return f"responses should hold one entry per prompt ({count}), got {responses!r:.60}"
+    for index, response in enumerate(responses):
+        if response is None or (isinstance(response, str) and response.strip()):
+            continue
+        if not (isinstance(response, list) and response and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in response)):
+            return f"response {index} is {response!r:.60}, not a text or token ids below {vocab_size}"
+    return None
 
 
 def _prompt_set(prompts) -> tuple:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -243,3 +244,32 @@ def test_settings_are_honoured_and_keywords_override_only_when_given(tmp_path):
     stored = record(tmp_path, 2)
     assert stored["settings"]["max_new_tokens"] == 3 and stored["settings"]["entropy_threshold"] == 4.5
     assert all(len(r["response_token_ids"]) <= 3 for r in stored["results"])
+
+
+# ---- a corrupted saved state: a warning, never the end of the resumed run ----
+
+@pytest.fixture(scope="module")
+def fixed_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fixed") / "run"
+    make_trainer(folder, [ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=3, report_to="none")],
+                 max_steps=4, save_steps=2).train()
+    return folder
+
+
+@pytest.mark.parametrize("attributes", [
+    {"errors": "x"}, {"responses": "garbage"}, {"responses": [[10**6], [3]]}, "not-an-object",
+    {"logged_steps": ["a"]}, {"responses": [[5]]}, {"errors": -1},
+], ids=["errors", "responses-string", "out-of-vocabulary", "attributes", "logged-steps", "one-for-two", "negative"])
+def test_a_corrupted_callback_state_is_a_warning_and_the_run_resumes(fixed_run, tmp_path, attributes):
+    run = shutil.copytree(fixed_run, tmp_path / "run")
+    state_file = run / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    saved = state["stateful_callbacks"]["ProbAttrCallback"]
+    saved["attributes"] = attributes if not isinstance(attributes, dict) else {**saved["attributes"], **attributes}
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    shutil.rmtree(run / "checkpoint-4")
+    resumed = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=3, report_to="none")
+    with pytest.warns(UserWarning, match="no usable state of this callback"):
+        make_trainer(run, [resumed], max_steps=4, save_steps=2).train(resume_from_checkpoint=str(run / "checkpoint-2"))
+    assert resumed.errors == 0 and all(r is not None for r in resumed.responses)
+    assert record(run, 4)["status"] == "ok"
