@@ -11,31 +11,37 @@ as a ``wandb.alert`` when a W&B run is online.
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..probes.errors import one_line
-from .probattr_callback import ProbAttrCallback
+from .probattr_callback import ProbAttrCallback, monitors_of
 
-# Whether a larger value is better, for every statistic one can stop on.
+# Whether a larger value is better, for every statistic one can stop on (every summary and drift key).
 GREATER_IS_BETTER = {"log_p_response": True, "mean_attribution": True, "noise_tokens": False,
                      "noise_fraction": False, "soft_noise": False, "mean_entropy_prompt": False,
-                     "mean_entropy_context": False, "mean_kl": False, "drift_attribution": False,
-                     "drift_entropy": False}
+                     "mean_entropy_context": False, "mean_kl": False, "mean_replacement_entropy": False,
+                     "mean_original_response_share": True, "drift_attribution": False, "drift_entropy": False}
 
 
 class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
     """Stop training once a probe statistic has stopped improving, and warn when it regresses.
 
-    Add it after its monitor: ``Trainer(callbacks=[monitor, ProbAttrEarlyStopping(monitor)])``.
-    It looks at every probe run the monitor makes (saves, evaluations, ``every_n_steps``).
+    ``Trainer(callbacks=[monitor, ProbAttrEarlyStopping(monitor)])``, in either order: the monitor
+    tells it of every probe run it makes (saves, evaluations, ``every_n_steps``) as the run ends.
+    Without ``monitor`` it uses the :class:`ProbAttrCallback` of the same Trainer, found when
+    training starts; that is how it works when the Trainer rebuilds it from its saved arguments
+    (``TrainingArguments(restore_callback_states_from_checkpoint=True)``). On a resumed run it
+    takes back its best value, patience counter and regressions from the checkpoint, as
+    transformers' ``EarlyStoppingCallback`` keeps going where it stopped.
 
     Args:
-        monitor: the :class:`ProbAttrCallback` whose probe runs it reads.
+        monitor: the :class:`ProbAttrCallback` whose probe runs it reads (``None``: the one in the
+            same Trainer; training stops at its first step with a ``ValueError`` if there is none).
         statistic: a summary key (``log_p_response``, ``soft_noise``, ``noise_tokens``, ...) or a
             drift key (``drift_attribution``, ``drift_entropy``). Default ``log_p_response``: with
             fixed responses, the held-out likelihood of the probe set (see the README's study).
@@ -50,18 +56,23 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         best, best_step: the best value so far and its step.
         patience_counter: probe runs since the last improvement.
         regressions: ``[(step, value, best)]`` of every regression reported.
+        regressing: a regression was reported and the statistic has not recovered its best since.
     """
 
     def __init__(self, monitor: Optional[ProbAttrCallback] = None, statistic: str = "log_p_response",
                  patience: Optional[int] = 3, threshold: float = 0.0,
                  regression_threshold: Optional[float] = None, greater_is_better: Optional[bool] = None) -> None:
-        if statistic not in (*SUMMARY_KEYS, *DRIFT_KEYS):
-            raise ValueError(f"statistic should be one of {', '.join((*SUMMARY_KEYS, *DRIFT_KEYS))}, got {statistic!r}")
+        if monitor is not None and not isinstance(monitor, ProbAttrCallback):
+            raise ValueError(f"monitor should be a ProbAttrCallback or None, got {type(monitor).__name__}")
+        if statistic not in GREATER_IS_BETTER:
+            raise ValueError(f"statistic should be one of {', '.join(GREATER_IS_BETTER)}, got {statistic!r}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience should be a positive integer or None, got {patience!r}")
         for name, value in (("threshold", threshold), ("regression_threshold", regression_threshold)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{name} should be a number >= 0, got {value!r}")
+            if value is not None and not (_number(value) and value >= 0):
+                raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
+        if greater_is_better is not None and not isinstance(greater_is_better, bool):
+            raise ValueError(f"greater_is_better should be True, False or None, got {greater_is_better!r}")
         self.monitor = monitor
         self.statistic = statistic
         self.patience = patience
@@ -72,52 +83,75 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         self.best_step: Optional[int] = None
         self.patience_counter = 0
         self.regressions: list = []
+        self.regressing = False
         self._seen_step: Optional[int] = None
-        self._regressing = False
 
     def state(self) -> dict:
-        """``ExportableState``: the arguments (not the monitor) and the best value so far."""
+        """``ExportableState``: the arguments (not the monitor) and what it has seen so far."""
         return {"args": {"statistic": self.statistic, "patience": self.patience, "threshold": self.threshold,
                          "regression_threshold": self.regression_threshold,
                          "greater_is_better": self.greater_is_better},
                 "attributes": {"best": self.best, "best_step": self.best_step,
-                               "patience_counter": self.patience_counter, "regressions": self.regressions}}
+                               "patience_counter": self.patience_counter, "regressions": self.regressions,
+                               "regressing": self.regressing}}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        """Take back the state saved in the checkpoint the run resumes from, and connect to the monitor."""
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if state.global_step > 0 and saved is not None:
+            self._restore(saved)
+        self._connect(args, required=False)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._connect(args, required=True)  # every callback's on_train_begin has run by now
+
+    def _connect(self, args, required: bool) -> None:
         if self.monitor is None:
-            raise ValueError("ProbAttrEarlyStopping needs its ProbAttrCallback: ProbAttrEarlyStopping(monitor=...)")
+            found = monitors_of(args)
+            if not found:
+                if required:
+                    raise ValueError("ProbAttrEarlyStopping found no ProbAttrCallback in this Trainer: add one, or "
+                                     "pass ProbAttrEarlyStopping(monitor=...)")
+                return
+            self.monitor = found[0]
+        self.monitor.add_listener(self._observe)
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self._look(state, control)
+    def _restore(self, saved: Any) -> None:
+        """Take back :meth:`state`'s attributes when they were saved for the same statistic and
+        every value is usable; else warn and start afresh."""
+        for entry in saved if isinstance(saved, list) else [saved]:
+            args = entry.get("args") if isinstance(entry, dict) else None
+            attributes = entry.get("attributes") if isinstance(entry, dict) else None
+            if not isinstance(args, dict) or args.get("statistic") != self.statistic:
+                continue
+            if isinstance(attributes, dict) and _usable(attributes):
+                self.best, self.best_step = attributes.get("best"), attributes.get("best_step")
+                self.patience_counter = attributes.get("patience_counter", 0)
+                self.regressions = [tuple(r) for r in attributes.get("regressions", [])]
+                self.regressing = attributes.get("regressing", False)
+                return
+        self.best, self.best_step, self.patience_counter, self.regressions, self.regressing = None, None, 0, [], False
+        warnings.warn("probattr-monitor: the checkpoint this run resumes from holds no usable state of "
+                      f"ProbAttrEarlyStopping for {self.statistic}: its patience starts afresh", stacklevel=3)
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self._look(state, control)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self._look(state, control)
-
-    def on_save(self, args, state, control, **kwargs):
-        self._look(state, control)
-
-    def _look(self, state, control) -> None:
-        """Read the monitor's run at this step (once), update the best, stop or warn."""
-        run = self.monitor.last_run if self.monitor is not None else None
-        if run is None or run.step != state.global_step or self._seen_step == run.step or run.error is not None:
+    def _observe(self, run, state, control) -> None:
+        """A probe run has ended: update the best, stop or warn."""
+        if run.error is not None or self._seen_step == run.step:
             return
         self._seen_step = run.step
         value = run.statistics.get(self.statistic)
-        if value is None:
+        if not _number(value):
             return
         sign = 1.0 if self.greater_is_better else -1.0
         if self.best is None or sign * (value - self.best) > self.threshold:
-            self.best, self.best_step, self.patience_counter, self._regressing = value, run.step, 0, False
+            self.best, self.best_step, self.patience_counter, self.regressing = value, run.step, 0, False
             return
         self.patience_counter += 1
         away = sign * (self.best - value)
-        if self.regression_threshold is not None and away > self.regression_threshold and not self._regressing:
-            self._regressing = True
+        if self.regression_threshold is not None and away > self.regression_threshold and not self.regressing:
+            self.regressing = True
             self._report_regression(run.step, value)
-        if self.patience is not None and self.patience_counter >= self.patience:
+        if self.patience is not None and self.patience_counter >= self.patience and control is not None:
             control.should_training_stop = True
 
     def _report_regression(self, step: int, value: float) -> None:
@@ -135,3 +169,17 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                 wandb.run.alert(title=f"probattr: {self.statistic} regressed", text=text)
         except Exception as error:  # noqa: BLE001 - an alert must never end the run
             warnings.warn(f"probattr-monitor: the W&B alert failed: {one_line(error)}", stacklevel=3)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _usable(attributes: dict) -> bool:
+    """Whether saved attributes hold a best value and step, a count and regressions of the right types."""
+    best, step, counter = attributes.get("best"), attributes.get("best_step"), attributes.get("patience_counter", 0)
+    regressions = attributes.get("regressions", [])
+    return ((best is None and step is None) or (_number(best) and isinstance(step, int))) \
+        and isinstance(counter, int) and not isinstance(counter, bool) and counter >= 0 \
+        and isinstance(regressions, list) and all(isinstance(r, list) and len(r) == 3 for r in regressions) \
+        and isinstance(attributes.get("regressing", False), bool)

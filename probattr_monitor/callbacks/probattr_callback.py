@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -153,8 +154,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         # responses: None in generate mode; else per prompt a text, frozen token ids, or None (not yet).
         self.responses: Optional[list] = list(given) if given is not None else (
             [None] * len(self.prompts) if self.response_mode == "fixed" else None)
+        self._initial_responses = None if self.responses is None else list(self.responses)
         self.errors = 0
         self.logged_steps: list[int] = []
+        self._listeners: list = []  # called with (run, state, control) after every probe run
+        self._trainer_args: Any = None  # the TrainingArguments of the run this callback watches
         self._args = {"prompts": list(self.prompts), "responses": responses if isinstance(responses, str)
                       else list(responses), "every_n_steps": every_n_steps, "on_save": on_save,
                       "on_evaluate": on_evaluate, "report_to": report_to if isinstance(report_to, str)
@@ -207,12 +211,14 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 continue
             problem = _unusable_state(attributes, len(self.prompts), self.response_mode, vocab_size) or ""
             if problem:
-                break
+                break  # (restore_callback_states_from_checkpoint may have set it already: undone below)
             assert isinstance(attributes, dict)
             self.responses = attributes.get("responses", self.responses)
             self.errors = attributes.get("errors", 0)
             self.logged_steps = list(attributes.get("logged_steps", []))
             return
+        self.responses = None if self._initial_responses is None else list(self._initial_responses)
+        self.errors, self.logged_steps = 0, []
         warnings.warn(f"probattr-monitor: the checkpoint this run resumes from holds no usable state of this "
                       f"callback ({problem}): fixed responses are chosen afresh", stacklevel=3)
 
@@ -230,6 +236,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             )
         if getattr(self.tokenizer, "tokenizer", None) is not None and not hasattr(self.tokenizer, "encode"):
             self.tokenizer = self.tokenizer.tokenizer  # a processor: use its tokenizer
+        self._trainer_args = args
+        _LIVE.add(self)
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
             self._restore(saved, model.get_output_embeddings().weight.shape[0])
@@ -246,11 +254,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         (so the state the Trainer saves with the checkpoint already holds what this probe froze)."""
         every = self.every_n_steps is not None and state.global_step % self.every_n_steps == 0
         if every or self._due(control):
-            self._probe(args, state, model)
+            self._probe(args, state, model, control)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if self._due(control):
-            self._probe(args, state, model)
+            self._probe(args, state, model, control)
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         """Probe (or reuse this step's run) and add ``eval_probattr_*`` to ``metrics``, which
@@ -262,7 +270,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         """
         if not self.probe_on_evaluate:
             return
-        run = self._probe(args, state, model)
+        run = self._probe(args, state, model, control)
         if metrics is None:
             return
         summary = run.statistics if run.error is None else {}
@@ -278,7 +286,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         """Probe (or reuse this step's run) and write ``probattr.json`` into the new checkpoint."""
         if not self.probe_on_save:
             return
-        run = self._probe(args, state, model)
+        run = self._probe(args, state, model, control)
         if self.write_json and state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
@@ -287,6 +295,13 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sinks.close()
+        _LIVE.discard(self)
+
+    def add_listener(self, listener) -> None:
+        """Call ``listener(run, state, control)`` after every probe run (once per step), whatever
+        the order of the Trainer's callbacks: how ``ProbAttrEarlyStopping`` reads this monitor."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
     def _log_cost(self, args, model, encoded) -> None:
         """Log what one probe run will cost (INFO), at the Trainer's log level."""
@@ -322,8 +337,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         saving = control.should_save and self.probe_on_save
         return bool(saving or (control.should_evaluate and self.probe_on_evaluate))
 
-    def _probe(self, args, state, model) -> ProbeRun:
-        """Probe once per global step (a save, an evaluation and every_n_steps may coincide)."""
+    def _probe(self, args, state, model, control=None) -> ProbeRun:
+        """Probe once per global step (a save, an evaluation and every_n_steps may coincide); the
+        listeners hear of each new run with the ``control`` of the event that made it."""
         if self._last is not None and self._last.step == state.global_step:
             return self._last
         from ..distributed import world
@@ -352,6 +368,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero and self._sinks.sinks and run.step not in self.logged_steps:
             self.logged_steps.append(run.step)
             self._guarded(lambda: self._write_sinks(run), f"logging step {run.step}")
+        for listener in list(self._listeners):
+            self._guarded(lambda listen=listener: listen(run, state, control),
+                          f"acting on the probes of step {run.step}")
         return run
 
     def _freeze(self, run: ProbeRun) -> None:
@@ -408,6 +427,16 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                                                  tensorboard_writer=writer, wandb_dir=args.output_dir),
                               "opening the sinks (nothing will be logged)", default=[])
         return GuardedSinks(sinks, strict=self.strict)
+
+
+_LIVE: "weakref.WeakSet[ProbAttrCallback]" = weakref.WeakSet()  # monitors of the runs in progress
+
+
+def monitors_of(args) -> list:
+    """The :class:`ProbAttrCallback` instances watching the run whose ``TrainingArguments`` is
+    ``args`` (each registers at ``on_train_begin``): how a callback the Trainer rebuilt from its
+    saved arguments (``restore_callback_states_from_checkpoint``) finds its monitor."""
+    return [monitor for monitor in list(_LIVE) if monitor._trainer_args is args]
 
 
 def _follow_trainer_log_level(args) -> None:

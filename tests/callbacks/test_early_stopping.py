@@ -70,3 +70,73 @@ def test_bad_arguments_fail_at_construction():
         ProbAttrEarlyStopping(statistic="accuracy")
     with pytest.raises(ValueError, match="patience should be a positive integer or None"):
         ProbAttrEarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="threshold should be a finite number"):
+        ProbAttrEarlyStopping(threshold=float("nan"))
+    with pytest.raises(ValueError, match="regression_threshold should be a finite number"):
+        ProbAttrEarlyStopping(regression_threshold=float("inf"))
+    with pytest.raises(ValueError, match="greater_is_better should be True, False or None"):
+        ProbAttrEarlyStopping(greater_is_better="yes")
+    with pytest.raises(ValueError, match="monitor should be a ProbAttrCallback"):
+        ProbAttrEarlyStopping(monitor="callback")
+
+
+def test_every_statistic_it_lists_can_be_stopped_on():
+    from probattr_monitor.monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
+
+    for statistic in (*SUMMARY_KEYS, *DRIFT_KEYS):
+        assert isinstance(ProbAttrEarlyStopping(statistic=statistic).greater_is_better, bool)
+
+
+class StopAt:
+    """Interrupt a run at a step (after its save), as a crash or a pre-emption would."""
+
+    def __new__(cls, step):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    control.should_training_stop = True
+
+        return _Stop()
+
+
+SETTLED = dict(patience=2, threshold=1e9)  # no change counts as an improvement: the best stays the first probe
+
+
+def settled_run(folder, order="monitor first", stop_at=None, resume=None, every_n_steps=None, **extra):
+    monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="none", max_new_tokens=3,
+                               every_n_steps=every_n_steps)
+    stopper = ProbAttrEarlyStopping(monitor if order != "found" else None, **SETTLED)
+    callbacks = [stopper, monitor] if order in ("stopper first", "found") else [monitor, stopper]
+    if stop_at is not None:
+        callbacks.append(StopAt(stop_at))
+    extra.setdefault("save_steps", 2)
+    trainer = make_trainer(folder, callbacks, max_steps=12, learning_rate=5e-3, **extra)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+@pytest.mark.parametrize("order", ["monitor first", "stopper first", "found"])
+def test_the_order_of_the_callbacks_does_not_matter(tmp_path, order):
+    assert settled_run(tmp_path / "saves", order).state.global_step == 6, "best at 2, none better at 4, 6: stop"
+    # probes every 2 steps and no save among them: the stopper hears of each run however it is listed
+    assert settled_run(tmp_path / "every", order, every_n_steps=2, save_steps=100).state.global_step == 6
+
+
+@pytest.mark.parametrize("restore", [False, True], ids=["own-restore", "trainer-restore"])
+def test_a_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path, restore):
+    extra = {"restore_callback_states_from_checkpoint": True} if restore else {}
+    assert settled_run(tmp_path / "whole").state.global_step == 6
+    settled_run(tmp_path / "split", stop_at=4, **extra)
+    resumed = settled_run(tmp_path / "split", resume=str(tmp_path / "split" / "checkpoint-4"), **extra)
+    assert resumed.state.global_step == 6
+    stopper = next(c for c in resumed.callback_handler.callbacks if isinstance(c, ProbAttrEarlyStopping))
+    assert stopper.best_step == 2 and stopper.patience_counter == 2
+
+
+def test_without_a_monitor_training_stops_at_once_with_one_line(tmp_path):
+    trainer = make_trainer(tmp_path, [ProbAttrEarlyStopping()], max_steps=2, save_steps=2)
+    with pytest.raises(ValueError, match="found no ProbAttrCallback in this Trainer"):
+        trainer.train()
+    assert trainer.state.global_step == 0
