@@ -369,7 +369,12 @@ def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids,
     tokens = _token_rows(tokenizer, prompt_ids, positions, scores.quantities, scores.stderrs, settings)
     generations = 0
     if settings.replacement_entropy:
-        generations = _add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids, settings)
+        try:
+            generations = _add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids,
+                                         settings)
+        except NonFiniteLogitsError as error:  # met only while regenerating (the budget policy skips some ids)
+            return ProbeResult.invalid(user_text(prompt), tokenizer.decode(response_ids), prompt_ids, response_ids,
+                                       str(error), **extra)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
     if settings.replacement_entropy:

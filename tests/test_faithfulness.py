@@ -124,3 +124,28 @@ def test_the_package_and_the_metrics_work_without_captum():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "pip install 'probattr-monitor[faithfulness]'" in completed.stdout
+
+
+def test_a_method_named_twice_runs_once(peaked, tokenizer):
+    result = evaluate_faithfulness(peaked, tokenizer, ["the cat sat"], methods=["attribution_score", "occlusion",
+                                                                                 "occlusion", "random"], samples=5)
+    assert result.methods == ["attribution_score", "occlusion", "random"]
+    once = evaluate_faithfulness(peaked, tokenizer, ["the cat sat"], methods=["attribution_score", "occlusion",
+                                                                               "random"], samples=5)
+    assert result.summary == once.summary and result.forwards == once.forwards
+
+
+def test_a_tokenizer_with_no_baseline_token_is_bad_input(peaked, tokenizer, tmp_path):
+    import copy
+
+    bare = copy.deepcopy(tokenizer)
+    bare.pad_token, bare.eos_token = None, None
+    assert bare.unk_token_id is None and bare.pad_token_id is None and bare.eos_token_id is None
+    with pytest.raises(ProbeInputError, match="no unk, pad or eos token"):
+        evaluate_faithfulness(peaked, bare, ["the cat"], methods=["attribution_score"])
+    folder = tmp_path / "model"
+    peaked.save_pretrained(folder)
+    bare.save_pretrained(folder)
+    completed = run_cli("faithfulness", "--model", folder, "--prompt", "the cat", "--methods", "attribution_score")
+    assert completed.returncode == 2, completed.stderr
+    assert "no unk, pad or eos token" in completed.stderr and "Traceback" not in completed.stderr

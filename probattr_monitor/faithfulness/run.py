@@ -67,7 +67,8 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
 
     Args:
         model, tokenizer, prompts, responses: as for :func:`probattr_monitor.probe` (a list of prompts).
-        methods: names from :data:`~.methods.METHODS`; ``attribution_score`` is AS.
+        methods: names from :data:`~.methods.METHODS`; ``attribution_score`` is AS. Each runs once,
+            in the order first named.
         settings: probe settings (AS's policy, chat template, response length).
         seed: seeds the sampling methods, the infidelity perturbations and the bootstrap.
         samples: LIME / Shapley / GradientShap samples.
@@ -76,6 +77,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
     """
     from ..api import probe
 
+    methods = list(dict.fromkeys(methods))  # a method named twice runs once
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         from ..probes.errors import ProbeInputError
@@ -83,10 +85,10 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
         raise ProbeInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if any(m not in ("attribution_score", "random", "reagent") for m in methods):
         require_captum()
+    baseline = baseline_token_id(tokenizer)  # before any compute: a tokenizer without one is bad input
     settings = (settings or ProbeSettings()).replace(progress=False)
     results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings)
     assert isinstance(results, list)
-    baseline = baseline_token_id(tokenizer)
     seconds = {m: 0.0 for m in methods}
     skipped: dict = {}
     per_prompt: list[dict] = []

@@ -90,3 +90,30 @@ def test_cli_flag_shows_the_stability_columns(tmp_path, peaked, tokenizer):
                         "--replacement-entropy", "--replacement-max-candidates", "5", "--no-progress")
     assert completed.returncode == 0, completed.stderr
     assert "H rep" in completed.stdout and "orig. share" in completed.stdout
+
+
+def test_non_finite_logits_met_only_while_regenerating_give_an_invalid_result(tokenizer):
+    """The scoring passes are finite; the regenerations (replacement entropy) are not: the prompt's
+    result is invalid, no exception ends the probe run."""
+    model = tiny_gpt2(len(tokenizer), seed=1)
+    calls = [0]
+
+    def count(module, inputs, output):
+        calls[0] += 1
+
+    handle = model.register_forward_hook(count)
+    options = dict(responses=" on the", candidates="budget", candidate_budget=40, progress=False)
+    assert probe(model, tokenizer, "the cat sat", **options).valid
+    scoring = calls[0]
+    handle.remove()
+
+    def poison(module, inputs, output):
+        calls[0] += 1
+        if calls[0] > scoring:
+            output.logits.fill_(float("nan"))
+        return output
+
+    calls[0] = 0
+    model.register_forward_hook(poison)
+    result = probe(model, tokenizer, "the cat sat", replacement_entropy=True, **options)
+    assert not result.valid and "while regenerating" in result.error
