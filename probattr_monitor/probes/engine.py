@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from transformers import DynamicCache
 
-from .errors import NonFiniteLogitsError
+from .errors import NonFiniteLogitsError, ProbeInputError
 from .settings import ProbeSettings
 
 
@@ -167,6 +167,9 @@ class SuffixScorer:
         if not torch.isfinite(self.logits).all():
             raise NonFiniteLogitsError("the model produced non-finite logits (a diverged checkpoint?)")
         self.cache = output.past_key_values
+        if self.cache is None:
+            raise ProbeInputError(f"{type(model).__name__} returns no key-value cache (use_cache=True gives none): "
+                                  "not a causal language model the engine can probe")
         self.vocab_size = self.logits.shape[-1]
         self.base: Any = getattr(model, "base_model", None)
         self.head = model.get_output_embeddings()

@@ -166,3 +166,28 @@ def test_bidirectional_model_is_refused(tokenizer):
                                       num_attention_heads=2, intermediate_size=32))
     with pytest.raises(ProbeInputError, match="BertLMHeadModel is not a causal language model"):
         probe(bert, tokenizer, "the cat", responses=" sat", progress=False)
+
+
+def test_every_random_bidirectional_model_is_refused_and_causal_ones_pass():
+    """A BERT loaded as a causal LM gets a freshly initialised head that can hold NaN (transformers
+    says "this checkpoint seem corrupted"): the check skipped non-finite logits and the engine
+    then failed on the missing cache (a flaky CLI test). It must refuse it at every seed."""
+    import torch
+    from transformers import BertConfig, BertLMHeadModel
+
+    from probattr_monitor.probes.tokens import check_causal_attention
+    from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+
+    for seed in range(12):
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32)
+        bert = BertLMHeadModel(config).eval()
+        with torch.no_grad():
+            bert.cls.predictions.decoder.bias[seed::7] = float("nan")  # a head with non-finite entries
+        with pytest.raises(ProbeInputError, match="is not a causal language model"):
+            check_causal_attention(bert, 0)
+    for build in (tiny_gpt2, tiny_llama):
+        for init in (0.02, 0.5):
+            for dtype in (torch.float32, torch.bfloat16):
+                check_causal_attention(build(300, initializer_range=init).to(dtype), 0)
