@@ -1,22 +1,29 @@
 """Which probe statistics track convergence, and which recommendation rule to trust: measured
-against processes whose truth is known.
+against processes whose truth is known, with the rule chosen on one part of the study and
+reported on the rest.
 
 Each regime is a real Trainer run on the demo's hidden Markov grammar (exact probabilities), with
-ProbAttrCallback probing 7 prompts with fixed responses at every checkpoint, and the per-token
-KL from the true process to each checkpoint measured on held-out text:
+ProbAttrCallback probing 16 prompts with fixed responses at every checkpoint, and the per-token
+KL from the true process to each checkpoint measured on held-out text (the truth):
 
-  demo-s0..2   the demo (tiny GPT-2, 2 layers x 64, lr 1e-3, 2000 steps) at three seeds
-  capacity     a model too small to reach the floor (1 layer x 8)
-  unstable     a learning rate high enough to make training unstable (3e-2)
-  forgetting   demo-s0's last checkpoint fine-tuned on one topic only ("farm"): its own eval loss
-               (on that topic) falls while the KL to the whole process rises after a minimum
-  large-vocab  4,000 made-up words in the vocabulary (|V| = 4,049): probed with the budget policy
+  demo          the demo (tiny GPT-2, 2 layers x 64, lr 1e-3, 2000 steps)
+  forgetting    demo's last checkpoint fine-tuned on one topic ("farm"): its own eval loss (on that
+                topic) falls while the KL to the whole process rises
+  overfit       300 training sentences, 1500 steps: the truth is U-shaped (held-out probes)
+  train-probes  overfit, with the probe prompts drawn from the training sentences
+  off-target    forgetting's fine-tune, probes from the other topic ("town"), truth on the target
+                topic ("farm"): a wanted specialisation that the probes see as forgetting
+  spike         the demo with the learning rate x30 for steps 800-900
+  nan           the demo whose weights go NaN after step 1200
+  capacity, unstable, large-vocab   (one seed) as in the first study
 
-Prints two tables (markdown): the Spearman correlation of every statistic with the KL to the
-truth, per regime; and every rule's regret, KL(recommended) / min over checkpoints of KL.
-Writes everything to OUT/study.json.
+Regimes with a seed run at seeds 0, 1, 2. The guarded rule's tolerance is chosen on seed 0 of
+every regime but off-target (where no rule that protects the probe set can be right, by
+construction) and reported on seeds 1 and 2, and over random halves of the probe set (8 of the 16
+prompts). Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are
+reused (delete a regime's folder to train it again).
 
-Usage: python benchmarks/signal_study.py [--out out/signal_study] [--regimes demo-s0 forgetting ...]
+Usage: python benchmarks/signal_study.py [--out out/signal_study] [--regimes demo-s0 ...] [--analyse-only]
 """
 
 from __future__ import annotations
@@ -25,50 +32,116 @@ import argparse
 import io
 import json
 import math
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
-from probattr_monitor.demo.run import DemoConfig, run_demo, spearman
-from probattr_monitor.monitoring.decision import RULES, latest_not_regressed, recommend
+from probattr_monitor.demo.run import SUMMARY_FILE, DemoConfig, regret_of, run_demo, spearman
+from probattr_monitor.monitoring.decision import RULES, guarded, recommend
+from probattr_monitor.monitoring.regression import guard_comparisons
 
-MARGINS = (0.1, 0.15, 0.25, 0.5, 0.75, 1.0)
+SEEDS = (0, 1, 2)
+TUNING_SEEDS = (0,)
+TOLERANCES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+HALVES = 20  # random halves of the probe set per run
+PROBE_PROMPTS = 16
+SEEDED = ("demo", "forgetting", "overfit", "train-probes", "off-target", "spike", "nan")
+NOT_TUNED = ("off-target",)  # the probes vetoing a wanted specialisation: no guard rule can be right
 STATISTICS = ("eval_loss", "noise_tokens", "soft_noise", "log_p_response", "mean_entropy_context",
               "mean_attribution", "mean_kl", "drift_attribution", "drift_entropy")
 
 
 def regimes(out: Path) -> dict[str, DemoConfig]:
-    """The regimes of the study, each a :class:`DemoConfig` writing under ``out``."""
-    base = DemoConfig(report_to=("none",))
-    configs = {f"demo-s{seed}": replace(base, seed=seed, output_dir=str(out / f"demo-s{seed}")) for seed in range(3)}
+    """The regimes of the study, each a :class:`DemoConfig` writing under ``out``, in run order
+    (a fine-tune after the run it starts from)."""
+    base = DemoConfig(report_to=("none",), probe_prompts=PROBE_PROMPTS)
+    configs: dict[str, DemoConfig] = {}
+    for seed in SEEDS:
+        demo = replace(base, seed=seed, output_dir=str(out / f"demo-s{seed}"))
+        start = str(out / f"demo-s{seed}" / f"checkpoint-{base.max_steps}")
+        fine_tune = replace(demo, init_from=start, train_topic="farm", max_steps=1000)
+        overfit = replace(demo, train_sentences=300, max_steps=1500)
+        configs[f"demo-s{seed}"] = demo
+        configs[f"forgetting-s{seed}"] = replace(fine_tune, output_dir=str(out / f"forgetting-s{seed}"))
+        configs[f"overfit-s{seed}"] = replace(overfit, output_dir=str(out / f"overfit-s{seed}"))
+        configs[f"train-probes-s{seed}"] = replace(overfit, probe_source="train",
+                                                    output_dir=str(out / f"train-probes-s{seed}"))
+        configs[f"off-target-s{seed}"] = replace(fine_tune, probe_topic="town", truth_topic="farm",
+                                                  output_dir=str(out / f"off-target-s{seed}"))
+        configs[f"spike-s{seed}"] = replace(demo, lr_spike=(800, 900, 30.0), output_dir=str(out / f"spike-s{seed}"))
+        configs[f"nan-s{seed}"] = replace(demo, nan_at_step=1200, output_dir=str(out / f"nan-s{seed}"))
     configs["capacity"] = replace(base, n_layer=1, n_embd=8, output_dir=str(out / "capacity"))
     configs["unstable"] = replace(base, learning_rate=3e-2, output_dir=str(out / "unstable"))
-    configs["forgetting"] = replace(base, init_from=str(out / "demo-s0" / f"checkpoint-{base.max_steps}"),
-                                    train_topic="farm", max_steps=1000, output_dir=str(out / "forgetting"))
     configs["large-vocab"] = replace(base, extra_words=4000, max_steps=1000, output_dir=str(out / "large-vocab"))
     return configs
 
 
-def regret(rows: list[dict], rule: str) -> float:
-    """KL of the checkpoint ``rule`` recommends over the lowest KL of the run (``nan`` if none)."""
-    chosen = recommend(rows, rule)
-    if chosen is None:
-        return float("nan")
-    kl = {r["step"]: r["kl_to_truth"] for r in rows}
-    return kl[chosen["step"]] / min(kl.values())
+def regime_of(name: str) -> str:
+    return name.rsplit("-s", 1)[0] if name.rsplit("-s", 1)[-1].isdigit() else name
 
 
-def margin_regret(rows: list[dict], margin: float) -> float:
-    """The regret of ``latest_not_regressed`` with another margin."""
-    choice = latest_not_regressed(rows, margin)
-    kl = {r["step"]: r["kl_to_truth"] for r in rows}
-    return kl[choice[0]["step"]] / min(kl.values()) if choice else float("nan")
+def seed_of(name: str) -> int:
+    return int(name.rsplit("-s", 1)[1]) if name.rsplit("-s", 1)[-1].isdigit() else 0
+
+
+def regret(rows: list[dict], choose) -> float:
+    """KL of the checkpoint ``choose(rows)`` (a recommendation dict or ``None``) picks over the run's lowest KL."""
+    chosen = choose(rows)
+    return float("nan") if chosen is None else regret_of(rows, chosen["step"])
+
+
+def rule_chooser(rule: str):
+    return lambda rows: recommend(rows, rule)
+
+
+def guarded_chooser(tolerance: float):
+    def choose(rows):
+        choice = guarded(rows, tolerance)
+        return None if choice is None else {"step": choice[0]["step"]}
+    return choose
+
+
+def half(rows: list[dict], keep: list[int]) -> list[dict]:
+    """The rows as a probe set of only the prompts ``keep`` would give them."""
+    out = []
+    for row in rows:
+        values = row.get("prompt_log_p")
+        kept = None if values is None else [values[i] for i in keep]
+        finite = [v for v in kept or [] if v is not None]
+        out.append({**row, "prompt_log_p": kept, "log_p_response": sum(finite) / len(finite) if finite else None})
+    return out
+
+
+def halves(rows: list[dict], seed: int) -> list[list[dict]]:
+    count = len(next((r["prompt_log_p"] for r in rows if r.get("prompt_log_p")), []))
+    rng = random.Random(seed)
+    return [half(rows, sorted(rng.sample(range(count), count // 2))) for _ in range(HALVES)]
+
+
+def warning_step(rows: list[dict], tolerance: float):
+    """The first step the guard is confidently regressed at (what the early-stopping warning uses)."""
+    return next((c.step for c in guard_comparisons(rows, tolerance) if c.regressed), None)
+
+
+def truth_onset(rows: list[dict], share: float = 0.25):
+    """The first step whose truth KL exceeds the best so far by more than ``share``."""
+    best = math.inf
+    for row in rows:
+        kl = row["kl_to_truth"]
+        if kl is None:
+            return row["step"]
+        if kl > best * (1 + share):
+            return row["step"]
+        best = min(best, kl)
+    return None
 
 
 def correlation(rows: list[dict], statistic: str) -> float:
-    pairs = [(r[statistic], r["kl_to_truth"]) for r in rows if r.get(statistic) is not None]
+    pairs = [(r[statistic], r["kl_to_truth"]) for r in rows if r.get(statistic) is not None
+             and r["kl_to_truth"] is not None]
     return spearman(*zip(*pairs)) if len(pairs) > 2 else float("nan")
 
 
@@ -77,54 +150,121 @@ def markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
-def number(value: float, digits: int = 2, signed: bool = False) -> str:
+def number(value, digits: int = 2, signed: bool = False) -> str:
     if value is None or not math.isfinite(value):
-        return "-"
+        return "inf" if value == math.inf else "-"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def spread(values: list[float]) -> str:
+    """``median [5th, 95th percentile]`` of ``values``."""
+    finite = sorted(v if math.isfinite(v) else 1e9 for v in values if not math.isnan(v))
+    if not finite:
+        return "-"
+
+    def at(q):
+        return finite[min(len(finite) - 1, int(q * (len(finite) - 1) + 0.5))]
+
+    shown = [number(v) if v < 1e9 else "inf" for v in (at(0.5), at(0.05), at(0.95))]
+    return f"{shown[0]} [{shown[1]}, {shown[2]}]"
+
+
+def train(configs: dict[str, DemoConfig], chosen: list[str]) -> None:
+    for name in chosen:
+        summary = Path(configs[name].output_dir) / SUMMARY_FILE
+        if summary.is_file():
+            continue
+        began = time.perf_counter()
+        report = run_demo(configs[name], console=Console(file=io.StringIO()))
+        kls = [r["kl_to_truth"] for r in report.rows if r["kl_to_truth"] is not None]
+        print(f"{name}: {len(report.rows)} checkpoints, KL min {min(kls):.4f}, {time.perf_counter() - began:.0f} s, "
+              f"probes {100 * report.probe_seconds / report.wall_seconds:.0f}%", flush=True)
+
+
+def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path) -> dict:
+    runs = {name: json.loads((Path(configs[name].output_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))["rows"]
+            for name in chosen if (Path(configs[name].output_dir) / SUMMARY_FILE).is_file()}
+    names = list(runs)
+    tuning = [n for n in names if seed_of(n) in TUNING_SEEDS and regime_of(n) not in NOT_TUNED]
+    held_out = [n for n in names if seed_of(n) not in TUNING_SEEDS or regime_of(n) not in SEEDED]
+    held_out = [n for n in held_out if n not in tuning]
+
+    print("\nTolerance of the guarded rule, chosen on the tuning runs (seed 0, all regimes but off-target): worst "
+          "regret over them, and the median regret over random probe halves\n")
+    worst = {}
+    body = []
+    for tolerance in TOLERANCES:
+        full = [regret(runs[n], guarded_chooser(tolerance)) for n in tuning]
+        halved = [regret(h, guarded_chooser(tolerance)) for n in tuning for h in halves(runs[n], seed_of(n))]
+        worst[tolerance] = (max(full), sorted(halved)[int(0.9 * (len(halved) - 1))])
+        body.append([f"{tolerance:g}", number(max(full)), number(worst[tolerance][1])])
+    print(markdown(["tolerance (nats/prompt)", "worst regret, full probe set", "90th pct regret, halves"], body))
+    tolerance = min(TOLERANCES, key=lambda t: (worst[t][0], worst[t][1], -t))
+    print(f"\nchosen tolerance: {tolerance:g}")
+
+    def table(run_names, title):
+        print(f"\n{title}\n")
+        regime_names = list(dict.fromkeys(regime_of(n) for n in run_names))
+        body = []
+        choosers = {"guarded (chosen)": guarded_chooser(tolerance), **{r: rule_chooser(r) for r in RULES
+                                                                        if r != "guarded"}}
+        for label, choose in choosers.items():
+            cells = []
+            for regime in regime_names:
+                values = [regret(runs[n], choose) for n in run_names if regime_of(n) == regime]
+                cells.append("/".join(number(v) for v in values))
+            body.append([label, *cells])
+        print(markdown(["rule", *regime_names], body))
+
+    table(tuning, "Regret on the tuning runs (KL(recommended) / min KL; one value per seed)")
+    table(held_out, "Regret on the held-out runs (seeds 1 and 2, and the one-seed regimes; one value per run)")
+
+    print("\nThe chosen rule over random halves of the probe set (held-out runs): median [5%, 95%] regret\n")
+    body = [[n, spread([regret(h, guarded_chooser(tolerance)) for h in halves(runs[n], seed_of(n))])]
+            for n in held_out]
+    print(markdown(["run", "regret over 20 probe halves"], body))
+
+    print("\nWarnings: the first confidently regressed checkpoint against the first whose truth KL exceeds the "
+          "best so far by 25%\n")
+    body = []
+    for n in names:
+        if regime_of(n) in ("demo", "forgetting", "capacity", "large-vocab", "spike", "nan", "overfit"):
+            fired = [warning_step(h, tolerance) for h in halves(runs[n], seed_of(n))]
+            body.append([n, str(truth_onset(runs[n])), str(warning_step(runs[n], tolerance)),
+                         f"{sum(f is not None for f in fired)}/{len(fired)}"])
+    print(markdown(["run", "truth onset", "warning (full set)", "halves that warn"], body))
+
+    print("\nSpearman correlation with the KL to the truth, across checkpoints (mean over seeds)\n")
+    regime_names = list(dict.fromkeys(regime_of(n) for n in names))
+    body = []
+    for statistic in STATISTICS:
+        cells = []
+        for regime in regime_names:
+            values = [correlation(runs[n], statistic) for n in names if regime_of(n) == regime]
+            values = [v for v in values if math.isfinite(v)]
+            cells.append(number(sum(values) / len(values), signed=True) if values else "-")
+        body.append([statistic, *cells])
+    print(markdown(["statistic", *regime_names], body))
+    study = {"tolerance": tolerance, "tuning": tuning, "held_out": held_out, "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(study, indent=1, default=str).replace("NaN", "null")
+                                    .replace("Infinity", "null"), encoding="utf-8")
+    print(f"\nall rows in {out / 'study.json'}")
+    return study
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/signal_study")
-    parser.add_argument("--regimes", nargs="+", default=None, help="a subset of the regimes (in order)")
+    parser.add_argument("--regimes", nargs="+", default=None, help="a subset of the runs (in order)")
+    parser.add_argument("--analyse-only", action="store_true", help="only the tables, from the runs in OUT")
     args = parser.parse_args()
     out = Path(args.out)
     configs = regimes(out)
     chosen = args.regimes or list(configs)
-    results = {}
-    for name in chosen:
-        began = time.perf_counter()
-        report = run_demo(configs[name], console=Console(file=io.StringIO()))
-        results[name] = {"rows": report.rows, "wall_seconds": report.wall_seconds,
-                         "probe_seconds": report.probe_seconds, "recommended": report.recommended}
-        kls = [r["kl_to_truth"] for r in report.rows]
-        print(f"{name}: {len(report.rows)} checkpoints, KL {max(kls):.4f} -> min {min(kls):.4f} (last {kls[-1]:.4f}), "
-              f"{time.perf_counter() - began:.0f} s, probes {100 * report.probe_seconds / report.wall_seconds:.0f}%",
-              flush=True)
-
-    print("\nSpearman correlation with the KL to the truth, across checkpoints (+1: falls as the model converges)\n")
-    print(markdown(["statistic", *chosen],
-                   [[s, *(number(correlation(results[n]["rows"], s), signed=True) for n in chosen)]
-                    for s in STATISTICS]))
-    print("\nRegret of each rule: KL(recommended) / min KL over the run's checkpoints (1.00 is the best checkpoint)\n")
-    body = []
-    for rule in RULES:
-        values = [regret(results[n]["rows"], rule) for n in chosen]
-        finite = [v for v in values if math.isfinite(v)]
-        body.append([rule, *(number(v) for v in values), number(max(finite)) if finite else "-"])
-    print(markdown(["rule", *chosen, "worst"], body))
-    print("\nSensitivity of the default rule to its margin (nats of mean log P(r|p) below the run's best)\n")
-    body = []
-    for margin in MARGINS:
-        values = [margin_regret(results[n]["rows"], margin) for n in chosen]
-        body.append([f"{margin:g}", *(number(v) for v in values), number(max(values))])
-    print(markdown(["margin", *chosen, "worst"], body))
-    out.mkdir(parents=True, exist_ok=True)
-    study = {"regimes": results,
-             "correlations": {n: {s: correlation(results[n]["rows"], s) for s in STATISTICS} for n in chosen},
-             "regrets": {rule: {n: regret(results[n]["rows"], rule) for n in chosen} for rule in RULES}}
-    (out / "study.json").write_text(json.dumps(study, indent=1, default=str).replace("NaN", "null"), encoding="utf-8")
-    print(f"\nall rows in {out / 'study.json'}")
+    if not args.analyse_only:
+        train(configs, chosen)
+    analyse(configs, chosen, out)
 
 
 if __name__ == "__main__":

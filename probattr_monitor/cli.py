@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_base_model_argument(sweep)
     add_rule_argument(sweep)
     add_prompt_arguments(sweep)
+    responses = sweep.add_argument_group(
+        "fixed responses (the guard set: what the recommendation's regression test compares across checkpoints)")
+    responses.add_argument("--response", action="append", metavar="TEXT",
+                           help="the response of each prompt, in order (repeatable: one per prompt)")
+    responses.add_argument("--responses-file", metavar="FILE",
+                           help='JSONL, one {"prompt": ..., "response": ...} per line (instead of --prompt)')
+    responses.add_argument("--reference", metavar="DIR",
+                           help="a model folder or checkpoint (the base of a fine-tune) whose greedy responses are "
+                                "frozen as token ids and scored at every checkpoint")
     sweep.set_defaults(handler=run_sweep_command)
 
     faithfulness = commands.add_parser(
@@ -268,8 +277,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.run_dir is None and not args.checkpoints:
         raise ProbeInputError("give RUN_DIR or --checkpoints DIR [DIR ...]")
     settings = settings_from_args(args)
+    prompts, responses = sweep_prompt_set(args, settings)
     config = SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints, steps=args.steps, out=args.out,
-                         tokenizer=args.tokenizer, prompts=prompts_from_args(args),
+                         tokenizer=args.tokenizer, prompts=prompts, responses=responses,
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
                          dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
                          rule=args.rule, base_model=args.base_model)
@@ -277,6 +287,38 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list]]:
+    """``(prompts, responses)`` of a sweep: ``--responses-file``, or the prompts with ``--response``
+    texts, or with the ``--reference`` model's greedy responses frozen as token ids; responses
+    ``None`` (each checkpoint's own continuation) when none of the three is given."""
+    given = [flag for flag, value in (("--response", args.response), ("--responses-file", args.responses_file),
+                                      ("--reference", args.reference)) if value]
+    if len(given) > 1:
+        raise ProbeInputError(f"give one of --response, --responses-file and --reference, not {' and '.join(given)}")
+    if args.responses_file is not None:
+        if args.prompt or args.prompts_file:
+            raise ProbeInputError("--responses-file holds the prompts too; drop --prompt / --prompts-file")
+        from .prompts import read_prompt_response_file
+
+        pairs = read_prompt_response_file(args.responses_file)
+        return [p for p, _ in pairs], [r for _, r in pairs]
+    prompts = prompts_from_args(args)
+    if args.response:
+        if len(args.response) != len(prompts):
+            raise ProbeInputError(f"--response given {len(args.response)} time(s) for {len(prompts)} prompt(s); "
+                                  "give one per prompt")
+        return prompts, list(args.response)
+    if args.reference:
+        from .loading import load_model_and_tokenizer
+        from .monitoring.run import reference_responses
+
+        model, tokenizer = load_model_and_tokenizer(args.reference, device=args.device, dtype=args.dtype,
+                                                    tokenizer_dir=args.tokenizer, base_model=args.base_model,
+                                                    trust_remote_code=args.trust_remote_code)
+        return prompts, reference_responses(model, tokenizer, prompts, settings)
+    return prompts, None
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> int:

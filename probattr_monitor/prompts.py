@@ -70,3 +70,46 @@ def _jsonl_prompts(text: str, path: Path) -> list:
                 f"prompts file {where} should be {{\"prompt\": \"text\"}} or {{\"messages\": [...]}}, got {line[:80]!r}"
             )
     return prompts
+
+
+def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
+    """``[(prompt, response), ...]`` from a JSONL file of ``{"prompt": text, "response": text}``
+    objects (or ``{"messages": [...], "response": text}``), one per line: fixed responses, scored
+    as given at every checkpoint.
+
+    Raises:
+        ProbeInputError: the file is missing or not UTF-8, or a line lacks a non-empty response
+            (the line is named).
+    """
+    import json
+
+    from .probes.chat import check_messages
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except FileNotFoundError:
+        raise ProbeInputError(f"responses file not found: {str(path)!r}") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise ProbeInputError(f"responses file {str(path)!r} is not a UTF-8 text file") from None
+    pairs: list[tuple] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{str(path)!r} line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ProbeInputError(f"responses file {where} is not JSON ({error.msg})") from None
+        response = entry.get("response") if isinstance(entry, dict) else None
+        if not isinstance(response, str) or not response.strip():
+            raise ProbeInputError(f"responses file {where} should hold a non-empty \"response\" text")
+        if isinstance(entry.get("prompt"), str) and entry["prompt"].strip():
+            pairs.append((entry["prompt"], response))
+        elif "messages" in entry:
+            pairs.append((check_messages(entry["messages"], f"prompt at {where}"), response))
+        else:
+            raise ProbeInputError(f"responses file {where} should hold a \"prompt\" text or \"messages\"")
+    if not pairs:
+        raise ProbeInputError(f"responses file {str(path)!r} holds no prompt")
+    return pairs

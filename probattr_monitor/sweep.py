@@ -39,7 +39,8 @@ from .storage import write_json_atomic, write_text_atomic
 
 SUMMARY_CSV, SUMMARY_JSON = "sweep_summary.csv", "sweep_summary.json"
 ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts", "eval_loss",
-            "seconds", "reused")
+            "seconds", "reused", "prompt_log_p")
+CSV_KEYS = ROW_KEYS[:-1]  # the per-prompt list stays in the JSON summary
 LOCK_FILE = ".probattr-sweep.lock"
 
 
@@ -264,11 +265,13 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
     previous: list = []
     for checkpoint in checkpoints:
         record = records.get(checkpoint.name)
+        row: dict[str, Any]
         if record is None or (keys is not None and not record.matches(keys[checkpoint.name])):
             why = "no probattr.json record" if record is None else (
                 "its probattr.json was made with other settings, prompts or dtype")
             row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
-                   **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None}
+                   **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None,
+                   "prompt_log_p": None}
         else:
             results = [ProbeResult.from_dict(r) for r in record.results]
             changes: dict[str, Any] = drift(previous, results) if previous else dict.fromkeys(DRIFT_KEYS)
@@ -281,10 +284,17 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
                 **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
                 **changes,
                 "seconds": record.probe_seconds,
+                "prompt_log_p": prompt_log_p(results),
             }
         row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
         rows.append({name: row[name] for name in ROW_KEYS})
     return rows
+
+
+def prompt_log_p(results: Sequence[ProbeResult]) -> list:
+    """Per prompt, ``log P(r | p)`` of a valid result, else ``None``: what the guard compares
+    (``monitoring.regression``)."""
+    return [r.log_p_response if r.valid else None for r in results]
 
 
 def summarise(
@@ -297,7 +307,7 @@ def summarise(
     recommended = recommend(rows, config.rule, fixed_responses=config.prompt_set.response_mode == "fixed")
     write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "rows": rows})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_KEYS)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_KEYS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(folder / SUMMARY_CSV, buffer.getvalue())

@@ -76,3 +76,71 @@ def test_the_default_rule_says_why_and_falls_back_without_fixed_responses():
     with pytest.raises(ValueError, match="unknown rule"):
         recommend(rows("settling"), "magic")
     assert set(RULES) >= {"fewest_noise_tokens", "lowest_eval_loss", "latest_not_regressed"}
+
+
+# ---- the guarded rule: the target ranks, the guard vetoes with confidence ----
+
+from probattr_monitor.monitoring.decision import guarded  # noqa: E402
+from probattr_monitor.monitoring.regression import (  # noqa: E402
+    compare,
+    guard_comparisons,
+    paired_interval,
+    t_quantile_95,
+)
+
+# per-prompt offsets: prompts differ a lot in difficulty, which pairing removes
+OFFSETS = [0.0, -2.0, -1.0, -3.0, -0.5, -1.5, -2.5, -0.8]
+WOBBLE = [[0.05, -0.04, 0.02, -0.03, 0.04, -0.05, 0.01, 0.0], [-0.03, 0.05, -0.02, 0.04, -0.01, 0.02, -0.04, 0.03]]
+
+
+def guard_rows(levels, eval_losses=None):
+    """Rows whose prompt i has log P = OFFSETS[i] + level + a small wobble."""
+    return [{"step": 100 * (k + 1), "checkpoint": f"checkpoint-{100 * (k + 1)}", "status": "ok",
+             "eval_loss": None if eval_losses is None else eval_losses[k],
+             "prompt_log_p": [o + level + WOBBLE[k % 2][i] for i, o in enumerate(OFFSETS)],
+             "log_p_response": sum(OFFSETS) / len(OFFSETS) + level, "noise_tokens": 3, "invalid_prompts": 0}
+            for k, level in enumerate(levels)]
+
+
+def test_t_quantiles_and_the_paired_interval():
+    assert t_quantile_95(1) == 12.706 and t_quantile_95(30) == 2.042
+    assert abs(t_quantile_95(60) - 2.000) < 0.002 and abs(t_quantile_95(1000) - 1.962) < 0.002
+    mean, low, high = paired_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+
+
+def test_pairing_sees_a_small_consistent_loss_that_a_margin_on_the_mean_would_not():
+    rows = guard_rows([0.0, -0.2])
+    comparison = compare(rows[1], rows[0], tolerance=0.1)
+    assert comparison.regressed and comparison.high < -0.1 and comparison.prompts == 8
+    assert not compare(rows[1], rows[0], tolerance=0.3).regressed, "-0.2 is within a 0.3 tolerance"
+
+
+def test_converging_wobble_never_regresses_and_the_target_ranks():
+    rows = guard_rows([-1.0, -0.5, -0.3, -0.32, -0.28, -0.3], eval_losses=[2.0, 1.5, 1.3, 1.25, 1.26, 1.24])
+    assert not any(c.regressed for c in guard_comparisons(rows))
+    row, reason, extra = guarded(rows)
+    assert row["step"] == 600 and "lowest eval loss" in reason and extra == {}
+    no_target = [dict(r, eval_loss=None) for r in rows]
+    assert guarded(no_target)[0]["step"] == 600 and "latest" in guarded(no_target)[1]
+
+
+def test_forgetting_recommends_the_best_before_the_onset_and_says_target_and_guard_disagree():
+    rows = guard_rows([-1.0, -0.2, 0.0, -0.3, -0.8, -1.5], eval_losses=[2.0, 1.8, 1.6, 1.4, 1.2, 1.0])
+    comparisons = {c.step: c for c in guard_comparisons(rows)}
+    assert [comparisons[s].regressed for s in (200, 300, 400, 500, 600)] == [False, False, True, True, True]
+    chosen = recommend(rows, "guarded")
+    assert chosen["step"] == 300 and "from step 400 on" in chosen["reason"]
+    assert chosen["target_step"] == 600 and "Target and guard disagree" in chosen["reason"]
+
+
+def test_a_recovered_spike_does_not_veto_what_came_after():
+    rows = guard_rows([-1.0, -0.3, -1.2, -0.4, -0.2], eval_losses=[2.0, 1.5, 2.5, 1.4, 1.3])
+    assert guarded(rows)[0]["step"] == 500
+
+
+def test_nan_checkpoints_are_never_recommended_by_the_guard():
+    rows = guard_rows([-1.0, -0.5, -0.3], eval_losses=[2.0, 1.5, 1.2])
+    rows.append({"step": 400, "checkpoint": "checkpoint-400", "status": "ok", "eval_loss": None,
+                 "prompt_log_p": [None] * 8, "log_p_response": None, "noise_tokens": None, "invalid_prompts": 8})
+    assert recommend(rows, "guarded")["step"] == 300 and recommend(rows, "last")["step"] == 300

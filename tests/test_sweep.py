@@ -323,3 +323,49 @@ def test_no_checkpoints_is_a_usage_error(tmp_path, make):
     assert completed.returncode == 2
     assert ("run folder not found" if make == "missing" else "no checkpoint-<step> folders") in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+# ---- fixed responses on the command line: the probes decide ----
+
+def test_sweep_with_a_reference_freezes_its_responses_and_the_guard_decides(plain_run, tmp_path):
+    from probattr_monitor.monitoring.record import RunRecord
+
+    out = tmp_path / "out"
+    completed = sweep_cli(plain_run, "--reference", plain_run / "checkpoint-3", "--out", out, *prompt_args())
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    data = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
+    assert data["recommended"]["rule"] == "guarded" and "could not decide" not in data["recommended"]["reason"]
+    frozen = None
+    for step in STEPS:
+        record = RunRecord.load(out / f"checkpoint-{step}" / "probattr.json")
+        assert record.prompt_set["response_mode"] == "fixed"
+        ids = [r["response_token_ids"] for r in record.results]
+        frozen = frozen or ids
+        assert ids == frozen and all(isinstance(i, int) for r in ids for i in r)
+    assert all(len(row["prompt_log_p"]) == len(PROMPTS) for row in data["rows"])
+
+
+def test_sweep_takes_responses_as_flags_or_a_file(plain_run, tmp_path):
+    texts = [" the mat", " in the tree"]
+    by_flag = sweep_cli(plain_run, "--steps", "3", "6", "--out", tmp_path / "a", *prompt_args(),
+                        *[a for t in texts for a in ("--response", t)])
+    assert by_flag.returncode == 0, by_flag.stdout + by_flag.stderr
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"prompt": p, "response": r}) for p, r in zip(PROMPTS, texts)) + "\n",
+                     encoding="utf-8")
+    by_file = sweep_cli(plain_run, "--steps", "3", "6", "--out", tmp_path / "b", "--responses-file", pairs,
+                        "--max-new-tokens", "4", "--no-progress")
+    assert by_file.returncode == 0, by_file.stdout + by_file.stderr
+    rows_a = json.loads((tmp_path / "a" / SUMMARY_JSON).read_text(encoding="utf-8"))["rows"]
+    rows_b = json.loads((tmp_path / "b" / SUMMARY_JSON).read_text(encoding="utf-8"))["rows"]
+    assert [r["log_p_response"] for r in rows_a] == pytest.approx([r["log_p_response"] for r in rows_b])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--response", "only one"], "--response given 1 time(s) for 2 prompt(s)"),
+    (["--response", "a", "--response", "b", "--reference", "x"], "give one of --response"),
+])
+def test_sweep_response_flags_that_do_not_fit_are_usage_errors(plain_run, tmp_path, args, fragment):
+    from .test_cli import assert_usage_error
+
+    assert_usage_error(sweep_cli(plain_run, "--out", tmp_path / "o", *prompt_args(), *args), fragment)

@@ -52,10 +52,13 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         prompts: the prompt set: ``None`` (the paper's seven prompts), a list whose entries are
             strings or chat conversations (lists of ``{"role", "content"}`` messages), or the path
             of a prompts file (one prompt per line, or JSONL: see ``prompts.read_prompts_file``).
-        responses: ``"generate"`` (default: each checkpoint's own greedy continuation, as the
-            paper does), ``"fixed"`` (each prompt's first valid, non-empty continuation, frozen as
-            token ids and scored at every later checkpoint; kept across ``resume_from_checkpoint``),
-            or a list with one response text per prompt (the same text every time).
+        responses: ``"fixed"`` (default: each prompt's first valid, non-empty continuation, frozen
+            as token ids and scored at every later checkpoint, kept across ``resume_from_checkpoint``:
+            the guard set the recommendation and early stopping compare across checkpoints), a list
+            with one response text per prompt (the same text every time), or ``"generate"`` (each
+            checkpoint's own greedy continuation, the paper's protocol: its ``log P(r | p)`` is the
+            model's confidence in its own text, not comparable across checkpoints, so no decision
+            uses it). The record says which (``prompt_set.response_mode``).
         max_new_tokens, as_band, entropy_threshold, noise_entropy, candidates, candidate_budget,
             memory_budget_mb, chat_template, system, max_token_forwards: probe settings (see
             :class:`~probattr_monitor.ProbeSettings`); each
@@ -97,7 +100,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def __init__(
         self,
         prompts: Union[None, str, os.PathLike, Sequence[str]] = None,
-        responses: Union[str, Sequence[str]] = "generate",
+        responses: Union[str, Sequence[str]] = "fixed",
         max_new_tokens: Optional[int] = None,
         every_n_steps: Optional[int] = None,
         on_save: bool = True,

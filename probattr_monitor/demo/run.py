@@ -32,8 +32,13 @@ class DemoConfig:
 
     The study (``benchmarks/signal_study.py``) varies the regime: ``n_layer`` / ``n_embd``
     (capacity), ``learning_rate`` (stability), ``extra_words`` (a vocabulary of real size, probed
-    with the budget policy), and ``init_from`` + ``train_topic`` (a converged model fine-tuned on a
-    narrow slice of the process: its own eval loss falls while it forgets the rest).
+    with the budget policy), ``init_from`` + ``train_topic`` (a converged model fine-tuned on a
+    narrow slice of the process: its own eval loss falls while it forgets the rest),
+    ``train_sentences`` (few: overfitting), ``probe_source`` (``"held_out"`` or ``"train"``: probe
+    prompts drawn from the training data), ``probe_topic`` (probe prompts of one topic only),
+    ``truth_topic`` (the truth is the KL on one topic: the fine-tune's wanted target),
+    ``lr_spike`` (``(first step, last step, factor)``: the learning rate multiplied in that window)
+    and ``nan_at_step`` (the weights go NaN after that step, as a diverged run's do).
     """
 
     output_dir: str = "out/demo"
@@ -53,10 +58,15 @@ class DemoConfig:
     init_from: Optional[str] = None
     train_topic: Optional[str] = None
     rule: str = DEFAULT_RULE
+    probe_source: str = "held_out"
+    probe_topic: Optional[str] = None
+    truth_topic: Optional[str] = None
+    lr_spike: Optional[tuple] = None
+    nan_at_step: Optional[int] = None
 
 
 ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
-               "true_noise_tokens", "mean_abs_as_error")
+               "invalid_prompts", "true_noise_tokens", "mean_abs_as_error", "prompt_log_p")
 SUMMARY_FILE = "demo_summary.json"
 
 
@@ -75,19 +85,55 @@ class DemoReport:
     output_dir: str = ""
 
 
-def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int) -> tuple[list[str], list[str]]:
-    """``count`` grammar sentences of at least 5 words, split ~60/40 into prompt and response."""
+def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int, topic: Optional[str] = None,
+              sentences: Optional[Sequence[str]] = None) -> tuple[list[str], list[str]]:
+    """``count`` sentences of at least 5 words (sampled from the grammar, or taken in order from
+    ``sentences``; of ``topic`` only when given), split ~60/40 into prompt and response."""
     rng = np.random.default_rng(seed)
+    pool = iter(sentences) if sentences is not None else None
     prompts: list[str] = []
     responses: list[str] = []
     while len(prompts) < count:
-        words = grammar.sample(rng)
-        if len(words) < 5:
+        words = grammar.sample(rng) if pool is None else next(pool).split()
+        if len(words) < 5 or (topic is not None and grammar.topic_of(" ".join(words)) != topic):
             continue
         cut = int(np.ceil(0.6 * len(words)))
         prompts.append(" ".join(words[:cut]))
         responses.append(" " + " ".join(words[cut:]))
     return prompts, responses
+
+
+def _finite_or_none(value) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+def _regime_callbacks(config: DemoConfig) -> list:
+    """The callbacks that make a study regime: a learning-rate spike, weights that go NaN."""
+    from transformers import TrainerCallback
+
+    callbacks: list = []
+    if config.lr_spike is not None:
+        first, last, factor = config.lr_spike
+
+        class Spike(TrainerCallback):
+            def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+                if first <= state.global_step < last and optimizer is not None:
+                    for group in optimizer.param_groups:  # the scheduler resets it at its next step
+                        group["lr"] *= factor
+
+        callbacks.append(Spike())
+    if config.nan_at_step is not None:
+        poisoned_at = config.nan_at_step
+
+        class Diverge(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                if state.global_step == poisoned_at and model is not None:
+                    with torch.no_grad():
+                        for parameter in model.parameters():
+                            parameter.fill_(float("nan"))
+
+        callbacks.append(Diverge())
+    return callbacks
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -129,6 +175,14 @@ def kl_to_truth(model, tokenizer, grammar: HiddenMarkovGrammar, sentences: Seque
     return total / count
 
 
+def regret_of(rows: Sequence[dict], step: int) -> float:
+    """KL to the truth of the checkpoint at ``step`` over the lowest KL of the run (finite ones):
+    1.0 for the best checkpoint, ``inf`` for a diverged one."""
+    finite = [r["kl_to_truth"] for r in rows if r["kl_to_truth"] is not None]
+    chosen = next(r["kl_to_truth"] for r in rows if r["step"] == step)
+    return float("inf") if chosen is None or not finite else chosen / min(finite)
+
+
 def run_demo(config: DemoConfig, console=None) -> DemoReport:
     """Train with the callback, then build the convergence table and ``demo_summary.json`` (see
     the module docstring)."""
@@ -148,7 +202,10 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     if config.train_topic is not None:  # a narrow slice: train and evaluate on one topic only
         train = [s for s in train if grammar.topic_of(s) == config.train_topic]
         evaluated = [s for s in held_out if grammar.topic_of(s) == config.train_topic]
-    prompts, responses = probe_set(grammar, config.probe_prompts, seed=config.seed + 1)
+    prompts, responses = probe_set(grammar, config.probe_prompts, seed=config.seed + 1, topic=config.probe_topic,
+                                   sentences=train if config.probe_source == "train" else None)
+    truth_sentences = held_out if config.truth_topic is None else [
+        s for s in held_out if grammar.topic_of(s) == config.truth_topic]
 
     word_index = {word: i for i, word in enumerate(grammar.words)}
     truths = [true_quantities(grammar, [word_index[w] for w in p.split()], [word_index[w] for w in r.split()])
@@ -183,7 +240,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     )
     trainer = Trainer(model=model, args=args, train_dataset=[encode(s) for s in train],
                       eval_dataset=[encode(s) for s in evaluated], processing_class=tokenizer,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                      callbacks=_regime_callbacks(config))
     callback.attach(trainer)
     trainer.train()
 
@@ -197,23 +255,24 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         errors = [abs(token["attribution_score"] - float(truth.attribution_score[token["position"]]))
                   for result, truth in zip(record["results"], truths) for token in result["tokens"]]
         checkpoint_model = AutoModelForCausalLM.from_pretrained(folder)
-        row = {"step": step, "checkpoint": folder.name, "status": record["status"], "eval_loss": eval_losses.get(step),
-               "kl_to_truth": kl_to_truth(checkpoint_model, tokenizer, grammar, held_out[:200]),
-               **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS)},
-               "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None}
+        row = {"step": step, "checkpoint": folder.name, "status": record["status"],
+               "eval_loss": _finite_or_none(eval_losses.get(step)),
+               "kl_to_truth": _finite_or_none(kl_to_truth(checkpoint_model, tokenizer, grammar, truth_sentences[:200])),
+               **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")},
+               "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None,
+               "prompt_log_p": [r["log_p_response"] if r["valid"] else None for r in record["results"]]}
         report.rows.append({name: row[name] for name in ROW_COLUMNS})
     report.recommended = recommend(report.rows, config.rule)
     if report.recommended is not None:
-        best = min(r["kl_to_truth"] for r in report.rows)
-        chosen = next(r for r in report.rows if r["step"] == report.recommended["step"])
-        report.recommended["regret"] = chosen["kl_to_truth"] / best
+        report.recommended["regret"] = regret_of(report.rows, report.recommended["step"])
     for a, b in (("noise_tokens", "kl_to_truth"), ("soft_noise", "kl_to_truth"), ("log_p_response", "kl_to_truth"),
                  ("noise_tokens", "eval_loss"), ("mean_abs_as_error", "kl_to_truth"), ("eval_loss", "kl_to_truth")):
         pairs = [(r[a], r[b]) for r in report.rows if r[a] is not None and r[b] is not None]
         report.correlations[f"{a} ~ {b}"] = spearman(*zip(*pairs)) if len(pairs) > 2 else float("nan")
     report.wall_seconds = time.perf_counter() - began
     write_json_atomic(Path(config.output_dir) / SUMMARY_FILE, {
-        "recommended": report.recommended, "rows": report.rows, "true_noise_tokens": true_noise,
+        "recommended": {**report.recommended, "regret": _finite_or_none(report.recommended["regret"])}
+        if report.recommended else None, "rows": report.rows, "true_noise_tokens": true_noise,
         "correlations": {k: (v if np.isfinite(v) else None) for k, v in report.correlations.items()},
         "wall_seconds": report.wall_seconds, "probe_seconds": report.probe_seconds})
     print_report(report, console)

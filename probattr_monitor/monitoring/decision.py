@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+from .regression import DEFAULT_TOLERANCE, guard_comparisons
+
 Row = dict
-Choice = tuple[Row, str]
+Choice = tuple  # (row, reason) or (row, reason, extra fields for the recommendation)
 Rule = Callable[[Sequence[Row]], Optional[Choice]]
 
 
@@ -106,6 +108,65 @@ def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSI
                   f"prompt) is within {margin:g} nats of the run's best")
 
 
+def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE) -> Optional[Choice]:
+    """The target ranks, the guard vetoes only with confidence (``monitoring.regression``).
+
+    Each checkpoint's guard log P(r|p) (fixed responses, per prompt) is compared with the best
+    earlier checkpoint's; it has *regressed* when the 95% interval of the mean paired difference
+    lies wholly below ``-tolerance``. Then:
+
+    - while the latest checkpoints are regressed (a regression still under way), the
+      recommendation is the best checkpoint before its onset: the one the regression is measured
+      against;
+    - otherwise, among the checkpoints that have not regressed, the lowest eval loss (the target)
+      when the Trainer logged one, else the latest (training's own progress).
+
+    When the lowest eval loss overall sits on a regressed checkpoint, target and guard disagree (a
+    specialisation that costs what the guard measures, or forgetting: the probes cannot tell which
+    is wanted): the reason says so and names both. Checkpoints whose probes failed or whose prompts
+    are all invalid are never recommended.
+    """
+    usable = [r for r in rows if healthy(r)]
+    comparisons = {c.step: c for c in guard_comparisons(usable, tolerance)}
+    if not comparisons:
+        return None
+    by_step = {r["step"]: r for r in usable}
+    guarded_rows = [r for r in usable if r["step"] in comparisons]
+    latest = comparisons[guarded_rows[-1]["step"]]
+    target_best = min((r for r in usable if _finite(r.get("eval_loss"))), key=lambda r: (r["eval_loss"], r["step"]),
+                      default=None)
+    if latest.regressed:
+        onset = guarded_rows[-1]
+        for row in reversed(guarded_rows):
+            if not comparisons[row["step"]].regressed:
+                break
+            onset = row
+        choice = by_step[comparisons[onset["step"]].reference]
+        reason = (f"the guard set regressed with 95% confidence from step {onset['step']} on "
+                  f"({comparisons[onset['step']].describe()}; now {latest.describe()}): the best checkpoint "
+                  f"before that onset")
+    else:
+        kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
+        ranked = [r for r in kept if _finite(r.get("eval_loss"))]
+        if ranked:
+            choice = min(ranked, key=lambda r: (r["eval_loss"], r["step"]))
+            reason = f"the lowest eval loss ({choice['eval_loss']:.4g}) among checkpoints whose guard set has not " \
+                     f"regressed with 95% confidence (by more than {tolerance:g} nats per prompt)"
+        else:
+            choice = kept[-1]
+            reason = f"the latest checkpoint whose guard set has not regressed with 95% confidence (by more than " \
+                     f"{tolerance:g} nats per prompt); no eval loss to rank by"
+    extra: dict = {}
+    if target_best is not None and target_best["step"] != choice["step"] and \
+            comparisons.get(target_best["step"], None) is not None and comparisons[target_best["step"]].regressed:
+        extra["target_step"] = target_best["step"]
+        reason += (f". Target and guard disagree: the lowest eval loss ({target_best['eval_loss']:.4g}) is at step "
+                   f"{target_best['step']}, where the guard set regressed "
+                   f"({comparisons[target_best['step']].describe()}); if that specialisation is wanted, choose it "
+                   "(rule lowest_eval_loss)")
+    return choice, reason, extra
+
+
 def last(rows: Sequence[Row]) -> Optional[Choice]:
     """The last checkpoint whose probes succeeded on at least one prompt."""
     usable = [r for r in rows if healthy(r)]
@@ -119,12 +180,14 @@ RULES: dict[str, Rule] = {
     "lowest_eval_loss": lowest_eval_loss,
     "latest_not_regressed": latest_not_regressed,
     "lowest_eval_loss_not_regressed": lowest_eval_loss_not_regressed,
+    "guarded": guarded,
     "last": last,
 }
-DEFAULT_RULE = "latest_not_regressed"  # worst regret 1.01x over the study's 7 regimes (README)
+DEFAULT_RULE = "guarded"  # chosen and reported on separate runs of the signal study (README)
 FALLBACKS = ("lowest_eval_loss", "last")
 # Rules that read log P(r | p): meaningful only when every checkpoint scored the same responses.
-NEEDS_FIXED_RESPONSES = ("highest_log_p_response", "latest_not_regressed", "lowest_eval_loss_not_regressed")
+NEEDS_FIXED_RESPONSES = ("highest_log_p_response", "latest_not_regressed", "lowest_eval_loss_not_regressed",
+                         "guarded")
 
 
 def recommend(rows: Sequence[Row], rule: str = DEFAULT_RULE, fixed_responses: bool = True) -> Optional[dict]:
@@ -143,10 +206,11 @@ def recommend(rows: Sequence[Row], rule: str = DEFAULT_RULE, fixed_responses: bo
     for index, name in enumerate(order):
         choice = RULES[name](rows)
         if choice is not None:
-            row, reason = choice
+            row, reason, *extra = choice
             if index or name != rule:
                 reason += f" ({rule} could not decide: {_why_not(rule, fixed_responses)})"
-            return {"step": row["step"], "checkpoint": row["checkpoint"], "rule": name, "reason": reason}
+            return {"step": row["step"], "checkpoint": row["checkpoint"], "rule": name, "reason": reason,
+                    **(extra[0] if extra else {})}
     return None
 
 

@@ -70,6 +70,22 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
         return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
 
 
+def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSettings) -> list[list[int]]:
+    """Each prompt's greedy continuation by ``model`` (the reference: the base of a fine-tune, say),
+    as token ids, encoded as :func:`probattr_monitor.probe` would (chat template included): frozen,
+    they are the fixed responses every checkpoint is scored on."""
+    import torch
+
+    from ..api import _eval_mode, prepare_inputs
+    from ..probes.tokens import greedy_continuation, stop_token_ids
+
+    encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)
+    stop_ids = stop_token_ids(model, tokenizer)
+    with _eval_mode(model), torch.inference_mode():
+        return [[int(i) for i in greedy_continuation(model, [p.start] + p.prompt_ids, settings.max_new_tokens,
+                                                     stop_ids)] for p, _ in encoded]
+
+
 def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSettings) -> Optional[int]:
     """Candidates per position of a budgeted run (``None`` for exact): what each result's settings say."""
     vocab_size = model.get_output_embeddings().weight.shape[0]
