@@ -360,6 +360,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             )
         if self._last is None and run.error is None:
             self._log_time(run)
+        invalid = [r for r in run.results if not r.valid]
+        if invalid:
+            warnings.warn(f"probattr-monitor: at step {run.step} the model gives non-finite logits on {len(invalid)} "
+                          f"of {len(run.results)} probe prompts: training may have diverged ({invalid[0].error})",
+                          stacklevel=3)
         if run.error is not None:
             self.errors += 1
         elif self._previous_results:

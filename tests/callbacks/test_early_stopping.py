@@ -140,3 +140,66 @@ def test_without_a_monitor_training_stops_at_once_with_one_line(tmp_path):
     with pytest.raises(ValueError, match="found no ProbAttrCallback in this Trainer"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+# ---- the guard test: confident regressions warn, name the checkpoint, and load_best_model_at_end keeps it ----
+
+GUARD_PROMPTS = ["the cat sat on", "a bird sang", "the dog sat in the", "a cat and a bird"]
+GUARD_RESPONSES = [" the mat and the dog", " in the tree while", " sun and the cat", " sang on the hill"]
+
+
+def narrow_fine_tune(tmp_path, **extra):
+    """A converged model fine-tuned on text unlike the guard's: it breaks what the guard measures."""
+    from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from .helpers import tokenizer
+
+    make_trainer(tmp_path / "pretrained", [], max_steps=12, save_steps=12, learning_rate=5e-3).train()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "pretrained" / "checkpoint-12")
+    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none")
+    stopper = ProbAttrEarlyStopping(monitor, patience=None)
+    tok = tokenizer()
+    narrow = [{"input_ids": tok(t)["input_ids"]} for t in ["zz yy xx ww " * 4] * 16]
+    args = TrainingArguments(output_dir=str(tmp_path / "fine-tune"), max_steps=10, save_steps=2, learning_rate=2e-2,
+                             per_device_train_batch_size=4, use_cpu=True, report_to="none", seed=0,
+                             disable_tqdm=True, **extra)
+    trainer = Trainer(model=model, args=args, train_dataset=narrow, eval_dataset=narrow[:4], processing_class=tok,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False), callbacks=[monitor, stopper])
+    return trainer, stopper
+
+
+def test_a_confident_guard_regression_warns_once_and_names_the_checkpoint(tmp_path):
+    trainer, stopper = narrow_fine_tune(tmp_path)
+    with pytest.warns(UserWarning, match="regressed with 95% confidence") as caught:
+        trainer.train()
+    messages = [str(w.message) for w in caught if "95% confidence" in str(w.message)]
+    assert len(messages) == len(stopper.guard_regressions) == 1, "one regression: one warning"
+    step, reference, mean, low, high = stopper.guard_regressions[0]
+    assert high < -stopper.guard_tolerance and reference < step
+    assert f"go back to is checkpoint-{reference}" in messages[0]
+
+
+def test_load_best_model_at_end_loads_the_checkpoint_before_the_regression(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from probattr_monitor.monitoring.provenance import weights_fingerprint
+
+    trainer, stopper = narrow_fine_tune(tmp_path, load_best_model_at_end=True, eval_strategy="steps", eval_steps=2)
+    with pytest.warns(UserWarning, match="regressed with 95% confidence"):
+        trainer.train()
+    reference = stopper.guard_regressions[0][1]
+    folder = tmp_path / "fine-tune" / f"checkpoint-{reference}"
+    assert trainer.state.best_model_checkpoint == str(folder)
+    assert weights_fingerprint(trainer.model) == weights_fingerprint(AutoModelForCausalLM.from_pretrained(folder))
+
+
+def test_a_converging_run_never_warns(tmp_path):
+    import warnings
+
+    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none")
+    stopper = ProbAttrEarlyStopping(monitor, patience=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [monitor, stopper], max_steps=16, save_steps=2, learning_rate=5e-3).train()
+    assert len(stopper.guard) == 8 and stopper.guard_regressions == []
+    assert not [w for w in caught if "95% confidence" in str(w.message)]

@@ -273,3 +273,18 @@ def test_a_corrupted_callback_state_is_a_warning_and_the_run_resumes(fixed_run, 
         make_trainer(run, [resumed], max_steps=4, save_steps=2).train(resume_from_checkpoint=str(run / "checkpoint-2"))
     assert resumed.errors == 0 and all(r is not None for r in resumed.responses)
     assert record(run, 4)["status"] == "ok"
+
+
+def test_a_model_that_goes_nan_is_warned_about_at_once(tmp_path):
+    class Diverge(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    for parameter in model.parameters():
+                        parameter.fill_(float("nan"))
+
+    monitor = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none")
+    with pytest.warns(UserWarning, match="at step 4 the model gives non-finite logits on 2 of 2 probe prompts"):
+        make_trainer(tmp_path, [Diverge(), monitor], max_steps=4, save_steps=2).train()
+    assert record(tmp_path, 2)["summary"]["invalid_prompts"] == 0
+    assert record(tmp_path, 4)["summary"]["invalid_prompts"] == 2
