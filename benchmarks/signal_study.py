@@ -3,7 +3,8 @@ against processes whose truth is known, with the rule chosen on one part of the 
 reported on the rest.
 
 Each regime is a real Trainer run on the demo's hidden Markov grammar (exact probabilities), with
-ProbAttrCallback probing 16 prompts with fixed responses at every checkpoint, and the per-token
+ProbAttrCallback probing 16 prompts with fixed responses at every checkpoint (AS, entropies, noise)
+and scoring a guard set of 200 more prompt/response pairs for log P(r|p) only, and the per-token
 KL from the true process to each checkpoint measured on held-out text (the truth):
 
   demo          the demo (tiny GPT-2, 2 layers x 64, lr 1e-3, 2000 steps)
@@ -20,7 +21,9 @@ KL from the true process to each checkpoint measured on held-out text (the truth
 Regimes with a seed run at seeds 0, 1, 2. The guarded rule's tolerance is chosen on seed 0 of
 every regime but off-target (where no rule that protects the probe set can be right, by
 construction) and reported on seeds 1 and 2, and over random halves of the probe set (8 of the 16
-prompts). Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are
+prompts).
+The regression test pairs the probe prompts and the guard set (216 values per checkpoint);
+``--no-guard`` analyses the probe prompts alone, as the probes without a guard set would. Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are
 reused (delete a regime's folder to train it again).
 
 Usage: python benchmarks/signal_study.py [--out out/signal_study] [--regimes demo-s0 ...] [--analyse-only]
@@ -48,6 +51,7 @@ TUNING_SEEDS = (0,)
 TOLERANCES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 HALVES = 20  # random halves of the probe set per run
 PROBE_PROMPTS = 16
+GUARD_PROMPTS = 200  # scored for log P(r|p) only: one forward each
 SEEDED = ("demo", "forgetting", "overfit", "train-probes", "off-target", "spike", "nan")
 NOT_TUNED = ("off-target",)  # the probes vetoing a wanted specialisation: no guard rule can be right
 STATISTICS = ("eval_loss", "noise_tokens", "soft_noise", "log_p_response", "mean_entropy_context",
@@ -57,7 +61,7 @@ STATISTICS = ("eval_loss", "noise_tokens", "soft_noise", "log_p_response", "mean
 def regimes(out: Path) -> dict[str, DemoConfig]:
     """The regimes of the study, each a :class:`DemoConfig` writing under ``out``, in run order
     (a fine-tune after the run it starts from)."""
-    base = DemoConfig(report_to=("none",), probe_prompts=PROBE_PROMPTS)
+    base = DemoConfig(report_to=("none",), probe_prompts=PROBE_PROMPTS, guard_prompts=GUARD_PROMPTS)
     configs: dict[str, DemoConfig] = {}
     for seed in SEEDS:
         demo = replace(base, seed=seed, output_dir=str(out / f"demo-s{seed}"))
@@ -102,6 +106,11 @@ def guarded_chooser(tolerance: float):
         choice = guarded(rows, tolerance)
         return None if choice is None else {"step": choice[0]["step"]}
     return choose
+
+
+def probes_only(rows: list[dict]) -> list[dict]:
+    """The rows as the 16 probe prompts alone would give them (no guard set)."""
+    return half(rows, list(range(PROBE_PROMPTS)))
 
 
 def half(rows: list[dict], keep: list[int]) -> list[dict]:
@@ -181,9 +190,11 @@ def train(configs: dict[str, DemoConfig], chosen: list[str]) -> None:
               f"probes {100 * report.probe_seconds / report.wall_seconds:.0f}%", flush=True)
 
 
-def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path) -> dict:
+def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard: bool = True) -> dict:
     runs = {name: json.loads((Path(configs[name].output_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))["rows"]
             for name in chosen if (Path(configs[name].output_dir) / SUMMARY_FILE).is_file()}
+    if not guard:
+        runs = {name: probes_only(rows) for name, rows in runs.items()}
     names = list(runs)
     tuning = [n for n in names if seed_of(n) in TUNING_SEEDS and regime_of(n) not in NOT_TUNED]
     held_out = [n for n in names if seed_of(n) not in TUNING_SEEDS or regime_of(n) not in SEEDED]
@@ -258,13 +269,14 @@ def main() -> None:
     parser.add_argument("--out", default="out/signal_study")
     parser.add_argument("--regimes", nargs="+", default=None, help="a subset of the runs (in order)")
     parser.add_argument("--analyse-only", action="store_true", help="only the tables, from the runs in OUT")
+    parser.add_argument("--no-guard", action="store_true", help="analyse the 16 probe prompts without the guard set")
     args = parser.parse_args()
     out = Path(args.out)
     configs = regimes(out)
     chosen = args.regimes or list(configs)
     if not args.analyse_only:
         train(configs, chosen)
-    analyse(configs, chosen, out)
+    analyse(configs, chosen, out, guard=not args.no_guard)
 
 
 if __name__ == "__main__":

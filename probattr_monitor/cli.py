@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the response of each prompt, in order (repeatable: one per prompt)")
     responses.add_argument("--responses-file", metavar="FILE",
                            help='JSONL, one {"prompt": ..., "response": ...} per line (instead of --prompt)')
+    responses.add_argument("--guard-file", metavar="FILE",
+                           help='JSONL of {"prompt", "response"} pairs scored for log P(r|p) only (one forward '
+                                "each): a large guard set for the recommendation's regression test")
     responses.add_argument("--reference", metavar="DIR",
                            help="a model folder or checkpoint (the base of a fine-tune) whose greedy responses are "
                                 "frozen as token ids and scored at every checkpoint")
@@ -279,7 +282,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     prompts, responses = sweep_prompt_set(args, settings)
     config = SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints, steps=args.steps, out=args.out,
-                         tokenizer=args.tokenizer, prompts=prompts, responses=responses,
+                         tokenizer=args.tokenizer, prompts=prompts, responses=responses, guard=guard_from_args(args),
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
                          dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
                          rule=args.rule, base_model=args.base_model)
@@ -287,6 +290,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def guard_from_args(args: argparse.Namespace) -> Optional[list]:
+    """``--guard-file``'s ``(prompt, response)`` pairs, or ``None``."""
+    if args.guard_file is None:
+        return None
+    from .prompts import read_prompt_response_file
+
+    return read_prompt_response_file(args.guard_file)
 
 
 def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list]]:

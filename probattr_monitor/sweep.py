@@ -56,6 +56,7 @@ class SweepConfig:
         out: write records, summaries and logs here instead of into the run / checkpoint folders.
         tokenizer: tokenizer folder for checkpoints that have no tokenizer files.
         prompts, responses: the prompt set; ``responses=None`` means greedy continuations.
+        guard: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only (the guard set).
         settings: :class:`ProbeSettings`.
         report_to: ``"tensorboard"`` and/or ``"wandb"``.
         rule: the recommendation rule (``monitoring.decision.RULES``).
@@ -71,7 +72,8 @@ class SweepConfig:
     out: Optional[str] = None
     tokenizer: Optional[str] = None
     prompts: Sequence[str] = field(default_factory=paper_prompts)
-    responses: Optional[Sequence[str]] = None
+    responses: Optional[Sequence] = None
+    guard: Optional[Sequence] = None
     settings: ProbeSettings = field(default_factory=lambda: ProbeSettings(progress=False))
     report_to: Sequence[str] = ()
     device: str = "cpu"
@@ -84,7 +86,7 @@ class SweepConfig:
 
     @property
     def prompt_set(self) -> PromptSet:
-        return PromptSet.of(self.prompts, self.responses)
+        return PromptSet.of(self.prompts, self.responses, guard=self.guard)
 
     def key_for(self, checkpoint: Checkpoint) -> RecordKey:
         """What a record of ``checkpoint`` must match to be reused or summarised by this sweep:
@@ -179,7 +181,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
                                                                                  info["weights"]):
             return present, "reused"
         run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step,
-                         info=info)
+                         info=info, guard=config.guard)
         info = run.provenance or info
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
@@ -284,7 +286,7 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
                 **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
                 **changes,
                 "seconds": record.probe_seconds,
-                "prompt_log_p": prompt_log_p(results),
+                "prompt_log_p": prompt_log_p(results) + list(record.guard_log_p),
             }
         row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
         rows.append({name: row[name] for name in ROW_KEYS})
@@ -292,8 +294,8 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
 
 
 def prompt_log_p(results: Sequence[ProbeResult]) -> list:
-    """Per prompt, ``log P(r | p)`` of a valid result, else ``None``: what the guard compares
-    (``monitoring.regression``)."""
+    """Per prompt, ``log P(r | p)`` of a valid result, else ``None``: with the guard pairs' values
+    after them, what the guard test compares (``monitoring.regression``)."""
     return [r.log_p_response if r.valid else None for r in results]
 
 

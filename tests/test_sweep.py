@@ -369,3 +369,14 @@ def test_sweep_response_flags_that_do_not_fit_are_usage_errors(plain_run, tmp_pa
     from .test_cli import assert_usage_error
 
     assert_usage_error(sweep_cli(plain_run, "--out", tmp_path / "o", *prompt_args(), *args), fragment)
+
+
+def test_sweep_scores_a_guard_file_beside_the_probes(plain_run, tmp_path):
+    guard = tmp_path / "guard.jsonl"
+    pairs = [("the dog sat in the", " sun"), ("a cat and", " a bird"), ("the cat ran", " up the tree")]
+    guard.write_text("\n".join(json.dumps({"prompt": p, "response": r}) for p, r in pairs) + "\n", encoding="utf-8")
+    completed = sweep_cli(plain_run, "--steps", "3", "6", "--out", tmp_path / "o", "--guard-file", guard,
+                          "--reference", plain_run / "checkpoint-3", *prompt_args())
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = json.loads((tmp_path / "o" / SUMMARY_JSON).read_text(encoding="utf-8"))["rows"]
+    assert all(len(row["prompt_log_p"]) == len(PROMPTS) + len(pairs) for row in rows)

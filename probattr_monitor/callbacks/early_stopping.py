@@ -191,7 +191,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         """The paired test of this run's per-prompt ``log P(r | p)`` against the best earlier run."""
         if self.guard_tolerance is None or self.monitor is None or self.monitor.response_mode != "fixed":
             return
-        values = [r.log_p_response if r.valid else None for r in run.results]
+        values = run.guard_values
         if self.guard and len(self.guard[-1]["prompt_log_p"]) != len(values):
             return  # another prompt set: nothing to pair with
         self.guard.append({"step": run.step, "prompt_log_p": values})

@@ -65,6 +65,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             replaces the field of ``settings`` only when given.
         settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``), the base of
             every setting; default ``ProbeSettings()``.
+        guard: the guard set: ``(prompt, response)`` pairs (or the path of a JSONL file of
+            ``{"prompt", "response"}`` objects) scored for ``log P(r | p)`` only, one forward each, at
+            every probe run: hundreds are cheap, and ``ProbAttrEarlyStopping``'s regression test and
+            the sweep's recommendation compare them across checkpoints with the probe prompts.
         every_n_steps: also probe every N optimizer steps (``None``: only at saves / evaluations).
         on_save: probe at every checkpoint save (default ``True``).
         on_evaluate: probe at every evaluation and add ``eval_probattr_*`` metrics (``noise_tokens``,
@@ -119,12 +123,14 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         system: Optional[str] = None,
         max_token_forwards: Optional[int] = None,
         settings: Union[None, ProbeSettings, dict] = None,
+        guard: Union[None, str, os.PathLike, Sequence] = None,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
         tensorboard_writer: Any = None,
     ) -> None:
         self.prompts = _prompt_set(prompts)
         self.response_mode, given = _response_mode(responses, len(self.prompts))
+        self.guard = _guard_pairs(guard)
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
             raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
@@ -166,7 +172,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                       else list(responses), "every_n_steps": every_n_steps, "on_save": on_save,
                       "on_evaluate": on_evaluate, "report_to": report_to if isinstance(report_to, str)
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
-                      "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json}
+                      "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
+                      "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
         self._sinks = GuardedSinks([], strict=strict)
         self._handler = None  # the Trainer's CallbackHandler, when attached
         self._last: Optional[ProbeRun] = None  # the latest probe run
@@ -189,7 +196,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     @property
     def prompt_set(self) -> PromptSet:
         """The prompt set as it stands now (fixed responses frozen so far included)."""
-        return PromptSet.of(self.prompts, self.responses, self.response_mode)
+        return PromptSet.of(self.prompts, self.responses, self.response_mode, guard=self.guard)
 
     # ---- state kept across resume (transformers' ExportableState) ----
     def state(self) -> dict:
@@ -357,6 +364,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 step=state.global_step,
                 strict=self.strict,
                 distributed=world()[1] > 1,
+                guard=self.guard,
             )
         if self._last is None and run.error is None:
             self._log_time(run)
@@ -507,6 +515,21 @@ def _prompt_set(prompts) -> tuple:
         elif not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt {index} should be a non-empty string or a list of chat messages, got {prompt!r}")
     return tuple(list(p) if isinstance(p, tuple) else p for p in prompt_list)
+
+
+def _guard_pairs(guard) -> Optional[list]:
+    """The guard set as ``[(prompt, response), ...]`` (a JSONL path is read), or ``None``."""
+    if guard is None:
+        return None
+    if isinstance(guard, (str, os.PathLike)):
+        from ..prompts import read_prompt_response_file
+
+        return [tuple(pair) for pair in read_prompt_response_file(guard)]
+    pairs = [tuple(pair) for pair in guard]
+    for index, pair in enumerate(pairs):
+        if len(pair) != 2 or not isinstance(pair[1], (str, list)) or not pair[1]:
+            raise ValueError(f"guard entry {index} should be a (prompt, response) pair with a response, got {pair!r}")
+    return pairs or None
 
 
 def _response_mode(responses, count: int):

@@ -37,8 +37,10 @@ class DemoConfig:
     ``train_sentences`` (few: overfitting), ``probe_source`` (``"held_out"`` or ``"train"``: probe
     prompts drawn from the training data), ``probe_topic`` (probe prompts of one topic only),
     ``truth_topic`` (the truth is the KL on one topic: the fine-tune's wanted target),
-    ``lr_spike`` (``(first step, last step, factor)``: the learning rate multiplied in that window)
-    and ``nan_at_step`` (the weights go NaN after that step, as a diverged run's do).
+    ``lr_spike`` (``(first step, last step, factor)``: the learning rate multiplied in that window),
+    ``nan_at_step`` (the weights go NaN after that step, as a diverged run's do) and
+    ``guard_prompts`` (a guard set of that many prompt/response pairs, drawn like the probe set,
+    scored for ``log P(r | p)`` only).
     """
 
     output_dir: str = "out/demo"
@@ -63,6 +65,7 @@ class DemoConfig:
     truth_topic: Optional[str] = None
     lr_spike: Optional[tuple] = None
     nan_at_step: Optional[int] = None
+    guard_prompts: int = 0
 
 
 ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
@@ -94,7 +97,10 @@ def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int, topic: Option
     prompts: list[str] = []
     responses: list[str] = []
     while len(prompts) < count:
-        words = grammar.sample(rng) if pool is None else next(pool).split()
+        sentence = " ".join(grammar.sample(rng)) if pool is None else next(pool, None)
+        if sentence is None:  # the given sentences ran out
+            break
+        words = sentence.split()
         if len(words) < 5 or (topic is not None and grammar.topic_of(" ".join(words)) != topic):
             continue
         cut = int(np.ceil(0.6 * len(words)))
@@ -204,6 +210,12 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         evaluated = [s for s in held_out if grammar.topic_of(s) == config.train_topic]
     prompts, responses = probe_set(grammar, config.probe_prompts, seed=config.seed + 1, topic=config.probe_topic,
                                    sentences=train if config.probe_source == "train" else None)
+    guard = None
+    if config.guard_prompts:
+        guard_prompts, guard_responses = probe_set(
+            grammar, config.guard_prompts, seed=config.seed + 2, topic=config.probe_topic,
+            sentences=train[::-1] if config.probe_source == "train" else None)
+        guard = list(zip(guard_prompts, guard_responses))
     truth_sentences = held_out if config.truth_topic is None else [
         s for s in held_out if grammar.topic_of(s) == config.truth_topic]
 
@@ -230,7 +242,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     else:
         model = tiny_gpt2(len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32,
                           seed=config.seed)
-    callback = ProbAttrCallback(prompts=prompts, responses=responses, settings=config.settings)
+    callback = ProbAttrCallback(prompts=prompts, responses=responses, settings=config.settings, guard=guard)
     args = TrainingArguments(
         output_dir=config.output_dir, max_steps=config.max_steps, save_steps=config.save_steps,
         eval_strategy="steps", eval_steps=config.save_steps, per_device_train_batch_size=config.batch_size,
@@ -260,7 +272,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
                "kl_to_truth": _finite_or_none(kl_to_truth(checkpoint_model, tokenizer, grammar, truth_sentences[:200])),
                **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")},
                "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None,
-               "prompt_log_p": [r["log_p_response"] if r["valid"] else None for r in record["results"]]}
+               "prompt_log_p": [r["log_p_response"] if r["valid"] else None for r in record["results"]]
+               + list(record.get("guard_log_p", []))}
         report.rows.append({name: row[name] for name in ROW_COLUMNS})
     report.recommended = recommend(report.rows, config.rule)
     if report.recommended is not None:

@@ -51,24 +51,30 @@ class PromptSet:
         response_mode: ``"generate"`` (each checkpoint's greedy continuation) or ``"fixed"``.
         responses: ``None`` in generate mode; else one entry per prompt: a text, frozen token ids
             (a list of ints), or ``None`` for a prompt whose response is not frozen yet.
+        guard: the guard set, ``(prompt, response)`` pairs scored for ``log P(r | p)`` only
+            (``probes.likelihood``), or ``None``.
     """
 
     prompts: tuple
     response_mode: str = "generate"
     responses: Optional[tuple] = None
+    guard: Optional[tuple] = None
 
     @classmethod
     def of(cls, prompts: Sequence[str], responses: Optional[Sequence[Response]] = None,
-           response_mode: Optional[str] = None) -> "PromptSet":
+           response_mode: Optional[str] = None, guard: Optional[Sequence] = None) -> "PromptSet":
         """A prompt set; the mode defaults to ``"fixed"`` when responses are given."""
         mode = response_mode or ("generate" if responses is None else "fixed")
         frozen = None if responses is None else tuple(list(r) if isinstance(r, (list, tuple)) else r for r in responses)
-        return cls(tuple(prompts), mode, frozen)
+        pairs = None if not guard else tuple((p if isinstance(p, str) else [dict(m) for m in p],
+                                              list(r) if isinstance(r, (list, tuple)) else r) for p, r in guard)
+        return cls(tuple(prompts), mode, frozen, pairs)
 
     def to_dict(self) -> dict:
-        """``{"prompts", "response_mode", "responses"}``, JSON-ready."""
+        """``{"prompts", "response_mode", "responses", "guard"}``, JSON-ready."""
         return {"prompts": list(self.prompts), "response_mode": self.response_mode,
-                "responses": None if self.responses is None else list(self.responses)}
+                "responses": None if self.responses is None else list(self.responses),
+                "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
 
     @property
     def hash(self) -> str:
@@ -133,6 +139,7 @@ class RunRecord:
         results: one MATH.md object per prompt.
         provenance: how it was computed (``monitoring.provenance``): dtype, device, model class,
             candidate policy, library versions, and base model and adapter for a PEFT model.
+        guard_log_p: ``log P(r | p)`` of each guard pair (``None`` where the logits were not finite).
         format_version, estimator_revision, probattr_monitor_version: what wrote it.
     """
 
@@ -147,6 +154,7 @@ class RunRecord:
     summary: dict = field(default_factory=dict)
     results: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
+    guard_log_p: list = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     estimator_revision: int = ESTIMATOR_REVISION
     probattr_monitor_version: str = ""
@@ -163,7 +171,7 @@ class RunRecord:
                    probe_seconds=run.seconds, summary=run.statistics,
                    results=[result.to_dict() for result in run.results],
                    provenance=dict(provenance if provenance is not None else run.provenance),
-                   probattr_monitor_version=__version__)
+                   guard_log_p=list(run.guard_log_p), probattr_monitor_version=__version__)
 
     @property
     def ok(self) -> bool:
@@ -224,6 +232,8 @@ class RunRecord:
         for name, value in record.summary.items():
             if not (value is None or isinstance(value, str) or _finite(value)):
                 raise ValueError(f"a probattr.json record's summary.{name} is {value!r}, not a finite number")
+        if not isinstance(record.guard_log_p, list) or not all(v is None or _finite(v) for v in record.guard_log_p):
+            raise ValueError("a probattr.json record's guard_log_p should hold finite numbers or null")
         if not _finite(record.probe_seconds):
             raise ValueError("a probattr.json record's probe_seconds is not a finite number")
         return record

@@ -28,6 +28,7 @@ class ProbeRun:
         drift: ``{"drift_attribution", "drift_entropy"}`` against the previous run, when known
             (``monitoring.statistics.drift``).
         provenance: how it was computed (``monitoring.provenance``); empty when unknown.
+        guard_log_p: ``log P(r | p)`` of each guard pair (``probes.likelihood``), when a guard set is given.
     """
 
     step: int
@@ -36,21 +37,30 @@ class ProbeRun:
     error: Optional[str] = None
     drift: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    guard_log_p: list = field(default_factory=list)
 
     @property
     def statistics(self) -> dict:
         """``metrics.run_summary`` of the results with the drift against the previous run."""
         return {**run_summary(self.results), **self.drift}
 
+    @property
+    def guard_values(self) -> list:
+        """What the guard test compares: per probe prompt ``log P(r | p)`` (``None`` when invalid),
+        then each guard pair's."""
+        return [r.log_p_response if r.valid else None for r in self.results] + list(self.guard_log_p)
+
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
-               strict: bool = False, distributed: bool = False, info: Optional[dict] = None) -> ProbeRun:
+               strict: bool = False, distributed: bool = False, info: Optional[dict] = None,
+               guard: Optional[Sequence] = None) -> ProbeRun:
     """``probe(...)`` over the prompt set, timed, with its provenance (``info`` when the caller has
     it already, else ``monitoring.provenance.provenance(model, settings)``); an exception becomes
     ``error`` and a warning unless ``strict``, in which case it propagates.
 
     The provenance gains ``candidate_budget``: the candidates per position the budget policy ran
-    with (lower than the setting's when ``max_token_forwards`` capped it; ``None`` for exact)."""
+    with (lower than the setting's when ``max_token_forwards`` capped it; ``None`` for exact).
+    ``guard``: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only, one forward each."""
     from ..api import probe
     from .provenance import provenance
 
@@ -61,13 +71,24 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
                         distributed=distributed)
         assert isinstance(results, list)  # a list of prompts gives a list of results
         info["candidate_budget"] = _budget_that_ran(model, results, settings)
-        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began, provenance=info)
+        guard_log_p = guard_likelihoods(model, tokenizer, guard, settings) if guard else []
+        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began, provenance=info,
+                        guard_log_p=guard_log_p)
     except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
         if strict:
             raise
         error = one_line(caught)
         warnings.warn(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
         return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
+
+
+def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings) -> list:
+    """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are."""
+    from ..api import prepare_inputs
+    from ..probes.likelihood import response_log_likelihoods
+
+    prompts, responses = [p for p, _ in guard], [r for _, r in guard]
+    return response_log_likelihoods(model, prepare_inputs(model, tokenizer, prompts, responses, settings))
 
 
 def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSettings) -> list[list[int]]:

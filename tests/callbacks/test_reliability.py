@@ -288,3 +288,23 @@ def test_a_model_that_goes_nan_is_warned_about_at_once(tmp_path):
         make_trainer(tmp_path, [Diverge(), monitor], max_steps=4, save_steps=2).train()
     assert record(tmp_path, 2)["summary"]["invalid_prompts"] == 0
     assert record(tmp_path, 4)["summary"]["invalid_prompts"] == 2
+
+
+def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from probattr_monitor.monitoring.record import RunRecord
+    from probattr_monitor.monitoring.run import guard_likelihoods
+
+    guard = [("the dog sat in the", " sun and the cat"), ("a cat and a bird", " sang on the hill"),
+             ("the cat ran up", " the tree")]
+    monitor = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none", guard=guard)
+    make_trainer(tmp_path, [monitor], max_steps=4, save_steps=2).train()
+    for step in (2, 4):
+        stored = RunRecord.load(tmp_path / f"checkpoint-{step}" / "probattr.json")
+        assert stored.prompt_set["guard"] == [list(pair) for pair in guard]
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / f"checkpoint-{step}")
+        assert stored.guard_log_p == pytest.approx(guard_likelihoods(model, tokenizer(), guard, monitor.settings),
+                                                   abs=1e-5)
+    with pytest.raises(ValueError, match="guard entry 0 should be a"):
+        ProbAttrCallback(prompts=PROMPTS, guard=[("a prompt without a response",)])
