@@ -20,11 +20,11 @@ KL from the true process to each checkpoint measured on held-out text (the truth
 
 Regimes with a seed run at seeds 0, 1, 2. The guarded rule's tolerance is chosen on seed 0 of
 every regime but off-target (where no rule that protects the probe set can be right, by
-construction) and reported on seeds 1 and 2, and over random halves of the probe set (8 of the 16
-prompts).
-The regression test pairs the probe prompts and the guard set (216 values per checkpoint);
-``--no-guard`` analyses the probe prompts alone, as the probes without a guard set would. Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are
-reused (delete a regime's folder to train it again).
+construction) and reported on seeds 1 and 2, and over random halves of the prompts. The
+regression test pairs the probe prompts and the guard set (216 values per checkpoint);
+``--no-guard`` analyses the 16 probe prompts alone, as the probes without a guard set would.
+Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are reused
+(delete a regime's folder to train it again).
 
 Usage: python benchmarks/signal_study.py [--out out/signal_study] [--regimes demo-s0 ...] [--analyse-only]
 """
