@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe prompts with one model and print a table per prompt",
         description="Score every prompt token (AS, entropies, KL, noise) of each prompt.",
     )
-    attribute.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    attribute.add_argument("--model", required=True, metavar="DIR_OR_ID",
+                           help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
     attribute.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
     attribute.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
     add_base_model_argument(attribute)
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "AOPC (deletion), AOPC, comprehensiveness, sufficiency and infidelity, with replacement by a "
                     "baseline token as the deletion operator. Needs the faithfulness extra (Captum).",
     )
-    faithfulness.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    faithfulness.add_argument("--model", required=True, metavar="DIR_OR_ID",
+                              help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
     faithfulness.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
     faithfulness.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
     add_base_model_argument(faithfulness)
@@ -129,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_base_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--base-model``: the base of PEFT adapter folders whose config names no local one."""
-    parser.add_argument("--base-model", metavar="DIR", help="base model of PEFT adapter folders (a save_pretrained "
-                        "folder or a .gguf file; default: the adapter config's base_model_name_or_path)")
+    parser.add_argument("--base-model", metavar="DIR_OR_ID", help="base model of PEFT adapter folders (a "
+                        "save_pretrained folder, a .gguf file or a Hub id; default: the adapter config's "
+                        "base_model_name_or_path)")
 
 
 def add_rule_argument(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +151,8 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     parser.add_argument("--prompts-file", metavar="FILE", help="UTF-8 file, one prompt per line")
     add_settings_arguments(parser)
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (default: cuda, then mps, then cpu), "
+                        "cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "float64"),
                         help="model dtype (default: the checkpoint's own, from its config.json; float32 for GGUF); "
                              "probability arithmetic is float32 or wider regardless")

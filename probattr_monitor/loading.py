@@ -1,7 +1,11 @@
 """Loading a model folder for probing, with one clear error line per problem.
 
-Local files only (``local_files_only=True``): a path that does not exist is an error, never a
-download. Safetensors are preferred by transformers; ``trust_remote_code`` is off unless asked.
+A model is a local folder, or a Hub id (``HuggingFaceTB/SmolLM2-135M``) resolved as
+``from_pretrained`` resolves it: from the local Hugging Face cache, downloading its config,
+tokenizer and weight files only when the Hub is reachable and ``HF_HUB_OFFLINE`` is not set
+(:func:`resolve_model`). The folder is then read with ``local_files_only=True``. Safetensors are
+preferred by transformers; ``trust_remote_code`` is off unless asked. ``device="auto"`` is
+cuda, then mps, then cpu (:func:`resolve_device`).
 
 A PEFT adapter folder (``adapter_config.json``, what a LoRA run's checkpoints hold) is loaded on
 its base model: the folder or GGUF file named by ``base_model``, else the adapter config's
@@ -31,8 +35,54 @@ def parse_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def resolve_device(name: str) -> str:
+    """``"auto"``: ``"cuda"`` when CUDA is available, else ``"mps"`` when MPS is, else ``"cpu"``;
+    any other name is returned as it is."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+HUB_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja")
+
+
+def resolve_model(name) -> Path:
+    """The local folder of the model ``name``: the folder itself when it exists, else the Hub id's
+    snapshot in the local Hugging Face cache, downloaded (config, tokenizer and safetensors files
+    only) when ``HF_HUB_OFFLINE`` is not set and the Hub can be reached.
+
+    Raises:
+        ProbeInputError: neither a local folder nor a model id found in the cache or on the Hub.
+    """
+    path = Path(name)
+    text = str(name)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1 or path.suffix == ".gguf":
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+    except ImportError:
+        return path
+    try:
+        return Path(snapshot_download(text, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the cache (or not a valid id): try the Hub below
+        pass
+    if not HF_HUB_OFFLINE:
+        try:
+            return Path(snapshot_download(text, allow_patterns=list(HUB_FILES)))
+        except Exception as error:  # noqa: BLE001 - no network, no such repo, gated: one line
+            raise ProbeInputError(f"{text!r} is not a local folder, not in the Hugging Face cache, and could not be "
+                                  f"downloaded ({one_line(error)})") from None
+    raise ProbeInputError(f"{text!r} is neither a local folder nor a model id in the Hugging Face cache "
+                          "(HF_HUB_OFFLINE is set: nothing is downloaded)")
+
+
 def parse_device(name: str) -> torch.device:
-    """A ``torch.device`` that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    """A ``torch.device`` that exists on this machine (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    name = resolve_device(name)
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -56,6 +106,12 @@ def adapter_base(path, base_model: Optional[str] = None) -> str:
         return str(base_model)
     config = _read_json(Path(path) / ADAPTER_CONFIG)
     name = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if name and not Path(name).exists():  # a Hub id: the cached snapshot, as from_pretrained finds it
+        try:
+            resolved = resolve_model(name)
+        except ProbeInputError:
+            resolved = Path(name)
+        name = str(resolved) if resolved.exists() else name
     if not name or not Path(name).exists():
         raise ProbeInputError(
             f"{str(path)!r} is a PEFT adapter whose base model {name!r} is not a local folder; "
@@ -158,9 +214,9 @@ def load_model_and_tokenizer(
     PEFT adapter folder on its base model.
 
     Args:
-        model_dir: the folder.
+        model_dir: the folder, or a Hub id (:func:`resolve_model`).
         gguf_file: a GGUF file name inside ``model_dir`` (dequantised on load; needs ``gguf``).
-        device: where the model runs.
+        device: where the model runs (``"auto"``: :func:`resolve_device`).
         dtype: the dtype it runs in; ``None``: the checkpoint's own (``config.json``), float32
             when it does not say (and for GGUF files).
         tokenizer_dir: where to read the tokenizer when the model folder has none.
@@ -175,7 +231,8 @@ def load_model_and_tokenizer(
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    path = Path(model_dir)
+    path = resolve_model(model_dir)
+    device = resolve_device(device)
     if path.is_dir() and is_adapter(path):
         return _load_adapter(path, device, dtype, tokenizer_dir, trust_remote_code, base_model)
     dtype = dtype or checkpoint_profile(path)[0] or "float32"
@@ -224,7 +281,7 @@ def _load_adapter(path: Path, device: str, dtype: Optional[str], tokenizer_dir, 
         from peft import PeftModel
     except ImportError:
         raise ProbeInputError(f"{str(path)!r} is a PEFT adapter; install peft to load it (pip install peft)") from None
-    base = Path(adapter_base(path, base_model))
+    base = resolve_model(adapter_base(path, base_model))
     if base.is_file() and base.suffix == ".gguf":
         model, tokenizer = load_model_and_tokenizer(base.parent, gguf_file=base.name, device=device, dtype=dtype,
                                                     tokenizer_dir=tokenizer_dir, trust_remote_code=trust_remote_code)

@@ -76,7 +76,7 @@ class SweepConfig:
     guard: Optional[Sequence] = None
     settings: ProbeSettings = field(default_factory=lambda: ProbeSettings(progress=False))
     report_to: Sequence[str] = ()
-    device: str = "cpu"
+    device: str = "auto"
     dtype: Optional[str] = None
     trust_remote_code: bool = False
     progress: bool = True
@@ -164,7 +164,10 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
 
     began = time.perf_counter()
     source = {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {}
-    info: dict = {"dtype": key.dtype, "policy": key.policy, "device": config.device, **source}  # what was asked
+    from .loading import resolve_device
+
+    info: dict = {"dtype": key.dtype, "policy": key.policy, "device": resolve_device(config.device),
+                  **source}  # what was asked
     try:
         read_trainer_state(checkpoint.path)  # a trainer_state.json of the wrong shape: this checkpoint fails
         tokenizer_dir = None

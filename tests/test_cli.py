@@ -124,3 +124,34 @@ def test_bad_usage_exits_2():
     completed = run_cli("attribute", "--no-such-flag")
     assert completed.returncode == 2
     assert run_cli().returncode == 2
+
+
+def test_a_hub_id_is_found_in_the_local_cache_and_an_unknown_one_is_one_line(model_dir, tmp_path):
+    """``--model org/name`` as ``from_pretrained`` resolves it: the snapshot in the HF cache
+    (HF_HUB_OFFLINE=1: nothing is downloaded)."""
+    cache = tmp_path / "hub"
+    commit = "0" * 40
+    snapshot = cache / "models--tiny-org--tiny-gpt2" / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (cache / "models--tiny-org--tiny-gpt2" / "refs").mkdir()
+    (cache / "models--tiny-org--tiny-gpt2" / "refs" / "main").write_text(commit, encoding="utf-8")
+    env = {**ENV, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    run = [sys.executable, "-m", "probattr_monitor", "attribute", "--prompt", "the cat", "--max-new-tokens", "2",
+           "--no-progress", "--model"]
+    found = subprocess.run([*run, "tiny-org/tiny-gpt2"], capture_output=True, text=True, env=env, timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert "the cat" in found.stdout
+    missing = subprocess.run([*run, "tiny-org/not-cached"], capture_output=True, text=True, env=env, timeout=300)
+    assert_usage_error(missing, "'tiny-org/not-cached' is neither a local folder nor a model id in the Hugging Face "
+                                "cache")
+
+
+def test_device_auto_resolves_to_what_this_machine_has():
+    import torch
+
+    from probattr_monitor.loading import parse_device, resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto") == expected and parse_device("auto").type == expected
+    assert resolve_device("cuda:1") == "cuda:1"

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from transformers import DynamicCache
 
+from .cache import returned_cache, with_cache
 from .errors import NonFiniteLogitsError, ProbeInputError
 from .settings import ProbeSettings
 
@@ -166,7 +167,7 @@ class SuffixScorer:
         self.logits = output.logits[0]  # (L, V)
         if not torch.isfinite(self.logits).all():
             raise NonFiniteLogitsError("the model produced non-finite logits (a diverged checkpoint?)")
-        self.cache = output.past_key_values
+        self.cache = returned_cache(output)
         if self.cache is None:
             raise ProbeInputError(f"{type(model).__name__} returns no key-value cache (use_cache=True gives none): "
                                   "not a causal language model the engine can probe")
@@ -191,9 +192,11 @@ class SuffixScorer:
     def score(self, suffix_ids: torch.Tensor, past: DynamicCache, targets: torch.Tensor) -> torch.Tensor:
         """``log P(targets[t] | prefix, suffix_ids[:, :t+1])`` for a batch; shape ``(B, S)``."""
         if not self.chunked:
-            logits = self.model(input_ids=suffix_ids, past_key_values=past, use_cache=True).logits  # (B, S, V)
+            output = self.model(input_ids=suffix_ids, **with_cache(self.model, past), use_cache=True)
+            logits = output.logits  # (B, S, V)
             return next_token_log_probs(logits, targets)
-        hidden = self.base(input_ids=suffix_ids, past_key_values=past, use_cache=True).last_hidden_state  # (B, S, H)
+        output = self.base(input_ids=suffix_ids, **with_cache(self.base, past), use_cache=True)
+        hidden = output.last_hidden_state  # (B, S, H)
         batch, length = suffix_ids.shape
         rows = hidden.reshape(batch * length, -1)  # (B*S, H)
         row_targets = targets.expand(batch, length).reshape(-1)  # (B*S,)

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .cache import returned_cache, with_cache
 from .engine import model_device
 from .errors import NonFiniteLogitsError
 
@@ -91,7 +92,7 @@ def continue_batch(model, batch: torch.Tensor, max_new_tokens: int, stop_ids: se
     out: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
     for _ in range(max_new_tokens):
-        output = model(input_ids=tokens, past_key_values=past, use_cache=True)
+        output = model(input_ids=tokens, **with_cache(model, past), use_cache=True)
         logits = output.logits[:, -1].float()
         if not torch.isfinite(logits).all():
             raise NonFiniteLogitsError("the model produced non-finite logits while regenerating")
@@ -105,7 +106,7 @@ def continue_batch(model, batch: torch.Tensor, max_new_tokens: int, stop_ids: se
                 done[i] = int(chosen[i]) in stop_ids
         if all(done):
             break
-        past = output.past_key_values
+        past = returned_cache(output)
         tokens = chosen.to(batch.device).unsqueeze(-1)
     return [tuple(row) for row in out]
 

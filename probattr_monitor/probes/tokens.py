@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .cache import returned_cache, with_cache
 from .engine import model_device
 from .errors import NonFiniteLogitsError, ProbeInputError, one_line
 
@@ -142,7 +143,7 @@ def greedy_continuation(model, input_ids: list[int], max_new_tokens: int, stop_i
     past = None
     generated: list[int] = []
     for _ in range(max_new_tokens):
-        output = model(input_ids=tokens, past_key_values=past, use_cache=True)
+        output = model(input_ids=tokens, **with_cache(model, past), use_cache=True)
         last = output.logits[0, -1].float()  # (V,)
         if not torch.isfinite(last).all():
             raise NonFiniteLogitsError("the model produced non-finite logits while generating the response")
@@ -150,6 +151,6 @@ def greedy_continuation(model, input_ids: list[int], max_new_tokens: int, stop_i
         generated.append(next_id)
         if next_id in stop_ids:
             break
-        past = output.past_key_values
+        past = returned_cache(output)
         tokens = torch.tensor([[next_id]], device=device)
     return generated

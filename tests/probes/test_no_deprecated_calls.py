@@ -1,0 +1,30 @@
+"""No call this package makes into transformers or torch is deprecated: every code path that runs a
+model (exact and budgeted scoring, generation, replacement entropy, the guard's likelihood, the
+reference responses) runs with FutureWarning and DeprecationWarning raised as errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from probattr_monitor import ProbeSettings, probe
+from probattr_monitor.api import prepare_inputs
+from probattr_monitor.monitoring.run import reference_responses
+from probattr_monitor.probes.likelihood import response_log_likelihoods
+
+from ..conftest import build_model
+
+
+@pytest.mark.parametrize("arch_name", ["gpt2", "llama"])
+def test_every_model_call_is_free_of_deprecation_warnings(tokenizer, arch_name):
+    model = build_model(arch_name, len(tokenizer), peaked=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        probe(model, tokenizer, "the cat sat", max_new_tokens=3, progress=False)
+        probe(model, tokenizer, "the cat sat", responses=" on", candidates="budget", candidate_budget=30,
+              replacement_entropy=True, replacement_max_candidates=3, progress=False)
+        settings = ProbeSettings(max_new_tokens=3, progress=False)
+        frozen = reference_responses(model, tokenizer, ["a bird"], settings)
+        response_log_likelihoods(model, prepare_inputs(model, tokenizer, ["a bird"], frozen, settings))
