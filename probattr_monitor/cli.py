@@ -272,8 +272,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
     report_to = [] if "none" in args.report_to else list(dict.fromkeys(args.report_to))
     if "wandb" in report_to:
         os.environ.setdefault("WANDB_MODE", "offline")
-    run_demo(DemoConfig(output_dir=args.out, max_steps=args.max_steps, save_steps=args.save_steps,
-                        report_to=report_to or ["none"], seed=args.seed))
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()  # the demo's own saves and loads: no bars, no notices
+    transformers_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the libraries' notices about their own future
+        run_demo(DemoConfig(output_dir=args.out, max_steps=args.max_steps, save_steps=args.save_steps,
+                            report_to=report_to or ["none"], seed=args.seed, quiet=True))
     return EXIT_OK
 
 

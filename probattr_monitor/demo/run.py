@@ -40,7 +40,8 @@ class DemoConfig:
     ``lr_spike`` (``(first step, last step, factor)``: the learning rate multiplied in that window),
     ``nan_at_step`` (the weights go NaN after that step, as a diverged run's do) and
     ``guard_prompts`` (a guard set of that many prompt/response pairs, drawn like the probe set,
-    scored for ``log P(r | p)`` only).
+    scored for ``log P(r | p)`` only). ``quiet`` (the CLI's demo) keeps the Trainer's log lines,
+    progress bars and library warnings off the console: the demo prints its own summary only.
     """
 
     output_dir: str = "out/demo"
@@ -66,6 +67,7 @@ class DemoConfig:
     lr_spike: Optional[tuple] = None
     nan_at_step: Optional[int] = None
     guard_prompts: int = 0
+    quiet: bool = False
 
 
 ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
@@ -86,6 +88,7 @@ class DemoReport:
     probe_seconds: float = 0.0
     true_noise_tokens: int = 0
     output_dir: str = ""
+    report_path: Optional[str] = None
 
 
 def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int, topic: Optional[str] = None,
@@ -255,6 +258,11 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
                       callbacks=_regime_callbacks(config))
     callback.attach(trainer)
+    if config.quiet:
+        from transformers import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     trainer.train()
 
     report = DemoReport(true_noise_tokens=true_noise, output_dir=config.output_dir)
@@ -283,6 +291,12 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         pairs = [(r[a], r[b]) for r in report.rows if r[a] is not None and r[b] is not None]
         report.correlations[f"{a} ~ {b}"] = spearman(*zip(*pairs)) if len(pairs) > 2 else float("nan")
     report.wall_seconds = time.perf_counter() - began
+    from ..sweep import report_run
+
+    try:
+        report.report_path = str(report_run(config.output_dir, rule=config.rule))
+    except Exception as error:  # noqa: BLE001 - the report is a view: the run and its summary stand without it
+        console.print(f"[yellow]the report could not be written: {error}[/]")
     write_json_atomic(Path(config.output_dir) / SUMMARY_FILE, {
         "recommended": {**report.recommended, "regret": _finite_or_none(report.recommended["regret"])}
         if report.recommended else None, "rows": report.rows, "true_noise_tokens": true_noise,
@@ -320,4 +334,9 @@ def print_report(report: DemoReport, console) -> None:
         console.print(f"Spearman {name}: {shown}")
     share = report.probe_seconds / report.wall_seconds if report.wall_seconds else float("nan")
     console.print(f"wall time {report.wall_seconds:.1f} s, probes {report.probe_seconds:.1f} s "
-                  f"({100 * share:.1f}%); logs, checkpoints and {SUMMARY_FILE} in {safe(report.output_dir)}")
+                  f"({100 * share:.1f}%); checkpoints and {SUMMARY_FILE} in {safe(report.output_dir)}")
+    if report.report_path:
+        console.print(f"the checkpoint-selection report: open {safe(report.report_path)} in a browser")
+    runs = Path(report.output_dir) / "runs"
+    if runs.is_dir():
+        console.print(f"the training and probe curves: tensorboard --logdir {safe(str(runs))}")

@@ -130,3 +130,10 @@ def test_demo_command_trains_and_prints_the_convergence_table(tmp_path):
     kls = {row["step"]: row["kl_to_truth"] for row in summary["rows"]}
     assert recommended["regret"] == pytest.approx(kls[recommended["step"]] / min(kls.values()))
     assert recommended["reason"] and "regret against the truth" in out
+    # a first run that shows what it made, on one screen
+    report = tmp_path / "demo" / "probattr_report.html"
+    assert report.is_file() and f"open {report}" in out.replace("\n", "")
+    assert f"tensorboard --logdir {tmp_path / 'demo' / 'runs'}" in out.replace("\n", "")
+    everything = completed.stdout + completed.stderr
+    assert "Loading weights" not in everything and "Warning" not in everything and "{'loss'" not in everything
+    assert len(everything.splitlines()) <= 50, everything
