@@ -148,6 +148,19 @@ def truth_onset(rows: list[dict], share: float = 0.25):
     return None
 
 
+def timely(rows: list[dict], tolerance: float) -> bool:
+    """The warning fires at the truth's onset or one checkpoint later, and never on a run whose truth
+    does not get worse. A run whose weights go NaN is warned about at once by the monitor's
+    non-finite check instead (the guard has no values to compare there)."""
+    onset, fired = truth_onset(rows), warning_step(rows, tolerance)
+    if any(r["kl_to_truth"] is None for r in rows):
+        return True
+    if onset is None:
+        return fired is None
+    steps = [r["step"] for r in rows]
+    return fired is not None and steps.index(onset) <= steps.index(fired) <= steps.index(onset) + 1
+
+
 def correlation(rows: list[dict], statistic: str) -> float:
     pairs = [(r[statistic], r["kl_to_truth"]) for r in rows if r.get(statistic) is not None
              and r["kl_to_truth"] is not None]
@@ -200,17 +213,21 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
     held_out = [n for n in names if seed_of(n) not in TUNING_SEEDS or regime_of(n) not in SEEDED]
     held_out = [n for n in held_out if n not in tuning]
 
-    print("\nTolerance of the guarded rule, chosen on the tuning runs (seed 0, all regimes but off-target): worst "
-          "regret over them, and the median regret over random probe halves\n")
+    print("\nTolerance of the guarded rule, chosen on the tuning runs (seed 0, all regimes but off-target): the "
+          "lowest worst regret, then the fewest untimely warnings (a warning on a run that does not get worse, or "
+          "none within one checkpoint of the truth's onset), then the 90th percentile regret over probe halves, "
+          "then the largest tolerance\n")
     worst = {}
     body = []
     for tolerance in TOLERANCES:
         full = [regret(runs[n], guarded_chooser(tolerance)) for n in tuning]
         halved = [regret(h, guarded_chooser(tolerance)) for n in tuning for h in halves(runs[n], seed_of(n))]
-        worst[tolerance] = (max(full), sorted(halved)[int(0.9 * (len(halved) - 1))])
-        body.append([f"{tolerance:g}", number(max(full)), number(worst[tolerance][1])])
-    print(markdown(["tolerance (nats/prompt)", "worst regret, full probe set", "90th pct regret, halves"], body))
-    tolerance = min(TOLERANCES, key=lambda t: (worst[t][0], worst[t][1], -t))
+        untimely = [n for n in tuning if not timely(runs[n], tolerance)]
+        worst[tolerance] = (round(max(full), 2), len(untimely), sorted(halved)[int(0.9 * (len(halved) - 1))])
+        body.append([f"{tolerance:g}", number(max(full)), ", ".join(untimely) or "none", number(worst[tolerance][2])])
+    print(markdown(["tolerance (nats/prompt)", "worst regret, full probe set", "untimely warnings",
+                    "90th pct regret, halves"], body))
+    tolerance = min(TOLERANCES, key=lambda t: (*worst[t], -t))
     print(f"\nchosen tolerance: {tolerance:g}")
 
     def table(run_names, title):
