@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--steps", nargs="+", type=int, metavar="STEP", help="only these steps")
     sweep.add_argument("--out", metavar="DIR", help="write results here (for a read-only run folder)")
     sweep.add_argument("--tokenizer", metavar="DIR", help="tokenizer for checkpoints without tokenizer files")
-    sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb"),
-                       help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep)")
+    sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb", "mlflow", "trackio"),
+                       help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep; MLflow and trackio "
+                            "by their own settings: MLFLOW_TRACKING_URI, TRACKIO_DIR)")
     sweep.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
     add_base_model_argument(sweep)
     add_rule_argument(sweep)

@@ -9,6 +9,7 @@ callback takes it back when training resumes from that checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -76,8 +77,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             ``None`` (default): only when ``metric_for_best_model`` names a ``probattr_`` metric.
             A failed probe puts the worst value (``inf``, or ``-inf`` when greater is better) under
             that metric, so the Trainer never keeps a checkpoint whose probes failed.
-        report_to: ``"auto"`` (follow ``TrainingArguments.report_to``), ``"none"``, ``"all"``, or
-            one or a list of ``"tensorboard"``, ``"wandb"``.
+        report_to: ``"auto"`` (follow ``TrainingArguments.report_to``), ``"none"``, ``"all"`` (every
+            installed one), or one or a list of ``"tensorboard"``, ``"wandb"``, ``"mlflow"``,
+            ``"trackio"``. MLflow and trackio log into the run the Trainer's own integration started.
         logging_dir: TensorBoard folder of this callback's own writer (see ``tensorboard_writer``).
         tensorboard_writer: a ``SummaryWriter`` to share. Without one, the callback shares the
             Trainer's own writer when it was attached with :meth:`attach`, else writes its own
@@ -433,9 +435,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         targets = self.report_to
         if targets == ("auto",):
             trainer_targets = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
-            targets = (
-                REPORT_TARGETS if "all" in trainer_targets else tuple(t for t in REPORT_TARGETS if t in trainer_targets)
-            )
+            if "all" in trainer_targets:  # the Trainer's "all": every tracker installed
+                targets = _installed(REPORT_TARGETS)
+            else:
+                targets = tuple(t for t in REPORT_TARGETS if t in trainer_targets)
         writer = self.tensorboard_writer
         if writer is None and self.logging_dir is None:
             writer = _trainer_tensorboard_writer(self._handler)
@@ -555,7 +558,7 @@ def _report_targets(report_to) -> tuple[str, ...]:
     if "none" in names:
         return ()
     if "all" in names:
-        return REPORT_TARGETS
+        return _installed(REPORT_TARGETS)
     if names == ["auto"]:
         return ("auto",)
     if "auto" in names:
@@ -565,6 +568,11 @@ def _report_targets(report_to) -> tuple[str, ...]:
     for name in names:
         require(name, name)  # each target's package has the target's name
     return tuple(dict.fromkeys(names))
+
+
+def _installed(targets: Sequence[str]) -> tuple[str, ...]:
+    """The targets whose package is installed (each target's package has its name)."""
+    return tuple(t for t in targets if importlib.util.find_spec(t) is not None)
 
 
 def _tensorboard_dir(args) -> str:

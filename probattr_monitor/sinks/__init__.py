@@ -4,8 +4,8 @@ Every sink takes the same :class:`ProbeRecord` (built once per run by the caller
 it. :func:`open_sinks` is the one factory (the callback and the sweep both use it) and
 :class:`GuardedSinks` the one place where a failing sink is caught: reported once, disabled and
 counted, so that a full disk or a missing W&B key never ends the run being watched. Optional
-dependencies (tensorboard, wandb) are imported on first use; asking for a sink whose package is
-missing fails with the install command.
+dependencies (tensorboard, wandb, mlflow, trackio) are imported on first use; asking for a sink
+whose package is missing fails with the install command.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
-REPORT_TARGETS = ("tensorboard", "wandb")
+REPORT_TARGETS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
 @dataclass
@@ -62,8 +62,9 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     """The sinks for ``targets`` (a subset of :data:`REPORT_TARGETS`), in that order.
 
     ``tensorboard_writer``: a ``SummaryWriter`` to share (never closed by the sink), else one is
-    created in ``tensorboard_dir`` on first write. W&B reuses the active run, else starts one named
-    ``wandb_run_name`` in ``wandb_dir`` on first write. Raises ``ImportError`` (with the install
+    created in ``tensorboard_dir`` on first write. W&B, MLflow and trackio reuse the active run (the
+    one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
+    ``wandb_dir``) on first write. Raises ``ImportError`` (with the install
     command) for a target whose package is missing and ``ValueError`` for an unknown target.
     """
     unknown = [t for t in targets if t not in REPORT_TARGETS]
@@ -78,6 +79,14 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
         from .wandb import WandbSink
 
         sinks.append(WandbSink(run_name=wandb_run_name, dir=wandb_dir))
+    if "mlflow" in targets:
+        from .mlflow import MlflowSink
+
+        sinks.append(MlflowSink(run_name=wandb_run_name))
+    if "trackio" in targets:
+        from .trackio import TrackioSink
+
+        sinks.append(TrackioSink(run_name=wandb_run_name))
     return sinks
 
 

@@ -1,0 +1,51 @@
+"""MLflow sink: scalars as metrics at the record's step in the active run (the one transformers'
+``MLflowCallback`` started for the Trainer), else in a run it starts; the token table as a JSON
+artifact and the figures as PNG artifacts, per step. The tracking URI and experiment are
+MLflow's own settings (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from . import ProbeRecord, require
+
+
+class MlflowSink:
+    """Writes :class:`ProbeRecord` objects to MLflow.
+
+    Args:
+        run_name: the name of a run this sink starts when none is active.
+    """
+
+    name = "mlflow"
+
+    def __init__(self, run_name: Optional[str] = None) -> None:
+        require("mlflow", "mlflow")
+        self.run_name = run_name
+        self._owns_run = False
+
+    def _ensure_run(self):
+        import mlflow
+
+        if mlflow.active_run() is None:
+            mlflow.start_run(run_name=self.run_name)
+            self._owns_run = True
+        return mlflow
+
+    def write(self, record: ProbeRecord) -> None:
+        """``log_metrics(scalars, step=record.step)``; the token table and figures as artifacts."""
+        mlflow = self._ensure_run()
+        mlflow.log_metrics({tag: float(value) for tag, value in record.scalars.items()}, step=record.step)
+        if record.table_rows:
+            mlflow.log_dict({"columns": list(record.table_columns), "data": record.table_rows},
+                            f"probattr/tokens/step_{record.step}.json")
+        for tag, image in record.images.items():
+            mlflow.log_image(image, f"{tag}/step_{record.step}.png")
+
+    def close(self) -> None:
+        """End the run if this sink started it; idempotent."""
+        if self._owns_run:
+            import mlflow
+
+            mlflow.end_run()
+        self._owns_run = False
