@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .api import probe
     from .callbacks import ProbAttrCallback, ProbAttrEarlyStopping
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"probe": ".api", "ProbAttrCallback": ".callbacks", "ProbAttrEarlyStopping": ".callbacks"}
 
