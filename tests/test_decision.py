@@ -126,7 +126,7 @@ def test_converging_wobble_never_regresses_and_the_target_ranks():
 
 
 def test_forgetting_recommends_the_best_before_the_onset_and_says_target_and_guard_disagree():
-    rows = guard_rows([-1.0, -0.2, 0.0, -0.3, -0.8, -1.5], eval_losses=[2.0, 1.8, 1.6, 1.4, 1.2, 1.0])
+    rows = guard_rows([-1.0, -0.2, 0.0, -0.6, -0.9, -1.5], eval_losses=[2.0, 1.8, 1.6, 1.4, 1.2, 1.0])
     comparisons = {c.step: c for c in guard_comparisons(rows)}
     assert [comparisons[s].regressed for s in (200, 300, 400, 500, 600)] == [False, False, True, True, True]
     chosen = recommend(rows, "guarded")

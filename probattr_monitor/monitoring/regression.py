@@ -30,9 +30,10 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042)
 
-# Nats per prompt of mean log P(r|p) the guard may lose before a loss counts (chosen on half of the
-# signal study's regimes and seeds, reported on the other half: README, "Choosing a checkpoint").
-DEFAULT_TOLERANCE = 0.1
+# Nats per prompt of mean log P(r|p) the guard may lose before a loss counts: chosen on seed 0 of the
+# signal study's regimes (the largest tolerance with the lowest worst regret whose warnings fire at the
+# truth's onset), reported on seeds 1 and 2 (README, "Choosing a checkpoint").
+DEFAULT_TOLERANCE = 0.3
 MIN_PROMPTS = 3  # fewer paired prompts give no interval worth the name: nothing is flagged
 
 
