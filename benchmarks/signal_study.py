@@ -49,6 +49,8 @@ from probattr_monitor.monitoring.regression import guard_comparisons
 SEEDS = (0, 1, 2)
 TUNING_SEEDS = (0,)
 TOLERANCES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+SLACKS = (0.0, 0.001, 0.002, 0.005)  # relative eval-loss slack: the latest checkpoint within it of the lowest
+BEFORE_ONSET = ("guard", "target")
 HALVES = 20  # random halves of the probe set per run
 PROBE_PROMPTS = 16
 GUARD_PROMPTS = 200  # scored for log P(r|p) only: one forward each
@@ -101,9 +103,9 @@ def rule_chooser(rule: str):
     return lambda rows: recommend(rows, rule)
 
 
-def guarded_chooser(tolerance: float):
+def guarded_chooser(tolerance: float, slack: float = 0.0, before_onset: str = "guard"):
     def choose(rows):
-        choice = guarded(rows, tolerance)
+        choice = guarded(rows, tolerance, slack, before_onset)
         return None if choice is None else {"step": choice[0]["step"]}
     return choose
 
@@ -209,9 +211,9 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
     if not guard:
         runs = {name: probes_only(rows) for name, rows in runs.items()}
     names = list(runs)
-    tuning = [n for n in names if seed_of(n) in TUNING_SEEDS and regime_of(n) not in NOT_TUNED]
-    held_out = [n for n in names if seed_of(n) not in TUNING_SEEDS or regime_of(n) not in SEEDED]
-    held_out = [n for n in held_out if n not in tuning]
+    tuning = [n for n in names if regime_of(n) in SEEDED and seed_of(n) in TUNING_SEEDS
+              and regime_of(n) not in NOT_TUNED]
+    held_out = [n for n in names if n not in tuning]  # seeds 1-2, off-target, and the one-seed regimes
 
     print("\nTolerance of the guarded rule, chosen on the tuning runs (seed 0, all regimes but off-target): the "
           "lowest worst regret, then the fewest untimely warnings (a warning on a run that does not get worse, or "
@@ -220,22 +222,27 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
     worst = {}
     body = []
     for tolerance in TOLERANCES:
-        full = [regret(runs[n], guarded_chooser(tolerance)) for n in tuning]
-        halved = [regret(h, guarded_chooser(tolerance)) for n in tuning for h in halves(runs[n], seed_of(n))]
-        untimely = [n for n in tuning if not timely(runs[n], tolerance)]
-        worst[tolerance] = (round(max(full), 2), len(untimely), sorted(halved)[int(0.9 * (len(halved) - 1))])
-        body.append([f"{tolerance:g}", number(max(full)), ", ".join(untimely) or "none", number(worst[tolerance][2])])
-    print(markdown(["tolerance (nats/prompt)", "worst regret, full probe set", "untimely warnings",
-                    "90th pct regret, halves"], body))
-    tolerance = min(TOLERANCES, key=lambda t: (*worst[t], -t))
-    print(f"\nchosen tolerance: {tolerance:g}")
+        for slack in SLACKS:
+            for before_onset in BEFORE_ONSET:
+                choose = guarded_chooser(tolerance, slack, before_onset)
+                full = [regret(runs[n], choose) for n in tuning]
+                halved = [regret(h, choose) for n in tuning for h in halves(runs[n], seed_of(n))]
+                untimely = [n for n in tuning if not timely(runs[n], tolerance)]
+                key = (tolerance, slack, before_onset)
+                worst[key] = (round(max(full), 2), len(untimely), sorted(halved)[int(0.9 * (len(halved) - 1))])
+                body.append([f"{tolerance:g}", f"{slack:g}", before_onset, number(max(full)),
+                             ", ".join(untimely) or "none", number(worst[key][2])])
+    print(markdown(["tolerance (nats/prompt)", "eval-loss slack", "before onset", "worst regret",
+                    "untimely warnings", "90th pct regret, halves"], body))
+    tolerance, slack, before_onset = min(worst, key=lambda k: (*worst[k], -k[0], k[1], k[2] != "guard"))
+    print(f"\nchosen: tolerance {tolerance:g}, slack {slack:g}, before onset: {before_onset}")
 
     def table(run_names, title):
         print(f"\n{title}\n")
         regime_names = list(dict.fromkeys(regime_of(n) for n in run_names))
         body = []
-        choosers = {"guarded (chosen)": guarded_chooser(tolerance), **{r: rule_chooser(r) for r in RULES
-                                                                        if r != "guarded"}}
+        choosers = {"guarded (chosen)": guarded_chooser(tolerance, slack, before_onset),
+                    **{r: rule_chooser(r) for r in RULES if r != "guarded"}}
         for label, choose in choosers.items():
             cells = []
             for regime in regime_names:
@@ -248,7 +255,8 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
     table(held_out, "Regret on the held-out runs (seeds 1 and 2, and the one-seed regimes; one value per run)")
 
     print("\nThe chosen rule over random halves of the probe set (held-out runs): median [5%, 95%] regret\n")
-    body = [[n, spread([regret(h, guarded_chooser(tolerance)) for h in halves(runs[n], seed_of(n))])]
+    choose = guarded_chooser(tolerance, slack, before_onset)
+    body = [[n, spread([regret(h, choose) for h in halves(runs[n], seed_of(n))])]
             for n in held_out]
     print(markdown(["run", "regret over 20 probe halves"], body))
 
@@ -273,7 +281,8 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
             cells.append(number(sum(values) / len(values), signed=True) if values else "-")
         body.append([statistic, *cells])
     print(markdown(["statistic", *regime_names], body))
-    study = {"tolerance": tolerance, "tuning": tuning, "held_out": held_out, "runs": runs}
+    study = {"tolerance": tolerance, "slack": slack, "before_onset": before_onset, "tuning": tuning,
+             "held_out": held_out, "runs": runs}
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=1, default=str).replace("NaN", "null")
                                     .replace("Infinity", "null"), encoding="utf-8")

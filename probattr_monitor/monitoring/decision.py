@@ -14,6 +14,10 @@ from typing import Callable, Optional, Sequence
 
 from .regression import DEFAULT_TOLERANCE, guard_comparisons
 
+# The guarded rule's other two settings, chosen with the tolerance on the signal study's tuning half.
+DEFAULT_SLACK = 0.0
+DEFAULT_BEFORE_ONSET = "guard"
+
 Row = dict
 Choice = tuple  # (row, reason) or (row, reason, extra fields for the recommendation)
 Rule = Callable[[Sequence[Row]], Optional[Choice]]
@@ -108,7 +112,8 @@ def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSI
                   f"prompt) is within {margin:g} nats of the run's best")
 
 
-def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE) -> Optional[Choice]:
+def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: float = DEFAULT_SLACK,
+            before_onset: str = DEFAULT_BEFORE_ONSET) -> Optional[Choice]:
     """The target ranks, the guard vetoes only with confidence (``monitoring.regression``).
 
     Each checkpoint's guard log P(r|p) (fixed responses, per prompt) is compared with the best
@@ -116,10 +121,13 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE) -> Option
     lies wholly below ``-tolerance``. Then:
 
     - while the latest checkpoints are regressed (a regression still under way), the
-      recommendation is the best checkpoint before its onset: the one the regression is measured
-      against;
-    - otherwise, among the checkpoints that have not regressed, the lowest eval loss (the target)
-      when the Trainer logged one, else the latest (training's own progress).
+      recommendation is the best checkpoint before its onset: with ``before_onset="guard"`` the
+      one the regression is measured against (the guard's best), with ``"target"`` the target's
+      choice (below) among the checkpoints before the onset;
+    - otherwise, among the checkpoints that have not regressed, the target's choice: the latest
+      checkpoint whose eval loss is within ``slack`` (relative) of the lowest, when the Trainer
+      logged one (eval losses closer than that are the eval set's noise, and training's progress
+      breaks the tie), else the latest.
 
     When the lowest eval loss overall sits on a regressed checkpoint, target and guard disagree (a
     specialisation that costs what the guard measures, or forgetting: the probes cannot tell which
@@ -135,23 +143,28 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE) -> Option
     latest = comparisons[guarded_rows[-1]["step"]]
     target_best = min((r for r in usable if _finite(r.get("eval_loss"))), key=lambda r: (r["eval_loss"], r["step"]),
                       default=None)
+    if before_onset not in ("guard", "target"):
+        raise ValueError(f"before_onset should be 'guard' or 'target', got {before_onset!r}")
+    kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
     if latest.regressed:
         onset = guarded_rows[-1]
         for row in reversed(guarded_rows):
             if not comparisons[row["step"]].regressed:
                 break
             onset = row
-        choice = by_step[comparisons[onset["step"]].reference]
+        before = [r for r in kept if r["step"] < onset["step"]]
+        target = _target_choice(before, slack) if before_onset == "target" else None
+        choice = target[0] if target else by_step[comparisons[onset["step"]].reference]
+        how = f"the target's choice: {target[1]}" if target else "the guard's best"
         reason = (f"the guard set regressed with 95% confidence from step {onset['step']} on "
                   f"({comparisons[onset['step']].describe()}; now {latest.describe()}): the best checkpoint "
-                  f"before that onset")
+                  f"before that onset ({how})")
     else:
-        kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
-        ranked = [r for r in kept if _finite(r.get("eval_loss"))]
-        if ranked:
-            choice = min(ranked, key=lambda r: (r["eval_loss"], r["step"]))
-            reason = f"the lowest eval loss ({choice['eval_loss']:.4g}) among checkpoints whose guard set has not " \
-                     f"regressed with 95% confidence (by more than {tolerance:g} nats per prompt)"
+        target = _target_choice(kept, slack)
+        if target:
+            choice, why = target
+            reason = f"{why}, among checkpoints whose guard set has not regressed with 95% confidence (by more " \
+                     f"than {tolerance:g} nats per prompt)"
         else:
             choice = kept[-1]
             reason = f"the latest checkpoint whose guard set has not regressed with 95% confidence (by more than " \
@@ -165,6 +178,20 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE) -> Option
                    f"({comparisons[target_best['step']].describe()}); if that specialisation is wanted, choose it "
                    "(rule lowest_eval_loss)")
     return choice, reason, extra
+
+
+def _target_choice(rows: Sequence[Row], slack: float) -> Optional[tuple]:
+    """``(row, why)``: the latest row whose eval loss is within ``slack`` (relative) of the lowest."""
+    ranked = [r for r in rows if _finite(r.get("eval_loss"))]
+    if not ranked:
+        return None
+    lowest = min(r["eval_loss"] for r in ranked)
+    within = [r for r in ranked if r["eval_loss"] <= lowest + slack * abs(lowest)]
+    choice = within[-1]
+    if slack and len(within) > 1:
+        return choice, (f"the latest checkpoint whose eval loss ({choice['eval_loss']:.4g}) is within {slack:.2%} of "
+                        f"the lowest ({lowest:.4g})")
+    return choice, f"the lowest eval loss ({choice['eval_loss']:.4g})"
 
 
 def last(rows: Sequence[Row]) -> Optional[Choice]:
