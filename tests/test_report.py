@@ -95,7 +95,7 @@ def test_report_command_builds_from_callback_records(tmp_path, plain_run):
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = (run / REPORT_FILE).read_text(encoding="utf-8")
     assert "checkpoint-2" in text and "checkpoint-4" in text and "Recommended:" in text
-    assert "the latest checkpoint whose log P(response | prompt)" in text, "the reason is printed"
+    assert "whose guard set has not regressed with 95% confidence" in text, "the reason is printed"
     for key in ("log_p_response", "soft_noise", "drift_attribution"):
         assert f"id='stat-{key}'" in text, key
     assert "id='plateau'" in text and "H (nats)" in text and "AS 0" in text, "scatter plots have axes"

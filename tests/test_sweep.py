@@ -33,8 +33,8 @@ STABLE = ("step", "checkpoint", "status", "noise_tokens", "noise_fraction", "mea
 def callback_run(tmp_path_factory):
     """The same run (same seed: bit-identical weights) with the callback logging to TensorBoard."""
     folder = tmp_path_factory.mktemp("with-callback") / "run"
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, report_to="tensorboard",
-                                logging_dir=str(folder / "tb"))
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, report_to="tensorboard", responses="generate",
+                                logging_dir=str(folder / "tb"))  # the paper's protocol, as the sweep without responses
     make_trainer(folder, [callback], max_steps=12, save_steps=3, evaluate=True).train()
     return folder
 
