@@ -71,8 +71,13 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
         parts.append(f"<p class='muted' id='record-set'>Records made with {esc(shown)}.</p>")
     for line in hidden:
         parts.append(f"<p class='muted hidden-records'>Not shown: {esc(line)}.</p>")
+    if recommended and recommended.get("target_step") is not None:
+        parts.append(f"<p class='disagree' id='disagreement'>Target and guard disagree: the lowest eval loss is "
+                     f"at step {esc(recommended['target_step'])}, where the guard set regressed. Choose it if that "
+                     "specialisation is wanted.</p>")
     parts.append("<h2>Noise tokens and eval loss by step</h2>")
     parts.append(_curve(rows, recommended))
+    parts.append(_guard_chart(rows, recommended))
     parts.append(_statistics(rows, recommended))
     parts.append(_rows_table(rows, recommended))
     parts.append(f"<h2>Entropy against attribution score</h2><p class='muted'>Shaded: the noise region "
@@ -169,6 +174,56 @@ STATISTIC_CHARTS = (
     ("drift_attribution", "drift: mean |dAS| (nats)", "towards 0: the run has settled"),
     ("mean_replacement_entropy", "replacement entropy (nats)", "lower: responses stable under replacements"),
 )
+
+
+def _guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+    """Guard retention against the target, per checkpoint: the mean paired change of the guard's
+    log P(r|p) against the best earlier checkpoint with its 95% interval (``monitoring.regression``),
+    the ``-tolerance`` line, regressed checkpoints in red; the eval loss (the target) is the
+    curve above it, on the same steps."""
+    from .monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
+
+    points = [c for c in guard_comparisons(rows) if c.mean is not None and c.low is not None and c.high is not None]
+    if len(points) < 1:
+        return ""
+    width, height, left, bottom, top = 620, 200, 60, 30, 14
+    steps = [r["step"] for r in rows]
+    low_step, high_step = min(steps), max(steps)
+    low = min(min(float(c.low or 0.0) for c in points), -DEFAULT_TOLERANCE) - 0.05
+    high = max(max(float(c.high or 0.0) for c in points), 0.0) + 0.05
+
+    def x(step):
+        return left + (step - low_step) / ((high_step - low_step) or 1) * (width - left - 10)
+
+    def y(value):
+        return top + (1 - (value - low) / (high - low)) * (height - top - bottom)
+
+    svg = [f"<h2>Guard retention by step</h2><p class='muted'>Mean change of the guard's log P(r|p) per prompt "
+           f"against the best earlier checkpoint, with its 95% interval; red: regressed with confidence (the "
+           f"interval below -{DEFAULT_TOLERANCE:g} nats, dotted). Read it beside the eval loss above: the target "
+           "ranks, the guard vetoes.</p>",
+           f"<figure id='guard-retention'><svg width='{width}' height='{height}' role='img' "
+           "aria-label='guard retention by step'>",
+           f"<line x1='{left}' y1='{y(0):.1f}' x2='{width - 10}' y2='{y(0):.1f}' class='axis'/>",
+           f"<line x1='{left}' y1='{y(-DEFAULT_TOLERANCE):.1f}' x2='{width - 10}' y2='{y(-DEFAULT_TOLERANCE):.1f}' "
+           "class='axis' stroke-dasharray='2,3'/>",
+           f"<text x='{left - 4}' y='{y(0) + 4:.1f}' class='label' text-anchor='end'>0</text>",
+           f"<text x='{left - 4}' y='{y(-DEFAULT_TOLERANCE) + 4:.1f}' class='label' "
+           f"text-anchor='end'>-{DEFAULT_TOLERANCE:g}</text>",
+           f"<text x='{left}' y='{height - 12}' class='label'>step {low_step}</text>",
+           f"<text x='{width - 10}' y='{height - 12}' class='label' text-anchor='end'>step {high_step}</text>"]
+    if recommended:
+        marked = recommended["step"]
+        svg.append(f"<line x1='{x(marked):.1f}' y1='{top}' x2='{x(marked):.1f}' y2='{height - bottom}' class='best'/>")
+    for c in points:
+        colour = "#c62828" if c.regressed else "#6a1b9a"
+        kind = "regressed" if c.regressed else "kept"
+        mean, bottom_end, top_end = float(c.mean or 0.0), float(c.low or 0.0), float(c.high or 0.0)
+        svg.append(f"<line x1='{x(c.step):.1f}' y1='{y(bottom_end):.1f}' x2='{x(c.step):.1f}' y2='{y(top_end):.1f}' "
+                   f"stroke='{colour}'/><circle cx='{x(c.step):.1f}' cy='{y(mean):.1f}' r='3' fill='{colour}' "
+                   f"class='guard-{kind}'><title>step {c.step}: {esc(c.describe())}</title></circle>")
+    svg.append("</svg></figure>")
+    return "".join(svg)
 
 
 def _statistics(rows: Sequence[dict], recommended: Optional[dict]) -> str:
@@ -351,7 +406,7 @@ def _fmt(value, digits: int = 3):
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:28px}
-.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}
+.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}.disagree{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px}
 .axis{stroke:#444;stroke-width:1}.label{font-size:11px;fill:#444}.noise{fill:#c62828}.loss{fill:#1565c0}
 .noise-line{fill:none;stroke:#c62828;stroke-width:2}.noise-point{fill:#c62828}
 .loss-line{fill:none;stroke:#1565c0;stroke-width:1.5;stroke-dasharray:4 3}.loss-point{fill:#1565c0}

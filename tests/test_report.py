@@ -102,3 +102,22 @@ def test_report_command_builds_from_callback_records(tmp_path, plain_run):
     bare = subprocess.run([sys.executable, "-m", "probattr_monitor", "report", str(plain_run)], capture_output=True,
                           text=True, timeout=120, env=env)
     assert bare.returncode == 2 and "no probattr.json in the checkpoints" in bare.stderr
+
+
+def test_the_report_draws_guard_retention_and_says_when_target_and_guard_disagree():
+    from probattr_monitor.monitoring.decision import recommend
+    from probattr_monitor.report import build_report
+    from probattr_monitor.sweep import ROW_KEYS
+
+    from .test_decision import guard_rows
+
+    rows = guard_rows([-1.0, -0.2, 0.0, -0.6, -0.9, -1.5], eval_losses=[2.0, 1.8, 1.6, 1.4, 1.2, 1.0])
+    for row in rows:
+        row.update(error=None, reused=False, seconds=0.0)
+        for key in ROW_KEYS:
+            row.setdefault(key, None)
+    chosen = recommend(rows)
+    text = build_report(rows, {}, chosen, "a forgetting run")
+    assert "id='guard-retention'" in text and text.count("class='guard-regressed'") == 3
+    assert text.count("class='guard-kept'") == 2 and "id='disagreement'" in text
+    assert "the lowest eval loss is at step 600" in text
