@@ -53,21 +53,15 @@ def _jsonl_prompts(text: str, path: Path) -> list:
     from .probes.chat import check_messages
 
     prompts: list = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{str(path)!r} line {number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ProbeInputError(f"prompts file {where} is not JSON ({error.msg})") from None
+    for where, entry in _jsonl_lines(text, path, "prompts"):
         if isinstance(entry, dict) and isinstance(entry.get("prompt"), str) and entry["prompt"].strip():
             prompts.append(entry["prompt"])
         elif isinstance(entry, dict) and "messages" in entry:
             prompts.append(check_messages(entry["messages"], f"prompt at {where}"))
         else:
             raise ProbeInputError(
-                f"prompts file {where} should be {{\"prompt\": \"text\"}} or {{\"messages\": [...]}}, got {line[:80]!r}"
+                f"prompts file {where} should be {{\"prompt\": \"text\"}} or {{\"messages\": [...]}}, "
+                f"got {json.dumps(entry)[:80]!r}"
             )
     return prompts
 
@@ -81,7 +75,6 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
         ProbeInputError: the file is missing or not UTF-8, or a line lacks a non-empty response
             (the line is named).
     """
-    import json
 
     from .probes.chat import check_messages
 
@@ -93,14 +86,7 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
     except (IsADirectoryError, UnicodeDecodeError):
         raise ProbeInputError(f"responses file {str(path)!r} is not a UTF-8 text file") from None
     pairs: list[tuple] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{str(path)!r} line {number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ProbeInputError(f"responses file {where} is not JSON ({error.msg})") from None
+    for where, entry in _jsonl_lines(text, path, "responses"):
         response = entry.get("response") if isinstance(entry, dict) else None
         if not isinstance(response, str) or not response.strip():
             raise ProbeInputError(f"responses file {where} should hold a non-empty \"response\" text")
@@ -113,3 +99,18 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
     if not pairs:
         raise ProbeInputError(f"responses file {str(path)!r} holds no prompt")
     return pairs
+
+
+def _jsonl_lines(text: str, path: Path, kind: str):
+    """``(where, parsed object)`` for every non-blank line of a JSONL ``text``; a line that is not
+    JSON is ``ProbeInputError`` naming the file and line."""
+    import json
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{str(path)!r} line {number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ProbeInputError(f"{kind} file {where} is not JSON ({error.msg})") from None

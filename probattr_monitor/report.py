@@ -404,9 +404,10 @@ def _fmt(value, digits: int = 3):
     return None if value is None else f"{value:.{digits}f}"
 
 
-_CSS = """
+_CSS = """.disagree{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px}
+
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:28px}
-.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}.disagree{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px}
+.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}
 .axis{stroke:#444;stroke-width:1}.label{font-size:11px;fill:#444}.noise{fill:#c62828}.loss{fill:#1565c0}
 .noise-line{fill:none;stroke:#c62828;stroke-width:2}.noise-point{fill:#c62828}
 .loss-line{fill:none;stroke:#1565c0;stroke-width:1.5;stroke-dasharray:4 3}.loss-point{fill:#1565c0}
