@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from .monitoring.statistics import drift
 from .probes.errors import ProbeInputError, one_line
 from .probes.result import ProbeResult
 from .probes.settings import ProbeSettings
+from .probes.values import is_finite_number
 from .prompts import paper_prompts
 from .storage import write_json_atomic, write_text_atomic
 
@@ -390,14 +390,10 @@ def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
             continue
         history = (state or {}).get("log_history", [])
         for entry in history if isinstance(history, list) else []:
-            if isinstance(entry, dict) and finite_number(entry.get("eval_loss")) and "step" in entry:
+            if isinstance(entry, dict) and is_finite_number(entry.get("eval_loss")) and "step" in entry:
                 losses[entry["step"]] = float(entry["eval_loss"])
     return losses
 
-
-def finite_number(value: Any) -> bool:
-    """A real, finite number (not a bool, a string, NaN or an infinity)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict],

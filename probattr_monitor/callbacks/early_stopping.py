@@ -11,7 +11,6 @@ as a ``wandb.alert`` when a W&B run is online.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +20,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
 from ..probes.errors import one_line
+from ..probes.values import is_finite_number
 from .probattr_callback import ProbAttrCallback, monitors_of
 
 # Whether a larger value is better, for every statistic one can stop on (every summary and drift key).
@@ -81,7 +81,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             raise ValueError(f"patience should be a positive integer or None, got {patience!r}")
         for name, value in (("threshold", threshold), ("regression_threshold", regression_threshold),
                             ("guard_tolerance", guard_tolerance)):
-            if value is not None and not (_number(value) and value >= 0):
+            if value is not None and not (is_finite_number(value) and value >= 0):
                 raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
         if greater_is_better is not None and not isinstance(greater_is_better, bool):
             raise ValueError(f"greater_is_better should be True, False or None, got {greater_is_better!r}")
@@ -173,7 +173,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         self._seen_step = run.step
         self._guard_test(run, state)
         value = run.statistics.get(self.statistic)
-        if not _number(value):
+        if not is_finite_number(value):
             return
         sign = 1.0 if self.greater_is_better else -1.0
         if self.best is None or sign * (value - self.best) > self.threshold:
@@ -242,15 +242,11 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             warnings.warn(f"probattr-monitor: the W&B alert failed: {one_line(error)}", stacklevel=3)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _usable(attributes: dict) -> bool:
     """Whether saved attributes hold a best value and step, a count and regressions of the right types."""
     best, step, counter = attributes.get("best"), attributes.get("best_step"), attributes.get("patience_counter", 0)
     regressions = attributes.get("regressions", [])
-    return ((best is None and step is None) or (_number(best) and isinstance(step, int))) \
+    return ((best is None and step is None) or (is_finite_number(best) and isinstance(step, int))) \
         and isinstance(counter, int) and not isinstance(counter, bool) and counter >= 0 \
         and isinstance(regressions, list) and all(isinstance(r, list) and len(r) == 3 for r in regressions) \
         and isinstance(attributes.get("regressing", False), bool) \

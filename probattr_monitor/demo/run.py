@@ -21,6 +21,7 @@ import torch
 from ..monitoring.decision import DEFAULT_RULE, recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..probes.settings import ProbeSettings
+from ..probes.values import is_finite_number
 from ..storage import write_json_atomic
 from .grammar import HiddenMarkovGrammar, word_tokenizer
 from .truth import next_word_distributions, true_quantities
@@ -113,7 +114,7 @@ def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int, topic: Option
 
 
 def _finite_or_none(value) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+    return float(value) if is_finite_number(value) else None
 
 
 def _regime_callbacks(config: DemoConfig) -> list:

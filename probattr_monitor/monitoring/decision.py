@@ -9,9 +9,9 @@ compared by ``benchmarks/signal_study.py`` against processes whose truth is know
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
+from ..probes.values import is_finite_number
 from .regression import DEFAULT_TOLERANCE, guard_comparisons
 
 # The guarded rule's other two settings, chosen with the tolerance on the signal study's tuning half.
@@ -34,11 +34,9 @@ def healthy(row: Row) -> bool:
 
 
 def _usable(rows: Sequence[Row], key: str) -> list[Row]:
-    return [r for r in rows if healthy(r) and _finite(r.get(key))]
+    return [r for r in rows if healthy(r) and is_finite_number(r.get(key))]
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _lowest(rows: Sequence[Row], key: str, what: str) -> Optional[Choice]:
@@ -104,7 +102,7 @@ def latest_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN)
 def lowest_eval_loss_not_regressed(rows: Sequence[Row], margin: float = REGRESSION_MARGIN) -> Optional[Choice]:
     """The lowest eval loss among the checkpoints :func:`latest_not_regressed` would accept: eval
     loss ranks them, the probes veto the ones that broke what the probe set measures."""
-    kept = [r for r in _not_regressed(rows, margin) if _finite(r.get("eval_loss"))]
+    kept = [r for r in _not_regressed(rows, margin) if is_finite_number(r.get("eval_loss"))]
     if not kept:
         return None
     best = min(kept, key=lambda r: (r["eval_loss"], r["step"]))
@@ -141,8 +139,8 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
     by_step = {r["step"]: r for r in usable}
     guarded_rows = [r for r in usable if r["step"] in comparisons]
     latest = comparisons[guarded_rows[-1]["step"]]
-    target_best = min((r for r in usable if _finite(r.get("eval_loss"))), key=lambda r: (r["eval_loss"], r["step"]),
-                      default=None)
+    target_best = min((r for r in usable if is_finite_number(r.get("eval_loss"))),
+                      key=lambda r: (r["eval_loss"], r["step"]), default=None)
     if before_onset not in ("guard", "target"):
         raise ValueError(f"before_onset should be 'guard' or 'target', got {before_onset!r}")
     kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
@@ -182,7 +180,7 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
 
 def _target_choice(rows: Sequence[Row], slack: float) -> Optional[tuple]:
     """``(row, why)``: the latest row whose eval loss is within ``slack`` (relative) of the lowest."""
-    ranked = [r for r in rows if _finite(r.get("eval_loss"))]
+    ranked = [r for r in rows if is_finite_number(r.get("eval_loss"))]
     if not ranked:
         return None
     lowest = min(r["eval_loss"] for r in ranked)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -29,6 +28,7 @@ from typing import Any, Optional, Sequence, Union
 from ..probes.budgeted import ESTIMATOR_REVISION
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
+from ..probes.values import is_finite_number
 from ..storage import write_json_atomic
 
 RESULTS_FILE = "probattr.json"
@@ -230,11 +230,12 @@ class RunRecord:
         for index, result in enumerate(record.results):
             ProbeResult.checked(result, f"results[{index}]")
         for name, value in record.summary.items():
-            if not (value is None or isinstance(value, str) or _finite(value)):
+            if not (value is None or isinstance(value, str) or is_finite_number(value)):
                 raise ValueError(f"a probattr.json record's summary.{name} is {value!r}, not a finite number")
-        if not isinstance(record.guard_log_p, list) or not all(v is None or _finite(v) for v in record.guard_log_p):
+        guard = record.guard_log_p
+        if not isinstance(guard, list) or not all(v is None or is_finite_number(v) for v in guard):
             raise ValueError("a probattr.json record's guard_log_p should hold finite numbers or null")
-        if not _finite(record.probe_seconds):
+        if not is_finite_number(record.probe_seconds):
             raise ValueError("a probattr.json record's probe_seconds is not a finite number")
         return record
 
@@ -261,8 +262,6 @@ def _no_constant(name: str):
     raise ValueError(f"a probattr.json record holds {name}")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def record_file(folder, key: RecordKey) -> Path:

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from ..probes.values import is_finite_number
+
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, 1.96 + 2.4 / df
 # (within 0.002 of the exact quantile for every df > 30).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -88,19 +90,17 @@ def paired_interval(differences: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _mean_of(row: dict) -> Optional[float]:
-    values = [v for v in row.get("prompt_log_p") or [] if _finite(v)]
+    values = [v for v in row.get("prompt_log_p") or [] if is_finite_number(v)]
     return sum(values) / len(values) if values else None
 
 
 def compare(row: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
     """``row`` against ``reference`` on the prompts valid (finite) in both."""
     pairs = [(a, b) for a, b in zip(row.get("prompt_log_p") or [], reference.get("prompt_log_p") or [])
-             if _finite(a) and _finite(b)]
+             if is_finite_number(a) and is_finite_number(b)]
     if len(pairs) < max(2, MIN_PROMPTS):
         return Comparison(row["step"], reference["step"], len(pairs), None, None, None, False)
     mean, low, high = paired_interval([a - b for a, b in pairs])

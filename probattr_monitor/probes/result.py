@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from .values import is_finite_number
 
 
 @dataclass
@@ -85,19 +86,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # What a stored value of each declared field type must be (the types as the dataclasses spell them).
 _TYPES = {
     "int": _is_int,
-    "float": _is_number,
+    "float": is_finite_number,
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "dict": lambda v: isinstance(v, dict),
     "Optional[int]": lambda v: v is None or _is_int(v),
-    "Optional[float]": lambda v: v is None or _is_number(v),
+    "Optional[float]": lambda v: v is None or is_finite_number(v),
     "Optional[str]": lambda v: v is None or isinstance(v, str),
     "Optional[list]": lambda v: v is None or isinstance(v, list),
 }
@@ -249,7 +248,7 @@ class ProbeResult:
             if not all(_is_int(i) for i in getattr(result, name)):
                 raise ValueError(f"{where}.{name} should hold integer token ids")
         for key, value in result.summary.items():
-            if not (value is None or isinstance(value, str) or _is_number(value)):
+            if not (value is None or isinstance(value, str) or is_finite_number(value)):
                 raise ValueError(f"{where}.summary.{key} should be a finite number, a string or null, got {value!r}")
         return result
 

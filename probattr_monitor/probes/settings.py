@@ -5,11 +5,11 @@ The same checkpoint scored with the same :class:`ProbeSettings` gives the same n
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ProbeInputError
+from .values import is_finite_number
 
 CANDIDATE_POLICIES = ("auto", "exact", "budget")
 NOISE_ENTROPIES = ("context", "prompt")
@@ -238,8 +238,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def _check_positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = is_finite_number(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ProbeInputError(f"{name} should be a finite number {bound}, got {value!r}")
