@@ -28,7 +28,7 @@ from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints,
 from .monitoring.decision import DEFAULT_RULE, recommend
 from .monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from .monitoring.record import PromptSet, RecordKey, RunRecord, find_record, folder_records
-from .monitoring.run import ProbeRun, probe_record, run_probes
+from .monitoring.run import ProbeRun, guard_values, probe_record, run_probes
 from .monitoring.statistics import drift
 from .probes.errors import ProbeInputError, one_line
 from .probes.result import ProbeResult
@@ -306,17 +306,11 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
                 **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
                 **changes,
                 "seconds": record.probe_seconds,
-                "prompt_log_p": prompt_log_p(results) + list(record.guard_log_p),
+                "prompt_log_p": guard_values(results, record.guard_log_p),
             }
         row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
         rows.append({name: row[name] for name in ROW_KEYS})
     return rows
-
-
-def prompt_log_p(results: Sequence[ProbeResult]) -> list:
-    """Per prompt, ``log P(r | p)`` of a valid result, else ``None``: with the guard pairs' values
-    after them, what the guard test compares (``monitoring.regression``)."""
-    return [r.log_p_response if r.valid else None for r in results]
 
 
 def summarise(

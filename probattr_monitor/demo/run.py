@@ -20,6 +20,8 @@ import torch
 
 from ..monitoring.decision import DEFAULT_RULE, recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
+from ..monitoring.run import guard_values
+from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..probes.values import is_finite_number
 from ..storage import write_json_atomic
@@ -281,8 +283,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
                "kl_to_truth": _finite_or_none(kl_to_truth(checkpoint_model, tokenizer, grammar, truth_sentences[:200])),
                **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")},
                "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None,
-               "prompt_log_p": [r["log_p_response"] if r["valid"] else None for r in record["results"]]
-               + list(record.get("guard_log_p", []))}
+               "prompt_log_p": guard_values([ProbeResult.from_dict(r) for r in record["results"]],
+                                            record.get("guard_log_p", []))}
         report.rows.append({name: row[name] for name in ROW_COLUMNS})
     report.recommended = recommend(report.rows, config.rule)
     if report.recommended is not None:

@@ -46,9 +46,14 @@ class ProbeRun:
 
     @property
     def guard_values(self) -> list:
-        """What the guard test compares: per probe prompt ``log P(r | p)`` (``None`` when invalid),
-        then each guard pair's."""
-        return [r.log_p_response if r.valid else None for r in self.results] + list(self.guard_log_p)
+        """:func:`guard_values` of this run."""
+        return guard_values(self.results, self.guard_log_p)
+
+
+def guard_values(results: Sequence[ProbeResult], guard_log_p: Sequence) -> list:
+    """What the guard test compares (``monitoring.regression``): per probe prompt ``log P(r | p)``
+    (``None`` when its result is invalid), then each guard pair's."""
+    return [r.log_p_response if r.valid else None for r in results] + list(guard_log_p)
 
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
