@@ -113,7 +113,7 @@ def probe(
 
     results: dict[int, ProbeResult] = {}
     total_positions = sum(len(encoded[i][0].positions) for i in indices)
-    with _eval_mode(model), _progress(total_positions, settings.progress) as bar:
+    with eval_mode(model), _progress(total_positions, settings.progress) as bar:
         start = encoded[0][0].start
         check_causal_attention(model, start)
 
@@ -269,7 +269,7 @@ def _response_list(responses: Responses, count: int, single: bool) -> list[Respo
 
 
 @contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
+def eval_mode(model) -> Iterator[None]:
     """Eval mode inside, the caller's training mode restored afterwards (also on error)."""
     was_training = model.training
     model.eval()

@@ -88,12 +88,15 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
 
 
 def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings) -> list:
-    """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are."""
-    from ..api import prepare_inputs
+    """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are, in
+    eval mode (the caller's training mode restored)."""
+    from ..api import eval_mode, prepare_inputs
     from ..probes.likelihood import response_log_likelihoods
 
     prompts, responses = [p for p, _ in guard], [r for _, r in guard]
-    return response_log_likelihoods(model, prepare_inputs(model, tokenizer, prompts, responses, settings))
+    encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
+    with eval_mode(model):
+        return response_log_likelihoods(model, encoded)
 
 
 def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSettings) -> list[list[int]]:
@@ -102,12 +105,12 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
     they are the fixed responses every checkpoint is scored on."""
     import torch
 
-    from ..api import _eval_mode, prepare_inputs
+    from ..api import eval_mode, prepare_inputs
     from ..probes.tokens import greedy_continuation, stop_token_ids
 
     encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)
     stop_ids = stop_token_ids(model, tokenizer)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         return [[int(i) for i in greedy_continuation(model, [p.start] + p.prompt_ids, settings.max_new_tokens,
                                                      stop_ids)] for p, _ in encoded]
 

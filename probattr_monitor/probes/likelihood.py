@@ -22,7 +22,8 @@ from .errors import NonFiniteLogitsError
 def response_log_likelihoods(model: Any, encoded: Sequence) -> list[Optional[float]]:
     """``log P(r | s, p) = sum_j log P(r_j | s, p, r_<j)`` in nats for each ``(EncodedPrompt,
     response ids)`` of ``encoded`` (``api.prepare_inputs``' output, every response given);
-    ``None`` for a prompt whose logits are not finite (a diverged model).
+    ``None`` for a prompt whose logits are not finite (a diverged model). The model runs in the
+    mode it is in: callers put it in eval mode (``monitoring.run.guard_likelihoods`` does).
 
     Example:
         >>> from probattr_monitor.api import prepare_inputs
@@ -35,22 +36,17 @@ def response_log_likelihoods(model: Any, encoded: Sequence) -> list[Optional[flo
         >>> value < 0
         True
     """
-    was_training = model.training
-    model.eval()
     device = model_device(model)
     values: list[Optional[float]] = []
-    try:
-        for prompt_in, response_ids in encoded:
-            if not response_ids:
-                raise ValueError("every guard prompt needs a fixed response")
-            ids = [prompt_in.start, *prompt_in.prompt_ids, *response_ids]
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits  # (1, L, V)
-            first = 1 + len(prompt_in.prompt_ids)  # the first response position
-            targets = torch.tensor(response_ids, device=device)  # (m,)
-            try:
-                values.append(float(next_token_log_probs(logits[:, first - 1:-1], targets).double().sum()))
-            except NonFiniteLogitsError:
-                values.append(None)
-    finally:
-        model.train(was_training)
+    for prompt_in, response_ids in encoded:
+        if not response_ids:
+            raise ValueError("every guard prompt needs a fixed response")
+        ids = [prompt_in.start, *prompt_in.prompt_ids, *response_ids]
+        logits = model(input_ids=torch.tensor([ids], device=device)).logits  # (1, L, V)
+        first = 1 + len(prompt_in.prompt_ids)  # the first response position
+        targets = torch.tensor(response_ids, device=device)  # (m,)
+        try:
+            values.append(float(next_token_log_probs(logits[:, first - 1:-1], targets).double().sum()))
+        except NonFiniteLogitsError:
+            values.append(None)
     return values

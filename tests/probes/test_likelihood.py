@@ -34,3 +34,14 @@ def test_a_diverged_model_gives_none(tokenizer):
             parameter.fill_(float("nan"))
     encoded = prepare_inputs(model, tokenizer, ["the cat"], [" sat"], ProbeSettings())
     assert response_log_likelihoods(model, encoded) == [None]
+
+
+def test_the_guard_is_scored_in_eval_mode_and_training_mode_comes_back(tokenizer):
+    from probattr_monitor.monitoring.run import guard_likelihoods
+
+    model = build_model("gpt2", len(tokenizer), peaked=True)  # GPT-2's dropout: train mode would differ
+    settings = ProbeSettings(progress=False)
+    expected = guard_likelihoods(model, tokenizer, PAIRS, settings)
+    model.train()
+    assert guard_likelihoods(model, tokenizer, PAIRS, settings) == pytest.approx(expected, abs=1e-6)
+    assert model.training is True
