@@ -129,8 +129,8 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         """While the guard stays regressed, keep the Trainer pointed at the checkpoint before it (the
         Trainer picks its own best at each save, before this runs)."""
         if self.guard_regressing and self.guard_regressions and args.load_best_model_at_end:
-            folder = Path(args.output_dir) / f"checkpoint-{self.guard_regressions[-1][1]}"
-            if folder.is_dir():
+            folder = _saved_checkpoint(args, self.guard_regressions[-1][1])
+            if folder is not None:
                 state.best_model_checkpoint = str(folder)
 
     def _connect(self, args, required: bool) -> None:
@@ -204,10 +204,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             return
         self.guard_regressing = True
         self.guard_regressions.append((run.step, latest.reference, latest.mean, latest.low, latest.high))
-        folder = None
-        if self._args is not None and latest.reference is not None:
-            candidate = Path(self._args.output_dir) / f"checkpoint-{latest.reference}"
-            folder = candidate if candidate.is_dir() else None
+        folder = _saved_checkpoint(self._args, latest.reference)
         go_back = f"checkpoint-{latest.reference}" + ("" if folder is not None else " (not saved)")
         if folder is not None and getattr(self._args, "load_best_model_at_end", False):
             state.best_model_checkpoint = str(folder)  # the Trainer loads it at the end of training
@@ -240,6 +237,14 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                 wandb.run.alert(title=title, text=text)
         except Exception as error:  # noqa: BLE001 - an alert must never end the run
             warnings.warn(f"probattr-monitor: the W&B alert failed: {one_line(error)}", stacklevel=3)
+
+
+def _saved_checkpoint(args, step: Optional[int]) -> Optional[Path]:
+    """The folder the Trainer saved at ``step`` (``output_dir/checkpoint-<step>``), if it exists."""
+    if args is None or step is None:
+        return None
+    folder = Path(args.output_dir) / f"checkpoint-{step}"
+    return folder if folder.is_dir() else None
 
 
 def _usable(attributes: dict) -> bool:
