@@ -180,7 +180,8 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
     from .monitoring.provenance import provenance
 
     began = time.perf_counter()
-    source = {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {}
+    source: dict[str, Optional[str]] = (
+        {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {})
     from .loading import resolve_device
 
     info: dict = {"dtype": key.dtype, "policy": key.policy, "device": resolve_device(config.device),
@@ -196,7 +197,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
                                                     tokenizer_dir=tokenizer_dir,
                                                     trust_remote_code=config.trust_remote_code,
                                                     base_model=config.base_model)
-        info = provenance(model, config.settings, **source)
+        info = provenance(model, config.settings, base_model=source.get("base_model"), adapter=source.get("adapter"))
         if present is not None and present.is_reusable(key) and present.measured(checkpoint.name, checkpoint.step,
                                                                                  info["weights"]):
             return present, "reused"

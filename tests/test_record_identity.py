@@ -68,3 +68,16 @@ def test_a_record_from_another_checkpoint_is_recomputed(probed_run, tmp_path, ho
     assert "computed 1, reused 1" in completed.stdout
     assert log_p(run / "checkpoint-4") == pytest.approx(own, abs=1e-6)
     assert RunRecord.load(run / "checkpoint-2" / RESULTS_FILE).checkpoint == "checkpoint-2"  # the source untouched
+
+
+def test_the_callback_fingerprints_only_the_runs_it_writes_a_record_of(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from probattr_monitor.monitoring.provenance import weights_fingerprint
+
+    monitor = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none", every_n_steps=1)
+    make_trainer(tmp_path, [monitor], max_steps=3, save_steps=2).train()
+    assert monitor.last_run.step == 3 and monitor.last_run.provenance["weights"] is None, "step 3: no save, no pass"
+    stored = RunRecord.load(tmp_path / "checkpoint-2" / RESULTS_FILE)
+    assert stored.provenance["weights"] == weights_fingerprint(AutoModelForCausalLM.from_pretrained(
+        tmp_path / "checkpoint-2"))

@@ -302,8 +302,18 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if self.write_json and state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                self._guarded(lambda: RunRecord.from_run(run, self.prompt_set, self.settings, folder.name).save(folder),
+                self._guarded(lambda: self._record(run, model, folder.name).save(folder),
                               f"writing {folder / 'probattr.json'}")
+
+    def _record(self, run: ProbeRun, model, checkpoint: str) -> RunRecord:
+        """The record of ``run`` for ``checkpoint``, with the fingerprint of the weights it measured:
+        taken here, at the save, not at every probe run (``every_n_steps`` runs write no record). The
+        model saved at this step holds the weights the run probed at the end of the step."""
+        from ..monitoring.provenance import weights_fingerprint
+
+        record = RunRecord.from_run(run, self.prompt_set, self.settings, checkpoint)
+        record.provenance["weights"] = weights_fingerprint(model) if model is not None else None
+        return record
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sinks.close()
@@ -367,6 +377,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 strict=self.strict,
                 distributed=world()[1] > 1,
                 guard=self.guard,
+                fingerprint=False,  # taken only for the runs a record is written of (_record)
             )
         if self._last is None and run.error is None:
             self._log_time(run)

@@ -49,9 +49,10 @@ def weights_fingerprint(model) -> Optional[str]:
 
 
 def provenance(model, settings: ProbeSettings, base_model: Optional[str] = None,
-               adapter: Optional[str] = None) -> dict:
+               adapter: Optional[str] = None, fingerprint: bool = True) -> dict:
     """What a record of probing ``model`` with ``settings`` must say about how it was computed,
-    :func:`weights_fingerprint` included."""
+    :func:`weights_fingerprint` included (``fingerprint=False``: ``"weights"`` is ``None``, for a
+    caller that fingerprints only the runs it writes a record of)."""
     import transformers
 
     from .. import __version__
@@ -66,7 +67,7 @@ def provenance(model, settings: ProbeSettings, base_model: Optional[str] = None,
         "probattr_monitor_version": __version__,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
-        "weights": weights_fingerprint(model),
+        "weights": weights_fingerprint(model) if fingerprint else None,
     }
     peft_config = getattr(model, "peft_config", None)
     if isinstance(peft_config, dict) and peft_config:

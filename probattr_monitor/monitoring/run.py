@@ -58,20 +58,22 @@ def guard_values(results: Sequence[ProbeResult], guard_log_p: Sequence) -> list:
 
 def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: ProbeSettings, step: int,
                strict: bool = False, distributed: bool = False, info: Optional[dict] = None,
-               guard: Optional[Sequence] = None) -> ProbeRun:
+               guard: Optional[Sequence] = None, fingerprint: bool = True) -> ProbeRun:
     """``probe(...)`` over the prompt set, timed, with its provenance (``info`` when the caller has
     it already, else ``monitoring.provenance.provenance(model, settings)``); an exception becomes
     ``error`` and a warning unless ``strict``, in which case it propagates.
 
     The provenance gains ``candidate_budget``: the candidates per position the budget policy ran
     with (lower than the setting's when ``max_token_forwards`` capped it; ``None`` for exact).
-    ``guard``: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only, one forward each."""
+    ``guard``: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only, one forward each.
+    ``fingerprint=False`` leaves the weights' fingerprint out of the provenance (one pass over the
+    weights): the callback adds it only to the runs it writes a record of."""
     from ..api import probe
     from .provenance import provenance
 
     began = time.perf_counter()
     try:
-        info = dict(info) if info is not None else provenance(model, settings)
+        info = dict(info) if info is not None else provenance(model, settings, fingerprint=fingerprint)
         results = probe(model, tokenizer, list(prompts), responses=responses, settings=settings,
                         distributed=distributed)
         assert isinstance(results, list)  # a list of prompts gives a list of results
