@@ -270,6 +270,17 @@ def analyse(configs: dict[str, DemoConfig], chosen: list[str], out: Path, guard:
                          f"{sum(f is not None for f in fired)}/{len(fired)}"])
     print(markdown(["run", "truth onset", "warning (full set)", "halves that warn"], body))
 
+    print("\nThe paired interval's half-width at converged demo checkpoints (step >= 500): median [90th percentile]\n")
+    body = []
+    for label, keep in (("7 (the paper's set size)", list(range(7))), ("16 probe prompts", list(range(PROBE_PROMPTS))),
+                        ("16 probe prompts + 200 guard pairs", None)):
+        widths = sorted((c.high - c.low) / 2 for n in names if regime_of(n) == "demo"
+                        for c in guard_comparisons(runs[n] if keep is None else half(runs[n], keep), tolerance)
+                        if c.high is not None and c.low is not None and c.step >= 500)
+        if widths:
+            body.append([label, f"{widths[len(widths) // 2]:.2f} [{widths[int(0.9 * len(widths))]:.2f}] nats"])
+    print(markdown(["prompts scored", "half-width"], body))
+
     print("\nSpearman correlation with the KL to the truth, across checkpoints (mean over seeds)\n")
     regime_names = list(dict.fromkeys(regime_of(n) for n in names))
     body = []
