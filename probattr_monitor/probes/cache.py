@@ -14,7 +14,10 @@ _DECLARES_CACHE: dict[type, bool] = {}
 
 
 def declares_cache(model: Any) -> bool:
-    """Whether ``model.forward`` takes ``cache=`` (transformers >= 5.24), per model class."""
+    """Whether ``model.forward`` takes ``cache=`` (transformers >= 5.24), per model class. A PEFT
+    model's ``forward`` takes ``**kwargs`` and hands them to its base model: the base decides."""
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        model = model.get_base_model()
     kind = type(model)
     if kind not in _DECLARES_CACHE:
         try:

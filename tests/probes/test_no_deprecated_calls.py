@@ -28,3 +28,16 @@ def test_every_model_call_is_free_of_deprecation_warnings(tokenizer, arch_name):
         settings = ProbeSettings(max_new_tokens=3, progress=False)
         frozen = reference_responses(model, tokenizer, ["a bird"], settings)
         response_log_likelihoods(model, prepare_inputs(model, tokenizer, ["a bird"], frozen, settings))
+
+
+def test_a_peft_model_is_called_without_deprecated_arguments(tokenizer):
+    """``PeftModel.forward`` takes ``**kwargs`` for its base: the cache keyword is the base's."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(build_model("gpt2", len(tokenizer), peaked=True),
+                           LoraConfig(r=2, target_modules=["c_attn"], task_type="CAUSAL_LM", fan_in_fan_out=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        probe(model.eval(), tokenizer, "the cat sat", max_new_tokens=3, progress=False)
