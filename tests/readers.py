@@ -29,6 +29,23 @@ def read_tensorboard(log_dir) -> dict:
     }
 
 
+def tensorboard_scalar_steps(log_dir) -> dict:
+    """``{tag: [step, ...]}``: every scalar event's step, repeats kept (a value logged twice at
+    one step appears twice)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def read_dvclive_metric(root, name) -> list[tuple[int, float]]:
+    """``[(dvclive step, value), ...]`` of one metric of a DVCLive folder (its plain TSV file)."""
+    lines = (Path(root) / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t") == ["step", name.rsplit("/", 1)[-1]], lines[0]
+    return [(int(step), float(value)) for step, value in (line.split("\t") for line in lines[1:])]
+
+
 def _records(data: bytes):
     """Payloads of a LevelDB-log file (wandb's ``.wandb`` framing: a 7-byte file header first)."""
     assert data[:4] == b":W&B", "not a wandb run file"

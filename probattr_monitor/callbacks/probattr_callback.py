@@ -29,6 +29,7 @@ from ..probes.errors import one_line
 from ..probes.settings import ProbeSettings
 from ..prompts import paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
+from .integrations import IntegrationForwarder, handler_holding, integration_names
 from .state import preserved_training_state
 
 RESPONSE_MODES = ("generate", "fixed")
@@ -78,12 +79,16 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             A failed probe puts the worst value (``inf``, or ``-inf`` when greater is better) under
             that metric, so the Trainer never keeps a checkpoint whose probes failed.
         report_to: ``"auto"`` (follow ``TrainingArguments.report_to``), ``"none"``, ``"all"`` (every
-            installed one), or one or a list of ``"tensorboard"``, ``"wandb"``, ``"mlflow"``,
-            ``"trackio"``. MLflow and trackio log into the run the Trainer's own integration started.
+            installed one), or one or a list of the Trainer's ``report_to`` names. ``"tensorboard"``,
+            ``"wandb"``, ``"mlflow"`` and ``"trackio"`` have sinks here (scalars, histograms,
+            figures, the token table; MLflow and trackio log into the run the Trainer's own
+            integration started); every other one (``"comet_ml"``, ``"clearml"``, ``"dvclive"``,
+            ``"neptune"``, ``"swanlab"``, ...) gets the scalars through the Trainer's own
+            integration callback, as it gets the loss (``callbacks.integrations``).
         logging_dir: TensorBoard folder of this callback's own writer (see ``tensorboard_writer``).
         tensorboard_writer: a ``SummaryWriter`` to share. Without one, the callback shares the
-            Trainer's own writer when it was attached with :meth:`attach`, else writes its own
-            where the Trainer would (``$TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/<time>_<host>``).
+            Trainer's own writer (its ``TensorBoardCallback``'s), else writes its own where the
+            Trainer would (``$TENSORBOARD_LOGGING_DIR`` or ``output_dir/runs/<time>_<host>``).
         tokenizer: the tokenizer, when the Trainer has no ``processing_class``.
         strict: re-raise exceptions from the probes, the sinks and record writing.
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
@@ -177,7 +182,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
                       "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
         self._sinks = GuardedSinks([], strict=strict)
-        self._handler = None  # the Trainer's CallbackHandler, when attached
+        self._handler = None  # the Trainer's CallbackHandler (attach(), else found at train begin)
+        self._forwarder = IntegrationForwarder(None, None, ())  # the Trainer's other trackers
+        self._model_ref: Any = None  # a weak reference to the model trained
+        self._trainer_state: Any = None  # the Trainer's TrainerState
         self._last: Optional[ProbeRun] = None  # the latest probe run
         self.cost: dict = {}  # what one probe run costs (api.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
@@ -249,7 +257,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if getattr(self.tokenizer, "tokenizer", None) is not None and not hasattr(self.tokenizer, "encode"):
             self.tokenizer = self.tokenizer.tokenizer  # a processor: use its tokenizer
         self._trainer_args = args
+        self._trainer_state = state
+        self._model_ref = weakref.ref(model) if model is not None else None
         _LIVE.add(self)
+        if self._handler is None:
+            self._handler = self._guarded(lambda: handler_holding(self), "finding the Trainer's callbacks")
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
             self._restore(saved, model.get_output_embeddings().weight.shape[0])
@@ -260,6 +272,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
         if state.is_world_process_zero and not self._sinks.sinks:
             self._sinks = self._open_sinks(args)
+            self._forwarder = self._open_forwarder()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         """Probe every N steps, and before a save or an evaluation that will want this step's probes
@@ -394,7 +407,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self._previous_results = run.results
         self._freeze(run)
         self._last = run
-        if state.is_world_process_zero and self._sinks.sinks and run.step not in self.logged_steps:
+        if (state.is_world_process_zero and (self._sinks.sinks or self._forwarder.callbacks)
+                and run.step not in self.logged_steps):
             self.logged_steps.append(run.step)
             self._guarded(lambda: self._write_sinks(run), f"logging step {run.step}")
         for listener in list(self._listeners):
@@ -418,7 +432,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         every other write: other callbacks (``ProbAttrEarlyStopping``) log through here."""
         from ..sinks import ProbeRecord
 
-        if self._sinks.sinks:
+        if self._sinks.sinks or self._forwarder.callbacks:
             self._guarded(lambda: self._write(ProbeRecord(step=step, scalars=dict(scalars))),
                           f"logging at step {step}")
 
@@ -426,8 +440,12 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._write(probe_record(run, self.settings, errors=self.errors, figures=self.log_figures))
 
     def _write(self, record) -> None:
-        """Write ``record`` to every working sink; the sinks that fail are counted in ``errors``."""
+        """Write ``record`` to every working sink and its scalars to the Trainer's other trackers;
+        the sinks and trackers that fail are counted in ``errors``."""
         self.errors += self._sinks.write(record)
+        model = self._model_ref() if self._model_ref is not None else None
+        self.errors += self._forwarder.forward(self._trainer_args, self._trainer_state, record.step,
+                                               record.scalars, model=model)
 
     def _guarded(self, work, what: str, default: Any = None) -> Any:
         """``work()``; unless ``strict``, an exception becomes a warning, a count in ``errors`` and
@@ -444,12 +462,15 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     # ---- sinks ----
     def _open_sinks(self, args) -> GuardedSinks:
         targets = self.report_to
-        if targets == ("auto",):
+        if targets == ("all",):
+            targets = _installed(REPORT_TARGETS)
+        elif targets == ("auto",):
             trainer_targets = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
             if "all" in trainer_targets:  # the Trainer's "all": every tracker installed
                 targets = _installed(REPORT_TARGETS)
             else:
                 targets = tuple(t for t in REPORT_TARGETS if t in trainer_targets)
+        targets = tuple(t for t in targets if t in REPORT_TARGETS)  # the others are forwarded to
         writer = self.tensorboard_writer
         if writer is None and self.logging_dir is None:
             writer = _trainer_tensorboard_writer(self._handler)
@@ -457,6 +478,16 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                                                  tensorboard_writer=writer, wandb_dir=args.output_dir),
                               "opening the sinks (nothing will be logged)", default=[])
         return GuardedSinks(sinks, strict=self.strict)
+
+    def _open_forwarder(self) -> IntegrationForwarder:
+        """The Trainer's integrations that get the scalars (see ``callbacks.integrations``): those
+        ``report_to`` names (all of the Trainer's for ``"auto"`` and ``"all"``), less the trackers
+        with a sink here."""
+        wanted = None if self.report_to in (("auto",), ("all",)) else self.report_to
+        forwarder = self._guarded(lambda: IntegrationForwarder(self._handler, wanted, REPORT_TARGETS,
+                                                               strict=self.strict),
+                                  "finding the Trainer's trackers", default=None)
+        return forwarder if forwarder is not None else IntegrationForwarder(None, None, ())
 
 
 _LIVE: "weakref.WeakSet[ProbAttrCallback]" = weakref.WeakSet()  # monitors of the runs in progress
@@ -561,7 +592,8 @@ def _response_mode(responses, count: int):
 
 
 def _report_targets(report_to) -> tuple[str, ...]:
-    valid = ("auto", "none", "all", *REPORT_TARGETS)
+    forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in REPORT_TARGETS)
+    valid = ("auto", "none", "all", *REPORT_TARGETS, *forwarded)
     names = [report_to] if isinstance(report_to, str) else list(report_to)
     for name in names:
         if name not in valid:
@@ -569,7 +601,7 @@ def _report_targets(report_to) -> tuple[str, ...]:
     if "none" in names:
         return ()
     if "all" in names:
-        return _installed(REPORT_TARGETS)
+        return ("all",)
     if names == ["auto"]:
         return ("auto",)
     if "auto" in names:
@@ -577,7 +609,8 @@ def _report_targets(report_to) -> tuple[str, ...]:
     from ..sinks import require
 
     for name in names:
-        require(name, name)  # each target's package has the target's name
+        if name in REPORT_TARGETS:
+            require(name, name)  # each sink's package has the target's name
     return tuple(dict.fromkeys(names))
 
 

@@ -218,9 +218,10 @@ def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_pa
     "kwargs, message",
     [
         (
-            {"report_to": "comet_ml"},
+            {"report_to": "comet"},
             "report_to should be one or a list of 'auto', 'none', 'all', 'tensorboard', 'wandb', 'mlflow', 'trackio', "
-            "got 'comet_ml'",
+            "'azure_ml', 'clearml', 'codecarbon', 'comet_ml', 'dagshub', 'dvclive', 'flyte', 'kubeflow', 'neptune', "
+            "'swanlab', got 'comet'",
         ),
         ({"prompts": []}, "prompts should hold at least one prompt, got an empty list"),
         ({"prompts": "no-such-file.txt"}, "'no-such-file.txt' is not a file"),

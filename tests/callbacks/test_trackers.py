@@ -47,3 +47,64 @@ def test_trackio_gets_every_probed_step_in_the_trainers_run(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     logged = json.loads(completed.stdout.strip().splitlines()[-1])
     assert sorted(int(step) for step in logged) == [2, 4]
+
+
+def test_every_tracker_of_the_trainer_gets_each_scalar_once_per_probed_step(tmp_path, monkeypatch):
+    """``Trainer(callbacks=[...])`` with TensorBoard, W&B (offline) and DVCLive: TensorBoard and W&B
+    get the probes from their sinks, in the Trainer's own writer and run, once per probed step and
+    never again through the Trainer's integrations (no ``train/probattr/*`` key); DVCLive, which has
+    no sink here, gets the scalars through its own Trainer callback, beside the loss of the probed
+    step."""
+    pytest.importorskip("dvclive")
+    from ..readers import read_dvclive_metric, read_wandb_history, tensorboard_scalar_steps, wandb_run_file
+
+    monkeypatch.chdir(tmp_path)  # DVCLive writes dvclive/ and dvc.yaml into the working folder
+    for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(name, value)
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, log_figures=False)
+    make_trainer(tmp_path / "out", [callback], report_to=["tensorboard", "wandb", "dvclive"],
+                 max_steps=4, save_steps=2).train()
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()  # the next run's WANDB_DIR is read afresh
+    assert callback.errors == 0
+    (run_dir,) = list((tmp_path / "out" / "runs").iterdir())  # one TensorBoard run: the Trainer's writer
+    steps = tensorboard_scalar_steps(run_dir)
+    assert steps["probattr/noise_tokens"] == [2, 4] and steps["probattr/mean_kl"] == [2, 4]
+    assert "train/loss" in steps and not [tag for tag in steps if tag.startswith("train/probattr")]
+    rows = read_wandb_history(wandb_run_file(tmp_path))
+    assert [row["train/global_step"] for row in rows if "probattr/noise_tokens" in row] == [2, 4]
+    assert not [key for row in rows for key in row if key.startswith("train/probattr")]
+    probes = read_dvclive_metric(tmp_path / "dvclive", "probattr/noise_tokens")
+    losses = read_dvclive_metric(tmp_path / "dvclive", "loss")  # DVCLive counts one step per log call
+    # the probes run at the end of the step, just before the Trainer logs that step's loss
+    assert [step for step, _ in probes] == [1, 4] and [step for step, _ in losses] == [0, 2, 3, 5]
+    records = [json.loads((tmp_path / "out" / f"checkpoint-{s}" / "probattr.json").read_text()) for s in (2, 4)]
+    assert [value for _, value in probes] == [r["summary"]["noise_tokens"] for r in records]
+
+
+def test_a_tracker_that_fails_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
+    """The Trainer's DVCLive integration raising on the probes' logs (a full disk, say): one
+    warning naming it, one error counted, no more probes sent to it; the run and its records
+    are complete."""
+    pytest.importorskip("dvclive")
+    from transformers.integrations import DVCLiveCallback
+
+    class FullDisk(DVCLiveCallback):
+        calls = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if any(key.startswith("probattr/") for key in logs or {}):
+                FullDisk.calls += 1
+                raise OSError("No space left on device")
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, log_figures=False)
+    trainer = make_trainer(tmp_path / "out", [callback], report_to="none", max_steps=4, save_steps=2)
+    trainer.add_callback(FullDisk())
+    with pytest.warns(UserWarning, match="the Trainer's dvclive integration failed at step 2.*No space left"):
+        trainer.train()
+    assert FullDisk.calls == 1 and callback.errors == 1
+    assert all((tmp_path / "out" / f"checkpoint-{s}" / "probattr.json").is_file() for s in (2, 4))
