@@ -72,29 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a Trainer output folder")
     sweep.add_argument("--checkpoints", nargs="+", metavar="DIR", help="model folders instead of RUN_DIR's")
     sweep.add_argument("--steps", nargs="+", type=int, metavar="STEP", help="only these steps")
-    sweep.add_argument("--out", metavar="DIR", help="write results here (for a read-only run folder)")
-    sweep.add_argument("--tokenizer", metavar="DIR", help="tokenizer for checkpoints without tokenizer files")
-    sweep.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb", "mlflow", "trackio"),
-                       help="log each checkpoint at its step (TensorBoard: OUT/runs/probattr-sweep; MLflow and trackio "
-                            "by their own settings: MLFLOW_TRACKING_URI, TRACKIO_DIR)")
-    sweep.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
-    add_base_model_argument(sweep)
-    add_rule_argument(sweep)
-    add_prompt_arguments(sweep)
-    responses = sweep.add_argument_group(
-        "fixed responses (what the recommendation's regression test compares across checkpoints; without these "
-        "flags: the responses the callback froze in the run's records, else each checkpoint's own generation)")
-    responses.add_argument("--response", action="append", metavar="TEXT",
-                           help="the response of each prompt, in order (repeatable: one per prompt)")
-    responses.add_argument("--responses-file", metavar="FILE",
-                           help='JSONL, one {"prompt": ..., "response": ...} per line (instead of --prompt)')
-    responses.add_argument("--guard-file", metavar="FILE",
-                           help='JSONL of {"prompt", "response"} pairs scored for log P(r|p) only (one forward '
-                                "each): a large guard set for the recommendation's regression test")
-    responses.add_argument("--reference", metavar="DIR",
-                           help="a model folder or checkpoint (the base of a fine-tune) whose greedy responses are "
-                                "frozen as token ids and scored at every checkpoint")
+    add_checkpoint_probe_arguments(sweep, tensorboard="OUT/runs/probattr-sweep")
     sweep.set_defaults(handler=run_sweep_command)
+
+    watch = commands.add_parser(
+        "watch",
+        help="probe each checkpoint of a training run as it lands, in a process beside the training",
+        description="Watch RUN_DIR while the Trainer writes it and probe each checkpoint-<step> folder once it is "
+                    "complete (trainer_state.json written, weights checked, files unchanged for --settle seconds), "
+                    "with the sweep's settings, records and outputs: probattr.json per checkpoint, the summaries and "
+                    "the report rewritten after each one, logged at the checkpoint's step into the run's own "
+                    "TensorBoard folder, W&B run (--wandb-run-id) or MLflow run (--mlflow-run-id). Stops when "
+                    "training has finished (a checkpoint at max_steps), at --stop-step, after --idle-timeout, or on "
+                    "Ctrl-C / SIGTERM; a restarted watcher picks up where it stopped.",
+    )
+    watch.add_argument("run_dir", metavar="RUN_DIR", help="the Trainer's output folder (it may not exist yet)")
+    add_checkpoint_probe_arguments(watch, tensorboard="the newest folder of RUN_DIR/runs, where the Trainer logs")
+    timing = watch.add_argument_group("when to probe and when to stop")
+    timing.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                        help="list RUN_DIR every SECONDS (default 10)")
+    timing.add_argument("--settle", type=float, default=2.0, metavar="SECONDS",
+                        help="a checkpoint's files must be unchanged this long before it is probed (default 2)")
+    timing.add_argument("--stop-step", type=int, metavar="STEP", help="stop after the checkpoint at STEP or later")
+    timing.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="stop after SECONDS with no new checkpoint (default: wait for the end of training)")
+    timing.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for RUN_DIR to appear (default 0: it must exist)")
+    runs = watch.add_argument_group("the training run's trackers")
+    runs.add_argument("--tensorboard-dir", metavar="DIR", help="TensorBoard folder to log into")
+    runs.add_argument("--wandb-run-id", metavar="ID", help="the W&B run to resume and log into (the Trainer's)")
+    runs.add_argument("--mlflow-run-id", metavar="ID", help="the MLflow run to log into (the Trainer's)")
+    watch.set_defaults(handler=run_watch_command)
 
     faithfulness = commands.add_parser(
         "faithfulness",
@@ -129,6 +137,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_rule_argument(report)
     report.set_defaults(handler=run_report_command)
     return parser
+
+
+def add_checkpoint_probe_arguments(parser: argparse.ArgumentParser, tensorboard: str) -> None:
+    """The flags of the commands that probe a run's checkpoints (``sweep``, ``watch``): outputs,
+    trackers (``tensorboard``: where TensorBoard logs go), loading, the rule, the prompts and the
+    fixed responses."""
+    parser.add_argument("--out", metavar="DIR", help="write results here (for a read-only run folder)")
+    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer for checkpoints without tokenizer files")
+    parser.add_argument("--report-to", nargs="+", default=[], choices=("tensorboard", "wandb", "mlflow", "trackio"),
+                       help=f"log each checkpoint at its step (TensorBoard: {tensorboard}; MLflow and trackio "
+                             "by their own settings: MLFLOW_TRACKING_URI, TRACKIO_DIR)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
+    add_base_model_argument(parser)
+    add_rule_argument(parser)
+    add_prompt_arguments(parser)
+    responses = parser.add_argument_group(
+        "fixed responses (what the recommendation's regression test compares across checkpoints; without these "
+        "flags: the responses the callback froze in the run's records, else for sweep each checkpoint's own "
+        "generation, for watch the first checkpoint's greedy responses, frozen)")
+    responses.add_argument("--response", action="append", metavar="TEXT",
+                           help="the response of each prompt, in order (repeatable: one per prompt)")
+    responses.add_argument("--responses-file", metavar="FILE",
+                           help='JSONL, one {"prompt": ..., "response": ...} per line (instead of --prompt)')
+    responses.add_argument("--guard-file", metavar="FILE",
+                           help='JSONL of {"prompt", "response"} pairs scored for log P(r|p) only (one forward '
+                                "each): a large guard set for the recommendation's regression test")
+    responses.add_argument("--reference", metavar="DIR",
+                           help="a model folder or checkpoint (the base of a fine-tune) whose greedy responses are "
+                                "frozen as token ids and scored at every checkpoint")
 
 
 def add_base_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -313,6 +350,43 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     summary = run_sweep(config)
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def run_watch_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor watch``: exit 0 when it stops (finished, stop step, idle, or a signal)."""
+    import time
+
+    from rich.console import Console
+
+    from .sweep import SweepConfig
+    from .watch import WatchConfig, watch
+
+    for flag, value in (("--poll", args.poll), ("--settle", args.settle), ("--wait", args.wait),
+                        ("--idle-timeout", args.idle_timeout)):
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise ProbeInputError(f"{flag} should be a finite number of seconds >= 0, got {value}")
+    if args.poll <= 0:
+        raise ProbeInputError(f"--poll should be > 0 seconds, got {args.poll}")
+    settings = settings_from_args(args)
+    prompts, responses = sweep_prompt_set(args, settings)
+    deadline = time.monotonic() + args.wait
+    while not Path(args.run_dir).is_dir() and time.monotonic() < deadline:
+        time.sleep(min(args.poll, 1.0))
+    if not Path(args.run_dir).is_dir():
+        raise ProbeInputError(f"run folder not found: {args.run_dir!r} (pass --wait SECONDS to wait for it)")
+    config = SweepConfig(run_dir=args.run_dir, out=args.out, tokenizer=args.tokenizer, prompts=prompts,
+                         responses=responses, guard=guard_from_args(args), settings=settings.replace(progress=False),
+                         report_to=args.report_to, device=args.device, dtype=args.dtype,
+                         trust_remote_code=args.trust_remote_code, progress=False, rule=args.rule,
+                         base_model=args.base_model)
+    console = Console()
+    logged = watch(WatchConfig(sweep=config, poll_seconds=args.poll, settle_seconds=args.settle,
+                               stop_step=args.stop_step, idle_timeout=args.idle_timeout,
+                               tensorboard_dir=args.tensorboard_dir, wandb_run_id=args.wandb_run_id,
+                               mlflow_run_id=args.mlflow_run_id), console=console)
+    console.print(f"probattr-monitor watch: stopped after logging {logged} checkpoint(s); summaries in "
+                  f"{Path(args.out or args.run_dir) / 'sweep_summary.json'}")
     return EXIT_OK
 
 

@@ -167,7 +167,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
                      present: Optional[RunRecord] = None) -> tuple[RunRecord, str]:
     """Load one checkpoint and either reuse ``present`` (its stored record) or probe it and write
     its record atomically; returns ``(record, outcome)``, outcome ``"reused"``, ``"written"`` or
-    ``"unsaved"``.
+    ``"unsaved"`` (or ``"vanished"``: the checkpoint was deleted meanwhile, nothing is written).
 
     ``present`` is reused only when it is ``ok``, made with ``key`` and measured on these weights
     of this checkpoint (``RunRecord.measured``: name, step and the weights' fingerprint, which is
@@ -210,6 +210,10 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
     record = RunRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name, provenance=info)
     folder = record_folder(config, checkpoint)
     path = folder
+    if not checkpoint.path.is_dir():  # deleted while it was probed (save_total_limit): write nothing there
+        record.status = "failed"
+        record.error = f"{checkpoint.name} was deleted while it was probed"
+        return record, "vanished"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = record.save(folder)
@@ -232,7 +236,7 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
 
     transformers_logging.disable_progress_bar()  # one progress bar: ours
     try:
-        with _records_lock(summary_dir, rank, world_size):
+        with records_lock(summary_dir, rank, world_size):
             computed: list[int] = []
             reused: list[int] = []
             unsaved: dict = {}
@@ -396,19 +400,11 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, 
     """Write every checkpoint's record made with this sweep's key to the sinks at its step, in
     step order, with the drift its summary row holds; a failing sink is reported and disabled,
     never fatal."""
-    from .sinks import GuardedSinks, open_sinks
-
     if not config.report_to:
         return
     folder = Path(config.out) if config.out else Path(config.run_dir or checkpoints[0].path.parent)
-    sinks = GuardedSinks(
-        open_sinks(
-            config.report_to,
-            tensorboard_dir=str(folder / "runs" / "probattr-sweep"),
-            wandb_dir=str(folder),
-            wandb_run_name=f"probattr-sweep {folder.name}",
-        )
-    )
+    sinks = open_guarded_sinks(config, tensorboard_dir=str(folder / "runs" / "probattr-sweep"), wandb_dir=str(folder),
+                               run_name=f"probattr-sweep {folder.name}")
     errors = 0
     rows_by_name = {row["checkpoint"]: row for row in rows}
     try:
@@ -417,17 +413,32 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, 
             if record is None or not record.matches(keys[checkpoint.name]):
                 continue
             errors += not record.ok
-            row = rows_by_name.get(checkpoint.name, {})
-            run = ProbeRun(
-                step=checkpoint.step,
-                results=[ProbeResult.from_dict(r) for r in record.results],
-                seconds=record.probe_seconds,
-                error=record.error,
-                drift={key: row[key] for key in DRIFT_KEYS if row.get(key) is not None},
-            )
-            sinks.write(probe_record(run, config.settings, errors=errors))
+            log_record(sinks, config.settings, checkpoint, record, rows_by_name.get(checkpoint.name, {}), errors)
     finally:
         sinks.close()
+
+
+def open_guarded_sinks(config: SweepConfig, tensorboard_dir: str, wandb_dir: str, run_name: str,
+                       wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None):
+    """``GuardedSinks`` for ``config.report_to`` (see ``sinks.open_sinks``)."""
+    from .sinks import GuardedSinks, open_sinks
+
+    return GuardedSinks(open_sinks(config.report_to, tensorboard_dir=tensorboard_dir, wandb_dir=wandb_dir,
+                                   wandb_run_name=run_name, wandb_run_id=wandb_run_id, mlflow_run_id=mlflow_run_id))
+
+
+def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: RunRecord, row: dict,
+               errors: int) -> None:
+    """Write one checkpoint's record to ``sinks`` at its step, with the drift its summary ``row``
+    holds and the running count of failed records ``errors``."""
+    run = ProbeRun(
+        step=checkpoint.step,
+        results=[ProbeResult.from_dict(r) for r in record.results],
+        seconds=record.probe_seconds,
+        error=record.error,
+        drift={key: row[key] for key in DRIFT_KEYS if row.get(key) is not None},
+    )
+    sinks.write(probe_record(run, settings, errors=errors))
 
 
 def print_summary(summary: SweepSummary, console) -> None:
@@ -491,7 +502,7 @@ def _merge_dicts(values: dict, world_size: int) -> dict:
     return {k: v for part in _gathered(values, world_size) for k, v in part.items()}
 
 
-class _records_lock:
+class records_lock:
     """An exclusive lock on ``folder/.probattr-sweep.lock`` (``flock``; released when the process
     ends, even on SIGKILL), held by rank 0 while a sweep writes records: a second sweep of the same
     folder stops at once with one line instead of mixing its records with this one's. Every rank

@@ -45,6 +45,8 @@ class DemoConfig:
     ``guard_prompts`` (a guard set of that many prompt/response pairs, drawn like the probe set,
     scored for ``log P(r | p)`` only). ``quiet`` (the CLI's demo) keeps the Trainer's log lines,
     progress bars and library warnings off the console: the demo prints its own summary only.
+    ``monitor=False`` trains without the callback and stops after training (the baseline of
+    ``benchmarks/bench_overhead.py``, or a run a ``watch`` process probes): no table, no summary.
     """
 
     output_dir: str = "out/demo"
@@ -71,6 +73,7 @@ class DemoConfig:
     nan_at_step: Optional[int] = None
     guard_prompts: int = 0
     quiet: bool = False
+    monitor: bool = True
 
 
 ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
@@ -88,6 +91,7 @@ class DemoReport:
     recommended: Optional[dict] = None
     correlations: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    train_seconds: float = 0.0  # trainer.train() alone (the training loop, with the in-loop probes)
     probe_seconds: float = 0.0
     true_noise_tokens: int = 0
     output_dir: str = ""
@@ -260,15 +264,20 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
                       eval_dataset=[encode(s) for s in evaluated], processing_class=tokenizer,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
                       callbacks=_regime_callbacks(config))
-    callback.attach(trainer)
+    if config.monitor:
+        callback.attach(trainer)
     if config.quiet:
         from transformers import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
+    trained = time.perf_counter()
     trainer.train()
-
-    report = DemoReport(true_noise_tokens=true_noise, output_dir=config.output_dir)
+    report = DemoReport(true_noise_tokens=true_noise, output_dir=config.output_dir,
+                        train_seconds=time.perf_counter() - trained)
+    if not config.monitor:
+        report.wall_seconds = time.perf_counter() - began
+        return report
     eval_losses = {entry["step"]: entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry}
     steps = sorted(int(p.name.split("-")[1]) for p in Path(config.output_dir).glob("checkpoint-*"))
     for step in steps:

@@ -58,13 +58,15 @@ def require(package: str, extra: str) -> None:
 
 
 def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
-               wandb_dir: Optional[str] = None, wandb_run_name: Optional[str] = None) -> list[Sink]:
+               wandb_dir: Optional[str] = None, wandb_run_name: Optional[str] = None,
+               wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None) -> list[Sink]:
     """The sinks for ``targets`` (a subset of :data:`REPORT_TARGETS`), in that order.
 
     ``tensorboard_writer``: a ``SummaryWriter`` to share (never closed by the sink), else one is
     created in ``tensorboard_dir`` on first write. W&B, MLflow and trackio reuse the active run (the
     one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
-    ``wandb_dir``) on first write. Raises ``ImportError`` (with the install
+    ``wandb_dir``) on first write; ``wandb_run_id`` / ``mlflow_run_id`` resume that run instead
+    (how a process beside the training logs into the Trainer's run). Raises ``ImportError`` (with the install
     command) for a target whose package is missing and ``ValueError`` for an unknown target.
     """
     unknown = [t for t in targets if t not in REPORT_TARGETS]
@@ -78,11 +80,11 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     if "wandb" in targets:
         from .wandb import WandbSink
 
-        sinks.append(WandbSink(run_name=wandb_run_name, dir=wandb_dir))
+        sinks.append(WandbSink(run_name=wandb_run_name, dir=wandb_dir, run_id=wandb_run_id))
     if "mlflow" in targets:
         from .mlflow import MlflowSink
 
-        sinks.append(MlflowSink(run_name=wandb_run_name))
+        sinks.append(MlflowSink(run_name=wandb_run_name, run_id=mlflow_run_id))
     if "trackio" in targets:
         from .trackio import TrackioSink
 

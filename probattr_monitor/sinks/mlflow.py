@@ -15,20 +15,25 @@ class MlflowSink:
 
     Args:
         run_name: the name of a run this sink starts when none is active.
+        run_id: log into this existing run (resumed) instead of the active one.
     """
 
     name = "mlflow"
 
-    def __init__(self, run_name: Optional[str] = None) -> None:
+    def __init__(self, run_name: Optional[str] = None, run_id: Optional[str] = None) -> None:
         require("mlflow", "mlflow")
         self.run_name = run_name
+        self.run_id = run_id
         self._owns_run = False
 
     def _ensure_run(self):
         import mlflow
 
-        if mlflow.active_run() is None:
-            mlflow.start_run(run_name=self.run_name)
+        active = mlflow.active_run()
+        if active is not None and self.run_id is not None and active.info.run_id != self.run_id:
+            raise ValueError(f"another MLflow run ({active.info.run_id}) is active, not {self.run_id}")
+        if active is None:
+            mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else self.run_name)
             self._owns_run = True
         return mlflow
 

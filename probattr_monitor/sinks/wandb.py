@@ -20,17 +20,20 @@ class WandbSink:
         project: project for a run this sink starts when none is active (default
             ``$WANDB_PROJECT`` or ``"probattr-monitor"``).
         run_name: name of such a run.
+        run_id: resume this run (``wandb.init(id=..., resume="allow")``) instead of the active one.
     """
 
     name = "wandb"
 
     def __init__(
-        self, project: Optional[str] = None, run_name: Optional[str] = None, dir: Optional[str] = None
+        self, project: Optional[str] = None, run_name: Optional[str] = None, dir: Optional[str] = None,
+        run_id: Optional[str] = None,
     ) -> None:
         require("wandb", "wandb")
         self.project = project or os.getenv("WANDB_PROJECT", "probattr-monitor")
         self.run_name = run_name
         self.dir = dir
+        self.run_id = run_id
         self._run = None
         self._owns_run = False
 
@@ -40,8 +43,11 @@ class WandbSink:
         import wandb
 
         if self._run is None:
-            if wandb.run is not None:
+            if wandb.run is not None and (self.run_id is None or wandb.run.id == self.run_id):
                 self._run = wandb.run
+            elif self.run_id is not None:
+                self._run = wandb.init(project=self.project, id=self.run_id, resume="allow", dir=self.dir)
+                self._owns_run = True
             else:
                 self._run = wandb.init(project=self.project, name=self.run_name, dir=self.dir)
                 self._owns_run = True

@@ -1,0 +1,328 @@
+"""Probe each checkpoint of a training run as it lands, in a process beside the run (``watch``).
+
+The training loop never waits for the probes: the Trainer saves ``checkpoint-<step>`` folders,
+and the watcher, in another process (on another device, or another machine sharing the folder),
+probes each one with the sweep's code path (:func:`sweep.probe_checkpoint`: same settings,
+records, reuse and outputs), writes its ``probattr.json``, logs it at the checkpoint's step and
+rewrites ``sweep_summary.json`` / ``.csv`` and the report, so the recommendation is current after
+every checkpoint.
+
+A checkpoint is probed only when it is complete: the Trainer writes ``trainer_state.json`` last
+(after the weights, optimizer and RNG state), so the folder must hold a ``trainer_state.json``
+that parses with its ``global_step``, weight files whose headers check out, and the same file
+sizes and modification times at two looks at least ``settle_seconds`` apart. A checkpoint deleted
+meanwhile (``save_total_limit``) is skipped.
+
+Fixed responses (what the recommendation compares across checkpoints): the given ones, else those
+the callback froze in the run's records, else the first complete checkpoint's greedy responses,
+frozen as token ids, kept in the watcher's state file (``.probattr-watch.json`` beside the
+summaries) with the checkpoints it has logged, so a restarted watcher scores the same responses
+and neither re-probes nor re-logs what it did.
+
+It stops at ``stop_step``, when training has finished (a checkpoint at the ``max_steps`` its
+``trainer_state.json`` states), after ``idle_timeout`` seconds with no new checkpoint, or on
+SIGINT / SIGTERM (after the checkpoint under way).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from .checkpoints import CHECKPOINT_NAME, Checkpoint
+from .probes.errors import ProbeInputError, one_line
+from .storage import write_json_atomic
+from .sweep import (
+    SweepConfig,
+    frozen_by_the_run,
+    log_record,
+    open_guarded_sinks,
+    probe_checkpoint,
+    read_record,
+    records_lock,
+    summarise,
+)
+
+STATE_FILE = ".probattr-watch.json"
+STATE_FORMAT = 1
+
+
+@dataclass
+class WatchConfig:
+    """What to watch and when to stop; ``sweep`` holds the probe settings, prompts and outputs.
+
+    Attributes:
+        sweep: a :class:`~probattr_monitor.sweep.SweepConfig` with ``run_dir`` set.
+        poll_seconds: how often the run folder is listed.
+        settle_seconds: how long a checkpoint's files must stay unchanged before it is probed.
+        stop_step: stop once a checkpoint at this step or later is logged.
+        idle_timeout: stop after this many seconds with no new complete checkpoint (``None``: never).
+        tensorboard_dir: the TensorBoard folder to log into (default: the newest folder of
+            ``RUN_DIR/runs``, where the Trainer's writer logs, else ``RUN_DIR/runs/probattr-watch``).
+        wandb_run_id, mlflow_run_id: resume these runs (the Trainer's) to log into.
+    """
+
+    sweep: SweepConfig
+    poll_seconds: float = 10.0
+    settle_seconds: float = 2.0
+    stop_step: Optional[int] = None
+    idle_timeout: Optional[float] = None
+    tensorboard_dir: Optional[str] = None
+    wandb_run_id: Optional[str] = None
+    mlflow_run_id: Optional[str] = None
+
+
+@dataclass
+class WatchState:
+    """What the watcher has done, saved after every checkpoint: the responses it scores and, per
+    logged checkpoint, its step and the ``trainer_state.json`` stamp it had (a checkpoint rewritten
+    since is probed again)."""
+
+    responses: Optional[list] = None
+    logged: dict = field(default_factory=dict)  # name -> {"step": int, "stamp": [size, mtime_ns]}
+
+    @classmethod
+    def load(cls, path: Path) -> "WatchState":
+        """The saved state, or a fresh one (a file of the wrong shape is a fresh start, named)."""
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != STATE_FORMAT or not isinstance(data.get("logged"), dict):
+                raise ValueError(f"not a format-{STATE_FORMAT} watch state")
+            return cls(responses=data.get("responses"), logged=dict(data["logged"]))
+        except (OSError, ValueError, AttributeError) as error:
+            import warnings
+
+            warnings.warn(f"probattr-monitor: ignoring {path} ({one_line(error)}): starting afresh", stacklevel=2)
+            return cls()
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, {"format": STATE_FORMAT, "responses": self.responses, "logged": self.logged})
+
+
+def checkpoint_folders(run_dir: Path) -> list[Checkpoint]:
+    """The ``checkpoint-<step>`` folders of ``run_dir`` by their names' steps, in step order
+    (nothing is read inside them: they may be half-written)."""
+    found = []
+    for folder in run_dir.iterdir() if run_dir.is_dir() else []:
+        match = CHECKPOINT_NAME.match(folder.name)
+        if match and folder.is_dir():
+            found.append(Checkpoint(int(match.group(1)), folder))
+    return sorted(found, key=lambda c: c.step)
+
+
+def snapshot(folder: Path) -> Optional[tuple]:
+    """``((name, size, mtime_ns), ...)`` of the folder's files (``None`` if it is gone)."""
+    try:
+        return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".probattr")
+                            and not p.name.startswith("probattr")))
+    except OSError:
+        return None
+
+
+def incomplete(folder: Path) -> Optional[str]:
+    """Why ``folder`` is not yet a complete checkpoint, or ``None``: ``trainer_state.json`` (the
+    Trainer's last file) parses with a ``global_step``, and the weight files' headers check out."""
+    from .loading import check_weight_files
+
+    state_file = folder / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json not readable yet ({one_line(error)})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step yet"
+    try:
+        check_weight_files(folder)
+    except (ProbeInputError, OSError) as error:
+        return one_line(error)
+    return None
+
+
+def _stamp(folder: Path) -> list:
+    stat = (folder / "trainer_state.json").stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _max_steps(folder: Path) -> Optional[int]:
+    try:
+        value = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("max_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class Watcher:
+    """The watch loop over one run folder (see the module docstring). ``run()`` returns the
+    number of checkpoints it logged; ``stop()`` (or SIGINT / SIGTERM) ends it after the
+    checkpoint under way."""
+
+    def __init__(self, config: WatchConfig, console=None) -> None:
+        if config.sweep.run_dir is None:
+            raise ProbeInputError("watch needs a run folder")
+        self.config = config
+        self.run_dir = Path(config.sweep.run_dir)
+        if not self.run_dir.is_dir():
+            raise ProbeInputError(f"run folder not found: {str(self.run_dir)!r}")
+        self.console = console
+        self._stop = threading.Event()
+        self._seen: dict = {}  # name -> (snapshot, when first seen unchanged)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def run(self) -> int:
+        config = self.config
+        summary_dir = Path(config.sweep.out) if config.sweep.out else self.run_dir
+        summary_dir.mkdir(parents=True, exist_ok=True)
+        state_path = summary_dir / STATE_FILE
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread():
+            for sig in previous:
+                signal.signal(sig, lambda *_: self.stop())
+        logged_now = 0
+        try:
+            with records_lock(summary_dir, 0, 1):
+                state = WatchState.load(state_path)
+                sinks = None
+                last_new = time.monotonic()
+                while not self._stop.is_set():
+                    ready = self._ready(state)
+                    for checkpoint in ready:
+                        if self._stop.is_set():
+                            break
+                        sweep = self._sweep_config(state, checkpoint, state_path)
+                        if sinks is None and sweep.report_to:
+                            sinks = open_guarded_sinks(sweep, self._tensorboard_dir(), str(summary_dir),
+                                                       f"probattr-watch {self.run_dir.name}",
+                                                       config.wandb_run_id, config.mlflow_run_id)
+                        self._probe(sweep, checkpoint, state, state_path, summary_dir, sinks)
+                        logged_now += 1
+                        last_new = time.monotonic()
+                    if self._finished(state):
+                        break
+                    if config.idle_timeout is not None and time.monotonic() - last_new > config.idle_timeout:
+                        self._say(f"probattr-monitor watch: no new checkpoint for {config.idle_timeout:g} s; stopping")
+                        break
+                    self._stop.wait(config.poll_seconds)
+                if sinks is not None:
+                    sinks.close()
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return logged_now
+
+    def _ready(self, state: WatchState) -> list[Checkpoint]:
+        """The complete checkpoints not logged yet (or rewritten since), in step order."""
+        ready = []
+        now = time.monotonic()
+        for checkpoint in checkpoint_folders(self.run_dir):
+            done = state.logged.get(checkpoint.name)
+            if done is not None:
+                try:
+                    if done.get("stamp") == _stamp(checkpoint.path):
+                        continue
+                except OSError:
+                    continue
+            look = snapshot(checkpoint.path)
+            seen = self._seen.get(checkpoint.name)
+            if look is None or incomplete(checkpoint.path) is not None:
+                self._seen.pop(checkpoint.name, None)
+                continue
+            if seen is None or seen[0] != look:  # changed since the last look: the clock starts again
+                seen = self._seen[checkpoint.name] = (look, now)
+            if now - seen[1] >= self.config.settle_seconds:
+                ready.append(checkpoint)
+        return ready
+
+    def _sweep_config(self, state: WatchState, checkpoint: Checkpoint, state_path: Path) -> SweepConfig:
+        """The sweep settings with the responses fixed: given, frozen by the callback, saved in the
+        state, or the greedy responses of ``checkpoint`` (the first one probed), saved."""
+        sweep = self.config.sweep
+        if sweep.responses is not None:
+            return sweep
+        if state.responses is None:
+            frozen = frozen_by_the_run(checkpoint_folders(self.run_dir), sweep.prompts)
+            if frozen is not None:
+                state.responses = frozen[0]
+            else:
+                from .loading import load_model_and_tokenizer
+                from .monitoring.run import reference_responses
+
+                model, tokenizer = load_model_and_tokenizer(checkpoint.path, device=sweep.device, dtype=sweep.dtype,
+                                                            tokenizer_dir=sweep.tokenizer, base_model=sweep.base_model,
+                                                            trust_remote_code=sweep.trust_remote_code)
+                state.responses = reference_responses(model, tokenizer, sweep.prompts, sweep.settings)
+                del model
+                self._say(f"probattr-monitor watch: fixed responses frozen from {checkpoint.name}'s greedy output")
+            state.save(state_path)
+        return replace(sweep, responses=state.responses)
+
+    def _probe(self, sweep: SweepConfig, checkpoint: Checkpoint, state: WatchState, state_path: Path,
+               summary_dir: Path, sinks) -> None:
+        """Probe (or reuse) one checkpoint, log it, rewrite the summaries and the report, save the state."""
+        from .checkpoints import recorded_step
+
+        step = recorded_step(checkpoint.path) or checkpoint.step
+        checkpoint = Checkpoint(step, checkpoint.path)
+        key = sweep.key_for(checkpoint)
+        record, outcome = probe_checkpoint(sweep, checkpoint, key, read_record(sweep, checkpoint, key))
+        if outcome == "vanished":
+            self._say(f"probattr-monitor watch: {checkpoint.name} was deleted before it was probed; skipped")
+            state.logged[checkpoint.name] = {"step": step, "stamp": None}
+            state.save(state_path)
+            return
+        done = [c for c in checkpoint_folders(self.run_dir) if c.name in state.logged or c.name == checkpoint.name]
+        done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
+        keys = {c.name: sweep.key_for(c) for c in done}
+        records = {c.name: r for c in done if (r := read_record(sweep, c, keys[c.name])) is not None}
+        records[checkpoint.name] = record
+        summary = summarise(sweep, done, summary_dir, [], [], records, keys)
+        if sinks is not None:
+            row: dict = next((r for r in summary.rows if r["checkpoint"] == checkpoint.name), {})
+            log_record(sinks, sweep.settings, checkpoint, record, row, errors=sum(not r.ok for r in records.values()))
+        if sweep.report:
+            from .report import write_report
+
+            matching = {name: r for name, r in records.items() if r.matches(keys[name])}
+            write_report(summary_dir, summary.rows, matching, summary.recommended, title=str(summary_dir.resolve()))
+        state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
+                                         "max_steps": _max_steps(checkpoint.path)}
+        state.save(state_path)
+        best = summary.recommended["checkpoint"] if summary.recommended else "none yet"
+        self._say(f"probattr-monitor watch: {checkpoint.name} {outcome} ({record.status}); recommended: {best}")
+
+    def _finished(self, state: WatchState) -> bool:
+        steps = [entry["step"] for entry in state.logged.values()]
+        if not steps:
+            return False
+        if self.config.stop_step is not None and max(steps) >= self.config.stop_step:
+            return True
+        limits = [entry.get("max_steps") for entry in state.logged.values() if entry.get("max_steps")]
+        return bool(limits) and max(steps) >= max(limits)
+
+    def _tensorboard_dir(self) -> str:
+        if self.config.tensorboard_dir:
+            return self.config.tensorboard_dir
+        runs = self.run_dir / "runs"
+        folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) \
+            if runs.is_dir() else []
+        return str(folders[-1] if folders else runs / "probattr-watch")
+
+
+def watch(config: WatchConfig, console=None) -> int:
+    """Run a :class:`Watcher` until it stops; returns the number of checkpoints it logged."""
+    return Watcher(config, console=console).run()
+
