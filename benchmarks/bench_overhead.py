@@ -16,7 +16,7 @@ training for them: the loop slows by the probes' CPU time spread over the run in
 for it. With a second device the watcher's probes leave the training cores alone.
 
 Usage: python benchmarks/bench_overhead.py [--out out/bench-overhead] [--max-steps 2000] [--save-steps 100]
-       [--watch-threads 1] [--watch-device cpu]
+       [--repeats 2] [--watch-threads 1] [--watch-device cpu]
 """
 
 import argparse
@@ -24,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, default=DemoConfig.save_steps)
     parser.add_argument("--watch-threads", type=int, default=1, help="torch threads of the watcher (OMP_NUM_THREADS)")
     parser.add_argument("--watch-device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the three runs (the median is printed)")
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -62,26 +64,33 @@ def main() -> None:
     pairs = out / "probe_set.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(prompts, responses)))
 
-    rows = {}
-    report = run_demo(config("none", monitor=False), console=quiet)
-    rows["none"] = {"train": report.train_seconds, "probes": 0.0, "lag": None}
-    report = run_demo(config("callback", monitor=True), console=quiet)
-    rows["callback"] = {"train": report.train_seconds, "probes": probe_seconds(out / "callback"), "lag": None}
-
     env = {**os.environ, "OMP_NUM_THREADS": str(args.watch_threads), "TOKENIZERS_PARALLELISM": "false"}
-    watch_dir = out / "watch"
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "probattr_monitor", "watch", str(watch_dir), "--wait", "600", "--poll", "0.5",
-         "--settle", "0.5", "--responses-file", str(pairs), "--device", args.watch_device],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # the watcher imports torch and is polling before training starts, as in use
-    report = run_demo(config("watch", monitor=False), console=quiet)
-    ended = time.perf_counter()
-    _, err = watcher.communicate(timeout=3600)
-    lag = time.perf_counter() - ended
-    if watcher.returncode != 0:
-        raise SystemExit(f"the watcher failed: {err[-2000:]}")
-    rows["watch"] = {"train": report.train_seconds, "probes": probe_seconds(watch_dir), "lag": lag}
+    measured: dict = {"none": [], "callback": [], "watch": []}
+    for _ in range(args.repeats):  # the three interleaved, so drift in the machine's speed hits each alike
+        for name in measured:
+            shutil.rmtree(out / name, ignore_errors=True)
+        report = run_demo(config("none", monitor=False), console=quiet)
+        measured["none"].append({"train": report.train_seconds, "probes": 0.0, "lag": None})
+        report = run_demo(config("callback", monitor=True), console=quiet)
+        measured["callback"].append({"train": report.train_seconds, "probes": probe_seconds(out / "callback"),
+                                     "lag": None})
+        watch_dir = out / "watch"
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "probattr_monitor", "watch", str(watch_dir), "--wait", "600", "--poll", "0.5",
+             "--settle", "0.5", "--responses-file", str(pairs), "--device", args.watch_device],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(10)  # the watcher imports torch and is polling before training starts, as in use
+        report = run_demo(config("watch", monitor=False), console=quiet)
+        ended = time.perf_counter()
+        _, err = watcher.communicate(timeout=3600)
+        lag = time.perf_counter() - ended
+        if watcher.returncode != 0:
+            raise SystemExit(f"the watcher failed: {err[-2000:]}")
+        measured["watch"].append({"train": report.train_seconds, "probes": probe_seconds(watch_dir), "lag": lag})
+    rows = {name: {key: (statistics.median(r[key] for r in runs) if runs[0][key] is not None else None)
+                   for key in runs[0]} for name, runs in measured.items()}
+    print("train loop seconds per round: " + "; ".join(
+        f"{name} " + ", ".join(f"{r['train']:.1f}" for r in runs) for name, runs in measured.items()))
 
     checkpoints = len(list((out / "callback").glob("checkpoint-*")))
     print(f"demo training: {args.max_steps} steps, {checkpoints} checkpoints, 7 prompts, exact probes, "

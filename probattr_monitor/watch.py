@@ -192,6 +192,9 @@ class Watcher:
             for sig in previous:
                 signal.signal(sig, lambda *_: self.stop())
         logged_now = 0
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bar per checkpoint
         try:
             with records_lock(summary_dir, 0, 1):
                 state = WatchState.load(state_path)

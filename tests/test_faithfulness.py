@@ -149,3 +149,36 @@ def test_a_tokenizer_with_no_baseline_token_is_bad_input(peaked, tokenizer, tmp_
     completed = run_cli("faithfulness", "--model", folder, "--prompt", "the cat", "--methods", "attribution_score")
     assert completed.returncode == 2, completed.stderr
     assert "no unk, pad or eos token" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_the_jacobian_scopes_are_faithfulness_methods_that_need_no_captum(peaked, tokenizer, monkeypatch):
+    """The three scopes score the same tokens as AS, through the same deletion metrics, with Captum
+    unimportable; each equals ``probes.scopes`` run on the scored sequence directly."""
+    import builtins
+
+    import torch
+
+    from probattr_monitor import probe
+    from probattr_monitor.probes.scopes import jacobian_scopes
+
+    real_import = builtins.__import__
+
+    def no_captum(name, *args, **kwargs):
+        if name == "captum" or name.startswith("captum."):
+            raise ImportError("captum hidden by the test")
+        return real_import(name, *args, **kwargs)
+
+    methods = ["attribution_score", "semantic_scope", "fisher_scope", "temperature_scope"]
+    monkeypatch.setattr(builtins, "__import__", no_captum)
+    result = evaluate_faithfulness(peaked, tokenizer, ["the cat sat on"], methods=methods)
+    monkeypatch.undo()
+    assert result.methods == methods and not result.skipped
+    [prompt] = result.per_prompt
+    for method in methods[1:]:
+        values = prompt["attributions"][method]
+        assert len(values) == len(prompt["tokens"]) and all(v >= 0 for v in values), method
+        assert -1e-9 <= prompt["metrics"][method]["normalised_aopc"] <= 1 + 1e-9
+    [probed] = probe(peaked, tokenizer, ["the cat sat on"])
+    ids = torch.tensor([probed.start_token_id, *probed.prompt_token_ids, *probed.response_token_ids])
+    direct = jacobian_scopes(peaked, ids, len(probed.prompt_token_ids), scopes=("semantic",))
+    assert prompt["attributions"]["semantic_scope"] == pytest.approx(direct.aggregate["semantic"].tolist())

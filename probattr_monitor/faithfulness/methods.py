@@ -5,14 +5,17 @@ perturbation methods replace a feature by the baseline token (the same deletion 
 metrics use):
 
 - ``occlusion``: Captum ``FeatureAblation`` (one token at a time);
-X
+- ``lime``: Captum ``Lime`` with a weighted least-squares surrogate;
 - ``shapley``: Captum ``ShapleyValueSampling``;
 - ``input_x_gradient``: Captum ``InputXGradient`` on the input embeddings, summed over the
   embedding dimension;
 - ``gradient_shap``: Captum ``GradientShap`` on the input embeddings, the baseline token's
   embeddings as the baseline, summed over the embedding dimension;
 - ``reagent``: exists only in Inseq (not a dependency; see the README); skipped with a message;
-- ``random``: a seeded random ranking, the floor any method should beat.
+- ``random``: a seeded random ranking, the floor any method should beat;
+- ``semantic_scope``, ``fisher_scope``, ``temperature_scope``: the Jacobian Scopes of
+  ``probes.scopes`` aggregated over the response (no Captum needed; Fisher by its low-rank
+  variant, rank 8), a magnitude per token: the ranking says which tokens move the response most.
 
 AS itself (``attribution_score``) comes from :func:`probattr_monitor.probe`. Every method runs with
 torch's and numpy's global RNGs seeded and then restored, so results repeat and the caller's RNG
@@ -30,7 +33,8 @@ from ..probes.errors import ProbeInputError
 from .scorer import ResponseScorer
 
 CAPTUM_METHODS = ("occlusion", "lime", "shapley", "input_x_gradient", "gradient_shap")
-METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random")
+SCOPE_METHODS = ("semantic_scope", "fisher_scope", "temperature_scope")
+METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random", *SCOPE_METHODS)
 DEFAULT_METHODS = ("attribution_score", *CAPTUM_METHODS, "random")
 SAMPLES = 50  # LIME and Shapley-value-sampling perturbations, GradientShap samples
 
@@ -145,7 +149,20 @@ def _random(scorer: ResponseScorer, samples: int) -> torch.Tensor:
     return torch.rand(scorer.n_features, dtype=torch.float64)
 
 
+def _scope(name: str) -> Callable[[ResponseScorer, int], torch.Tensor]:
+    def run(scorer: ResponseScorer, samples: int) -> torch.Tensor:
+        from ..probes.scopes import jacobian_scopes
+
+        n_prompt = scorer.response_start - 1
+        positions = [int(column) - 1 for column in scorer.columns]
+        scores = jacobian_scopes(scorer.model, scorer.sequence, n_prompt, positions=positions, scopes=(name,))
+        return scores.aggregate[name]
+
+    return run
+
+
 _RUNNERS: dict[str, Callable[[ResponseScorer, int], torch.Tensor]] = {
+    **{f"{name}_scope": _scope(name) for name in ("semantic", "fisher", "temperature")},
     "occlusion": _occlusion, "lime": _lime, "shapley": _shapley, "input_x_gradient": _input_x_gradient,
     "gradient_shap": _gradient_shap, "reagent": _reagent, "random": _random,
 }

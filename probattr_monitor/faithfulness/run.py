@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from ..probes.settings import ProbeSettings
 from . import metrics
-from .methods import DEFAULT_METHODS, METHODS, MethodUnavailable, attribute, require_captum
+from .methods import CAPTUM_METHODS, DEFAULT_METHODS, METHODS, MethodUnavailable, attribute, require_captum
 from .scorer import ResponseScorer, baseline_token_id
 
 METRICS = ("normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity")
@@ -83,7 +83,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
         from ..probes.errors import ProbeInputError
 
         raise ProbeInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if any(m not in ("attribution_score", "random", "reagent") for m in methods):
+    if any(m in CAPTUM_METHODS for m in methods):
         require_captum()
     baseline = baseline_token_id(tokenizer)  # before any compute: a tokenizer without one is bad input
     settings = (settings or ProbeSettings()).replace(progress=False)

@@ -20,7 +20,17 @@ DEFAULT_ENTROPY_THRESHOLD = 2.0
 DEFAULT_CANDIDATE_BUDGET = 768
 DEFAULT_COST_SHARE = 5  # by default a budgeted probe costs at most 1/5 of exact
 CPU_MEMORY_BUDGET_MB = 64.0
-ACCELERATOR_MEMORY_BUDGET_MB = 1024.0
+ACCELERATOR_MEMORY_BUDGET_MB = 1024.0  # an accelerator whose free memory cannot be read (mps, xpu, ...)
+CUDA_FREE_MEMORY_SHARE = 0.25  # of the memory free on a CUDA device when the probe starts
+CUDA_MEMORY_BUDGET_RANGE_MB = (256.0, 16384.0)
+
+
+def cuda_budget_bytes(free_bytes: int) -> int:
+    """The default transient budget on a CUDA device with ``free_bytes`` free:
+    ``CUDA_FREE_MEMORY_SHARE * free``, clipped to ``CUDA_MEMORY_BUDGET_RANGE_MB`` (the floor never
+    above half of what is free)."""
+    low, high = (int(mb * 2**20) for mb in CUDA_MEMORY_BUDGET_RANGE_MB)
+    return max(min(low, free_bytes // 2), min(high, int(CUDA_FREE_MEMORY_SHARE * free_bytes)))
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,9 @@ class ProbeSettings:
         memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
             cache, activations, logits); batch sizes follow from it (see
             ``engine.candidate_batch_size``). ``None`` (default): 64 MB on CPU, where batches that
-            stay near the cache run fastest (``benchmarks/bench_exact.py``), 1024 MB on accelerators.
+            stay near the cache run fastest (``benchmarks/bench_exact.py``); on a CUDA device a
+            quarter of the memory free when the probe starts (``torch.cuda.mem_get_info``: what
+            training leaves), within 256 MB-16 GB; 1024 MB on other accelerators.
         max_batch_size: optional hard cap on candidates per forward pass.
         chat_template: ``"auto"`` (default) builds each prompt with the tokenizer's chat template
             when it has one, ``True`` requires one, ``False`` probes the raw text. With a template
@@ -186,8 +198,15 @@ class ProbeSettings:
         """The memory budget in bytes for ``device`` (the default depends on its type)."""
         if self.memory_budget_mb is not None:
             return int(self.memory_budget_mb * 2**20)
-        is_cpu = getattr(device, "type", str(device)) == "cpu"
-        return int((CPU_MEMORY_BUDGET_MB if is_cpu else ACCELERATOR_MEMORY_BUDGET_MB) * 2**20)
+        kind = getattr(device, "type", str(device).split(":")[0])
+        if kind == "cpu":
+            return int(CPU_MEMORY_BUDGET_MB * 2**20)
+        if kind == "cuda":
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(device)
+            return cuda_budget_bytes(free)
+        return int(ACCELERATOR_MEMORY_BUDGET_MB * 2**20)
 
     def replace(self, **changes: Any) -> "ProbeSettings":
         """A copy with ``changes`` applied (and validated); unknown names raise ``ProbeInputError``."""
