@@ -80,15 +80,21 @@ def discover_checkpoints(run_dir) -> list[Checkpoint]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ProbeInputError(f"run folder not found: {str(run_dir)!r}")
-    found = []
-    for folder in run_dir.iterdir():
-        match = CHECKPOINT_NAME.match(folder.name)
-        if match and folder.is_dir():
-            named = int(match.group(1))
-            found.append(Checkpoint(_checked_step(folder, named) or named, folder))
+    found = [Checkpoint(_checked_step(c.path, c.step) or c.step, c.path) for c in named_checkpoints(run_dir)]
     if not found:
         raise ProbeInputError(f"no checkpoint-<step> folders in {str(run_dir)!r} (or pass --checkpoints DIR ...)")
     return _in_step_order(found)
+
+
+def named_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """The ``checkpoint-<step>`` folders of ``run_dir`` with the steps their names say, in step
+    order; nothing inside them is read (a watcher lists folders that may be half-written)."""
+    found = []
+    for folder in run_dir.iterdir() if run_dir.is_dir() else []:
+        match = CHECKPOINT_NAME.match(folder.name)
+        if match and folder.is_dir():
+            found.append(Checkpoint(int(match.group(1)), folder))
+    return sorted(found, key=lambda c: c.step)
 
 
 def explicit_checkpoints(folders: Sequence) -> list[Checkpoint]:

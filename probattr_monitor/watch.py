@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .checkpoints import CHECKPOINT_NAME, Checkpoint
+from .checkpoints import Checkpoint, named_checkpoints
 from .probes.errors import ProbeInputError, one_line
 from .storage import write_json_atomic
 from .sweep import (
@@ -104,17 +104,6 @@ class WatchState:
 
     def save(self, path: Path) -> None:
         write_json_atomic(path, {"format": STATE_FORMAT, "responses": self.responses, "logged": self.logged})
-
-
-def checkpoint_folders(run_dir: Path) -> list[Checkpoint]:
-    """The ``checkpoint-<step>`` folders of ``run_dir`` by their names' steps, in step order
-    (nothing is read inside them: they may be half-written)."""
-    found = []
-    for folder in run_dir.iterdir() if run_dir.is_dir() else []:
-        match = CHECKPOINT_NAME.match(folder.name)
-        if match and folder.is_dir():
-            found.append(Checkpoint(int(match.group(1)), folder))
-    return sorted(found, key=lambda c: c.step)
 
 
 def snapshot(folder: Path) -> Optional[tuple]:
@@ -231,7 +220,7 @@ class Watcher:
         """The complete checkpoints not logged yet (or rewritten since), in step order."""
         ready = []
         now = time.monotonic()
-        for checkpoint in checkpoint_folders(self.run_dir):
+        for checkpoint in named_checkpoints(self.run_dir):
             done = state.logged.get(checkpoint.name)
             if done is not None:
                 try:
@@ -257,7 +246,7 @@ class Watcher:
         if sweep.responses is not None:
             return sweep
         if state.responses is None:
-            frozen = frozen_by_the_run(checkpoint_folders(self.run_dir), sweep.prompts)
+            frozen = frozen_by_the_run(named_checkpoints(self.run_dir), sweep.prompts)
             if frozen is not None:
                 state.responses = frozen[0]
             else:
@@ -287,7 +276,7 @@ class Watcher:
             state.logged[checkpoint.name] = {"step": step, "stamp": None}
             state.save(state_path)
             return
-        done = [c for c in checkpoint_folders(self.run_dir) if c.name in state.logged or c.name == checkpoint.name]
+        done = [c for c in named_checkpoints(self.run_dir) if c.name in state.logged or c.name == checkpoint.name]
         done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
         keys = {c.name: sweep.key_for(c) for c in done}
         records = {c.name: r for c in done if (r := read_record(sweep, c, keys[c.name])) is not None}
