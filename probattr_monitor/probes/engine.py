@@ -104,6 +104,7 @@ def candidate_batch_size(
     kv_token_bytes: int,
     settings: ProbeSettings,
     full_logits: bool = True,
+    limit: Optional[int] = None,
 ) -> int:
     """How many candidates one forward pass may take under ``settings.memory_budget_mb``.
 
@@ -113,7 +114,7 @@ def candidate_batch_size(
         logits and their float32 reduction   S * V * (e + 8)   (only when ``full_logits``; the
                                              chunked head needs a fixed few MB instead)
     (``e`` = model element size.) The batch is the budget divided by that, at least 1, at most
-    ``V`` and ``max_batch_size``.
+    ``limit`` (default ``V``: one position's candidates) and ``max_batch_size``.
     """
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 0
@@ -128,7 +129,7 @@ def candidate_batch_size(
     batch = settings.memory_budget_bytes(model_device(model)) // max(per_candidate, 1)
     if settings.max_batch_size is not None:
         batch = min(batch, settings.max_batch_size)
-    return max(1, min(batch, vocab_size))
+    return max(1, min(batch, vocab_size if limit is None else limit))
 
 
 def prefix_cache(cache: DynamicCache, length: int, batch: int, config) -> DynamicCache:

@@ -1,0 +1,346 @@
+"""Joint attribution: a *set* of prompt tokens marginalised over the vocabulary at once.
+
+For a set ``S`` of prompt positions and a joint candidate ``v_S`` (one token per position of ``S``,
+every other prompt token kept), with the sequence ``[s] + p + r`` of MATH.md:
+
+    lw(v_S) = log P(p with v_S in place)        the prompt's likelihood (up to a constant in v_S)
+    c(v_S)  = log P(r | p with v_S in place)
+    q_prompt(v_S)  = softmax over V^|S| of lw        = P(p_S = v_S | p_-S)
+    q_context(v_S) = softmax over V^|S| of lw + c    = P(p_S = v_S | p_-S, r)
+    AS_S = log q_context(p_S) - log q_prompt(p_S) = log P(r | p) - log P(r | p with S marginalised)
+
+With ``|S| = 1`` this is AS_k. The single-token identities hold for sets over the joint candidates:
+``AS_S`` is the pointwise mutual information of ``p_S`` and ``r`` given ``p_-S``;
+``E_{q_prompt}[exp AS_S(v_S)] = 1``; ``KL(q_context || q_prompt) = E_{q_context}[AS_S(v_S)]``. The
+*interaction* of two tokens is ``I_{k,l} = AS_{k,l} - AS_k - AS_l``: positive when they act
+together (removing both costs more than the two removals add up to), negative when either one
+carries what the other does.
+
+Two ways to compute ``AS_S`` and the other four quantities of the joint posteriors:
+
+- :func:`exact_joint`: every one of the ``|V|^|S|`` candidates (small vocabularies and pairs);
+- :func:`estimate_joint`: the candidates the proposal ranks highest summed exactly (the *head*, the
+  actual ``p_S`` first) and the rest sampled with replacement from a mixture of two product proposals
+  (each position's prior ``softmax(a_k)``, and its first-order posterior ``softmax(a_k + b~_k +
+  c~_k)``, see ``budgeted.first_order_estimates``), with the budget policy's delta-method standard
+  errors (``estimator.estimate_strata``).
+
+:func:`search_joint` finds a set of a given size with a large ``AS_S``: greedy forward selection,
+each step adding the position whose addition gives the largest estimated ``AS_S``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from .budgeted import first_order_estimates
+from .engine import SuffixScorer, candidate_batch_size, kv_bytes_per_token, prefix_cache
+from .estimator import TailSample, estimate_strata
+from .quantities import QUANTITIES, position_quantities
+from .settings import ProbeSettings
+
+JOINT_DRAWS = 512  # sampled joint candidates per estimate (each costs its suffix in token-forwards)
+JOINT_HEAD = 32  # joint candidates summed exactly (the actual one included)
+EXACT_LIMIT = 2**18  # exact_joint refuses more joint candidates than this
+
+
+@dataclass
+class JointScores:
+    """The quantities of one set: ``values`` and ``stderrs`` (``{name: float}``, :data:`QUANTITIES`;
+    stderrs are 0 when exact), ``positions`` (sorted prompt positions), ``policy`` (``"exact"`` or
+    ``"estimate"``), ``token_forwards`` (suffix tokens run) and ``candidates`` (joint candidates scored)."""
+
+    positions: list
+    values: dict
+    stderrs: dict
+    policy: str
+    token_forwards: int
+    candidates: int
+    details: dict = field(default_factory=dict)
+
+    @property
+    def attribution_score(self) -> float:
+        return float(self.values["attribution_score"])
+
+
+def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
+                        candidates: torch.Tensor, settings: ProbeSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``lw`` and ``c`` (module docstring) of joint candidates, on the scorer's prefix cache.
+
+    Args:
+        positions: ``s`` sorted prompt positions; the suffix runs from the first, ``k0``.
+        candidates: ``(C, s)`` ids, column ``i`` going to ``positions[i]``.
+
+    ``lw = log P(v_{k0} | x_<j0) + sum of the prompt terms after j0`` (``j0 = 1 + k0``; the terms
+    before ``j0`` are the same for every candidate and dropped), ``c`` the response terms. Targets at
+    later set positions are the candidate's tokens, not the original ones.
+
+    Returns:
+        ``(lw (C,), c (C,), token_forwards)``, float64 on the CPU.
+    """
+    positions = [int(k) for k in positions]
+    length, j0 = input_ids.shape[0], 1 + positions[0]
+    suffix = input_ids[j0:length - 1]  # (S,): x_j0 .. x_{L-2}
+    targets = input_ids[j0 + 1:]  # (S,): x_{j0+1} .. x_{L-1}
+    n_rest = n_prompt - j0  # prompt targets among them
+    columns = [1 + k - j0 for k in positions]  # in the suffix
+    prior = torch.log_softmax(scorer.logits[j0 - 1].float(), dim=-1).double().cpu()  # (V,) predicts x_j0
+    batch = candidate_batch_size(scorer.model, scorer.vocab_size, j0, suffix.shape[0],
+                                 kv_bytes_per_token(scorer.cache), settings, full_logits=not scorer.chunked,
+                                 limit=candidates.shape[0])
+    candidates = candidates.long().to(input_ids.device)
+    lw, c, token_forwards = [], [], 0
+    for start in range(0, candidates.shape[0], batch):
+        chunk = candidates[start:start + batch]  # (B, s)
+        batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
+        batch_targets = targets.expand(chunk.shape[0], -1).clone()  # (B, S)
+        for i, column in enumerate(columns):
+            batch_ids[:, column] = chunk[:, i]
+            if column > 0:
+                batch_targets[:, column - 1] = chunk[:, i]
+        past = prefix_cache(scorer.cache, j0, chunk.shape[0], scorer.model.config)
+        token_log_probs = scorer.score(batch_ids, past, batch_targets).double().cpu()  # (B, S)
+        lw.append(prior[chunk[:, 0].cpu()] + token_log_probs[:, :n_rest].sum(-1))
+        c.append(token_log_probs[:, n_rest:].sum(-1))
+        token_forwards += batch_ids.numel()
+    return torch.cat(lw), torch.cat(c), token_forwards
+
+
+def _checked(positions: Sequence[int], n_prompt: int) -> list[int]:
+    ordered = sorted({int(k) for k in positions})
+    if not ordered or ordered[0] < 0 or ordered[-1] >= n_prompt:
+        raise ValueError(f"positions should be distinct prompt positions in 0..{n_prompt - 1}, got {list(positions)}")
+    return ordered
+
+
+def exact_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
+                settings: Optional[ProbeSettings] = None, scorer: Optional[SuffixScorer] = None) -> JointScores:
+    """``AS_S`` and the joint posteriors' entropies and KLs over all ``|V|^|S|`` joint candidates.
+
+    ``details`` holds ``as_all`` (``(|V|^|S|,)``: ``AS_S(v_S)``, the score each joint candidate
+    would get, candidates in row-major order of ``positions``), ``log_q_prompt``, ``log_q_context``
+    (same shape) and ``index`` of the actual candidate: the identities are checked on them.
+    Raises ``ValueError`` beyond :data:`EXACT_LIMIT` candidates.
+    """
+    settings = settings or ProbeSettings(progress=False)
+    positions = _checked(positions, n_prompt)
+    with torch.inference_mode():
+        scorer = scorer or SuffixScorer(model, input_ids)
+        vocab = scorer.vocab_size
+        total = vocab ** len(positions)
+        if total > EXACT_LIMIT:
+            raise ValueError(f"{total:,} joint candidates (|V|={vocab:,} to the power {len(positions)}) is more than "
+                             f"exact_joint enumerates ({EXACT_LIMIT:,}); use estimate_joint")
+        grids = torch.meshgrid(*[torch.arange(vocab)] * len(positions), indexing="ij")
+        candidates = torch.stack([grid.reshape(-1) for grid in grids], dim=1)  # (V^s, s)
+        lw, c, token_forwards = score_substitutions(scorer, input_ids, n_prompt, positions, candidates, settings)
+    actual = 0
+    for k in positions:
+        actual = actual * vocab + int(input_ids[1 + k])
+    stats = position_quantities(lw[None], torch.zeros_like(lw)[None], c[None], torch.tensor([actual]), top_k=1)
+    log_q_prompt, log_q_context = torch.log_softmax(lw, 0), torch.log_softmax(lw + c, 0)
+    return JointScores(
+        positions=positions, values={name: float(getattr(stats, name)[0]) for name in QUANTITIES},
+        stderrs={name: 0.0 for name in QUANTITIES}, policy="exact", token_forwards=token_forwards,
+        candidates=total, details={"as_all": log_q_context - log_q_prompt, "log_q_prompt": log_q_prompt,
+                                   "log_q_context": log_q_context, "index": actual})
+
+
+class JointProposal:
+    """A mixture of two product distributions over joint candidates: with weight 1/2 each, every
+    position ``k`` of the set drawn independently from ``softmax(a_k)`` (the prior) or from
+    ``softmax(a_k + b~_k + c~_k)`` (the first-order posterior). ``log_prob`` is exact for the mixture."""
+
+    def __init__(self, prior: torch.Tensor, approx_b: torch.Tensor, approx_c: torch.Tensor,
+                 positions: Sequence[int]) -> None:
+        rows = [int(k) for k in positions]
+        self.components = [torch.log_softmax(prior[rows].double(), -1),
+                           torch.log_softmax((prior[rows] + approx_b[rows] + approx_c[rows]).double(), -1)]  # (s, V)
+
+    def log_prob(self, candidates: torch.Tensor) -> torch.Tensor:
+        """``(C,)`` log-probability of joint candidates ``(C, s)`` under the mixture."""
+        columns = torch.arange(candidates.shape[1])
+        per_component = torch.stack([component[columns, candidates].sum(-1) for component in self.components])
+        return torch.logsumexp(per_component, 0) - math.log(len(self.components))
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``(count, s)`` joint candidates drawn from the mixture."""
+        which = torch.randint(len(self.components), (count,), generator=generator)
+        draws = []
+        for index, component in enumerate(self.components):
+            rows = int((which == index).sum())
+            if rows:
+                draws.append(torch.multinomial(component.exp(), rows, replacement=True, generator=generator).T)
+        return torch.cat(draws)[torch.randperm(count, generator=generator)]
+
+    def head(self, actual: torch.Tensor, size: int) -> torch.Tensor:
+        """``(H, s)``: ``actual`` first, then the joint candidates made of each position's ``t`` most
+        likely ids under the second component, ``t = floor(size^(1/s))`` (at most ``size`` in all)."""
+        posterior = self.components[1]
+        per_position = max(1, int(math.floor(size ** (1 / posterior.shape[0]) + 1e-9)))
+        tops = [torch.topk(row, min(per_position, row.shape[0])).indices for row in posterior]
+        grids = torch.meshgrid(*tops, indexing="ij")
+        combos = torch.stack([grid.reshape(-1) for grid in grids], dim=1)
+        combos = combos[(combos != actual).any(-1)][: max(0, size - 1)]
+        return torch.cat([actual.unsqueeze(0), combos])
+
+
+def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
+                   settings: Optional[ProbeSettings] = None, draws: int = JOINT_DRAWS, head: int = JOINT_HEAD,
+                   seed: Optional[int] = None, scorer: Optional[SuffixScorer] = None,
+                   first_order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> JointScores:
+    """``AS_S`` and the other quantities of the joint posteriors, estimated with standard errors.
+
+    The ``head`` joint candidates of :meth:`JointProposal.head` are summed exactly; ``draws`` more
+    are drawn with replacement from the :class:`JointProposal` restricted to the rest (draws landing
+    in the head are redrawn), each weighed by ``1 / pi_tail``, ``pi_tail = pi / (1 - pi(head))``:
+    an unbiased estimate of the six sums the quantities are made of, whose covariance propagates to
+    each quantity by the delta method (``estimator.estimate_strata``, with its widening for heavy-
+    tailed weights). Cost: ``(head + draws) x`` the suffix from the first set position. ``seed``
+    defaults to ``settings.seed``; ``scorer`` and ``first_order`` (``first_order_estimates``) may be
+    passed in to share them between sets of one prompt.
+    """
+    settings = settings or ProbeSettings(progress=False)
+    positions = _checked(positions, n_prompt)
+    generator = torch.Generator().manual_seed(settings.seed if seed is None else seed)
+    if first_order is None:
+        first_order = first_order_estimates(model, input_ids, n_prompt)
+    with torch.inference_mode():
+        scorer = scorer or SuffixScorer(model, input_ids)
+        vocab = scorer.vocab_size
+        log_probs = torch.log_softmax(scorer.logits.float(), dim=-1).double().cpu()  # (L, V)
+        proposal = JointProposal(log_probs[:n_prompt], first_order[0][:, :vocab], first_order[1][:, :vocab],
+                                 positions)
+        actual = input_ids[[1 + k for k in positions]].cpu()
+        head_ids = proposal.head(actual, head)
+        head_log_pi = proposal.log_prob(head_ids)
+        tail_mass = float(-torch.expm1(torch.logsumexp(head_log_pi, 0)))
+        tail = torch.empty(0, len(positions), dtype=torch.long)
+        while tail.shape[0] < draws and tail_mass > 0:
+            drawn = proposal.sample(2 * (draws - tail.shape[0]), generator)
+            in_head = (drawn.unsqueeze(1) == head_ids.unsqueeze(0)).all(-1).any(-1)
+            tail = torch.cat([tail, drawn[~in_head]])[:draws]
+        head_lw, head_c, head_cost = score_substitutions(scorer, input_ids, n_prompt, positions, head_ids, settings)
+        if tail.shape[0]:
+            tail_lw, tail_c, tail_cost = score_substitutions(scorer, input_ids, n_prompt, positions, tail, settings)
+        else:
+            tail_lw = tail_c = torch.empty(0, dtype=torch.float64)
+            tail_cost = 0
+    pi = proposal.log_prob(tail).exp() / tail_mass if tail.shape[0] else torch.empty(0, dtype=torch.float64)
+    result = estimate_strata(head_lw, head_lw + head_c, head_c, [TailSample(tail_lw, tail_lw + tail_c, tail_c, pi)],
+                             c_actual=float(head_c[0]))
+    return JointScores(positions=positions, values=result.values, stderrs=result.stderrs, policy="estimate",
+                       token_forwards=head_cost + tail_cost, candidates=head_ids.shape[0] + tail.shape[0],
+                       details={"head": int(head_ids.shape[0]), "draws": int(tail.shape[0]),
+                                "tail_proposal_mass": tail_mass})
+
+
+JOINT_POLICIES = ("auto", "exact", "estimate")
+
+
+def uses_exact(vocab: int, size: int, policy: str, head: int = JOINT_HEAD, draws: int = JOINT_DRAWS) -> bool:
+    """Whether :func:`joint_scores` enumerates: ``policy`` is ``"exact"``, or ``"auto"`` and the
+    ``vocab^size`` joint candidates are no more than an estimate would score (``head + draws``)."""
+    if policy not in JOINT_POLICIES:
+        raise ValueError(f"policy should be one of {', '.join(JOINT_POLICIES)}, got {policy!r}")
+    return policy == "exact" or (policy == "auto" and vocab ** size <= head + draws)
+
+
+def joint_scores(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
+                 settings: Optional[ProbeSettings] = None, policy: str = "auto",
+                 scorer: Optional[SuffixScorer] = None, **estimate_options) -> JointScores:
+    """:func:`exact_joint` or :func:`estimate_joint`, as :func:`uses_exact` says (``scorer`` and the
+    estimate's options passed on)."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    head, draws = estimate_options.get("head", JOINT_HEAD), estimate_options.get("draws", JOINT_DRAWS)
+    if uses_exact(vocab, len(set(positions)), policy, head, draws):
+        return exact_joint(model, input_ids, n_prompt, positions, settings, scorer=scorer)
+    return estimate_joint(model, input_ids, n_prompt, positions, settings, scorer=scorer, **estimate_options)
+
+
+@dataclass
+class PairInteraction:
+    """``I_{k,l} = AS_{k,l} - AS_k - AS_l`` with its parts; ``stderr`` adds the three (independent)
+    estimates' variances (0 when all three are exact)."""
+
+    positions: tuple
+    joint: float
+    singles: tuple
+    interaction: float
+    stderr: float
+
+
+def pair_interaction(model, input_ids: torch.Tensor, n_prompt: int, first: int, second: int,
+                     settings: Optional[ProbeSettings] = None, policy: str = "auto",
+                     **estimate_options) -> PairInteraction:
+    """The interaction of prompt positions ``first`` and ``second`` (module docstring), each of the
+    three scores by :func:`joint_scores` under ``policy``."""
+    parts = [joint_scores(model, input_ids, n_prompt, positions, settings, policy, **estimate_options)
+             for positions in ([first, second], [first], [second])]
+    joint, alone_first, alone_second = (part.attribution_score for part in parts)
+    variance = sum(part.stderrs["attribution_score"] ** 2 for part in parts)
+    return PairInteraction(positions=(min(first, second), max(first, second)), joint=joint,
+                           singles=(alone_first, alone_second), interaction=joint - alone_first - alone_second,
+                           stderr=math.sqrt(variance))
+
+
+@dataclass
+class JointSearch:
+    """What :func:`search_joint` found: the ``positions`` of the set (in the order added), its
+    :class:`JointScores` (``scores``), the best ``AS_S`` after each step (``trajectory``), the first
+    step's single-token scores ``singles`` (``{position: AS_k}``) and the token-forwards spent."""
+
+    positions: list
+    scores: JointScores
+    trajectory: list
+    token_forwards: int
+    singles: dict = field(default_factory=dict)
+
+
+def search_joint(model, input_ids: torch.Tensor, n_prompt: int, size: int,
+                 settings: Optional[ProbeSettings] = None, candidates: Optional[Sequence[int]] = None,
+                 policy: str = "auto", **estimate_options) -> JointSearch:
+    """A set of ``size`` positions (from ``candidates``, default every prompt position) with a large
+    ``AS_S``: greedy forward selection. Step ``t`` scores ``S + {k}`` for every ``k`` left
+    (:func:`joint_scores`; estimates share one seed per step, so the comparison within a step uses
+    common random numbers) and keeps the best. Greedy is not guaranteed to find the best set; on a
+    pair that only acts together (``AS_k, AS_l ~ 0``, ``AS_{k,l}`` large) step 2 finds the partner
+    once step 1 has taken either one, which per-token rankings cannot do.
+    """
+    settings = settings or ProbeSettings(progress=False)
+    pool = list(range(n_prompt)) if candidates is None else [int(k) for k in candidates]
+    if not 1 <= size <= len(pool):
+        raise ValueError(f"size should lie in 1..{len(pool)}, got {size}")
+    chosen: list[int] = []
+    trajectory: list[float] = []
+    singles: dict = {}
+    spent = 0
+    best: Optional[JointScores] = None
+    vocab = model.get_output_embeddings().weight.shape[0]
+    head, draws = estimate_options.get("head", JOINT_HEAD), estimate_options.get("draws", JOINT_DRAWS)
+    if not all(uses_exact(vocab, s, policy, head, draws) for s in range(1, size + 1)):
+        estimate_options.setdefault("first_order", first_order_estimates(model, input_ids, n_prompt))
+    with torch.inference_mode():
+        scorer = SuffixScorer(model, input_ids)
+    for step in range(size):
+        step_best: Optional[JointScores] = None
+        for k in pool:
+            if k in chosen:
+                continue
+            scores = joint_scores(model, input_ids, n_prompt, chosen + [k], settings, policy, scorer=scorer,
+                                  **estimate_options)
+            spent += scores.token_forwards
+            if step == 0:
+                singles[k] = scores.attribution_score
+            if step_best is None or scores.attribution_score > step_best.attribution_score:
+                step_best, added = scores, k
+        assert step_best is not None
+        chosen.append(added)
+        best = step_best
+        trajectory.append(step_best.attribution_score)
+    assert best is not None
+    return JointSearch(positions=chosen, scores=best, trajectory=trajectory, token_forwards=spent, singles=singles)

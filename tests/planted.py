@@ -1,0 +1,63 @@
+"""A model with a planted cooperative pair: two prompt tokens that matter only together.
+
+Token ids: 0 the start token, 1..12 fillers, ``KEY`` (13), ``YES`` (14), ``NO`` (15), ``MASK`` (16,
+the token a deleted prompt token becomes). A sequence is ``[0] + six prompt tokens + [answer]``:
+every prompt token is a random filler, except that the two *slots* (positions 1 and 4) hold ``KEY``
+with probability 0.15 each; any token is replaced by ``MASK`` with probability 0.1. The answer is
+``YES`` when a slot still holds ``KEY``, else ``NO`` (an OR of the slots).
+
+On the planted prompt (``KEY`` in both slots) removing either slot alone, by marginalising it
+(AS) or by deleting it (``MASK``), leaves the answer ``YES``: every per-token score is near zero.
+Removing both makes ``YES`` about as likely as the prior says (1 - 0.85^2 = 0.28): the pair's
+joint score is ``-log 0.28 ~ 1.3`` nats.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+FILLERS = tuple(range(1, 13))
+KEY, YES, NO, MASK = 13, 14, 15, 16
+VOCAB = 17
+SLOTS = (1, 4)
+PROMPT = (3, KEY, 7, 2, KEY, 9)  # the planted prompt: KEY in both slots
+N_PROMPT = len(PROMPT)
+
+
+def sample_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
+    """``(count, 8)`` training sequences of the grammar in the module docstring."""
+    prompt = torch.tensor(FILLERS)[torch.randint(len(FILLERS), (count, N_PROMPT), generator=generator)]
+    for slot in SLOTS:
+        keyed = torch.rand(count, generator=generator) < 0.15
+        prompt[keyed, slot] = KEY
+    masked = torch.rand(count, N_PROMPT, generator=generator) < 0.1
+    prompt[masked] = MASK
+    answer = torch.where((prompt[:, list(SLOTS)] == KEY).any(-1), YES, NO)
+    return torch.cat([torch.zeros(count, 1, dtype=torch.long), prompt, answer.unsqueeze(-1)], dim=1)
+
+
+@functools.lru_cache(maxsize=1)
+def planted_model():
+    """A tiny GPT-2 (2 layers, width 64) trained on the grammar until it has learnt the OR (seeded;
+    about 10 s on 2 CPU cores). Cached for the test session."""
+    from probattr_monitor.tiny_models import tiny_gpt2
+
+    torch.manual_seed(0)
+    model = tiny_gpt2(VOCAB, n_embd=64, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(600):
+        batch = sample_sequences(64, generator)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def planted_ids() -> torch.Tensor:
+    """``[0] + PROMPT + [YES]``: the sequence the probes score (``N_PROMPT`` prompt tokens)."""
+    return torch.tensor([0, *PROMPT, YES])

@@ -1,0 +1,124 @@
+"""Joint AS: exact over every pair against brute force, the identities generalised to sets, the
+estimator's intervals, and the search on a planted cooperative pair."""
+
+import math
+
+import pytest
+import torch
+
+from probattr_monitor.probes.engine import score_exact
+from probattr_monitor.probes.joint import (
+    estimate_joint,
+    exact_joint,
+    joint_scores,
+    pair_interaction,
+    search_joint,
+    uses_exact,
+)
+from probattr_monitor.probes.quantities import QUANTITIES
+from probattr_monitor.probes.scores import exact_scores
+from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+from tests.planted import N_PROMPT, SLOTS, planted_ids, planted_model
+
+SETTINGS = ProbeSettings(progress=False)
+IDS = torch.tensor([0, 11, 25, 3, 30, 7, 19, 2])  # [s] + 5 prompt tokens + 2 response tokens
+N = 5
+
+
+@pytest.fixture(scope="module", params=[("gpt2", 0.02), ("llama", 0.3)], ids=["gpt2-flat", "llama-peaked"])
+def small_model(request):
+    arch, init = request.param
+    build = tiny_gpt2 if arch == "gpt2" else tiny_llama
+    return build(40, initializer_range=init, seed=2).eval()
+
+
+def brute_force_pair(model, k, m):
+    """``log P`` of the prompt and of the response for all ``|V|^2`` sequences, by full forwards."""
+    vocab = model.config.vocab_size
+    grid = torch.cartesian_prod(torch.arange(vocab), torch.arange(vocab))  # (V^2, 2)
+    sequences = IDS.repeat(grid.shape[0], 1)
+    sequences[:, 1 + k], sequences[:, 1 + m] = grid[:, 0], grid[:, 1]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=sequences).logits.double(), -1)
+    terms = log_probs[:, :-1].gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)  # (V^2, L-1)
+    return terms[:, :N].sum(-1), terms[:, N:].sum(-1)  # log P(prompt), log P(response | prompt)
+
+
+def test_one_position_is_the_single_token_score(small_model):
+    raw = score_exact(small_model, IDS, N, SETTINGS)
+    single = exact_scores(raw, IDS[1:1 + N], 5).quantities
+    for k in range(N):
+        joint = exact_joint(small_model, IDS, N, [k], SETTINGS)
+        for name in QUANTITIES:
+            assert joint.values[name] == pytest.approx(float(getattr(single, name)[k]), abs=1e-6)
+
+
+def test_pairs_equal_brute_force_and_obey_the_set_identities(small_model):
+    for k, m in ((0, 3), (1, 2), (2, 4)):
+        joint = exact_joint(small_model, IDS, N, [m, k], SETTINGS)  # order of the positions does not matter
+        assert joint.positions == [k, m]
+        log_prompt, log_response = brute_force_pair(small_model, k, m)
+        actual = int(IDS[1 + k]) * small_model.config.vocab_size + int(IDS[1 + m])
+        log_q_prompt = torch.log_softmax(log_prompt, 0)
+        log_q_context = torch.log_softmax(log_prompt + log_response, 0)
+        # AS_S = log P(r | p) - log P(r | p with S marginalised), P(r | p_-S) = E_{q_prompt}[P(r | p_vS)]
+        marginal = torch.logsumexp(log_q_prompt + log_response, 0)
+        assert joint.attribution_score == pytest.approx(float(log_response[actual] - marginal), abs=1e-5)
+        # a pointwise mutual information: log P(p_S, r | p_-S) - log P(p_S | p_-S) - log P(r | p_-S)
+        pmi = (log_q_context[actual] + marginal) - log_q_prompt[actual] - marginal
+        assert joint.attribution_score == pytest.approx(float(pmi), abs=1e-5)
+        details = joint.details
+        assert torch.allclose(details["log_q_prompt"], log_q_prompt, atol=1e-5)
+        assert torch.allclose(details["log_q_context"], log_q_context, atol=1e-5)
+        q_prompt, q_context = details["log_q_prompt"].exp(), details["log_q_context"].exp()
+        assert float((q_prompt * details["as_all"].exp()).sum()) == pytest.approx(1.0, abs=1e-9)
+        assert float((q_context * details["as_all"]).sum()) == pytest.approx(joint.values["kl_context_prompt"],
+                                                                            abs=1e-9)
+        assert joint.values["kl_context_prompt"] >= -1e-12
+
+
+def test_the_estimate_covers_the_exact_pair(small_model):
+    """95% intervals of AS_S and the four other quantities cover exact at least 90% of the time."""
+    covered, total = 0, 0
+    for pair in ((0, 3), (1, 4)):
+        exact = exact_joint(small_model, IDS, N, pair, SETTINGS)
+        for seed in range(20):
+            estimate = estimate_joint(small_model, IDS, N, pair, SETTINGS, draws=128, head=16, seed=seed)
+            assert estimate.policy == "estimate" and estimate.details["draws"] == 128
+            for name in QUANTITIES:
+                covered += abs(estimate.values[name] - exact.values[name]) <= 1.96 * estimate.stderrs[name] + 1e-6
+                total += 1
+    assert covered / total >= 0.9
+
+
+def test_the_estimate_is_reproducible_and_sized():
+    model = tiny_gpt2(40, seed=2).eval()
+    first = estimate_joint(model, IDS, N, [0, 2, 4], SETTINGS, draws=64, head=8, seed=3)
+    again = estimate_joint(model, IDS, N, [0, 2, 4], SETTINGS, draws=64, head=8, seed=3)
+    assert first.values == again.values and first.stderrs == again.stderrs
+    assert first.candidates == 8 + 64
+    assert first.token_forwards == (8 + 64) * (IDS.shape[0] - 2)  # the suffix from position 0
+    assert uses_exact(40, 2, "auto") is False and uses_exact(40, 1, "auto") is True
+    assert joint_scores(model, IDS, N, [1], SETTINGS).policy == "exact"
+    with pytest.raises(ValueError, match="positions"):
+        exact_joint(model, IDS, N, [N], SETTINGS)
+    with pytest.raises(ValueError, match="policy"):
+        joint_scores(model, IDS, N, [1], SETTINGS, policy="guess")
+
+
+def test_a_planted_cooperative_pair_is_found_by_the_joint_search_not_by_per_token_scores():
+    model, ids = planted_model(), planted_ids()
+    raw = score_exact(model, ids, N_PROMPT, SETTINGS)
+    single = exact_scores(raw, ids[1:1 + N_PROMPT], 3).quantities.attribution_score
+    assert float(single.abs().max()) < 0.01  # per token, no slot stands out from the fillers
+    pair = pair_interaction(model, ids, N_PROMPT, *SLOTS, SETTINGS, policy="exact")
+    assert pair.joint > 1.0 and pair.interaction > 1.0 and pair.stderr == 0.0
+    assert pair.joint == pytest.approx(-math.log(1 - 0.85 ** 2), abs=0.3)  # the prior's P(YES) after both go
+    found = search_joint(model, ids, N_PROMPT, 2, SETTINGS)
+    assert sorted(found.positions) == list(SLOTS)
+    assert found.scores.attribution_score == pytest.approx(pair.joint, abs=1e-9)
+    assert found.trajectory[1] > found.trajectory[0] + 1.0
+    assert set(found.singles) == set(range(N_PROMPT))
+    estimated = search_joint(model, ids, N_PROMPT, 2, SETTINGS, policy="estimate", draws=256)
+    assert sorted(estimated.positions) == list(SLOTS)
