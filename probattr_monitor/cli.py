@@ -126,6 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
     faithfulness.add_argument("--plot", metavar="PNG", help="write a plot (needs matplotlib)")
     faithfulness.set_defaults(handler=run_faithfulness_command)
 
+    joint = commands.add_parser(
+        "joint",
+        help="the set of prompt tokens whose removal matters most together (JoPA or the joint-AS search)",
+        description="For each prompt, choose the set of SIZE tokens (or a SPARSITY share of them) whose removal "
+                    "changes the response most together: by the greedy search for the largest joint attribution "
+                    "score AS_S (--method joint_as: the tokens marginalised together over the vocabulary) or by "
+                    "JoPA's gradient-guided search (--method jopa: the tokens replaced by the baseline token). "
+                    "Prints the set, the drop of log P(response) when it is removed, and the search's settings.",
+    )
+    joint.add_argument("--model", required=True, metavar="DIR_OR_ID",
+                       help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
+    joint.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
+    joint.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
+    add_base_model_argument(joint)
+    add_prompt_arguments(joint)
+    joint.add_argument("--response", metavar="TEXT", help="the response to attribute (one prompt only; default: "
+                       "the model's greedy continuation)")
+    joint.add_argument("--method", default="joint_as", choices=("joint_as", "jopa"),
+                       help="joint_as (default) or jopa")
+    size = joint.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, metavar="K", help="tokens in the set")
+    size.add_argument("--sparsity", type=float, metavar="SHARE",
+                      help="the set's share of the prompt's tokens (default 0.1: ceil(0.1 n) tokens)")
+    joint.add_argument("--json", metavar="OUT", help="write the sets as JSON")
+    joint.set_defaults(handler=run_joint_command)
+
     report = commands.add_parser(
         "report",
         help="write the HTML checkpoint-selection report of a run folder",
@@ -455,6 +481,46 @@ def run_faithfulness_command(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_faithfulness(result, args.plot)
     print_faithfulness(result)
+    return EXIT_OK
+
+
+def run_joint_command(args: argparse.Namespace) -> int:
+    """``probattr-monitor joint``: load, choose each prompt's set, print; optionally JSON."""
+    from .display import safe
+    from .faithfulness import select_tokens
+    from .loading import load_model_and_tokenizer
+
+    prompts = prompts_from_args(args)
+    if args.response is not None and len(prompts) != 1:
+        raise ProbeInputError(f"--response needs exactly one prompt, got {len(prompts)}")
+    if args.size is not None and args.size < 1:
+        raise ProbeInputError(f"--size should be a positive integer, got {args.size}")
+    sparsity = 0.1 if args.size is None and args.sparsity is None else args.sparsity
+    if sparsity is not None and not 0 < sparsity <= 1:
+        raise ProbeInputError(f"--sparsity should lie in (0, 1], got {sparsity}")
+    if args.json is not None:
+        check_writable(args.json, "--json")
+    settings = settings_from_args(args)
+    model, tokenizer = load_model_and_tokenizer(args.model, gguf_file=args.gguf_file, device=args.device,
+                                                dtype=args.dtype, tokenizer_dir=args.tokenizer,
+                                                base_model=args.base_model)
+    rows = select_tokens(model, tokenizer, prompts, None if args.response is None else [args.response],
+                         method=args.method, size=args.size, sparsity=sparsity, settings=settings, seed=settings.seed)
+    if args.json is not None:
+        from .storage import write_json_atomic
+
+        write_json_atomic(args.json, rows)
+    for row in rows:
+        marked = " ".join(f"[{safe(repr(t))}]" if j in row["removed"] else safe(repr(t))
+                          for j, t in enumerate(row["tokens"]))
+        search = row["search"]
+        joint_score = ""
+        if "attribution_score" in search:
+            joint_score = (f"; AS_S {search['attribution_score']:+.3f} +- "
+                           f"{1.96 * search['attribution_score_stderr']:.3f} ({search['policy']})")
+        print(f"{safe(row['prompt'] if isinstance(row['prompt'], str) else str(row['prompt']))[:80]}\n  {marked}\n"
+              f"  {row['method']}, {row['size']} of {len(row['tokens'])} token(s): removing them drops log P(response) "
+              f"by {row['probability_faithfulness']:.3f} nats{joint_score}; seed {search['seed']}")
     return EXIT_OK
 
 

@@ -109,7 +109,9 @@ def test_cli_writes_json_and_plot(peaked, tokenizer, tmp_path):
     assert completed.returncode == 0, completed.stderr
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["methods"] == ["attribution_score", "occlusion", "random"]
-    assert set(data["summary"]) == {"normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity"}
+    assert set(data["summary"]) == {"normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity",
+                                    "probability_faithfulness@1%", "probability_faithfulness@10%",
+                                    "probability_faithfulness@20%"}
     assert "replace with the baseline token" in data["protocol"]["deletion_operator"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "normalised_aopc" in completed.stdout and "Spearman" in completed.stdout

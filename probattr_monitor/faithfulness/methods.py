@@ -15,7 +15,11 @@ metrics use):
 - ``random``: a seeded random ranking, the floor any method should beat;
 - ``semantic_scope``, ``fisher_scope``, ``temperature_scope``: the Jacobian Scopes of
   ``probes.scopes`` aggregated over the response (no Captum needed; Fisher by its low-rank
-  variant, rank 8), a magnitude per token: the ranking says which tokens move the response most.
+  variant, rank 8), a magnitude per token: the ranking says which tokens move the response most;
+- ``jopa`` and ``joint_as``: *set* methods, which choose the set to remove for each size
+  (:func:`select_sets`): JoPA's gradient-guided search (:mod:`.jopa`) and the greedy search for the
+  largest joint attribution score ``AS_S`` (``probes.joint.search_joint``). Their per-token scores
+  (for the ranking metrics) follow their search order.
 
 AS itself (``attribution_score``) comes from :func:`probattr_monitor.probe`. Every method runs with
 torch's and numpy's global RNGs seeded and then restored, so results repeat and the caller's RNG
@@ -34,7 +38,8 @@ from .scorer import ResponseScorer
 
 CAPTUM_METHODS = ("occlusion", "lime", "shapley", "input_x_gradient", "gradient_shap")
 SCOPE_METHODS = ("semantic_scope", "fisher_scope", "temperature_scope")
-METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random", *SCOPE_METHODS)
+SET_METHODS = ("jopa", "joint_as")
+METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random", *SCOPE_METHODS, *SET_METHODS)
 DEFAULT_METHODS = ("attribution_score", *CAPTUM_METHODS, "random")
 SAMPLES = 50  # LIME and Shapley-value-sampling perturbations, GradientShap samples
 
@@ -52,9 +57,40 @@ def require_captum() -> None:
             from None
 
 
+def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0,
+                settings=None) -> tuple[list[float], dict, dict]:
+    """A set method's per-feature scores (its search order), the feature sets it removes
+    (``{size: frozenset}`` for each of ``sizes``) and what its search states (settings; for
+    ``joint_as`` also the largest set's ``AS_S``, its standard error and the policy).
+    ``settings`` (``ProbeSettings``) serve ``joint_as``."""
+    from .jopa import jopa, order_attributions
+
+    n = scorer.n_features
+    sizes = sorted({min(max(1, int(size)), n) for size in sizes})
+    if method == "jopa":
+        found = jopa(scorer, sizes, seed=seed)
+        return order_attributions(found.order, n), dict(found.sets), dict(found.settings)
+    if method != "joint_as":
+        raise ProbeInputError(f"{method!r} is not a set method; choose from {', '.join(SET_METHODS)}")
+    from ..probes.joint import search_joint
+    from ..probes.settings import ProbeSettings
+
+    settings = (settings or ProbeSettings()).replace(progress=False, seed=seed)
+    positions = [int(column) - 1 for column in scorer.columns]  # feature j is prompt position positions[j]
+    search = search_joint(scorer.model, scorer.sequence, scorer.response_start - 1, max(sizes), settings,
+                          candidates=positions)
+    path = [positions.index(k) for k in search.positions]
+    rest = sorted((j for j in range(n) if j not in path), key=lambda j: -search.singles[positions[j]])
+    details = {"search": "greedy forward selection", "seed": seed, "policy": search.scores.policy,
+               "attribution_score": search.scores.attribution_score,
+               "attribution_score_stderr": search.scores.stderrs["attribution_score"],
+               "trajectory": search.trajectory, "token_forwards": search.token_forwards}
+    return order_attributions(path + rest, n), {size: frozenset(path[:size]) for size in sizes}, details
+
+
 def attribute(method: str, scorer: ResponseScorer, seed: int = 0, samples: int = SAMPLES) -> list[float]:
     """Per-feature attributions of ``log P(r | p)`` by ``method`` (one of :data:`METHODS` but
-    ``attribution_score``)."""
+    ``attribution_score`` and the :data:`SET_METHODS`, which :func:`select_sets` runs)."""
     if method not in _RUNNERS:
         raise ProbeInputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     import numpy as np

@@ -18,6 +18,9 @@ the deletion operator: a removed token is put back as the baseline token, so pos
   token removed with probability 1/2), ``mean_i (beta * sum_{j in I_i} a_j - [v(0) - v(I_i)])^2``
   with the scale ``beta`` that minimises it (Captum's ``normalize=True``), so methods with different
   scales compare. Lower is more faithful.
+- **Probability faithfulness** (JoPA, ACL 2025): at sparsity ``s`` (``SPARSITIES``: 1, 10, 20% of
+  the prompt), ``v(0) - v(S)`` for the set ``S`` of ``ceil(s n)`` tokens a method removes: its top
+  ``ceil(s n)`` for a ranking method, its own choice for a set method. Higher is more faithful.
 """
 
 from __future__ import annotations
@@ -124,3 +127,17 @@ def infidelity(attributions: Sequence[float], value: Value, subsets: Sequence[fr
     norm = sum(p * p for p in predicted)
     beta = sum(p * o for p, o in zip(predicted, observed)) / norm if norm > 0 else 0.0
     return sum((beta * p - o) ** 2 for p, o in zip(predicted, observed)) / len(subsets)
+
+
+SPARSITIES = (0.01, 0.1, 0.2)  # JoPA's probability faithfulness: shares of the prompt removed
+
+
+def sparsity_size(n: int, sparsity: float) -> int:
+    """Tokens removed at ``sparsity``: ``ceil(sparsity x n)``, at least 1 and at most ``n``."""
+    return min(n, max(1, math.ceil(sparsity * n - 1e-9)))
+
+
+def probability_faithfulness(removed: frozenset, value: Value) -> float:
+    """JoPA's probability faithfulness of a removed set: ``log P(r | p) - log P(r | p without it)``,
+    the drop of the response's log-probability in nats (higher: the set mattered more)."""
+    return value(frozenset()) - value(frozenset(removed))

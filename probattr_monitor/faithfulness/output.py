@@ -3,7 +3,7 @@ interval), the AS check, and a plot (one panel per metric)."""
 
 from __future__ import annotations
 
-from .run import BETTER, METRICS, FaithfulnessResult
+from .run import BETTER, METRICS, PROBABILITY_METRICS, FaithfulnessResult
 
 
 def print_faithfulness(result: FaithfulnessResult, console=None) -> None:
@@ -15,18 +15,23 @@ def print_faithfulness(result: FaithfulnessResult, console=None) -> None:
 
     console = console or Console()
     prompts = len(result.per_prompt)
-    table = Table(title=f"faithfulness over {prompts} prompt(s): mean [95% interval]", title_justify="left")
-    table.add_column("method")
-    for metric in METRICS:
-        table.add_column(f"{metric} ({BETTER[metric]} better)", justify="right")
-    table.add_column("seconds", justify="right")
-    for method in result.methods:
-        cells = []
-        for metric in METRICS:
-            value = result.summary[metric][method]
-            cells.append(f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
-        table.add_row(method, *cells, f"{result.seconds.get(method, 0.0):.1f}")
-    console.print(table)
+    deletion = [metric for metric in METRICS if metric not in PROBABILITY_METRICS]
+    titles = (f"faithfulness over {prompts} prompt(s): mean [95% interval]",
+              "probability faithfulness (JoPA): drop of log P(r) in nats when that share of the prompt is removed")
+    for title, columns in zip(titles, (deletion, PROBABILITY_METRICS)):
+        table = Table(title=title, title_justify="left")
+        table.add_column("method")
+        for metric in columns:
+            table.add_column(f"{metric.split('@')[-1]} ({BETTER[metric]} better)" if "@" in metric
+                             else f"{metric} ({BETTER[metric]} better)", justify="right")
+        table.add_column("seconds", justify="right")
+        for method in result.methods:
+            cells = []
+            for metric in columns:
+                value = result.summary[metric][method]
+                cells.append(f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
+            table.add_row(method, *cells, f"{result.seconds.get(method, 0.0):.1f}")
+        console.print(table)
     check = result.as_check
     spearman = "-" if check["spearman"] is None else f"{check['spearman']:+.3f}"
     same = "-" if check["same_sign_share"] is None else f"{check['same_sign_share']:.2f}"
@@ -46,7 +51,10 @@ def plot_faithfulness(result: FaithfulnessResult, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6))
+    figure, axes = plt.subplots(2, (len(METRICS) + 1) // 2, figsize=(2 * len(METRICS), 7.2))
+    axes = axes.reshape(-1)
+    for axis in axes[len(METRICS):]:
+        axis.set_visible(False)
     for axis, metric in zip(axes, METRICS):
         means = [result.summary[metric][m]["mean"] for m in result.methods]
         lows = [mean - result.summary[metric][m]["low"] for m, mean in zip(result.methods, means)]

@@ -20,12 +20,28 @@ from typing import Optional, Sequence
 
 from ..probes.settings import ProbeSettings
 from . import metrics
-from .methods import CAPTUM_METHODS, DEFAULT_METHODS, METHODS, MethodUnavailable, attribute, require_captum
+from .methods import (
+    CAPTUM_METHODS,
+    DEFAULT_METHODS,
+    METHODS,
+    SET_METHODS,
+    MethodUnavailable,
+    attribute,
+    require_captum,
+    select_sets,
+)
 from .scorer import ResponseScorer, baseline_token_id
 
-METRICS = ("normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity")
+
+def probability_metric(sparsity: float) -> str:
+    """The key of probability faithfulness at ``sparsity``: ``probability_faithfulness@10%``."""
+    return f"probability_faithfulness@{100 * sparsity:g}%"
+
+
+PROBABILITY_METRICS = tuple(probability_metric(s) for s in metrics.SPARSITIES)
+METRICS = ("normalised_aopc", "aopc", "comprehensiveness", "sufficiency", "infidelity", *PROBABILITY_METRICS)
 BETTER = {"normalised_aopc": "higher", "aopc": "higher", "comprehensiveness": "higher", "sufficiency": "lower",
-          "infidelity": "lower"}
+          "infidelity": "lower", **{name: "higher" for name in PROBABILITY_METRICS}}
 INFIDELITY_SUBSETS = 32
 BOOTSTRAP = 2000
 
@@ -37,7 +53,8 @@ class FaithfulnessResult:
     Attributes:
         methods: the methods that ran (in order); ``skipped``: ``{method: why}`` for the others.
         per_prompt: one dict per prompt: ``prompt``, ``response``, ``tokens``, ``attributions``
-            ``{method: [...]}``, ``metrics`` ``{method: {metric: value}}``, ``bounds_exact``.
+            ``{method: [...]}``, ``metrics`` ``{method: {metric: value}}``, ``bounds_exact`` and
+            ``removed_sets`` (``{set method: {size: [features]}}``).
         summary: ``{metric: {method: {"mean", "low", "high"}}}`` over prompts (95% bootstrap).
         as_check: AS against the observed change of one replacement (see :func:`as_check`).
         seconds: ``{method: seconds}`` summed over prompts; ``forwards``: sequences scored for the metrics.
@@ -105,12 +122,18 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
             scorer.prefetch(frozenset(c) for size in range(n + 1) for c in combinations(range(n), size))
         attributions = {"attribution_score": [t.attribution_score for t in result.tokens]}
         seconds["attribution_score"] = seconds.get("attribution_score", 0.0) + float(result.summary["seconds"])
+        sizes = {sparsity: metrics.sparsity_size(n, sparsity) for sparsity in metrics.SPARSITIES}
+        selections: dict = {}
         for method in methods:
             if method == "attribution_score" or method in skipped:
                 continue
             began = time.perf_counter()
             try:
-                attributions[method] = attribute(method, scorer, seed=seed, samples=samples)
+                if method in SET_METHODS:
+                    attributions[method], selections[method], _ = select_sets(method, scorer, sizes.values(), seed,
+                                                                              settings)
+                else:
+                    attributions[method] = attribute(method, scorer, seed=seed, samples=samples)
             except MethodUnavailable as why:
                 skipped[method] = str(why)
                 continue
@@ -127,10 +150,15 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
                 "sufficiency": metrics.sufficiency(order, scorer.value),
                 "infidelity": metrics.infidelity(values, scorer.value, perturbations),
             }
+            for sparsity, size in sizes.items():  # a set method's own set, else the top of the ranking
+                removed = selections[method][size] if method in selections else frozenset(order[:size])
+                scores[method][probability_metric(sparsity)] = metrics.probability_faithfulness(removed, scorer.value)
         observed = [scorer.value(frozenset()) - scorer.value(frozenset([j])) for j in range(n)]
         per_prompt.append({"prompt": result.prompt, "response": result.response,
                            "tokens": [t.token for t in result.tokens], "attributions": attributions,
-                           "observed_single_removal": observed, "metrics": scores, "bounds_exact": bounds[2]})
+                           "observed_single_removal": observed, "metrics": scores, "bounds_exact": bounds[2],
+                           "removed_sets": {method: {str(size): sorted(chosen) for size, chosen in found.items()}
+                                            for method, found in selections.items()}})
         forwards += scorer.forwards
     if not per_prompt:
         from ..probes.errors import ProbeInputError
@@ -147,7 +175,10 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
                   "bins": list(metrics.BINS), "infidelity_perturbations": f"{INFIDELITY_SUBSETS} random subsets, "
                   "each token removed with probability 1/2 (seeded)", "aopc_bounds": f"exact over all orderings "
                   f"up to {exact_bound_tokens} tokens, beam search (width {beam_width}) beyond",
-                  "value": "log P(response | prompt) in nats", "samples": samples, "seed": seed})
+                  "value": "log P(response | prompt) in nats", "samples": samples, "seed": seed,
+                  "probability_faithfulness": "drop of log P(response) when ceil(sparsity x n) tokens are removed: "
+                  "a set method's own set, else the top of the method's ranking",
+                  "sparsities": list(metrics.SPARSITIES)})
 
 
 def interval(values: Sequence[float], seed: int = 0) -> dict:
