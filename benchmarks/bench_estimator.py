@@ -12,11 +12,12 @@ likelihoods no cheap guess can rank; the estimate cannot be accurate there, and 
 whether its error bars and uncertain flags say so).
 With ``--smollm2``: SmolLM2-135M-Instruct against the exact positions stored in
 ``benchmarks/data/smollm2_exact.json`` (made by ``compute_smollm2_exact.py``): the whole prompt is
-probed as it would be (``--seeds`` times, each with other draws) and compared where exact values
+probed as it would be (``--smollm2-seeds`` times, each with other draws) and compared where exact values
 exist. Exact wall time for the whole prompt is the measured seconds per exact token-forward
 times its token-forwards. ``simulate_estimator.py`` replays many more seeds from stored vectors.
 
-Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--seeds 3] [--first-seed 0] [--budget N]
+Usage: python benchmarks/bench_estimator.py [--smollm2] [--skip-tiny] [--smollm2-seeds 3] [--first-seed 0] [--budget N]
+       python benchmarks/bench_estimator.py --family --skip-tiny  (the table per model class: estimator_family.py)
 """
 
 import argparse
@@ -176,7 +177,9 @@ def main() -> None:
     parser.add_argument("--smollm2", action="store_true", help="compare on the stored exact SmolLM2 positions")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data" / "smollm2_exact.json"))
     parser.add_argument("--skip-tiny", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
+    parser.add_argument("--family", action="store_true",
+                        help="the table per model class of estimator_family.py (its options apply)")
+    parser.add_argument("--smollm2-seeds", type=int, default=3, help="SmolLM2 probes, each with other draws")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first SmolLM2 probe (to add seeds)")
     parser.add_argument(
         "--budget",
@@ -185,12 +188,17 @@ def main() -> None:
         help="candidate_budget of the SmolLM2 probes (default: the settings' default, 768 "
         "there; the tiny models always use the default)",
     )
+    from estimator_family import add_arguments, family_table
+
+    add_arguments(parser.add_argument_group("--family"))
     args = parser.parse_args()
+    if args.family:
+        family_table(args.archs, args.inits, args.vocabs, args.lengths, args.shares, args.seeds)
     if not args.skip_tiny:
         for name, model, tokenizer in tiny_models():
             run_tiny(name, model, tokenizer)
     if args.smollm2:
-        run_smollm2(Path(args.data), args.seeds, args.budget, args.first_seed)
+        run_smollm2(Path(args.data), args.smollm2_seeds, args.budget, args.first_seed)
 
 
 if __name__ == "__main__":
