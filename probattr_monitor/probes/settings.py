@@ -19,7 +19,7 @@ DEFAULT_AS_BAND = 0.2
 DEFAULT_ENTROPY_THRESHOLD = 2.0
 DEFAULT_CANDIDATE_BUDGET = 768
 DEFAULT_COST_SHARE = 5  # by default a budgeted probe costs at most 1/5 of exact
-CPU_MEMORY_BUDGET_MB = 64.0
+CPU_MEMORY_BUDGET_MB = 32.0  # toy: 1.1-1.3x faster than at 64 MB; SmolLM2: within 5% (bench_exact, bench_engine_flops)
 ACCELERATOR_MEMORY_BUDGET_MB = 1024.0  # an accelerator whose free memory cannot be read (mps, xpu, ...)
 CUDA_FREE_MEMORY_SHARE = 0.25  # of the memory free on a CUDA device when the probe starts
 CUDA_MEMORY_BUDGET_RANGE_MB = (256.0, 16384.0)
@@ -68,7 +68,7 @@ class ProbeSettings:
         seed: seed of the tail sampler's private generator (the global RNG is never touched).
         memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
             cache, activations, logits); batch sizes follow from it (see
-            ``engine.candidate_batch_size``). ``None`` (default): 64 MB on CPU, where batches that
+            ``engine.candidate_batch_size``). ``None`` (default): 32 MB on CPU, where batches that
             stay near the cache run fastest (``benchmarks/bench_exact.py``); on a CUDA device a
             quarter of the memory free when the probe starts (``torch.cuda.mem_get_info``: what
             training leaves), within 256 MB-16 GB; 1024 MB on other accelerators.

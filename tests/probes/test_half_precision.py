@@ -42,7 +42,7 @@ def test_the_cuda_budget_is_a_share_of_the_free_memory_within_bounds():
     assert cuda_budget_bytes(200 * 1024 * MB) == 16384 * MB, "capped"
     assert cuda_budget_bytes(600 * MB) == 256 * MB, "floor"
     assert cuda_budget_bytes(300 * MB) == 150 * MB, "the floor never above half of what is free"
-    assert ProbeSettings().memory_budget_bytes(torch.device("cpu")) == 64 * MB
+    assert ProbeSettings().memory_budget_bytes(torch.device("cpu")) == 32 * MB
     assert ProbeSettings(memory_budget_mb=10).memory_budget_bytes("cuda:0") == 10 * MB, "given: never measured"
 
 
