@@ -375,6 +375,8 @@ def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids,
         except NonFiniteLogitsError as error:  # met only while regenerating (the budget policy skips some ids)
             return ProbeResult.invalid(user_text(prompt), tokenizer.decode(response_ids), prompt_ids, response_ids,
                                        str(error), **extra)
+    if settings.scopes:
+        _add_scopes(model, tokens, start, prompt_ids, response_ids, positions, settings)
     summary = summarize(tokens)
     summary["token_forwards"] = scores.token_forwards
     if settings.replacement_entropy:
@@ -409,6 +411,19 @@ def _add_stability(model, tokens, start, prompt_ids, response_ids, positions, st
         token.original_response_share = stats.share_greedy[row]
         token.original_response_share_sampled = stats.share_sampled[row]
     return stats.generations
+
+
+def _add_scopes(model, tokens, start, prompt_ids, response_ids, positions, settings) -> None:
+    """Fill each token's ``<scope>_scope`` fields for ``settings.scopes`` (``probes.scopes``,
+    aggregated over the response; Fisher by its low-rank variant)."""
+    from .probes.scopes import jacobian_scopes
+
+    input_ids = torch.tensor([start] + list(prompt_ids) + list(response_ids), device=model_device(model))
+    scores = jacobian_scopes(model, input_ids, len(prompt_ids), positions=positions, scopes=settings.scopes,
+                             seed=settings.seed)
+    for name in settings.scopes:
+        for row, token in enumerate(tokens):
+            setattr(token, f"{name}_scope", float(scores.aggregate[name][row]))
 
 
 def _token_rows(tokenizer, prompt_ids, positions, stats: PositionQuantities, stderrs: dict,

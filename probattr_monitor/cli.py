@@ -243,10 +243,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         kind = _PARSERS.get(str(meta.get("parse")))
         kind = kind or _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
         group.add_argument(settings_flag(setting), dest=setting.name, type=kind, default=None,
-                           choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"])
+                           choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"],
+                           nargs=meta.get("nargs"))
 
 
-_FIELD_TYPES = {"int": int, "float": float, "str": str}
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "tuple": str}
 
 
 def parse_chat_template(text: str):

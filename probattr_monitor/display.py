@@ -38,6 +38,9 @@ def result_table(result: ProbeResult):
     stability = any(token.replacement_entropy is not None for token in result.tokens)
     if stability:  # response stability (replacement entropy on)
         columns += (("top-p set", "right"), ("H rep", "right"), ("H rep sampled", "right"), ("orig. share", "right"))
+    scopes = [name for name in ("semantic", "fisher", "temperature")
+              if any(getattr(token, f"{name}_scope") is not None for token in result.tokens)]
+    columns += tuple((f"{name} scope", "right") for name in scopes)
     for name, justify in columns:
         table.add_column(name, justify=justify)
     estimated = any(token.attribution_score_stderr > 0 for token in result.tokens)
@@ -56,6 +59,7 @@ def result_table(result: ProbeResult):
         if stability:
             cells += [str(token.top_p_set_size), f"{token.replacement_entropy or 0.0:.3f}",
                       f"{token.replacement_entropy_sampled or 0.0:.3f}", f"{token.original_response_share or 0.0:.2f}"]
+        cells += [f"{getattr(token, f'{name}_scope'):.3g}" for name in scopes]
         table.add_row(*cells, style=BAND_STYLES.get(token.band, ""))
     return table
 

@@ -394,6 +394,10 @@ def _token_details(token: dict) -> str:
                      f"{token['replacement_entropy_sampled']:.3f} sampled; original response "
                      f"{token['original_response_share']:.2f} greedy, {token['original_response_share_sampled']:.2f} "
                      "sampled")
+    scopes = [f"{name} {token[f'{name}_scope']:.3g}" for name in ("semantic", "fisher", "temperature")
+              if token.get(f"{name}_scope") is not None]
+    if scopes:
+        lines.append("Jacobian Scopes: " + ", ".join(scopes))
     for name, key in (("top q_prompt", "top_prompt"), ("top q_context", "top_context")):
         candidates = ", ".join(f"{c['token']!r} {c['prob']:.3f}" for c in token.get(key, []))
         lines.append(f"{name}: {candidates}")

@@ -27,7 +27,9 @@ from .probattr_callback import ProbAttrCallback, monitors_of
 GREATER_IS_BETTER = {"log_p_response": True, "mean_attribution": True, "noise_tokens": False,
                      "noise_fraction": False, "soft_noise": False, "mean_entropy_prompt": False,
                      "mean_entropy_context": False, "mean_kl": False, "mean_replacement_entropy": False,
-                     "mean_original_response_share": True, "drift_attribution": False, "drift_entropy": False}
+                     "mean_original_response_share": True, "drift_attribution": False, "drift_entropy": False,
+                     # the scopes, like mean_attribution: greater, the response leans more on the prompt
+                     "mean_semantic_scope": True, "mean_fisher_scope": True, "mean_temperature_scope": True}
 
 
 class ProbAttrEarlyStopping(TrainerCallback, ExportableState):

@@ -24,6 +24,9 @@ SUMMARY_KEYS = (
     "soft_noise",
     "mean_replacement_entropy",
     "mean_original_response_share",
+    "mean_semantic_scope",
+    "mean_fisher_scope",
+    "mean_temperature_scope",
 )
 DRIFT_KEYS = ("drift_attribution", "drift_entropy")
 TOKEN_COLUMNS = (
@@ -48,7 +51,8 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     ``KL(q_context || q_prompt)``; ``log_p_response`` is the mean over valid prompts;
     ``invalid_prompts`` counts prompts whose result is invalid (non-finite logits); ``soft_noise``
     is defined in ``monitoring.statistics``; ``mean_replacement_entropy`` and
-    ``mean_original_response_share`` pool the tokens when replacement entropy is on (else ``None``).
+    ``mean_original_response_share`` pool the tokens when replacement entropy is on (else ``None``);
+    ``mean_<scope>_scope`` pool the tokens' Jacobian Scopes when the ``scopes`` setting names them.
     Values are ``None`` when no prompt is valid.
     """
     valid = [r for r in results if r.valid]
@@ -70,6 +74,9 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
         "mean_replacement_entropy": mean([t.replacement_entropy for t in tokens if t.replacement_entropy is not None]),
         "mean_original_response_share": mean([t.original_response_share for t in tokens
                                               if t.original_response_share is not None]),
+        **{f"mean_{name}_scope": mean([getattr(t, f"{name}_scope") for t in tokens
+                                       if getattr(t, f"{name}_scope") is not None])
+           for name in ("semantic", "fisher", "temperature")},
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
     }

@@ -48,6 +48,9 @@ class TokenAttribution:
         top_p_set_size, replacement_entropy, replacement_entropy_sampled, original_response_share,
         original_response_share_sampled: response stability (``probes.replacement``), when the
             ``replacement_entropy`` setting is on; else ``None``.
+        semantic_scope, fisher_scope, temperature_scope: the Jacobian Scopes of the token
+            aggregated over the response (``probes.scopes``), when named in the ``scopes``
+            setting; else ``None``.
     """
 
     position: int
@@ -73,6 +76,9 @@ class TokenAttribution:
     replacement_entropy_sampled: Optional[float] = None
     original_response_share: Optional[float] = None
     original_response_share_sampled: Optional[float] = None
+    semantic_scope: Optional[float] = None
+    fisher_scope: Optional[float] = None
+    temperature_scope: Optional[float] = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenAttribution":

@@ -19,6 +19,7 @@ DEFAULT_AS_BAND = 0.2
 DEFAULT_ENTROPY_THRESHOLD = 2.0
 DEFAULT_CANDIDATE_BUDGET = 768
 DEFAULT_COST_SHARE = 5  # by default a budgeted probe costs at most 1/5 of exact
+SCOPE_NAMES = ("semantic", "fisher", "temperature")  # probes.scopes.SCOPES (settings import no torch)
 CPU_MEMORY_BUDGET_MB = 32.0  # toy: 1.1-1.3x faster than at 64 MB; SmolLM2: within 5% (bench_exact, bench_engine_flops)
 ACCELERATOR_MEMORY_BUDGET_MB = 1024.0  # an accelerator whose free memory cannot be read (mps, xpu, ...)
 CUDA_FREE_MEMORY_SHARE = 0.25  # of the memory free on a CUDA device when the probe starts
@@ -90,6 +91,9 @@ class ProbeSettings:
         replacement_top_p: the top-p mass of the replacement set and of the sampler (0.9).
         replacement_max_candidates: at most this many replacements per token (``None``: the
             whole top-p set, as the paper).
+        scopes: Jacobian Scopes to add per scored token (``probes.scopes``: any of ``"semantic"``,
+            ``"fisher"``, ``"temperature"``), aggregated over the response; each costs one backward
+            pass or a few per prompt (``()``, the default: none). A list is kept as a tuple.
         progress: show a tqdm progress bar.
     """
 
@@ -132,6 +136,9 @@ class ProbeSettings:
         "help": "top-p mass of the replacement set and sampler (default 0.9)", "metavar": "P"})
     replacement_max_candidates: Optional[int] = field(default=None, metadata={
         "help": "at most N replacements per token (default: the whole top-p set)", "metavar": "N"})
+    scopes: tuple = field(default=(), metadata={
+        "help": "also compute these Jacobian Scopes per token (default: none)", "choices": SCOPE_NAMES,
+        "nargs": "+"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bar", "flag": "--no-progress"})
 
     def __post_init__(self) -> None:
@@ -169,6 +176,11 @@ class ProbeSettings:
             _check_int("replacement_max_candidates", self.replacement_max_candidates, minimum=1)
         if not isinstance(self.progress, bool):
             raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
+        scopes = (self.scopes,) if isinstance(self.scopes, str) else self.scopes
+        if not isinstance(scopes, (tuple, list)) or any(name not in SCOPE_NAMES for name in scopes):
+            raise ProbeInputError(f"scopes should be a list of {', '.join(map(repr, SCOPE_NAMES))}, "
+                                  f"got {self.scopes!r}")
+        object.__setattr__(self, "scopes", tuple(dict.fromkeys(scopes)))  # frozen: normalised once, here
 
     def policy_for(self, vocab_size: int) -> str:
         """``"exact"`` or ``"budget"`` for a vocabulary of ``vocab_size`` (resolves ``"auto"``: exact
@@ -248,6 +260,10 @@ class ProbeSettings:
         data = self.to_dict()
         data.pop("memory_budget_mb")
         data.pop("max_batch_size")
+        if not data["scopes"]:  # records made before scopes existed match settings without them
+            data.pop("scopes")
+        else:
+            data["scopes"] = list(data["scopes"])
         return data
 
 
