@@ -139,3 +139,31 @@ def test_bad_watch_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, mes
 
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_deleted_before_it_is_probed_is_skipped_with_a_note(finished_run, tmp_path):
+    """``save_total_limit`` rotates a checkpoint away between the watcher seeing it complete and
+    loading it: a note, no record, no error, and the others are probed as usual."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+    class Rotating(Watcher):
+        def _ready(self, state):
+            ready = super()._ready(state)
+            for checkpoint in ready:
+                if checkpoint.name == "checkpoint-4":
+                    shutil.rmtree(checkpoint.path)  # what the Trainer's rotation does
+            return ready
+
+    import io
+
+    from rich.console import Console
+
+    notes = io.StringIO()
+    sweep = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS, device="cpu", progress=False)
+    config = WatchConfig(sweep=sweep, poll_seconds=0.05, settle_seconds=0.0)
+    Rotating(config, console=Console(file=notes, width=200)).run()
+    assert "checkpoint-4 was deleted before it was probed; skipped" in notes.getvalue()
+    assert sorted(records(run)) == ["checkpoint-2", "checkpoint-6"] and not (run / "checkpoint-4").exists()
+    summary = json.loads((run / SUMMARY_JSON).read_text())
+    assert [row["step"] for row in summary["rows"]] == [2, 6]
+    assert json.loads((run / STATE_FILE).read_text())["logged"]["checkpoint-4"]["stamp"] is None
