@@ -29,7 +29,7 @@ is untouched.
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -57,12 +57,13 @@ def require_captum() -> None:
             from None
 
 
-def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0,
-                settings=None) -> tuple[list[float], dict, dict]:
+def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0, settings=None,
+                joint_draws: Optional[int] = None) -> tuple[list[float], dict, dict]:
     """A set method's per-feature scores (its search order), the feature sets it removes
     (``{size: frozenset}`` for each of ``sizes``) and what its search states (settings; for
     ``joint_as`` also the largest set's ``AS_S``, its standard error and the policy).
-    ``settings`` (``ProbeSettings``) serve ``joint_as``."""
+    ``settings`` (``ProbeSettings``) and ``joint_draws`` (draws per estimate, default
+    ``probes.joint.JOINT_DRAWS``) serve ``joint_as``."""
     from .jopa import jopa, order_attributions
 
     n = scorer.n_features
@@ -77,11 +78,13 @@ def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0,
 
     settings = (settings or ProbeSettings()).replace(progress=False, seed=seed)
     positions = [int(column) - 1 for column in scorer.columns]  # feature j is prompt position positions[j]
+    options: dict[str, Any] = {} if joint_draws is None else {"draws": int(joint_draws),
+                                                             "head": max(1, int(joint_draws) // 8)}
     search = search_joint(scorer.model, scorer.sequence, scorer.response_start - 1, max(sizes), settings,
-                          candidates=positions)
+                          candidates=positions, **options)
     path = [positions.index(k) for k in search.positions]
     rest = sorted((j for j in range(n) if j not in path), key=lambda j: -search.singles[positions[j]])
-    details = {"search": "greedy forward selection", "seed": seed, "policy": search.scores.policy,
+    details = {"search": "greedy forward selection", "seed": seed, "policy": search.scores.policy, **options,
                "attribution_score": search.scores.attribution_score,
                "attribution_score_stderr": search.scores.stderrs["attribution_score"],
                "trajectory": search.trajectory, "token_forwards": search.token_forwards}

@@ -79,7 +79,8 @@ class FaithfulnessResult:
 def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Optional[Sequence] = None,
                           methods: Sequence[str] = DEFAULT_METHODS, settings: Optional[ProbeSettings] = None,
                           seed: int = 0, samples: int = 50, exact_bound_tokens: int = metrics.EXACT_BOUND_TOKENS,
-                          beam_width: int = metrics.BEAM_WIDTH) -> FaithfulnessResult:
+                          beam_width: int = metrics.BEAM_WIDTH,
+                          joint_draws: Optional[int] = None) -> FaithfulnessResult:
     """Score AS and ``methods`` on ``prompts`` and compute every metric of :mod:`.metrics`.
 
     Args:
@@ -91,6 +92,8 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
         samples: LIME / Shapley / GradientShap samples.
         exact_bound_tokens: normalised AOPC's bounds are exact up to this many tokens (``2^n``
             sequences scored); beyond, a beam search of ``beam_width`` (about ``2 x width x n^2``).
+        joint_draws: ``joint_as``'s draws per estimate (default ``probes.joint.JOINT_DRAWS``; the
+            exactly summed head is an eighth of it).
     """
     from ..api import probe
 
@@ -131,7 +134,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
             try:
                 if method in SET_METHODS:
                     attributions[method], selections[method], _ = select_sets(method, scorer, sizes.values(), seed,
-                                                                              settings)
+                                                                              settings, joint_draws)
                 else:
                     attributions[method] = attribute(method, scorer, seed=seed, samples=samples)
             except MethodUnavailable as why:
