@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe prompts with one model and print a table per prompt",
         description="Score every prompt token (AS, entropies, KL, noise) of each prompt.",
     )
-    attribute.add_argument("--model", required=True, metavar="DIR_OR_ID",
-                           help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
-    attribute.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
-    attribute.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
-    add_base_model_argument(attribute)
-    add_prompt_arguments(attribute)
+    add_model_arguments(attribute)
     attribute.add_argument("--response", metavar="TEXT", help="the response to score (single prompt only); "
                            "default: the model's greedy continuation")
     attribute.add_argument("--json", metavar="OUT", help="write the results as a JSON list, one object per prompt")
@@ -112,12 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "AOPC (deletion), AOPC, comprehensiveness, sufficiency and infidelity, with replacement by a "
                     "baseline token as the deletion operator. Needs the faithfulness extra (Captum).",
     )
-    faithfulness.add_argument("--model", required=True, metavar="DIR_OR_ID",
-                              help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
-    faithfulness.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
-    faithfulness.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
-    add_base_model_argument(faithfulness)
-    add_prompt_arguments(faithfulness)
+    add_model_arguments(faithfulness)
     faithfulness.add_argument("--methods", nargs="+", metavar="METHOD", help="methods to compare (default: "
                               "attribution_score occlusion lime shapley input_x_gradient gradient_shap random)")
     faithfulness.add_argument("--samples", type=int, default=50, metavar="N",
@@ -135,12 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "JoPA's gradient-guided search (--method jopa: the tokens replaced by the baseline token). "
                     "Prints the set, the drop of log P(response) when it is removed, and the search's settings.",
     )
-    joint.add_argument("--model", required=True, metavar="DIR_OR_ID",
-                       help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
-    joint.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
-    joint.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
-    add_base_model_argument(joint)
-    add_prompt_arguments(joint)
+    add_model_arguments(joint)
     joint.add_argument("--response", metavar="TEXT", help="the response to attribute (one prompt only; default: "
                        "the model's greedy continuation)")
     joint.add_argument("--method", default="joint_as", choices=("joint_as", "jopa"),
@@ -192,6 +177,17 @@ def add_checkpoint_probe_arguments(parser: argparse.ArgumentParser, tensorboard:
     responses.add_argument("--reference", metavar="DIR",
                            help="a model folder or checkpoint (the base of a fine-tune) whose greedy responses are "
                                 "frozen as token ids and scored at every checkpoint")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--gguf-file``, ``--tokenizer``, ``--base-model`` and the prompt flags
+    (:func:`add_prompt_arguments`): what every command that loads one model and probes prompts takes."""
+    parser.add_argument("--model", required=True, metavar="DIR_OR_ID",
+                        help="a save_pretrained folder, or a Hub model id (from the local cache when offline)")
+    parser.add_argument("--gguf-file", metavar="NAME", help="a GGUF file inside --model")
+    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder when --model has none")
+    add_base_model_argument(parser)
+    add_prompt_arguments(parser)
 
 
 def add_base_model_argument(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ def model(tokenizer):
 
 def test_probe_adds_the_named_scopes_equal_to_the_scopes_themselves(model, tokenizer):
     [plain] = probe(model, tokenizer, ["the cat sat on"], settings=SETTINGS)
-    [scoped] = probe(model, tokenizer, ["the cat sat on"], settings=SETTINGS.replace(scopes=["temperature", "semantic"]))
+    scoped_settings = SETTINGS.replace(scopes=["temperature", "semantic"])
+    [scoped] = probe(model, tokenizer, ["the cat sat on"], settings=scoped_settings)
     assert all(t.semantic_scope is None and t.fisher_scope is None for t in plain.tokens)
     assert [t.attribution_score for t in scoped.tokens] == [t.attribution_score for t in plain.tokens]
     ids = torch.tensor([scoped.start_token_id, *scoped.prompt_token_ids, *scoped.response_token_ids])
