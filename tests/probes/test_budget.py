@@ -197,6 +197,10 @@ PROMPTS = ["the big farmer feeds", "a child waits near", "every quiet dog chases
 RESPONSES = [" a barn .", " the bus .", " cat slowly ."]
 
 
+# The three accuracy studies below (exact beside budget on 4,096-token models, minutes each) are the
+# slow tier: `pytest -m slow`. benchmarks/bench_estimator.py and estimator_family.py print the same
+# figures per model class; the default tier keeps the estimator's unit tests above.
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
 def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
     tokenizer, _ = big_tokenizer
@@ -206,6 +210,7 @@ def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
 
 
+@pytest.mark.slow
 def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_path):
     tokenizer, corpus = big_tokenizer
     model = trained_tiny_gpt2(tokenizer, corpus, steps=300, output_dir=str(tmp_path))
@@ -218,6 +223,7 @@ def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_p
     assert within >= 0.95 and coverage >= 0.90 and ratio <= 0.2 and disagreements == 0, (within, coverage, ratio)
 
 
+@pytest.mark.slow
 def test_error_bars_stay_honest_on_a_chaotic_model(big_tokenizer):
     """Large random weights make the likelihood vary over the vocabulary in ways neither the prior
     nor the gradients predict: the budget cannot be accurate here, but it must say so (wide
