@@ -72,6 +72,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             every probe run: hundreds are cheap, and ``ProbAttrEarlyStopping``'s regression test and
             the sweep's recommendation compare them across checkpoints with the probe prompts.
         every_n_steps: also probe every N optimizer steps (``None``: only at saves / evaluations).
+        scopes_every_n_steps: also compute the Jacobian Scopes of ``settings.scopes`` alone every N
+            steps (one forward and a few backward passes per prompt, no AS), logged as
+            ``probattr/mean_<scope>_scope``; steps with a full probe run log them with it. Needs
+            ``settings.scopes``. ``None`` (default): the scopes run only with the probes.
         on_save: probe at every checkpoint save (default ``True``).
         on_evaluate: probe at every evaluation and add ``eval_probattr_*`` metrics (``noise_tokens``,
             ``noise_fraction``, ...) so ``metric_for_best_model="probattr_noise_tokens"`` works.
@@ -114,6 +118,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         responses: Union[str, Sequence[str]] = "fixed",
         max_new_tokens: Optional[int] = None,
         every_n_steps: Optional[int] = None,
+        scopes_every_n_steps: Optional[int] = None,
         on_save: bool = True,
         on_evaluate: Optional[bool] = None,
         report_to: Union[str, Sequence[str]] = "auto",
@@ -147,9 +152,12 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             memory_budget_mb=memory_budget_mb, chat_template=chat_template, system=system,
             max_token_forwards=max_token_forwards,
         ).replace(progress=False)
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"every_n_steps should be a positive integer or None, got {every_n_steps!r}")
+        for name, steps in (("every_n_steps", every_n_steps), ("scopes_every_n_steps", scopes_every_n_steps)):
+            if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+                raise ValueError(f"{name} should be a positive integer or None, got {steps!r}")
+        if scopes_every_n_steps is not None and not self.settings.scopes:
+            raise ValueError("scopes_every_n_steps needs the Jacobian Scopes to compute: "
+                             "settings=ProbeSettings(scopes=('semantic', 'fisher', 'temperature'))")
         for name, value in (("on_save", on_save), ("strict", strict), ("write_json", write_json)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} should be True or False, got {value!r}")
@@ -158,6 +166,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 raise ValueError(f"{name} should be True, False or None, got {option!r}")
         self.report_to = _report_targets(report_to)
         self.every_n_steps = every_n_steps
+        self.scopes_every_n_steps = scopes_every_n_steps
         self.probe_on_save = on_save
         self.probe_on_evaluate: Optional[bool] = on_evaluate
         self.logging_dir = logging_dir
@@ -176,7 +185,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._listeners: list = []  # called with (run, state, control) after every probe run
         self._trainer_args: Any = None  # the TrainingArguments of the run this callback watches
         self._args = {"prompts": list(self.prompts), "responses": responses if isinstance(responses, str)
-                      else list(responses), "every_n_steps": every_n_steps, "on_save": on_save,
+                      else list(responses), "every_n_steps": every_n_steps,
+                      "scopes_every_n_steps": scopes_every_n_steps, "on_save": on_save,
                       "on_evaluate": on_evaluate, "report_to": report_to if isinstance(report_to, str)
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
@@ -280,6 +290,19 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         every = self.every_n_steps is not None and state.global_step % self.every_n_steps == 0
         if every or self._due(control):
             self._probe(args, state, model, control)
+        elif self.scopes_every_n_steps is not None and state.global_step % self.scopes_every_n_steps == 0:
+            self._guarded(lambda: self._log_scopes(state, model), f"the Jacobian Scopes at step {state.global_step}")
+
+    def _log_scopes(self, state, model) -> None:
+        """The scopes alone (``monitoring.scope_run``), logged as ``probattr/mean_<scope>_scope`` at
+        this step: cheap statistics between probe runs (a full run at this step logs them itself)."""
+        from ..monitoring.metrics import PREFIX
+        from ..monitoring.scope_run import scope_statistics
+
+        with preserved_training_state(model):
+            values = scope_statistics(model, self.tokenizer, self.prompts, self.responses, self.settings)
+        if state.is_world_process_zero and values:
+            self.log_scalars(state.global_step, {f"{PREFIX}/{key}": value for key, value in values.items()})
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if self._due(control):

@@ -249,9 +249,10 @@ class ProbeSettings:
         return cls().replace(**dict(data))
 
     def to_dict(self) -> dict:
-        """Every setting but the progress display."""
+        """Every setting but the progress display, JSON-shaped (``scopes`` as a list)."""
         data = asdict(self)
         data.pop("progress")
+        data["scopes"] = list(data["scopes"])
         return data
 
     def result_key(self) -> dict:
@@ -262,8 +263,6 @@ class ProbeSettings:
         data.pop("max_batch_size")
         if not data["scopes"]:  # records made before scopes existed match settings without them
             data.pop("scopes")
-        else:
-            data["scopes"] = list(data["scopes"])
         return data
 
 

@@ -108,3 +108,23 @@ def test_a_tracker_that_fails_is_reported_once_and_training_goes_on(tmp_path, mo
         trainer.train()
     assert FullDisk.calls == 1 and callback.errors == 1
     assert all((tmp_path / "out" / f"checkpoint-{s}" / "probattr.json").is_file() for s in (2, 4))
+
+
+def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path):
+    """``scopes_every_n_steps=1``: the Jacobian Scopes are logged at every step, AS only at the
+    saves (steps 3 and 6), and the scopes of a probe step come from the probe run itself."""
+    from probattr_monitor import ProbeSettings
+
+    from ..readers import tensorboard_scalar_steps
+
+    settings = ProbeSettings(max_new_tokens=3, scopes=("semantic", "temperature"))
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=settings, scopes_every_n_steps=1,
+                                report_to="tensorboard", logging_dir=str(tmp_path / "tb"))
+    make_trainer(tmp_path / "run", [callback], max_steps=6, save_steps=3).train()
+    steps = tensorboard_scalar_steps(tmp_path / "tb")
+    assert steps["probattr/mean_semantic_scope"] == [1, 2, 3, 4, 5, 6]
+    assert steps["probattr/mean_temperature_scope"] == [1, 2, 3, 4, 5, 6]
+    assert steps["probattr/mean_attribution"] == [3, 6]
+    assert "probattr/mean_fisher_scope" not in steps and callback.errors == 0
+    with pytest.raises(ValueError, match="scopes_every_n_steps needs the Jacobian Scopes"):
+        ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=2)
