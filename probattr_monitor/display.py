@@ -11,6 +11,7 @@ import re
 from typing import Iterable
 
 from .probes.result import ProbeResult
+from .probes.settings import SCOPE_NAMES
 
 BAND_STYLES = {"negative": "red", "near_zero": "yellow", "high": "green"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -38,7 +39,7 @@ def result_table(result: ProbeResult):
     stability = any(token.replacement_entropy is not None for token in result.tokens)
     if stability:  # response stability (replacement entropy on)
         columns += (("top-p set", "right"), ("H rep", "right"), ("H rep sampled", "right"), ("orig. share", "right"))
-    scopes = [name for name in ("semantic", "fisher", "temperature")
+    scopes = [name for name in SCOPE_NAMES
               if any(getattr(token, f"{name}_scope") is not None for token in result.tokens)]
     columns += tuple((f"{name} scope", "right") for name in scopes)
     for name, justify in columns:

@@ -18,6 +18,8 @@ import html
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .probes.settings import SCOPE_NAMES
+
 REPORT_FILE = "probattr_report.html"
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -394,7 +396,7 @@ def _token_details(token: dict) -> str:
                      f"{token['replacement_entropy_sampled']:.3f} sampled; original response "
                      f"{token['original_response_share']:.2f} greedy, {token['original_response_share_sampled']:.2f} "
                      "sampled")
-    scopes = [f"{name} {token[f'{name}_scope']:.3g}" for name in ("semantic", "fisher", "temperature")
+    scopes = [f"{name} {token[f'{name}_scope']:.3g}" for name in SCOPE_NAMES
               if token.get(f"{name}_scope") is not None]
     if scopes:
         lines.append("Jacobian Scopes: " + ", ".join(scopes))

@@ -20,6 +20,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
 from ..probes.errors import one_line
+from ..probes.settings import SCOPE_NAMES
 from ..probes.values import is_finite_number
 from .probattr_callback import ProbAttrCallback, monitors_of
 
@@ -29,7 +30,7 @@ GREATER_IS_BETTER = {"log_p_response": True, "mean_attribution": True, "noise_to
                      "mean_entropy_context": False, "mean_kl": False, "mean_replacement_entropy": False,
                      "mean_original_response_share": True, "drift_attribution": False, "drift_entropy": False,
                      # the scopes, like mean_attribution: greater, the response leans more on the prompt
-                     "mean_semantic_scope": True, "mean_fisher_scope": True, "mean_temperature_scope": True}
+                     **{f"mean_{name}_scope": True for name in SCOPE_NAMES}}
 
 
 class ProbAttrEarlyStopping(TrainerCallback, ExportableState):

@@ -34,10 +34,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..probes.errors import ProbeInputError
+from ..probes.settings import SCOPE_NAMES
 from .scorer import ResponseScorer
 
 CAPTUM_METHODS = ("occlusion", "lime", "shapley", "input_x_gradient", "gradient_shap")
-SCOPE_METHODS = ("semantic_scope", "fisher_scope", "temperature_scope")
+SCOPE_METHODS = tuple(f"{name}_scope" for name in SCOPE_NAMES)
 SET_METHODS = ("jopa", "joint_as")
 METHODS = ("attribution_score", *CAPTUM_METHODS, "reagent", "random", *SCOPE_METHODS, *SET_METHODS)
 DEFAULT_METHODS = ("attribution_score", *CAPTUM_METHODS, "random")
@@ -201,7 +202,7 @@ def _scope(name: str) -> Callable[[ResponseScorer, int], torch.Tensor]:
 
 
 _RUNNERS: dict[str, Callable[[ResponseScorer, int], torch.Tensor]] = {
-    **{f"{name}_scope": _scope(name) for name in ("semantic", "fisher", "temperature")},
+    **{f"{name}_scope": _scope(name) for name in SCOPE_NAMES},
     "occlusion": _occlusion, "lime": _lime, "shapley": _shapley, "input_x_gradient": _input_x_gradient,
     "gradient_shap": _gradient_shap, "reagent": _reagent, "random": _random,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..probes.result import ProbeResult
+from ..probes.settings import SCOPE_NAMES
 from .statistics import soft_noise
 
 PREFIX = "probattr"
@@ -24,9 +25,7 @@ SUMMARY_KEYS = (
     "soft_noise",
     "mean_replacement_entropy",
     "mean_original_response_share",
-    "mean_semantic_scope",
-    "mean_fisher_scope",
-    "mean_temperature_scope",
+    *(f"mean_{name}_scope" for name in SCOPE_NAMES),
 )
 DRIFT_KEYS = ("drift_attribution", "drift_entropy")
 TOKEN_COLUMNS = (
@@ -76,7 +75,7 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
                                               if t.original_response_share is not None]),
         **{f"mean_{name}_scope": mean([getattr(t, f"{name}_scope") for t in tokens
                                        if getattr(t, f"{name}_scope") is not None])
-           for name in ("semantic", "fisher", "temperature")},
+           for name in SCOPE_NAMES},
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
     }

@@ -35,7 +35,9 @@ from typing import Optional, Sequence
 
 import torch
 
-SCOPES = ("semantic", "fisher", "temperature")
+from .settings import SCOPE_NAMES
+
+SCOPES = SCOPE_NAMES
 FISHER_METHODS = ("full", "low_rank", "hutchinson")
 DEFAULT_RANK = 8
 DEFAULT_SAMPLES = 16
