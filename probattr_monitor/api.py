@@ -176,6 +176,19 @@ def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, set
     return encoded
 
 
+def with_responses(model, tokenizer, encoded, settings: ProbeSettings):
+    """Each ``(EncodedPrompt, response_ids)`` of :func:`prepare_inputs` with its response filled in:
+    the given ids, else the greedy continuation of ``settings.max_new_tokens`` tokens, generated
+    when its pair is reached (call it in :func:`eval_mode`)."""
+    stop_ids = stop_token_ids(model, tokenizer)
+    for prompt_in, response_ids in encoded:
+        if response_ids is None:
+            with torch.inference_mode():
+                response_ids = greedy_continuation(model, [prompt_in.start] + prompt_in.prompt_ids,
+                                                   settings.max_new_tokens, stop_ids)
+        yield prompt_in, response_ids
+
+
 def check_token_forward_cap(encoded, vocab_size: int, settings: ProbeSettings) -> None:
     """Refuse a ``max_token_forwards`` that the budget policy cannot meet: even its floor of 2
     candidates per position costs ``2 x sum_k (n - k + m - 1)`` token-forwards over the run

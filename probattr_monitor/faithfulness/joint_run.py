@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import torch
-
 from ..probes.errors import ProbeInputError
 from ..probes.settings import ProbeSettings
 from .methods import SET_METHODS, select_sets
@@ -29,9 +27,8 @@ def select_tokens(model, tokenizer, prompts: Sequence, responses: Optional[Seque
     ``probability_faithfulness`` (nats) and ``search`` (the method's settings, seed and, for
     ``joint_as``, ``AS_S`` with its standard error). Give ``size`` or ``sparsity`` (``size =
     ceil(sparsity x n)``), not both."""
-    from ..api import eval_mode, prepare_inputs
+    from ..api import eval_mode, prepare_inputs, with_responses
     from ..probes.engine import model_device
-    from ..probes.tokens import greedy_continuation, stop_token_ids
 
     if method not in SET_METHODS:
         raise ProbeInputError(f"unknown set method {method!r}; choose from {', '.join(SET_METHODS)}")
@@ -44,14 +41,9 @@ def select_tokens(model, tokenizer, prompts: Sequence, responses: Optional[Seque
     settings = (settings or ProbeSettings()).replace(progress=False)
     baseline = baseline_token_id(tokenizer)
     encoded = prepare_inputs(model, tokenizer, list(prompts), responses, settings)
-    stop_ids = stop_token_ids(model, tokenizer)
     rows = []
     with eval_mode(model):
-        for prompt, (prompt_in, response_ids) in zip(prompts, encoded):
-            if response_ids is None:
-                with torch.inference_mode():
-                    response_ids = greedy_continuation(model, [prompt_in.start] + prompt_in.prompt_ids,
-                                                       settings.max_new_tokens, stop_ids)
+        for prompt, (prompt_in, response_ids) in zip(prompts, with_responses(model, tokenizer, encoded, settings)):
             scorer = ResponseScorer(model, prompt_in.start, prompt_in.prompt_ids, response_ids, prompt_in.positions,
                                     baseline)
             n = scorer.n_features

@@ -21,23 +21,17 @@ def scope_statistics(model, tokenizer, prompts: Sequence, responses: Optional[Se
                      settings: ProbeSettings) -> dict:
     """``{f"mean_{name}_scope": value}`` for each scope of ``settings.scopes`` (see the module
     docstring); ``responses`` is ``None`` (generate) or one entry per prompt (text, ids or ``None``)."""
-    from ..api import eval_mode, prepare_inputs
+    from ..api import eval_mode, prepare_inputs, with_responses
     from ..probes.engine import model_device
     from ..probes.scopes import jacobian_scopes
-    from ..probes.tokens import greedy_continuation, stop_token_ids
 
     if not settings.scopes:
         return {}
     encoded = prepare_inputs(model, tokenizer, list(prompts), None if responses is None else list(responses),
                              settings)
-    stop_ids = stop_token_ids(model, tokenizer)
     totals: dict[str, list[float]] = {name: [] for name in settings.scopes}
     with eval_mode(model):
-        for prompt_in, response_ids in encoded:
-            if response_ids is None:
-                with torch.inference_mode():
-                    response_ids = greedy_continuation(model, [prompt_in.start] + prompt_in.prompt_ids,
-                                                       settings.max_new_tokens, stop_ids)
+        for prompt_in, response_ids in with_responses(model, tokenizer, encoded, settings):
             if not response_ids:
                 continue
             input_ids = torch.tensor([prompt_in.start, *prompt_in.prompt_ids, *response_ids],
