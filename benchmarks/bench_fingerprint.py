@@ -29,7 +29,7 @@ def main() -> None:
     fingerprint = time.perf_counter() - began
     tokenizer = byte_bpe_tokenizer(["What is the capital of France?"], vocab_size=300)
     began = time.perf_counter()
-    probe(model, tokenizer, "What is the capital", responses=" of France", candidates="budget",
+    probe(model, tokenizer, "What is the capital", responses=" of France", candidate_policy="budget",
           candidate_budget=64, progress=False)
     probing = time.perf_counter() - began
     print(f"weights: {size / 1e6:.0f} MB; fingerprint {fingerprint:.2f} s ({size / fingerprint / 1e9:.2f} GB/s); "

@@ -98,7 +98,7 @@ def main() -> None:
           f"{'peak GiB':>10}")
     for policy in ("exact", "budget"):
         for dtype in ("bfloat16", "float32"):
-            settings = base.replace(candidates=policy)
+            settings = base.replace(candidate_policy=policy)
             model = models[dtype]
             if frozen is None:  # the bf16 model's greedy responses, frozen for every run
                 from probattr_monitor.monitoring.run import reference_responses

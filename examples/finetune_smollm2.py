@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from probattr_monitor import ProbAttrCallback
+from probattr_monitor import ProbAttrCallback, ProbeSettings
 from probattr_monitor.loading import load_gguf_for_training
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,8 +41,8 @@ def main() -> None:
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     chunks = [ids[i : i + 48] for i in range(0, len(ids) - 8, 24)]  # overlapping windows
     data = [{"input_ids": chunk, "attention_mask": [1] * len(chunk)} for chunk in chunks]
-    callback = ProbAttrCallback(prompts=["What year did Albert Einstein visit Mars?"], max_new_tokens=8,
-                                candidate_budget=64, report_to="tensorboard")
+    callback = ProbAttrCallback(prompts=["What year did Albert Einstein visit Mars?"], report_to="tensorboard",
+                                settings=ProbeSettings(max_new_tokens=8, candidate_budget=64))
     training = TrainingArguments(output_dir=args.out, max_steps=args.max_steps, save_steps=args.save_steps,
                                  save_only_model=True, per_device_train_batch_size=2, learning_rate=1e-4,
                                  use_cpu=True, report_to=["tensorboard"], logging_steps=1, seed=0)

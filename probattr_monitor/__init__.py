@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .probes.errors import ProbeInputError
+from .errors import InputError, MissingPackageError, ProbeInputError, RunFolderError
 from .probes.result import ProbeResult, TokenAttribution
 from .probes.settings import ProbeSettings
 from .prompts import paper_prompts
@@ -34,7 +34,10 @@ __all__ = [
     "ProbeSettings",
     "ProbeResult",
     "TokenAttribution",
+    "InputError",
     "ProbeInputError",
+    "RunFolderError",
+    "MissingPackageError",
     "paper_prompts",
 ]
 

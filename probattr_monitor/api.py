@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional, Sequence, Union, cast
 
 import torch
 
+from .errors import NonFiniteLogitsError, ProbeInputError
 from .probes.chat import (
     EncodedPrompt,
     check_messages,
@@ -24,7 +25,6 @@ from .probes.chat import (
     uses_chat_template,
 )
 from .probes.engine import model_device, score_exact
-from .probes.errors import NonFiniteLogitsError, ProbeInputError
 from .probes.noise import attribution_band, is_noise, noise_uncertain
 from .probes.quantities import QUANTITIES, PositionQuantities
 from .probes.result import Candidate, ProbeResult, TokenAttribution, summarize
@@ -394,7 +394,7 @@ def _probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids,
     summary["token_forwards"] = scores.token_forwards
     if settings.replacement_entropy:
         summary["generations"] = generations
-    summary["candidates"] = scores.policy
+    summary["candidate_policy"] = scores.policy
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
         prompt=user_text(prompt),

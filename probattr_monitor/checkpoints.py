@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .probes.errors import ProbeInputError
+from .errors import RunFolderError
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -35,7 +35,7 @@ def read_trainer_state(folder: Path) -> Optional[dict]:
     """``folder/trainer_state.json`` as a dict; ``None`` when there is none.
 
     Raises:
-        ProbeInputError: it exists but is not valid JSON, or not a JSON object (``[]``, a number...).
+        RunFolderError: it exists but is not valid JSON, or not a JSON object (``[]``, a number...).
     """
     path = Path(folder) / "trainer_state.json"
     try:
@@ -43,13 +43,13 @@ def read_trainer_state(folder: Path) -> Optional[dict]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise ProbeInputError(f"cannot read {path}: {error}") from None
+        raise RunFolderError(f"cannot read {path}: {error}") from None
     try:
         state = json.loads(text)
     except ValueError:
-        raise ProbeInputError(f"{path} is not valid JSON") from None
+        raise RunFolderError(f"{path} is not valid JSON") from None
     if not isinstance(state, dict):
-        raise ProbeInputError(f"{path} should hold a JSON object, got {type(state).__name__}")
+        raise RunFolderError(f"{path} should hold a JSON object, got {type(state).__name__}")
     return state
 
 
@@ -58,7 +58,7 @@ def recorded_step(folder: Path) -> Optional[int]:
     of the wrong shape (the sweep then records that checkpoint as failed, see ``sweep.probe_checkpoint``)."""
     try:
         state = read_trainer_state(folder)
-    except ProbeInputError:
+    except RunFolderError:
         return None
     step = (state or {}).get("global_step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
@@ -75,14 +75,14 @@ def discover_checkpoints(run_dir) -> list[Checkpoint]:
     """The ``checkpoint-<step>`` folders of a Trainer output folder, in step order.
 
     Raises:
-        ProbeInputError: the folder is missing, or holds no checkpoint folder.
+        RunFolderError: the folder is missing, or holds no checkpoint folder.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ProbeInputError(f"run folder not found: {str(run_dir)!r}")
+        raise RunFolderError(f"run folder not found: {str(run_dir)!r}")
     found = [Checkpoint(_checked_step(c.path, c.step) or c.step, c.path) for c in named_checkpoints(run_dir)]
     if not found:
-        raise ProbeInputError(f"no checkpoint-<step> folders in {str(run_dir)!r} (or pass --checkpoints DIR ...)")
+        raise RunFolderError(f"no checkpoint-<step> folders in {str(run_dir)!r} (or pass --checkpoints DIR ...)")
     return _in_step_order(found)
 
 
@@ -103,7 +103,7 @@ def explicit_checkpoints(folders: Sequence) -> list[Checkpoint]:
     checkpoints = []
     for index, folder in enumerate(Path(f) for f in folders):
         if not folder.is_dir():
-            raise ProbeInputError(f"checkpoint folder not found: {str(folder)!r}")
+            raise RunFolderError(f"checkpoint folder not found: {str(folder)!r}")
         match = CHECKPOINT_NAME.match(folder.name)
         step = _checked_step(folder, int(match.group(1)) if match else None)
         checkpoints.append(Checkpoint(index if step is None else step, folder))
@@ -117,7 +117,7 @@ def select_steps(checkpoints: Sequence[Checkpoint], steps: Optional[Sequence[int
     available = {c.step: c for c in checkpoints}
     missing = [s for s in steps if s not in available]
     if missing:
-        raise ProbeInputError(f"no checkpoint at step(s) {missing}; available steps: {sorted(available)}")
+        raise RunFolderError(f"no checkpoint at step(s) {missing}; available steps: {sorted(available)}")
     return [available[s] for s in sorted(set(steps))]
 
 
@@ -126,5 +126,5 @@ def _in_step_order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
     steps = [c.step for c in checkpoints]
     duplicated = sorted({s for s in steps if steps.count(s) > 1})
     if duplicated:
-        raise ProbeInputError(f"several checkpoints hold the same step(s) {duplicated}")
+        raise RunFolderError(f"several checkpoints hold the same step(s) {duplicated}")
     return checkpoints

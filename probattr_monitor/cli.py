@@ -11,10 +11,10 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from .probes.errors import ProbeInputError, one_line
-from .probes.settings import ProbeSettings
+from .errors import InputError, MissingPackageError, ProbeInputError, RunFolderError, one_line, warn_renamed
+from .probes.settings import RENAMED_SETTINGS, ProbeSettings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -241,6 +241,30 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(settings_flag(setting), dest=setting.name, type=kind, default=None,
                            choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"],
                            nargs=meta.get("nargs"))
+    for old, new in RENAMED_SETTINGS.items():  # the old flag, hidden, for one release
+        group.add_argument("--" + old.replace("_", "-"), dest=new, action=_RenamedFlag, new_flag=_flag_of(new),
+                           choices=_choices_of(new),
+                           help=argparse.SUPPRESS)
+
+
+def _flag_of(name: str) -> str:
+    return next(settings_flag(f) for f in dataclasses.fields(ProbeSettings) if f.name == name)
+
+
+def _choices_of(name: str):
+    return next(f.metadata.get("choices") for f in dataclasses.fields(ProbeSettings) if f.name == name)
+
+
+class _RenamedFlag(argparse.Action):
+    """An old flag that still works for one release, after a ``FutureWarning`` naming the new one."""
+
+    def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
+        self.new_flag = new_flag
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warn_renamed(str(option_string), self.new_flag, "probattr-monitor", stacklevel=2)
+        setattr(namespace, self.dest, values)
 
 
 _FIELD_TYPES = {"int": int, "float": float, "str": str, "tuple": str}
@@ -352,7 +376,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from .sweep import SweepConfig, run_sweep
 
     if args.run_dir is None and not args.checkpoints:
-        raise ProbeInputError("give RUN_DIR or --checkpoints DIR [DIR ...]")
+        raise RunFolderError("give RUN_DIR or --checkpoints DIR [DIR ...]")
     settings = settings_from_args(args)
     prompts, responses = sweep_prompt_set(args, settings)
     guard = guard_from_args(args)
@@ -397,7 +421,7 @@ def run_watch_command(args: argparse.Namespace) -> int:
     while not Path(args.run_dir).is_dir() and time.monotonic() < deadline:
         time.sleep(min(args.poll, 1.0))
     if not Path(args.run_dir).is_dir():
-        raise ProbeInputError(f"run folder not found: {args.run_dir!r} (pass --wait SECONDS to wait for it)")
+        raise RunFolderError(f"run folder not found: {args.run_dir!r} (pass --wait SECONDS to wait for it)")
     config = SweepConfig(run_dir=args.run_dir, out=args.out, tokenizer=args.tokenizer, prompts=prompts,
                          responses=responses, guard=guard_from_args(args), settings=settings.replace(progress=False),
                          report_to=args.report_to, device=args.device, dtype=args.dtype,
@@ -536,7 +560,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:
         return args.handler(args)
-    except ProbeInputError as error:
+    except (InputError, MissingPackageError) as error:
         print(f"probattr-monitor: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -87,6 +87,6 @@ def print_results(results: Iterable[ProbeResult], console=None) -> None:
         console.print(
             f"noise tokens {summary['noise_tokens']}/{summary['n_tokens']}{uncertain}  "
             f"mean AS {summary['mean_attribution']:+.3f}  log P(r|p) {result.log_p_response:.3f}  "
-            f"token-forwards {summary['token_forwards']:,} ({summary.get('candidates', 'exact')})  "
+            f"token-forwards {summary['token_forwards']:,} ({summary.get('candidate_policy', 'exact')})  "
             f"{summary['seconds']:.2f}s\n"
         )

@@ -15,7 +15,7 @@ from typing import Callable, Optional, TypeVar, cast
 
 import torch
 
-from .probes.errors import NonFiniteLogitsError
+from .errors import NonFiniteLogitsError
 
 T = TypeVar("T")
 _OK, _NON_FINITE, _FAILED = 0, 1, 2

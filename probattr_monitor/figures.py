@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .errors import MissingPackageError
 from .probes.result import ProbeResult
 
 TOKENS_PER_ROW = 12
@@ -17,7 +18,7 @@ def _figure(width: float, height: float):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("figures need matplotlib: pip install 'probattr-monitor[plot]'") from None
+        raise MissingPackageError("figures", "matplotlib", "plot") from None
     return Figure(figsize=(width, height), dpi=80)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Optional, cast
 
 import torch
 
-from .probes.errors import ProbeInputError, one_line
+from .errors import ProbeInputError, one_line
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Union
 
-from .probes.errors import ProbeInputError
+from .errors import ProbeInputError
 
 
 def paper_prompts() -> list[str]:

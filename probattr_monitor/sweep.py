@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, read_trainer_state, select_steps
+from .errors import ProbeInputError, RunFolderError, one_line
 from .monitoring.decision import DEFAULT_RULE, recommend
 from .monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from .monitoring.record import PromptSet, RecordKey, RunRecord, find_record, folder_records
 from .monitoring.run import ProbeRun, guard_values, probe_record, run_probes
 from .monitoring.statistics import drift
-from .probes.errors import ProbeInputError, one_line
 from .probes.result import ProbeResult
 from .probes.settings import ProbeSettings
 from .probes.values import is_finite_number
@@ -138,7 +138,7 @@ def resolve_checkpoints(config: SweepConfig) -> list[Checkpoint]:
     elif config.run_dir is not None:
         found = discover_checkpoints(config.run_dir)
     else:
-        raise ProbeInputError("give a run folder or --checkpoints DIR [DIR ...]")
+        raise RunFolderError("give a run folder or --checkpoints DIR [DIR ...]")
     return select_steps(found, config.steps)
 
 
@@ -148,7 +148,7 @@ def output_dir(config: SweepConfig, checkpoints: Sequence[Checkpoint]) -> Path:
     if config.out:
         folder.mkdir(parents=True, exist_ok=True)
     if not os.access(folder, os.W_OK):
-        raise ProbeInputError(f"{str(folder)!r} is read-only; pass --out DIR for the results")
+        raise RunFolderError(f"{str(folder)!r} is read-only; pass --out DIR for the results")
     return folder
 
 
@@ -191,7 +191,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
         tokenizer_dir = None
         if not has_tokenizer_files(checkpoint.path):
             if config.tokenizer is None and not is_adapter(checkpoint.path):
-                raise ProbeInputError(f"{checkpoint.name} has no tokenizer files; pass --tokenizer DIR")
+                raise RunFolderError(f"{checkpoint.name} has no tokenizer files; pass --tokenizer DIR")
             tokenizer_dir = config.tokenizer
         model, tokenizer = load_model_and_tokenizer(checkpoint.path, device=config.device, dtype=key.dtype,
                                                     tokenizer_dir=tokenizer_dir,
@@ -351,7 +351,7 @@ def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
         for record in folder_records(folder / checkpoint.name if out else checkpoint.path):
             groups.setdefault(record.key, {})[checkpoint.name] = record
     if not groups:
-        raise ProbeInputError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
+        raise RunFolderError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
     steps = {c.name: c.step for c in checkpoints}
     key = max(groups, key=lambda k: (len(groups[k]), max(steps[name] for name in groups[k])))
     others = [
@@ -537,7 +537,7 @@ class records_lock:
             dist.broadcast_object_list(shared, src=0)
             error = shared[0]
         if error is not None:
-            raise ProbeInputError(error)
+            raise RunFolderError(error)
         return self
 
     def __exit__(self, *exc):

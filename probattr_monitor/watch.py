@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Optional
 
 from .checkpoints import Checkpoint, named_checkpoints
-from .probes.errors import ProbeInputError, one_line
+from .errors import InputError, RunFolderError, one_line
 from .storage import write_json_atomic
 from .sweep import (
     SweepConfig,
@@ -130,7 +130,7 @@ def incomplete(folder: Path) -> Optional[str]:
         return "trainer_state.json has no global_step yet"
     try:
         check_weight_files(folder)
-    except (ProbeInputError, OSError) as error:
+    except (InputError, OSError) as error:
         return one_line(error)
     return None
 
@@ -155,11 +155,11 @@ class Watcher:
 
     def __init__(self, config: WatchConfig, console=None) -> None:
         if config.sweep.run_dir is None:
-            raise ProbeInputError("watch needs a run folder")
+            raise RunFolderError("watch needs a run folder")
         self.config = config
         self.run_dir = Path(config.sweep.run_dir)
         if not self.run_dir.is_dir():
-            raise ProbeInputError(f"run folder not found: {str(self.run_dir)!r}")
+            raise RunFolderError(f"run folder not found: {str(self.run_dir)!r}")
         self.console = console
         self._stop = threading.Event()
         self._seen: dict = {}  # name -> (snapshot, when first seen unchanged)

@@ -69,7 +69,7 @@ def test_candidate_policy_flags(model_dir, tmp_path):
     for policy in ("exact", "budget"):
         out = tmp_path / f"{policy}.json"
         completed = run_cli("attribute", "--model", model_dir, "--prompt", "the cat sat", "--response", " on it",
-                            "--candidates", policy, "--candidate-budget", "16", "--seed", "3", "--json", out,
+                            "--candidate-policy", policy, "--candidate-budget", "16", "--seed", "3", "--json", out,
                             "--no-progress")
         assert completed.returncode == 0, completed.stderr
         (results[policy],) = json.loads(out.read_text(encoding="utf-8"))
@@ -87,8 +87,8 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", ""), "the prompt is empty")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
                        "as_band should be a finite number > 0, got -1.0")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidates", "magic"),
-                       "argument --candidates: invalid choice: 'magic' (choose from 'auto', 'exact', 'budget')")
+    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-policy", "magic"),
+                       "argument --candidate-policy: invalid choice: 'magic' (choose from 'auto', 'exact', 'budget')")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-budget", "0"),
                        "candidate_budget should be an integer >= 2, got 0")
     assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),

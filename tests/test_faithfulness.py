@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.faithfulness import (
     aopc,
     aopc_bounds,
@@ -20,7 +21,6 @@ from probattr_monitor.faithfulness import (
     normalised_aopc,
     sufficiency,
 )
-from probattr_monitor.probes.errors import ProbeInputError
 from probattr_monitor.tiny_models import tiny_gpt2
 
 from .test_cli import run_cli

@@ -109,7 +109,7 @@ def test_a_token_forward_cap_below_the_floor_is_refused(tokenizer):
 
     model = build_model("gpt2", len(tokenizer), peaked=False)
     prompt, response = "the cat sat on the mat and the dog", " ran after it"
-    settings = ProbeSettings(candidates="budget", progress=False)
+    settings = ProbeSettings(candidate_policy="budget", progress=False)
     floor = 2 * run_suffix_tokens(prepare_inputs(model, tokenizer, [prompt], [response], settings), settings)
     for cap in (1, 50, floor - 1):
         with pytest.raises(ProbeInputError, match="floor of 2 candidates"):
@@ -120,7 +120,7 @@ def test_a_token_forward_cap_below_the_floor_is_refused(tokenizer):
 
 def test_the_record_says_the_budget_that_ran_under_a_cap(tokenizer):
     model = build_model("gpt2", len(tokenizer), peaked=False)
-    settings = ProbeSettings(candidates="budget", max_token_forwards=200, max_new_tokens=3, progress=False)
+    settings = ProbeSettings(candidate_policy="budget", max_token_forwards=200, max_new_tokens=3, progress=False)
     run = run_probes(model, tokenizer, ["the cat sat"], None, settings, step=1, strict=True)
     record = RunRecord.from_run(run, PromptSet.of(["the cat sat"]), settings)
     assert record.settings["candidate_budget"] is None  # what was asked (the key)

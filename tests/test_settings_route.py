@@ -56,7 +56,7 @@ def test_the_package_and_its_cli_parser_import_without_torch():
 
 
 def test_the_callback_takes_settings_whole_or_as_its_dict():
-    settings = ProbeSettings(max_new_tokens=5, candidates="exact")
+    settings = ProbeSettings(max_new_tokens=5, candidate_policy="exact")
     assert ProbAttrCallback(prompts=["x"], settings=settings).settings == settings.replace(progress=False)
     assert ProbAttrCallback(prompts=["x"], settings=settings.to_dict()).settings == settings.replace(progress=False)
     with pytest.raises(ValueError, match="unknown probe setting"):

@@ -33,8 +33,9 @@ STABLE = ("step", "checkpoint", "status", "noise_tokens", "noise_fraction", "mea
 def callback_run(tmp_path_factory):
     """The same run (same seed: bit-identical weights) with the callback logging to TensorBoard."""
     folder = tmp_path_factory.mktemp("with-callback") / "run"
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, report_to="tensorboard", responses="generate",
-                                logging_dir=str(folder / "tb"))  # the paper's protocol, as the sweep without responses
+    # response_mode="generate": the paper's protocol, as the sweep without responses
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", response_mode="generate",
+                                logging_dir=str(folder / "tb"), settings=ProbeSettings(max_new_tokens=4))
     make_trainer(folder, [callback], max_steps=12, save_steps=3, evaluate=True).train()
     return folder
 

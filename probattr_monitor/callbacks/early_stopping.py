@@ -18,8 +18,8 @@ from typing import Any, Optional
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from ..errors import one_line
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
-from ..probes.errors import one_line
 from ..probes.settings import SCOPE_NAMES
 from ..probes.values import is_finite_number
 from .probattr_callback import ProbAttrCallback, monitors_of

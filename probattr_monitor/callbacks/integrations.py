@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 from transformers.trainer_callback import TrainerControl
 
-from ..probes.errors import one_line
+from ..errors import one_line
 
 
 def integration_names() -> dict:

@@ -21,12 +21,12 @@ from typing import Any, Optional, Sequence, Union
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from ..errors import one_line, warn_renamed
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import PromptSet, RunRecord
 from ..monitoring.run import ProbeRun, probe_record, run_probes
 from ..monitoring.statistics import drift
-from ..probes.errors import one_line
-from ..probes.settings import ProbeSettings
+from ..probes.settings import RENAMED_SETTINGS, ProbeSettings
 from ..prompts import paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
 from .integrations import IntegrationForwarder, handler_holding, integration_names
@@ -50,23 +50,28 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     (a full disk, W&B with no API key) or a record that cannot be written becomes a warning and a
     count in ``probattr/errors``; a failing sink is disabled for the rest of the run.
 
+    One rule for the arguments: *how* to probe is a :class:`~probattr_monitor.ProbeSettings`, given
+    as ``settings=`` (every field, ``None`` included); the callback's own keywords say *what* to
+    probe, *when*, and *where* to log. (The ten settings keywords of 0.2, ``max_new_tokens=`` ...,
+    and ``on_save=`` / ``on_evaluate=`` still work in this release, with a ``FutureWarning``.)
+
     Args:
-        prompts: the prompt set: ``None`` (the paper's seven prompts), a list whose entries are
-            strings or chat conversations (lists of ``{"role", "content"}`` messages), or the path
-            of a prompts file (one prompt per line, or JSONL: see ``prompts.read_prompts_file``).
-        responses: ``"fixed"`` (default: each prompt's first valid, non-empty continuation, frozen
-            as token ids and scored at every later checkpoint, kept across ``resume_from_checkpoint``:
-            the guard set the recommendation and early stopping compare across checkpoints), a list
-            with one response text per prompt (the same text every time), or ``"generate"`` (each
-            checkpoint's own greedy continuation, the paper's protocol: its ``log P(r | p)`` is the
-            model's confidence in its own text, not comparable across checkpoints, so no decision
-            uses it). The record says which (``prompt_set.response_mode``).
-        max_new_tokens, as_band, entropy_threshold, noise_entropy, candidates, candidate_budget,
-            memory_budget_mb, chat_template, system, max_token_forwards: probe settings (see
-            :class:`~probattr_monitor.ProbeSettings`); each
-            replaces the field of ``settings`` only when given.
-        settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``), the base of
-            every setting; default ``ProbeSettings()``.
+        prompts: the prompt set: ``None`` (the paper's seven prompts), one prompt (a string), or a
+            list whose entries are strings or chat conversations (lists of ``{"role", "content"}``
+            messages). A ``pathlib.Path`` is read as a prompts file, like ``prompts_file``.
+        prompts_file: the path of a prompts file (one prompt per line, or JSONL: see
+            ``prompts.read_prompts_file``), instead of ``prompts``.
+        responses: one response text per prompt, scored at every checkpoint (the same text every
+            time); ``None`` (default): the responses come from ``response_mode``.
+        response_mode: ``"fixed"`` (default: each prompt's first valid, non-empty continuation,
+            frozen as token ids and scored at every later checkpoint, kept across
+            ``resume_from_checkpoint``: the guard set the recommendation and early stopping compare
+            across checkpoints) or ``"generate"`` (each checkpoint's own greedy continuation, the
+            paper's protocol: its ``log P(r | p)`` is the model's confidence in its own text, not
+            comparable across checkpoints, so no decision uses it). Given ``responses`` are fixed.
+            The record says which (``prompt_set.response_mode``).
+        settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``): every probe
+            setting; default ``ProbeSettings()``. (The callback never shows a progress bar.)
         guard: the guard set: ``(prompt, response)`` pairs (or the path of a JSONL file of
             ``{"prompt", "response"}`` objects) scored for ``log P(r | p)`` only, one forward each, at
             every probe run: hundreds are cheap, and ``ProbAttrEarlyStopping``'s regression test and
@@ -76,8 +81,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             steps (one forward and a few backward passes per prompt, no AS), logged as
             ``probattr/mean_<scope>_scope``; steps with a full probe run log them with it. Needs
             ``settings.scopes``. ``None`` (default): the scopes run only with the probes.
-        on_save: probe at every checkpoint save (default ``True``).
-        on_evaluate: probe at every evaluation and add ``eval_probattr_*`` metrics (``noise_tokens``,
+        probe_on_save: probe at every checkpoint save (default ``True``).
+        probe_on_evaluate: probe at every evaluation and add ``eval_probattr_*`` metrics (``noise_tokens``,
             ``noise_fraction``, ...) so ``metric_for_best_model="probattr_noise_tokens"`` works.
             ``None`` (default): only when ``metric_for_best_model`` names a ``probattr_`` metric.
             A failed probe puts the worst value (``inf``, or ``-inf`` when greater is better) under
@@ -114,61 +119,53 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
     def __init__(
         self,
-        prompts: Union[None, str, os.PathLike, Sequence[str]] = None,
-        responses: Union[str, Sequence[str]] = "fixed",
-        max_new_tokens: Optional[int] = None,
-        every_n_steps: Optional[int] = None,
-        scopes_every_n_steps: Optional[int] = None,
-        on_save: bool = True,
-        on_evaluate: Optional[bool] = None,
-        report_to: Union[str, Sequence[str]] = "auto",
-        logging_dir: Optional[str] = None,
-        tokenizer=None,
-        strict: bool = False,
-        as_band: Optional[float] = None,
-        entropy_threshold: Optional[float] = None,
-        noise_entropy: Optional[str] = None,
-        candidates: Optional[str] = None,
-        candidate_budget: Optional[int] = None,
-        memory_budget_mb: Optional[float] = None,
-        chat_template: Union[None, bool, str] = None,
-        system: Optional[str] = None,
-        max_token_forwards: Optional[int] = None,
+        prompts: Union[None, str, Path, Sequence[Any]] = None,
+        responses: Optional[Sequence[str]] = None,
+        *,
+        prompts_file: Union[None, str, os.PathLike] = None,
+        response_mode: str = "fixed",
         settings: Union[None, ProbeSettings, dict] = None,
         guard: Union[None, str, os.PathLike, Sequence] = None,
+        every_n_steps: Optional[int] = None,
+        scopes_every_n_steps: Optional[int] = None,
+        probe_on_save: bool = True,
+        probe_on_evaluate: Optional[bool] = None,
+        report_to: Union[str, Sequence[str]] = "auto",
+        logging_dir: Optional[str] = None,
+        tensorboard_writer: Any = None,
+        tokenizer: Any = None,
+        strict: bool = False,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
-        tensorboard_writer: Any = None,
+        **renamed: Any,
     ) -> None:
-        self.prompts = _prompt_set(prompts)
-        self.response_mode, given = _response_mode(responses, len(self.prompts))
+        responses, response_mode, overrides, probe_on_save, probe_on_evaluate = _old_keywords(
+            renamed, responses, response_mode, probe_on_save, probe_on_evaluate)
+        self.prompts = _prompt_set(prompts, prompts_file)
+        given = _given_responses(responses, response_mode, len(self.prompts))
+        self.response_mode = response_mode
         self.guard = _guard_pairs(guard)
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
             raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
-        self.settings = base.with_overrides(
-            max_new_tokens=max_new_tokens, as_band=as_band, entropy_threshold=entropy_threshold,
-            noise_entropy=noise_entropy, candidates=candidates, candidate_budget=candidate_budget,
-            memory_budget_mb=memory_budget_mb, chat_template=chat_template, system=system,
-            max_token_forwards=max_token_forwards,
-        ).replace(progress=False)
+        self.settings = base.with_overrides(**overrides).replace(progress=False)
         for name, steps in (("every_n_steps", every_n_steps), ("scopes_every_n_steps", scopes_every_n_steps)):
             if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
                 raise ValueError(f"{name} should be a positive integer or None, got {steps!r}")
         if scopes_every_n_steps is not None and not self.settings.scopes:
             raise ValueError("scopes_every_n_steps needs the Jacobian Scopes to compute: "
                              "settings=ProbeSettings(scopes=('semantic', 'fisher', 'temperature'))")
-        for name, value in (("on_save", on_save), ("strict", strict), ("write_json", write_json)):
+        for name, value in (("probe_on_save", probe_on_save), ("strict", strict), ("write_json", write_json)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} should be True or False, got {value!r}")
-        for name, option in (("on_evaluate", on_evaluate), ("log_figures", log_figures)):
+        for name, option in (("probe_on_evaluate", probe_on_evaluate), ("log_figures", log_figures)):
             if option is not None and not isinstance(option, bool):
                 raise ValueError(f"{name} should be True, False or None, got {option!r}")
         self.report_to = _report_targets(report_to)
         self.every_n_steps = every_n_steps
         self.scopes_every_n_steps = scopes_every_n_steps
-        self.probe_on_save = on_save
-        self.probe_on_evaluate: Optional[bool] = on_evaluate
+        self.probe_on_save = probe_on_save
+        self.probe_on_evaluate: Optional[bool] = probe_on_evaluate
         self.logging_dir = logging_dir
         self.tensorboard_writer = tensorboard_writer
         self.tokenizer = tokenizer
@@ -184,10 +181,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.logged_steps: list[int] = []
         self._listeners: list = []  # called with (run, state, control) after every probe run
         self._trainer_args: Any = None  # the TrainingArguments of the run this callback watches
-        self._args = {"prompts": list(self.prompts), "responses": responses if isinstance(responses, str)
-                      else list(responses), "every_n_steps": every_n_steps,
-                      "scopes_every_n_steps": scopes_every_n_steps, "on_save": on_save,
-                      "on_evaluate": on_evaluate, "report_to": report_to if isinstance(report_to, str)
+        # (the saved "responses" is the mode, or the given texts, as 0.2 saved it: its checkpoints resume)
+        self._args = {"prompts": list(self.prompts), "responses": response_mode if given is None else list(given),
+                      "every_n_steps": every_n_steps,
+                      "scopes_every_n_steps": scopes_every_n_steps, "probe_on_save": probe_on_save,
+                      "probe_on_evaluate": probe_on_evaluate, "report_to": report_to if isinstance(report_to, str)
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
                       "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
@@ -563,15 +561,23 @@ def _unusable_state(attributes: Any, count: int, mode: str, vocab_size: int) -> 
     return None
 
 
-def _prompt_set(prompts) -> tuple:
+def _prompt_set(prompts, prompts_file) -> tuple:
+    """The prompt set: the paper's prompts, one prompt, a list, or a prompts file (``prompts_file``
+    or a ``Path``; a string that names a file is read too, with a ``FutureWarning``, as 0.2 did)."""
+    if prompts_file is not None:
+        if prompts is not None:
+            raise ValueError("give prompts or prompts_file, not both")
+        return tuple(read_prompts_file(prompts_file))
     if prompts is None:
         return tuple(paper_prompts())
-    if isinstance(prompts, (str, os.PathLike)):
-        if not Path(prompts).is_file():
-            raise ValueError(
-                f"prompts should be a list of prompts or the path of a prompts file; {str(prompts)!r} is not a file"
-            )
+    if isinstance(prompts, os.PathLike):
         return tuple(read_prompts_file(prompts))
+    if isinstance(prompts, str):
+        if "\n" not in prompts and len(prompts) < 4096 and Path(prompts).is_file():
+            warn_renamed("prompts=<path of a file>", "prompts_file=<path> or prompts=Path(<path>)",
+                         "ProbAttrCallback", stacklevel=4)
+            return tuple(read_prompts_file(prompts))
+        prompts = [prompts]
     prompt_list = list(prompts)
     if not prompt_list:
         raise ValueError("prompts should hold at least one prompt, got an empty list")
@@ -600,18 +606,51 @@ def _guard_pairs(guard) -> Optional[list]:
     return pairs or None
 
 
-def _response_mode(responses, count: int):
+def _given_responses(responses, response_mode: str, count: int) -> Optional[list]:
+    """The given response texts (one per prompt), or ``None``; checks ``response_mode``."""
+    if response_mode not in RESPONSE_MODES:
+        raise ValueError(f"response_mode should be one of {', '.join(map(repr, RESPONSE_MODES))}, "
+                         f"got {response_mode!r}")
+    if responses is None:
+        return None
     if isinstance(responses, str):
-        if responses not in RESPONSE_MODES:
-            raise ValueError(
-                f"responses should be one of {', '.join(map(repr, RESPONSE_MODES))} or a list of {count} responses, "
-                f"got {responses!r}"
-            )
-        return responses, None
+        raise ValueError("responses should hold one response text per prompt (a list), got a string; "
+                         "response_mode= chooses 'fixed' or 'generate'")
+    if response_mode != "fixed":
+        raise ValueError("given responses are fixed: drop response_mode='generate', or the responses")
     response_list = list(responses)
     if len(response_list) != count:
         raise ValueError(f"responses should hold one response per prompt ({count}), got {len(response_list)}")
-    return "fixed", response_list
+    return response_list
+
+
+SETTINGS_KEYWORDS_0_2 = ("max_new_tokens", "as_band", "entropy_threshold", "noise_entropy", "candidates",
+                         "candidate_budget", "memory_budget_mb", "chat_template", "system", "max_token_forwards")
+
+
+def _old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, probe_on_evaluate):
+    """The 0.2 spellings, each after one ``FutureWarning``: a settings keyword becomes a
+    ``settings`` override, ``on_save`` / ``on_evaluate`` the ``probe_on_*`` flags, and
+    ``responses="fixed"`` / ``"generate"`` the ``response_mode``. Unknown names raise ``TypeError``."""
+    unknown = sorted(set(renamed) - {*SETTINGS_KEYWORDS_0_2, "on_save", "on_evaluate"})
+    if unknown:
+        raise TypeError(f"ProbAttrCallback got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+    overrides = {}
+    for name in SETTINGS_KEYWORDS_0_2:
+        if name in renamed:
+            field_name = RENAMED_SETTINGS.get(name, name)
+            warn_renamed(f"{name}=", f"settings=ProbeSettings({field_name}=...)", "ProbAttrCallback", stacklevel=4)
+            overrides[field_name] = renamed[name]
+    if "on_save" in renamed:
+        warn_renamed("on_save=", "probe_on_save=", "ProbAttrCallback", stacklevel=4)
+        probe_on_save = renamed["on_save"]
+    if "on_evaluate" in renamed:
+        warn_renamed("on_evaluate=", "probe_on_evaluate=", "ProbAttrCallback", stacklevel=4)
+        probe_on_evaluate = renamed["on_evaluate"]
+    if isinstance(responses, str) and responses in RESPONSE_MODES:
+        warn_renamed(f"responses={responses!r}", f"response_mode={responses!r}", "ProbAttrCallback", stacklevel=4)
+        responses, response_mode = None, responses
+    return responses, response_mode, overrides, probe_on_save, probe_on_evaluate
 
 
 def _report_targets(report_to) -> tuple[str, ...]:

@@ -252,7 +252,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     else:
         model = tiny_gpt2(len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32,
                           seed=config.seed)
-    callback = ProbAttrCallback(prompts=prompts, responses=responses, settings=config.settings, guard=guard)
+    callback = ProbAttrCallback(prompts=prompts, responses=responses, guard=guard, settings=config.settings)
     args = TrainingArguments(
         output_dir=config.output_dir, max_steps=config.max_steps, save_steps=config.save_steps,
         eval_strategy="steps", eval_steps=config.save_steps, per_device_train_batch_size=config.batch_size,

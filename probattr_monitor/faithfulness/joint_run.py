@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ..probes.errors import ProbeInputError
+from ..errors import ProbeInputError
 from ..probes.settings import ProbeSettings
 from .methods import SET_METHODS, select_sets
 from .metrics import probability_faithfulness, sparsity_size

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..probes.errors import ProbeInputError
+from ..errors import MethodUnavailable, MissingPackageError, ProbeInputError
 from ..probes.settings import SCOPE_NAMES
 from .scorer import ResponseScorer
 
@@ -45,17 +45,12 @@ DEFAULT_METHODS = ("attribution_score", *CAPTUM_METHODS, "random")
 SAMPLES = 50  # LIME and Shapley-value-sampling perturbations, GradientShap samples
 
 
-class MethodUnavailable(Exception):
-    """A method that cannot run here (a package missing); the message says what to install."""
-
-
 def require_captum() -> None:
-    """Raise :class:`ProbeInputError` with the install line when Captum is missing."""
+    """Raise :class:`MissingPackageError` with the install line when Captum is missing."""
     try:
         import captum  # noqa: F401
     except ImportError:
-        raise ProbeInputError("the comparison methods need Captum: pip install 'probattr-monitor[faithfulness]'") \
-            from None
+        raise MissingPackageError("the comparison methods", "captum", "faithfulness") from None
 
 
 def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0, settings=None,

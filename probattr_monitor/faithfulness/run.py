@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Optional, Sequence
 
+from ..errors import MethodUnavailable
 from ..probes.settings import ProbeSettings
 from . import metrics
 from .methods import (
@@ -25,7 +26,6 @@ from .methods import (
     DEFAULT_METHODS,
     METHODS,
     SET_METHODS,
-    MethodUnavailable,
     attribute,
     require_captum,
     select_sets,
@@ -100,7 +100,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
     methods = list(dict.fromkeys(methods))  # a method named twice runs once
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        from ..probes.errors import ProbeInputError
+        from ..errors import ProbeInputError
 
         raise ProbeInputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if any(m in CAPTUM_METHODS for m in methods):
@@ -164,7 +164,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
                                             for method, found in selections.items()}})
         forwards += scorer.forwards
     if not per_prompt:
-        from ..probes.errors import ProbeInputError
+        from ..errors import ProbeInputError
 
         raise ProbeInputError("no prompt gave a valid result (non-finite logits): nothing to compare")
     ran = [m for m in methods if m not in skipped]

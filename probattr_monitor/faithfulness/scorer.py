@@ -21,7 +21,7 @@ def baseline_token_id(tokenizer) -> int:
         value = getattr(tokenizer, name, None)
         if isinstance(value, int):
             return value
-    from ..probes.errors import ProbeInputError
+    from ..errors import ProbeInputError
 
     raise ProbeInputError("the tokenizer has no unk, pad or eos token to replace removed tokens with; set "
                           "tokenizer.pad_token (or unk_token) to the token that stands for a removed one")

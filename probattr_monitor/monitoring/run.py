@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..probes.errors import one_line
+from ..errors import one_line
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..sinks import ProbeRecord

@@ -32,8 +32,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from transformers import DynamicCache
 
+from ..errors import NonFiniteLogitsError, ProbeInputError
 from .cache import returned_cache, with_cache
-from .errors import NonFiniteLogitsError, ProbeInputError
 from .settings import ProbeSettings
 
 

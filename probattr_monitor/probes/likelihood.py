@@ -14,8 +14,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..errors import NonFiniteLogitsError
 from .engine import model_device, next_token_log_probs
-from .errors import NonFiniteLogitsError
 
 
 @torch.inference_mode()

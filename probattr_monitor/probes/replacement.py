@@ -27,9 +27,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..errors import NonFiniteLogitsError
 from .cache import returned_cache, with_cache
 from .engine import model_device
-from .errors import NonFiniteLogitsError
 
 DEFAULT_TOP_P = 0.9
 GENERATION_BATCH = 64  # candidates decoded together

@@ -217,7 +217,8 @@ class ProbeResult:
         return self.summary.get("noise_tokens")
 
     def to_dict(self) -> dict:
-        """The MATH.md JSON object (with extra fields ``band``, ``top_*``, ``valid``, ``error``, ...)."""
+        """The result as a JSON object (the fields of the maths guide, and ``band``, ``top_*``, ``valid``,
+        ``error``, ...)."""
         return asdict(self)
 
     @classmethod
@@ -225,6 +226,9 @@ class ProbeResult:
         """Inverse of :meth:`to_dict`."""
         values = dict(data)
         values["tokens"] = [TokenAttribution.from_dict(t) for t in values.get("tokens", [])]
+        if isinstance(values.get("summary"), dict) and "candidates" in values["summary"]:  # written by 0.2
+            values["summary"] = {("candidate_policy" if k == "candidates" else k): v
+                                 for k, v in values["summary"].items()}
         return cls(**values)
 
     def to_json(self, **kwargs: Any) -> str:

@@ -5,13 +5,15 @@ The same checkpoint scored with the same :class:`ProbeSettings` gives the same n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, TypeVar, Union
 
-from .errors import ProbeInputError
+from ..errors import ProbeInputError, warn_renamed
 from .values import is_finite_number
 
 CANDIDATE_POLICIES = ("auto", "exact", "budget")
+RENAMED_SETTINGS = {"candidates": "candidate_policy"}  # old spelling -> field (this release only)
 NOISE_ENTROPIES = ("context", "prompt")
 
 DEFAULT_MAX_NEW_TOKENS = 20
@@ -34,6 +36,35 @@ def cuda_budget_bytes(free_bytes: int) -> int:
     return max(min(low, free_bytes // 2), min(high, int(CUDA_FREE_MEMORY_SHARE * free_bytes)))
 
 
+def _new_spellings(values: Mapping[str, Any], where: str) -> dict:
+    """``values`` with each old spelling (:data:`RENAMED_SETTINGS`) renamed, after a ``FutureWarning``."""
+    renamed = dict(values)
+    for old, new in RENAMED_SETTINGS.items():
+        if old in renamed:
+            warn_renamed(old, new, where, stacklevel=4)
+            if new in renamed:
+                raise ProbeInputError(f"give {new} or its old spelling {old}, not both")
+            renamed[new] = renamed.pop(old)
+    return renamed
+
+
+_Class = TypeVar("_Class", bound=type)
+
+
+def _accept_old_spellings(cls: _Class) -> _Class:
+    """Let ``cls(...)`` take the old spellings of :data:`RENAMED_SETTINGS` for one release (the
+    generated ``__init__`` stays what type checkers and ``inspect.signature`` see)."""
+    generated = vars(cls)["__init__"]
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **_new_spellings(kwargs, cls.__name__))
+
+    type.__setattr__(cls, "__init__", __init__)
+    return cls
+
+
+@_accept_old_spellings
 @dataclass(frozen=True)
 class ProbeSettings:
     """How probes are computed and classified.
@@ -49,7 +80,7 @@ class ProbeSettings:
         noise_entropy: which entropy the threshold applies to: ``"context"`` (prompt + response,
             the default) or ``"prompt"`` (rest of the prompt only).
         top_k: how many top candidates of q_prompt and q_context are reported per token.
-        candidates: the candidate policy. ``"exact"`` marginalises over the whole vocabulary;
+        candidate_policy: the candidate policy. ``"exact"`` marginalises over the whole vocabulary;
             ``"budget"`` scores :meth:`budget_for` candidates per position on average (an exactly
             scored head plus a sampled tail) and reports standard errors; ``"auto"`` (default) is
             exact when the vocabulary is no larger than ``candidate_budget`` (768 when unset),
@@ -107,7 +138,7 @@ class ProbeSettings:
     noise_entropy: str = field(default="context", metadata={
         "help": "which entropy the threshold applies to (default context)", "choices": NOISE_ENTROPIES})
     top_k: int = field(default=5, metadata={"help": "top candidates reported per token (default 5)", "metavar": "K"})
-    candidates: str = field(default="auto", metadata={
+    candidate_policy: str = field(default="auto", metadata={
         "help": f"auto (default: exact when |V| <= the budget, {DEFAULT_CANDIDATE_BUDGET} unless set, else budget), "
                 "exact, or budget", "choices": CANDIDATE_POLICIES})
     candidate_budget: Optional[int] = field(default=None, metadata={
@@ -150,9 +181,10 @@ class ProbeSettings:
                 f"noise_entropy should be one of {', '.join(map(repr, NOISE_ENTROPIES))}, got {self.noise_entropy!r}"
             )
         _check_int("top_k", self.top_k, minimum=1)
-        if self.candidates not in CANDIDATE_POLICIES:
+        if self.candidate_policy not in CANDIDATE_POLICIES:
             raise ProbeInputError(
-                f"candidates should be one of {', '.join(map(repr, CANDIDATE_POLICIES))}, got {self.candidates!r}"
+                f"candidate_policy should be one of {', '.join(map(repr, CANDIDATE_POLICIES))}, "
+                f"got {self.candidate_policy!r}"
             )
         if self.memory_budget_mb is not None:
             _check_positive_float("memory_budget_mb", self.memory_budget_mb)
@@ -185,8 +217,8 @@ class ProbeSettings:
     def policy_for(self, vocab_size: int) -> str:
         """``"exact"`` or ``"budget"`` for a vocabulary of ``vocab_size`` (resolves ``"auto"``: exact
         when ``vocab_size <= candidate_budget``, 768 when unset)."""
-        if self.candidates != "auto":
-            return self.candidates
+        if self.candidate_policy != "auto":
+            return self.candidate_policy
         limit = DEFAULT_CANDIDATE_BUDGET if self.candidate_budget is None else self.candidate_budget
         return "exact" if vocab_size <= limit else "budget"
 
@@ -222,6 +254,7 @@ class ProbeSettings:
 
     def replace(self, **changes: Any) -> "ProbeSettings":
         """A copy with ``changes`` applied (and validated); unknown names raise ``ProbeInputError``."""
+        changes = _new_spellings(changes, "ProbeSettings")
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -246,7 +279,8 @@ class ProbeSettings:
         defaults, unknown names raise ``ProbeInputError``."""
         if not isinstance(data, Mapping):
             raise ProbeInputError(f"settings should be a JSON object, got {type(data).__name__}")
-        return cls().replace(**dict(data))
+        stored = {RENAMED_SETTINGS.get(name, name): value for name, value in data.items()}  # records of 0.2
+        return cls().replace(**stored)
 
     def to_dict(self) -> dict:
         """Every setting but the progress display, JSON-shaped (``scopes`` as a list)."""

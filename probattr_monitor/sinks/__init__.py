@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
+from ..errors import MissingPackageError, one_line
+
 REPORT_TARGETS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
@@ -52,9 +54,10 @@ class Sink(Protocol):
 
 
 def require(package: str, extra: str) -> None:
-    """Raise ``ImportError`` with the install command when ``package`` is not installed."""
+    """Raise :class:`MissingPackageError` (an ``ImportError``) with the install line when ``package``
+    is not installed."""
     if importlib.util.find_spec(package) is None:
-        raise ImportError(f"logging to {extra} needs the {package!r} package: pip install 'probattr-monitor[{extra}]'")
+        raise MissingPackageError(f"logging to {extra}", package, extra)
 
 
 def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
@@ -66,7 +69,7 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     created in ``tensorboard_dir`` on first write. W&B, MLflow and trackio reuse the active run (the
     one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
     ``wandb_dir``) on first write; ``wandb_run_id`` / ``mlflow_run_id`` resume that run instead
-    (how a process beside the training logs into the Trainer's run). Raises ``ImportError`` (with the install
+    (how a process beside the training logs into the Trainer's run). Raises ``MissingPackageError`` (with the install
     command) for a target whose package is missing and ``ValueError`` for an unknown target.
     """
     unknown = [t for t in targets if t not in REPORT_TARGETS]
@@ -146,6 +149,5 @@ class GuardedSinks:
 
 def _describe(error: BaseException) -> str:
     """``"Type: first line of the message"``: one line, whatever the exception."""
-    from ..probes.errors import one_line
 
     return one_line(error)

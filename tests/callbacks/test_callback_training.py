@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from probattr_monitor import ProbAttrCallback, ProbeResult
+from probattr_monitor import ProbAttrCallback, ProbeResult, ProbeSettings
 
 from ..readers import read_tensorboard, read_wandb_history, wandb_run_file
 from .helpers import PROMPTS, make_trainer
@@ -31,7 +31,7 @@ def logged_run(tmp_path_factory):
     monkey.setenv("WANDB_MODE", "offline")
     monkey.setenv("WANDB_DIR", str(root))
     monkey.setenv("WANDB_SILENT", "true")
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4)
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4))
     trainer = make_trainer(root / "out", [], report_to=["tensorboard", "wandb"])
     callback.attach(trainer)  # shares the Trainer's own TensorBoard writer
     trainer.train()
@@ -106,7 +106,7 @@ def test_best_checkpoint_is_the_one_with_fewest_noise_tokens(tmp_path):
             self.events.append(("save", state.global_step, written))
 
     recorder = Recorder()
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, entropy_threshold=5.5)
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4, entropy_threshold=5.5))
     trainer = make_trainer(
         tmp_path,
         [callback, recorder],
@@ -140,7 +140,7 @@ def final_weights(tmp_path, callbacks):
 
 def test_training_is_bit_for_bit_identical_with_the_callback(tmp_path):
     without = final_weights(tmp_path / "without", [])
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, every_n_steps=1)
+    callback = ProbAttrCallback(prompts=PROMPTS, every_n_steps=1, settings=ProbeSettings(max_new_tokens=4))
     with_callback = final_weights(tmp_path / "with", [callback])
     assert callback.errors == 0
     assert without.keys() == with_callback.keys()
@@ -155,9 +155,8 @@ def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(engine, "score_exact", broken)
-    callback = ProbAttrCallback(
-        prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard", logging_dir=str(tmp_path / "tb")
-    )
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
+                                settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning, match="injected failure"):
         trainer.train()
@@ -174,7 +173,8 @@ def test_strict_reraises(tmp_path, monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(engine, "score_exact", broken)
-    trainer = make_trainer(tmp_path, [ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, strict=True)], max_steps=2)
+    callback = ProbAttrCallback(prompts=PROMPTS, strict=True, settings=ProbeSettings(max_new_tokens=2))
+    trainer = make_trainer(tmp_path, [callback], max_steps=2)
     with pytest.raises(RuntimeError, match="injected failure"):
         trainer.train()
 
@@ -186,9 +186,8 @@ def test_a_diverged_model_is_logged_as_invalid(tmp_path):
                 with torch.no_grad():
                     model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
 
-    callback = ProbAttrCallback(
-        prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard", logging_dir=str(tmp_path / "tb")
-    )
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
+                                settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path / "out", [Diverge(), callback], max_steps=4, save_steps=2)
     trainer.train()
     record = json.loads((tmp_path / "out" / "checkpoint-4" / "probattr.json").read_text())
@@ -209,7 +208,7 @@ def test_fixed_responses_score_every_checkpoint_on_the_same_text(tmp_path):
 
 def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "env-tb"))
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard")
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", settings=ProbeSettings(max_new_tokens=2))
     make_trainer(tmp_path / "out", [callback], max_steps=2, save_steps=2).train()
     assert set(read_tensorboard(tmp_path / "env-tb")["scalars"]["probattr/noise_tokens"]) == {2}
 
@@ -224,13 +223,14 @@ def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_pa
             "'swanlab', got 'comet'",
         ),
         ({"prompts": []}, "prompts should hold at least one prompt, got an empty list"),
-        ({"prompts": "no-such-file.txt"}, "'no-such-file.txt' is not a file"),
-        ({"as_band": -1.0}, "as_band should be a finite number > 0, got -1.0"),
-        ({"entropy_threshold": float("inf")}, "entropy_threshold should be a finite number >= 0, got inf"),
+        ({"prompts_file": "no-such-file.txt"}, "prompts file not found: 'no-such-file.txt'"),
+        ({"prompts": "a", "prompts_file": "p.txt"}, "give prompts or prompts_file, not both"),
+        ({"settings": {"as_band": -1.0}}, "as_band should be a finite number > 0, got -1.0"),
         ({"every_n_steps": 0}, "every_n_steps should be a positive integer or None, got 0"),
-        ({"responses": "sample"}, "responses should be one of 'generate', 'fixed' or a list of 7 responses"),
+        ({"response_mode": "sample"}, "response_mode should be one of 'generate', 'fixed', got 'sample'"),
+        ({"responses": "sample"}, "responses should hold one response text per prompt \\(a list\\), got a string"),
         ({"responses": ["a"]}, "responses should hold one response per prompt \\(7\\), got 1"),
-        ({"noise_entropy": "both"}, "noise_entropy should be one of 'context', 'prompt', got 'both'"),
+        ({"responses": ["a"], "prompts": "b", "response_mode": "generate"}, "given responses are fixed"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):

@@ -9,14 +9,14 @@ import re
 import pytest
 
 import probattr_monitor.api as api
-from probattr_monitor import ProbAttrCallback, probe
+from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
 from probattr_monitor.tiny_models import tiny_gpt2
 
 from .helpers import PROMPTS, make_trainer, tokenizer
 
 
 def test_cost_is_logged_at_train_begin_and_time_after_the_first_run(tmp_path, caplog):
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none")
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
     trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=4, save_steps=2, log_level="info")
     with caplog.at_level(logging.INFO, logger="probattr_monitor"):
         trainer.train()
@@ -42,9 +42,9 @@ def test_long_runs_log_their_progress(monkeypatch, caplog):
 def test_max_token_forwards_caps_the_budget_policy():
     tok = tokenizer()
     model = tiny_gpt2(len(tok))
-    free = probe(model, tok, PROMPTS, responses=[" the mat", " in the tree"], candidates="budget", progress=False)
+    free = probe(model, tok, PROMPTS, responses=[" the mat", " in the tree"], candidate_policy="budget", progress=False)
     cap = sum(r.summary["token_forwards"] for r in free) // 3
-    capped = probe(model, tok, PROMPTS, responses=[" the mat", " in the tree"], candidates="budget",
+    capped = probe(model, tok, PROMPTS, responses=[" the mat", " in the tree"], candidate_policy="budget",
                    max_token_forwards=cap, progress=False)
     assert sum(r.summary["token_forwards"] for r in capped) <= cap
     assert capped[0].settings["candidate_budget"] < 60 and capped[0].settings["max_token_forwards"] == cap

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from probattr_monitor import ProbAttrCallback, ProbAttrEarlyStopping
+from probattr_monitor import ProbAttrCallback, ProbAttrEarlyStopping, ProbeSettings
 
 from ..readers import read_tensorboard
 from .helpers import PROMPTS, make_trainer
@@ -105,8 +105,8 @@ SETTLED = dict(patience=2, threshold=1e9)  # no change counts as an improvement:
 
 
 def settled_run(folder, order="monitor first", stop_at=None, resume=None, every_n_steps=None, **extra):
-    monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="none", max_new_tokens=3,
-                               every_n_steps=every_n_steps)
+    monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="none", every_n_steps=every_n_steps,
+                               settings=ProbeSettings(max_new_tokens=3))
     stopper = ProbAttrEarlyStopping(monitor if order != "found" else None, **SETTLED)
     callbacks = [stopper, monitor] if order in ("stopper first", "found") else [monitor, stopper]
     if stop_at is not None:

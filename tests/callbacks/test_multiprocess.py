@@ -57,7 +57,7 @@ def test_budget_policy_splits_prompts_across_ranks_with_the_numbers_of_one(tmp_p
         model = AutoModelForCausalLM.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         single = probe(model, tokenizer, [r["prompt"] for r in record["results"]], max_new_tokens=4, progress=False,
-                       candidates="budget")
+                       candidate_policy="budget")
         for shared, alone in zip(record["results"], single):
             assert shared["response_token_ids"] == alone.response_token_ids
             assert shared["summary"]["token_forwards"] == alone.summary["token_forwards"]

@@ -43,8 +43,9 @@ def full_disk_writer(log_dir):
 
 
 def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="tensorboard",
-                                tensorboard_writer=full_disk_writer(tmp_path / "tb"))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard",
+                                tensorboard_writer=full_disk_writer(tmp_path / "tb"),
+                                settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning) as caught:
         trainer.train()
@@ -57,8 +58,9 @@ def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
 
 def test_a_sink_that_fails_on_another_callbacks_scalars_is_counted_too(tmp_path):
     """``log_scalars`` (what ProbAttrEarlyStopping logs through) counts a failing sink like a probe's log."""
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, on_save=False, report_to="tensorboard",
-                                tensorboard_writer=full_disk_writer(tmp_path / "tb"))
+    callback = ProbAttrCallback(prompts=PROMPTS, probe_on_save=False, report_to="tensorboard",
+                                tensorboard_writer=full_disk_writer(tmp_path / "tb"),
+                                settings=ProbeSettings(max_new_tokens=2))
 
     class Regression(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -79,7 +81,7 @@ def test_wandb_online_without_an_api_key_does_not_stop_training(tmp_path, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "home"))  # no ~/.netrc, no stored key
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2, report_to="wandb")
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="wandb", settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning) as caught:
         trainer.train()
@@ -114,7 +116,7 @@ def test_best_model_selection_survives_a_model_that_diverges_at_an_evaluation(tm
             self.seen[state.global_step] = metrics.get("eval_probattr_noise_tokens")
 
     seen = Metrics()
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=2)
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path, [Diverge(at=4), callback, seen], max_steps=4, save_steps=2, evaluate=True,
                            metric_for_best_model="probattr_noise_tokens", greater_is_better=False,
                            load_best_model_at_end=True)
@@ -164,7 +166,7 @@ def test_fixed_responses_freeze_only_a_valid_non_empty_continuation(tmp_path, ki
     space_id = tok.convert_tokens_to_ids("Ġ")
     assert tok.decode([space_id]) == " "
     broken = Break(kind, at=2, token_id=space_id)
-    callback = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4)
+    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4))
     make_trainer(tmp_path, [broken, callback, Mend(broken)], max_steps=6, save_steps=2, tok=tok).train()
     first = record(tmp_path, 2)
     if kind == "nan":
@@ -183,7 +185,7 @@ def test_fixed_responses_are_the_generated_token_ids_not_a_retokenised_text(tmp_
     e = tok.convert_tokens_to_ids("e")
     assert tok("eeee", add_special_tokens=False)["input_ids"] != [e] * 4, "'e' x 4 re-tokenises as 'ee' x 2"
     says_e = Break("constant", at=2, token_id=e)  # the first checkpoint's continuation: 'e' 'e' 'e' 'e'
-    callback = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4)
+    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4))
     make_trainer(tmp_path, [says_e, callback, Mend(says_e)], max_steps=4, save_steps=2, tok=tok).train()
     assert [r["response_token_ids"] for r in record(tmp_path, 2)["results"]] == [[e] * 4] * len(PROMPTS)
     assert [r["response_token_ids"] for r in record(tmp_path, 4)["results"]] == [[e] * 4] * len(PROMPTS)
@@ -202,8 +204,8 @@ class StopAfter(TrainerCallback):
 @pytest.mark.integration
 def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(tmp_path):
     def callback(tb):
-        return ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=4, report_to="tensorboard",
-                                logging_dir=str(tb))
+        return ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="tensorboard", logging_dir=str(tb),
+                                settings=ProbeSettings(max_new_tokens=4))
 
     options = dict(max_steps=6, save_steps=2, learning_rate=5e-3)
     make_trainer(tmp_path / "whole", [callback(tmp_path / "tb-whole")], **options).train()
@@ -236,10 +238,9 @@ def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(
 
 # ---- 4. settings= is honoured ----
 
-def test_settings_are_honoured_and_keywords_override_only_when_given(tmp_path):
+def test_settings_are_honoured(tmp_path):
     callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3, entropy_threshold=4.5))
-    assert ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3), as_band=0.3).settings == \
-        ProbeSettings(max_new_tokens=3, as_band=0.3, progress=False)
+    assert callback.settings == ProbeSettings(max_new_tokens=3, entropy_threshold=4.5, progress=False)
     make_trainer(tmp_path, [callback], max_steps=2, save_steps=2).train()
     stored = record(tmp_path, 2)
     assert stored["settings"]["max_new_tokens"] == 3 and stored["settings"]["entropy_threshold"] == 4.5
@@ -251,7 +252,9 @@ def test_settings_are_honoured_and_keywords_override_only_when_given(tmp_path):
 @pytest.fixture(scope="module")
 def fixed_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fixed") / "run"
-    make_trainer(folder, [ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=3, report_to="none")],
+    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="none",
+                                settings=ProbeSettings(max_new_tokens=3))
+    make_trainer(folder, [callback],
                  max_steps=4, save_steps=2).train()
     return folder
 
@@ -268,7 +271,8 @@ def test_a_corrupted_callback_state_is_a_warning_and_the_run_resumes(fixed_run, 
     saved["attributes"] = attributes if not isinstance(attributes, dict) else {**saved["attributes"], **attributes}
     state_file.write_text(json.dumps(state), encoding="utf-8")
     shutil.rmtree(run / "checkpoint-4")
-    resumed = ProbAttrCallback(prompts=PROMPTS, responses="fixed", max_new_tokens=3, report_to="none")
+    resumed = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="none",
+                               settings=ProbeSettings(max_new_tokens=3))
     with pytest.warns(UserWarning, match="no usable state of this callback"):
         make_trainer(run, [resumed], max_steps=4, save_steps=2).train(resume_from_checkpoint=str(run / "checkpoint-2"))
     assert resumed.errors == 0 and all(r is not None for r in resumed.responses)
@@ -283,7 +287,7 @@ def test_a_model_that_goes_nan_is_warned_about_at_once(tmp_path):
                     for parameter in model.parameters():
                         parameter.fill_(float("nan"))
 
-    monitor = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none")
+    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
     with pytest.warns(UserWarning, match="at step 4 the model gives non-finite logits on 2 of 2 probe prompts"):
         make_trainer(tmp_path, [Diverge(), monitor], max_steps=4, save_steps=2).train()
     assert record(tmp_path, 2)["summary"]["invalid_prompts"] == 0
@@ -298,7 +302,7 @@ def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
 
     guard = [("the dog sat in the", " sun and the cat"), ("a cat and a bird", " sang on the hill"),
              ("the cat ran up", " the tree")]
-    monitor = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3, report_to="none", guard=guard)
+    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", guard=guard, settings=ProbeSettings(max_new_tokens=3))
     make_trainer(tmp_path, [monitor], max_steps=4, save_steps=2).train()
     for step in (2, 4):
         stored = RunRecord.load(tmp_path / f"checkpoint-{step}" / "probattr.json")

@@ -98,7 +98,7 @@ def test_prompt_and_response_counts_must_match(model, tokenizer):
         ({"as_band": float("nan")}, "as_band should be a finite number > 0, got nan"),
         ({"entropy_threshold": -1}, "entropy_threshold should be a finite number >= 0, got -1"),
         ({"noise_entropy": "both"}, "noise_entropy should be one of 'context', 'prompt', got 'both'"),
-        ({"candidates": "magic"}, "candidates should be one of 'auto', 'exact', 'budget', got 'magic'"),
+        ({"candidate_policy": "magic"}, "candidate_policy should be one of 'auto', 'exact', 'budget', got 'magic'"),
         ({"candidate_budget": 0}, "candidate_budget should be an integer >= 2, got 0"),
         ({"candidate_budget": -5}, "candidate_budget should be an integer >= 2, got -5"),
         ({"seed": -1}, "seed should be an integer >= 0, got -1"),

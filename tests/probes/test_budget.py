@@ -169,11 +169,11 @@ def test_heavy_tail_inflation_leaves_light_tails_alone_and_widens_heavy_ones():
 
 def compare(model, tokenizer, prompts, responses, settings):
     """Budget vs exact on the same inputs: AS errors, coverage, cost ratio, noise-flag agreement."""
-    budget = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidates="budget"))
-    exact = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidates="exact"))
+    budget = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidate_policy="budget"))
+    exact = probe(model, tokenizer, prompts, responses=responses, settings=settings.replace(candidate_policy="exact"))
     errors, covered, disagreements = [], [], 0
     for b, e in zip(budget, exact):
-        assert b.summary["candidates"] == "budget" and e.summary["candidates"] == "exact"
+        assert b.summary["candidate_policy"] == "budget" and e.summary["candidate_policy"] == "exact"
         for tb, te in zip(b.tokens, e.tokens):
             for name in FIELDS:
                 error = abs(getattr(tb, name) - getattr(te, name))
@@ -214,7 +214,7 @@ def test_budget_meets_the_targets_on_flat_models(build, big_tokenizer):
 def test_budget_meets_the_targets_on_a_trained_peaked_model(big_tokenizer, tmp_path):
     tokenizer, corpus = big_tokenizer
     model = trained_tiny_gpt2(tokenizer, corpus, steps=300, output_dir=str(tmp_path))
-    exact = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidates="exact", progress=False)
+    exact = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], candidate_policy="exact", progress=False)
     # peaked: every posterior sits on a handful of the 4,096 tokens (flat would be log 4096 = 8.3 nats)
     assert max(t.entropy_context for t in exact.tokens) < 3.0
     within, coverage, ratio, disagreements = compare(
@@ -241,10 +241,10 @@ def test_auto_is_exact_for_small_vocabularies_and_budget_for_large_ones(big_toke
     assert ProbeSettings().policy_for(768) == "exact" and ProbeSettings().policy_for(769) == "budget"
     assert ProbeSettings(candidate_budget=512).policy_for(512) == "exact"
     assert ProbeSettings(candidate_budget=512).policy_for(513) == "budget"
-    assert ProbeSettings(candidates="exact").policy_for(10**6) == "exact"
+    assert ProbeSettings(candidate_policy="exact").policy_for(10**6) == "exact"
     model = tiny_gpt2(len(tokenizer), seed=2)
     result = probe(model, tokenizer, PROMPTS[0], responses=RESPONSES[0], progress=False)
-    assert result.summary["candidates"] == "budget"
+    assert result.summary["candidate_policy"] == "budget"
     # the default budget is a fifth of these 3,426 tokens (685 candidates), so a fifth of exact's cost
     assert result.summary["token_forwards"] <= len(tokenizer) // 5 * sum(
         len(result.prompt_token_ids) + len(result.response_token_ids) - 1 - k
@@ -279,7 +279,7 @@ def test_small_budgets_are_respected(big_tokenizer, budget):
         tokenizer,
         PROMPTS[0],
         responses=RESPONSES[0],
-        candidates="budget",
+        candidate_policy="budget",
         candidate_budget=budget,
         top_k=5,
         progress=False,
@@ -297,9 +297,10 @@ def test_sampling_is_seeded_and_leaves_the_global_rng_alone(big_tokenizer):
     model = tiny_gpt2(len(tokenizer), seed=3)
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
-    first = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", progress=False)
+    first = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidate_policy="budget", progress=False)
     assert torch.equal(torch.random.get_rng_state(), state)
-    again = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", progress=False)
-    other = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidates="budget", seed=7, progress=False)
+    again = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidate_policy="budget", progress=False)
+    other = probe(model, tokenizer, PROMPTS[1], responses=RESPONSES[1], candidate_policy="budget", seed=7,
+                  progress=False)
     assert [t.attribution_score for t in first.tokens] == [t.attribution_score for t in again.tokens]
     assert [t.entropy_prompt for t in first.tokens] != [t.entropy_prompt for t in other.tokens]

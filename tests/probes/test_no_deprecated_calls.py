@@ -23,7 +23,7 @@ def test_every_model_call_is_free_of_deprecation_warnings(tokenizer, arch_name):
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
         probe(model, tokenizer, "the cat sat", max_new_tokens=3, progress=False)
-        probe(model, tokenizer, "the cat sat", responses=" on", candidates="budget", candidate_budget=30,
+        probe(model, tokenizer, "the cat sat", responses=" on", candidate_policy="budget", candidate_budget=30,
               replacement_entropy=True, replacement_max_candidates=3, progress=False)
         settings = ProbeSettings(max_new_tokens=3, progress=False)
         frozen = reference_responses(model, tokenizer, ["a bird"], settings)

@@ -102,7 +102,7 @@ def test_non_finite_logits_met_only_while_regenerating_give_an_invalid_result(to
         calls[0] += 1
 
     handle = model.register_forward_hook(count)
-    options = dict(responses=" on the", candidates="budget", candidate_budget=40, progress=False)
+    options = dict(responses=" on the", candidate_policy="budget", candidate_budget=40, progress=False)
     assert probe(model, tokenizer, "the cat sat", **options).valid
     scoring = calls[0]
     handle.remove()

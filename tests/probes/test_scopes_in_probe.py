@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
+from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.monitoring.metrics import run_summary, scalar_logs
-from probattr_monitor.probes.errors import ProbeInputError
 from probattr_monitor.probes.result import ProbeResult
 from probattr_monitor.probes.scopes import jacobian_scopes
 from probattr_monitor.tiny_models import tiny_gpt2

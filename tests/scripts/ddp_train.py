@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch.distributed as dist  # noqa: E402
 
-from probattr_monitor import ProbAttrCallback  # noqa: E402
+from probattr_monitor import ProbAttrCallback, ProbeSettings  # noqa: E402
 from tests.callbacks.helpers import PROMPTS, make_trainer  # noqa: E402
 
 
@@ -27,7 +27,9 @@ def main():
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--budget", action="store_true")
     args = parser.parse_args()
-    callback = ProbAttrCallback(prompts=PROMPTS, max_new_tokens=4, candidates="budget" if args.budget else None)
+    callback = ProbAttrCallback(prompts=PROMPTS,
+                                settings=ProbeSettings(max_new_tokens=4,
+                                candidate_policy="budget" if args.budget else "auto"))
     scored = []
     if args.budget:  # count the prompts this rank scores (the real estimator still runs)
         import probattr_monitor.probes.budgeted as budgeted

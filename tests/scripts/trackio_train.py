@@ -9,12 +9,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from probattr_monitor import ProbAttrCallback  # noqa: E402
+from probattr_monitor import ProbAttrCallback, ProbeSettings  # noqa: E402
 from tests.callbacks.helpers import PROMPTS, make_trainer  # noqa: E402
 
 
 def main(out: str) -> None:
-    make_trainer(out, [ProbAttrCallback(prompts=PROMPTS, max_new_tokens=3)], report_to=["trackio"], max_steps=4,
+    make_trainer(out, [ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3))],
+                                        report_to=["trackio"], max_steps=4,
                  save_steps=2, project="probattr-test", run_name="run").train()
     from trackio.sqlite_storage import SQLiteStorage
 

@@ -1,0 +1,82 @@
+"""Every error and deprecation the package raises, in one leaf module (it imports nothing of it).
+
+Each error is one clear line naming the problem, never a deep torch traceback:
+
+- :class:`InputError` (a ``ValueError``): something the user gave cannot be used; the CLI prints
+  it and exits 2. Its kinds: :class:`ProbeInputError` (a prompt, response, model, tokenizer or
+  setting) and :class:`RunFolderError` (a run folder or checkpoint: missing, read-only, no records).
+- :class:`MissingPackageError` (an ``ImportError``): an optional package is not installed; the
+  message holds the install line (also :attr:`MissingPackageError.install`).
+- :class:`MethodUnavailable`: a comparison method that cannot run in this installation.
+- :class:`NonFiniteLogitsError`: the model produced NaN or infinite logits (a diverged checkpoint).
+
+:func:`warn_renamed` is how an old spelling of an argument keeps working for one release.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+
+class ProbattrError(Exception):
+    """The base of every error this package raises on purpose."""
+
+
+class InputError(ProbattrError, ValueError):
+    """Something the user gave (an argument, a file, a folder) cannot be used as given."""
+
+
+class ProbeInputError(InputError):
+    """The prompt, response, model, tokenizer or a setting cannot be probed as given."""
+
+
+class RunFolderError(InputError):
+    """A run folder or checkpoint cannot be used: not found, read-only, or holding no records."""
+
+
+class MissingPackageError(ProbattrError, ImportError):
+    """An optional package is missing; ``install`` is the command that installs it."""
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        self.package = package
+        self.install = f"pip install 'probattr-monitor[{extra}]'"
+        super().__init__(f"{what} needs the {package!r} package: {self.install}")
+
+
+class MethodUnavailable(ProbattrError):
+    """A comparison method that cannot run in this installation; the message says why."""
+
+
+class NonFiniteLogitsError(ProbattrError, RuntimeError):
+    """The model produced NaN or infinite logits (a diverged checkpoint); the result is marked invalid."""
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3) -> None:
+    """A ``FutureWarning``, once per process for each ``(where, old)``: ``old`` is now ``new``.
+
+    Old spellings keep working for one release; the warning names the one to use.
+    """
+    if (where, old) in _WARNED:
+        return
+    _WARNED.add((where, old))
+    warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; use {new}",
+                  FutureWarning, stacklevel=stacklevel)
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of ``text`` (stripped), or ``""``."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def one_line(error: BaseException) -> str:
+    """``"Type: first line of the message"`` (just ``"Type"`` when the message is empty): how every
+    error report of the monitor shows an exception (CLI, sweep rows, warnings), so a multi-line
+    message never spills into a table or a log."""
+    message = first_line(str(error))
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

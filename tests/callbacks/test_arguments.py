@@ -1,0 +1,85 @@
+"""One meaning per argument: a string prompt is one prompt, files go through ``prompts_file`` or a
+``Path``, response texts and the response mode are separate, settings go through ``settings=``;
+the 0.2 spellings still work for one release, each with one ``FutureWarning``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from probattr_monitor import ProbAttrCallback, ProbeSettings, errors
+from probattr_monitor.cli import build_parser, settings_from_args
+
+from .helpers import make_trainer
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Each test sees the once-per-process deprecation warnings afresh."""
+    monkeypatch.setattr(errors, "_WARNED", set())
+
+
+def future_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+
+
+def test_a_string_prompt_is_one_prompt_and_is_probed(tmp_path):
+    callback = ProbAttrCallback(prompts="The capital of France is", report_to="none",
+                                settings=ProbeSettings(max_new_tokens=2))
+    assert callback.prompts == ("The capital of France is",)
+    make_trainer(tmp_path, [callback], max_steps=2, save_steps=2).train()
+    stored = json.loads((tmp_path / "checkpoint-2" / "probattr.json").read_text(encoding="utf-8"))
+    assert [r["prompt"] for r in stored["results"]] == ["The capital of France is"]
+
+
+def test_files_go_through_prompts_file_or_a_path(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("the cat sat on\na bird sang\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither spelling warns
+        assert ProbAttrCallback(prompts_file=str(path)).prompts == ("the cat sat on", "a bird sang")
+        assert ProbAttrCallback(prompts=Path(path)).prompts == ("the cat sat on", "a bird sang")
+
+
+def test_the_old_file_string_still_reads_the_file_with_a_future_warning(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("the cat sat on\n", encoding="utf-8")
+    with pytest.warns(FutureWarning, match=r"prompts=<path of a file> is deprecated.*use prompts_file="):
+        assert ProbAttrCallback(prompts=str(path)).prompts == ("the cat sat on",)
+
+
+def test_the_old_keywords_warn_once_and_still_work():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = ProbAttrCallback(prompts="a b", max_new_tokens=3, candidates="exact", on_save=False,
+                                 on_evaluate=True, responses="generate")
+        again = ProbAttrCallback(prompts="a b", max_new_tokens=3, candidates="exact", on_save=False,
+                                 on_evaluate=True, responses="generate")
+    messages = future_warnings(caught)
+    assert len(messages) == 5, messages  # five old spellings, each warned once in all
+    assert any("max_new_tokens= is deprecated" in m and "settings=ProbeSettings(max_new_tokens=...)" in m
+               for m in messages)
+    assert any("on_save= is deprecated" in m and "probe_on_save=" in m for m in messages)
+    assert any("responses='generate' is deprecated" in m and "response_mode='generate'" in m for m in messages)
+    for callback in (first, again):
+        assert callback.settings == ProbeSettings(max_new_tokens=3, candidate_policy="exact", progress=False)
+        assert (callback.probe_on_save, callback.probe_on_evaluate, callback.response_mode) == (False, True, "generate")
+
+
+def test_an_unknown_keyword_is_a_type_error():
+    with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) 'max_new_token'"):
+        ProbAttrCallback(max_new_token=3)
+
+
+def test_the_renamed_setting_warns_once_in_python_and_on_the_command_line():
+    with pytest.warns(FutureWarning, match="candidates is deprecated.*use candidate_policy"):
+        assert ProbeSettings(candidates="budget").candidate_policy == "budget"
+    assert ProbeSettings.from_dict({"candidates": "exact"}).candidate_policy == "exact"  # a 0.2 record: silent
+    with pytest.warns(FutureWarning, match="--candidates is deprecated.*use --candidate-policy"):
+        arguments = build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "exact"])
+    assert settings_from_args(arguments).candidate_policy == "exact"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "magic"])
