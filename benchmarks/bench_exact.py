@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
 from probattr_monitor.probes.engine import score_exact
-from probattr_monitor.probes.reference import score_naive
 from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.tiny_models import tiny_gpt2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
+from tests.reference import score_naive  # noqa: E402
 
 VOCAB, LAYERS, WIDTH, HEADS, PROMPT, RESPONSE = 2000, 4, 128, 4, 16, 16
 

@@ -19,7 +19,9 @@ Usage: python benchmarks/bench_gpu.py [--device cuda] [--prompts 7] [--peak-tflo
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from bench_smollm2_memory import GGUF, smollm2_dir  # the benchmarks' one SmolLM2 locator (same folder)
@@ -122,9 +124,10 @@ def main() -> None:
     diff = max(abs(x.attribution_score - y.attribution_score) for r, s in zip(a, b) for x, y in zip(r.tokens, s.tokens))
     print(f"exact bf16 vs float32 on the same tokens: max |AS diff| {diff:.3f} nats")
 
-    from probattr_monitor.api import prepare_inputs
     from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.reference import score_naive
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
+    from probattr_monitor.probing.inputs import prepare_inputs
+    from tests.reference import score_naive
 
     model = models["bfloat16"]
     [(encoded, response)] = prepare_inputs(model, tokenizer, prompts[:1], frozen[:1], base)

@@ -42,7 +42,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from probattr_monitor.demo.run import SUMMARY_FILE, DemoConfig, regret_of, run_demo, spearman
+from probattr_monitor.demo.run import SUMMARY_FILE, DemoConfig, regret_of, run_demo
+from probattr_monitor.monitoring.correlation import spearman
 from probattr_monitor.monitoring.decision import RULES, guarded, recommend
 from probattr_monitor.monitoring.regression import guard_comparisons
 

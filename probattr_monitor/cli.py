@@ -3,6 +3,9 @@
 Exit codes: 0 success, 2 bad usage or input (one line on stderr naming the problem), 1 anything
 else (also one line; ``--traceback`` shows the whole trace), 3 a sweep in which some checkpoints
 failed (the others completed; see the summary), 130 interrupted.
+
+Longer than 300 lines because each subcommand's parser sits beside its handler, and the whole parser
+is what the documentation's CLI reference is generated from.
 """
 
 from __future__ import annotations

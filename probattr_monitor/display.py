@@ -8,10 +8,13 @@ prompt) and control characters (ESC sequences) never reach the terminal.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from .probes.result import ProbeResult
 from .probes.settings import SCOPE_NAMES
+
+if TYPE_CHECKING:
+    from .sweep.config import SweepSummary
 
 BAND_STYLES = {"negative": "red", "near_zero": "yellow", "high": "green"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -90,3 +93,46 @@ def print_results(results: Iterable[ProbeResult], console=None) -> None:
             f"token-forwards {summary['token_forwards']:,} ({summary.get('candidate_policy', 'exact')})  "
             f"{summary['seconds']:.2f}s\n"
         )
+
+
+def print_summary(summary: "SweepSummary", console) -> None:
+    """A table of a sweep's rows with the recommendation marked, and where its summaries are."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .sweep.config import SUMMARY_CSV, SUMMARY_JSON
+
+    table = Table(title=f"sweep of {escape(str(summary.output_dir))}", title_justify="left")
+    for name in ("step", "status", "noise", "noise frac", "mean AS", "H ctx", "KL", "eval loss", ""):
+        table.add_column(name, justify="left" if name in ("status", "") else "right")
+    best = summary.recommended["step"] if summary.recommended else None
+
+    def number(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for row in summary.rows:
+        table.add_row(
+            str(row["step"]),
+            row["status"],
+            "-" if row["noise_tokens"] is None else str(row["noise_tokens"]),
+            number(row["noise_fraction"]),
+            number(row["mean_attribution"]),
+            number(row["mean_entropy_context"]),
+            number(row["mean_kl"]),
+            number(row["eval_loss"], 4),
+            "<- best" if row["step"] == best else "",
+            style="bold green" if row["step"] == best else ("red" if row["status"] != "ok" else ""),
+        )
+    console.print(table)
+    if summary.recommended:
+        console.print(
+            f"recommended: [bold green]{escape(summary.recommended['checkpoint'])}[/] - "
+            f"{escape(summary.recommended['reason'])}"
+        )
+    for row in summary.rows:
+        if row["status"] != "ok":
+            console.print(f"[red]{escape(row['checkpoint'])} failed:[/] {escape(str(row['error']))}")
+    console.print(
+        f"computed {len(summary.computed)}, reused {len(summary.reused)}; summaries in "
+        f"{escape(str(summary.output_dir / SUMMARY_CSV))} and {SUMMARY_JSON}"
+    )

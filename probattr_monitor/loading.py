@@ -11,6 +11,9 @@ A PEFT adapter folder (``adapter_config.json``, what a LoRA run's checkpoints ho
 its base model: the folder or GGUF file named by ``base_model``, else the adapter config's
 ``base_model_name_or_path`` when that is a local folder. ``checkpoint_profile`` reads a folder's
 dtype and vocabulary size from its JSON alone, before any weights load.
+
+Longer than 300 lines because every way a model folder can be wrong (missing files, truncated
+safetensors, GGUF, dtypes, devices) is checked here, each with its one-line message.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ against step with the recommended checkpoint marked; the convergence statistics
 (``monitoring.statistics``) against step with the settled region shaded; the entropy-against-AS
 scatter of every checkpoint (noise region shaded, with axes); per prompt, a heat-map of AS with
 checkpoints as rows and prompt tokens as columns.
+
+Longer than 300 lines because the report is one self-contained HTML page: its data, its template and
+its script are kept together so that the page and its data agree.
 """
 
 from __future__ import annotations

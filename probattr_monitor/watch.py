@@ -22,6 +22,9 @@ and neither re-probes nor re-logs what it did.
 It stops at ``stop_step``, when training has finished (a checkpoint at the ``max_steps`` its
 ``trainer_state.json`` states), after ``idle_timeout`` seconds with no new checkpoint, or on
 SIGINT / SIGTERM (after the checkpoint under way).
+
+Longer than 300 lines because one polling loop and the state it keeps (the checkpoints seen
+complete, their records, the sinks): its steps read top to bottom.
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@ entry point as the CLI and the sweep) through ``monitoring.run``, hands the numb
 and writes ``probattr.json``. Its own state (frozen responses, error count, logged steps) is an
 ``ExportableState``: the Trainer saves it in every checkpoint's ``trainer_state.json`` and the
 callback takes it back when training resumes from that checkpoint.
+
+Longer than 300 lines because it is one class whose Trainer hooks share the run's state (the frozen
+responses, the sinks, the last run); its argument checks, cost logs and writer discovery live in
+``arguments``, ``cost`` and ``writers``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -21,20 +24,29 @@ from typing import Any, Optional, Sequence, Union
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..errors import one_line, warn_renamed
+from ..errors import one_line
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import PromptSet, RunRecord
 from ..monitoring.run import ProbeRun, probe_record, run_probes
 from ..monitoring.statistics import drift
-from ..probes.settings import RENAMED_SETTINGS, ProbeSettings
-from ..prompts import paper_prompts, read_prompts_file
+from ..probes.settings import ProbeSettings
+from ..probes.tokens import vocab_size_of
 from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
-from .integrations import IntegrationForwarder, handler_holding, integration_names
+from .arguments import (
+    as_json,
+    given_responses,
+    guard_pairs,
+    old_keywords,
+    prompt_set,
+    report_targets,
+    unusable_state,
+)
+from .cost import log_cost, log_time
+from .integrations import IntegrationForwarder, handler_holding
 from .state import preserved_training_state
+from .writers import installed, tensorboard_dir, trainer_tensorboard_writer
 
-RESPONSE_MODES = ("generate", "fixed")
 METRIC_PREFIX = "probattr_"
-SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
 logger = logging.getLogger("probattr_monitor")
 
 
@@ -139,12 +151,12 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         write_json: bool = True,
         **renamed: Any,
     ) -> None:
-        responses, response_mode, overrides, probe_on_save, probe_on_evaluate = _old_keywords(
+        responses, response_mode, overrides, probe_on_save, probe_on_evaluate = old_keywords(
             renamed, responses, response_mode, probe_on_save, probe_on_evaluate)
-        self.prompts = _prompt_set(prompts, prompts_file)
-        given = _given_responses(responses, response_mode, len(self.prompts))
+        self.prompts = prompt_set(prompts, prompts_file)
+        given = given_responses(responses, response_mode, len(self.prompts))
         self.response_mode = response_mode
-        self.guard = _guard_pairs(guard)
+        self.guard = guard_pairs(guard)
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
             raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
@@ -161,7 +173,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         for name, option in (("probe_on_evaluate", probe_on_evaluate), ("log_figures", log_figures)):
             if option is not None and not isinstance(option, bool):
                 raise ValueError(f"{name} should be True, False or None, got {option!r}")
-        self.report_to = _report_targets(report_to)
+        self.report_to = report_targets(report_to)
         self.every_n_steps = every_n_steps
         self.scopes_every_n_steps = scopes_every_n_steps
         self.probe_on_save = probe_on_save
@@ -195,7 +207,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._model_ref: Any = None  # a weak reference to the model trained
         self._trainer_state: Any = None  # the Trainer's TrainerState
         self._last: Optional[ProbeRun] = None  # the latest probe run
-        self.cost: dict = {}  # what one probe run costs (api.run_cost), known at train begin
+        self.cost: dict = {}  # what one probe run costs (probing.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
 
     def attach(self, trainer) -> "ProbAttrCallback":
@@ -234,10 +246,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         for entry in candidates:
             args = entry.get("args") if isinstance(entry, dict) else None
             attributes = entry.get("attributes") if isinstance(entry, dict) else None
-            if not isinstance(args, dict) or args.get("prompts") != _as_json(self.prompts) \
+            if not isinstance(args, dict) or args.get("prompts") != as_json(self.prompts) \
                     or args.get("responses") != self._args["responses"]:
                 continue
-            problem = _unusable_state(attributes, len(self.prompts), self.response_mode, vocab_size) or ""
+            problem = unusable_state(attributes, len(self.prompts), self.response_mode, vocab_size) or ""
             if problem:
                 break  # (restore_callback_states_from_checkpoint may have set it already: undone below)
             assert isinstance(attributes, dict)
@@ -254,7 +266,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         """Check the inputs against the model and tokenizer (fail early), restore the state saved
         in the checkpoint training resumes from, then open the sinks."""
-        from ..api import prepare_inputs
+        from ..probing.inputs import prepare_inputs
 
         self.tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if self.tokenizer is None or not callable(self.tokenizer):
@@ -272,9 +284,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self._handler = self._guarded(lambda: handler_holding(self), "finding the Trainer's callbacks")
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and saved is not None:  # resuming: the state saved in that checkpoint
-            self._restore(saved, model.get_output_embeddings().weight.shape[0])
+            self._restore(saved, vocab_size_of(model))
         encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
-        self._log_cost(args, model, encoded)
+        self.cost = log_cost(args, model, encoded, self.settings)
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
@@ -359,35 +371,6 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if listener not in self._listeners:
             self._listeners.append(listener)
 
-    def _log_cost(self, args, model, encoded) -> None:
-        """Log what one probe run will cost (INFO), at the Trainer's log level."""
-        from ..api import run_cost
-
-        _follow_trainer_log_level(args)
-        vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.cost = run_cost(encoded, vocab_size, self.settings)
-        templated = sum(1 for prompt_in, _ in encoded if prompt_in.templated)
-        logger.info(
-            "probattr: one probe run scores %d positions of %d prompts%s, %s policy with %d candidates per position: "
-            "at most %s token-forwards; its time is logged after the first run",
-            self.cost["positions"], self.cost["prompts"],
-            f" ({templated} through the chat template)" if templated else "", self.cost["policy"],
-            self.cost["candidates_per_position"], f"{self.cost['token_forwards']:,}")
-        if self.settings.max_token_forwards is not None and self.cost["policy"] == "exact":
-            warnings.warn("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
-                          "probed exactly (candidates='exact' or a small vocabulary)", stacklevel=3)
-
-    def _log_time(self, run: ProbeRun) -> None:
-        """After the first run: how long it took, and a warning when it is slow."""
-        forwards = sum(r.summary.get("token_forwards") or 0 for r in run.results)
-        rate = forwards / run.seconds if run.seconds > 0 else float("nan")
-        logger.info("probattr: the probe run at step %d took %.1f s (%s token-forwards, %.0f per second)",
-                    run.step, run.seconds, f"{forwards:,}", rate)
-        if run.seconds > SLOW_RUN_SECONDS:
-            warnings.warn(f"probattr-monitor: one probe run takes {run.seconds:.0f} s, at every save; lower it with "
-                          "max_token_forwards=N (budget policy), a smaller candidate_budget, max_new_tokens or fewer "
-                          "prompts", stacklevel=3)
-
     # ---- the probes ----
     def _due(self, control) -> bool:
         saving = control.should_save and self.probe_on_save
@@ -414,7 +397,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 fingerprint=False,  # taken only for the runs a record is written of (_record)
             )
         if self._last is None and run.error is None:
-            self._log_time(run)
+            log_time(run)
         invalid = [r for r in run.results if not r.valid]
         if invalid:
             warnings.warn(f"probattr-monitor: at step {run.step} the model gives non-finite logits on {len(invalid)} "
@@ -484,18 +467,18 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def _open_sinks(self, args) -> GuardedSinks:
         targets = self.report_to
         if targets == ("all",):
-            targets = _installed(REPORT_TARGETS)
+            targets = installed(REPORT_TARGETS)
         elif targets == ("auto",):
             trainer_targets = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
             if "all" in trainer_targets:  # the Trainer's "all": every tracker installed
-                targets = _installed(REPORT_TARGETS)
+                targets = installed(REPORT_TARGETS)
             else:
                 targets = tuple(t for t in REPORT_TARGETS if t in trainer_targets)
         targets = tuple(t for t in targets if t in REPORT_TARGETS)  # the others are forwarded to
         writer = self.tensorboard_writer
         if writer is None and self.logging_dir is None:
-            writer = _trainer_tensorboard_writer(self._handler)
-        sinks = self._guarded(lambda: open_sinks(targets, tensorboard_dir=self.logging_dir or _tensorboard_dir(args),
+            writer = trainer_tensorboard_writer(self._handler)
+        sinks = self._guarded(lambda: open_sinks(targets, tensorboard_dir=self.logging_dir or tensorboard_dir(args),
                                                  tensorboard_writer=writer, wandb_dir=args.output_dir),
                               "opening the sinks (nothing will be logged)", default=[])
         return GuardedSinks(sinks, strict=self.strict)
@@ -521,183 +504,3 @@ def monitors_of(args) -> list:
     return [monitor for monitor in list(_LIVE) if monitor._trainer_args is args]
 
 
-def _follow_trainer_log_level(args) -> None:
-    """Give the ``probattr_monitor`` logger the Trainer's process log level and, when nothing
-    would print it, a stderr handler (as transformers does for its own logger)."""
-    try:
-        level = args.get_process_log_level()
-    except Exception:  # noqa: BLE001 - TrainingArguments-like objects without it keep the default
-        return
-    logger.setLevel(level)
-    if not logger.hasHandlers():
-        logger.addHandler(logging.StreamHandler())
-
-
-def _as_json(prompts) -> list:
-    """The prompts as a JSON round trip gives them back (tuples become lists)."""
-    return [list(map(dict, p)) if isinstance(p, (list, tuple)) else p for p in prompts]
-
-
-def _unusable_state(attributes: Any, count: int, mode: str, vocab_size: int) -> Optional[str]:
-    """Why ``attributes`` (a saved :meth:`ProbAttrCallback.state`'s) cannot be taken back, or ``None``."""
-    if not isinstance(attributes, dict):
-        return f"its attributes are {type(attributes).__name__}, not an object"
-    errors, steps = attributes.get("errors", 0), attributes.get("logged_steps", [])
-    if isinstance(errors, bool) or not isinstance(errors, int) or errors < 0:
-        return f"errors is {errors!r}, not a count"
-    if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
-        return f"logged_steps is {steps!r}, not a list of steps"
-    responses = attributes.get("responses")
-    if mode == "generate":
-        return None if responses is None else "it holds responses, but this callback generates them"
-    if not isinstance(responses, list) or len(responses) != count:
-        return f"responses should hold one entry per prompt ({count}), got {responses!r:.60}"
-    for index, response in enumerate(responses):
-        if response is None or (isinstance(response, str) and response.strip()):
-            continue
-        if not (isinstance(response, list) and response and all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in response)):
-            return f"response {index} is {response!r:.60}, not a text or token ids below {vocab_size}"
-    return None
-
-
-def _prompt_set(prompts, prompts_file) -> tuple:
-    """The prompt set: the paper's prompts, one prompt, a list, or a prompts file (``prompts_file``
-    or a ``Path``; a string that names a file is read too, with a ``FutureWarning``, as 0.2 did)."""
-    if prompts_file is not None:
-        if prompts is not None:
-            raise ValueError("give prompts or prompts_file, not both")
-        return tuple(read_prompts_file(prompts_file))
-    if prompts is None:
-        return tuple(paper_prompts())
-    if isinstance(prompts, os.PathLike):
-        return tuple(read_prompts_file(prompts))
-    if isinstance(prompts, str):
-        if "\n" not in prompts and len(prompts) < 4096 and Path(prompts).is_file():
-            warn_renamed("prompts=<path of a file>", "prompts_file=<path> or prompts=Path(<path>)",
-                         "ProbAttrCallback", stacklevel=4)
-            return tuple(read_prompts_file(prompts))
-        prompts = [prompts]
-    prompt_list = list(prompts)
-    if not prompt_list:
-        raise ValueError("prompts should hold at least one prompt, got an empty list")
-    from ..probes.chat import check_messages
-
-    for index, prompt in enumerate(prompt_list):
-        if isinstance(prompt, (list, tuple)):
-            check_messages(prompt, f"prompt {index}")
-        elif not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt {index} should be a non-empty string or a list of chat messages, got {prompt!r}")
-    return tuple(list(p) if isinstance(p, tuple) else p for p in prompt_list)
-
-
-def _guard_pairs(guard) -> Optional[list]:
-    """The guard set as ``[(prompt, response), ...]`` (a JSONL path is read), or ``None``."""
-    if guard is None:
-        return None
-    if isinstance(guard, (str, os.PathLike)):
-        from ..prompts import read_prompt_response_file
-
-        return [tuple(pair) for pair in read_prompt_response_file(guard)]
-    pairs = [tuple(pair) for pair in guard]
-    for index, pair in enumerate(pairs):
-        if len(pair) != 2 or not isinstance(pair[1], (str, list)) or not pair[1]:
-            raise ValueError(f"guard entry {index} should be a (prompt, response) pair with a response, got {pair!r}")
-    return pairs or None
-
-
-def _given_responses(responses, response_mode: str, count: int) -> Optional[list]:
-    """The given response texts (one per prompt), or ``None``; checks ``response_mode``."""
-    if response_mode not in RESPONSE_MODES:
-        raise ValueError(f"response_mode should be one of {', '.join(map(repr, RESPONSE_MODES))}, "
-                         f"got {response_mode!r}")
-    if responses is None:
-        return None
-    if isinstance(responses, str):
-        raise ValueError("responses should hold one response text per prompt (a list), got a string; "
-                         "response_mode= chooses 'fixed' or 'generate'")
-    if response_mode != "fixed":
-        raise ValueError("given responses are fixed: drop response_mode='generate', or the responses")
-    response_list = list(responses)
-    if len(response_list) != count:
-        raise ValueError(f"responses should hold one response per prompt ({count}), got {len(response_list)}")
-    return response_list
-
-
-SETTINGS_KEYWORDS_0_2 = ("max_new_tokens", "as_band", "entropy_threshold", "noise_entropy", "candidates",
-                         "candidate_budget", "memory_budget_mb", "chat_template", "system", "max_token_forwards")
-
-
-def _old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, probe_on_evaluate):
-    """The 0.2 spellings, each after one ``FutureWarning``: a settings keyword becomes a
-    ``settings`` override, ``on_save`` / ``on_evaluate`` the ``probe_on_*`` flags, and
-    ``responses="fixed"`` / ``"generate"`` the ``response_mode``. Unknown names raise ``TypeError``."""
-    unknown = sorted(set(renamed) - {*SETTINGS_KEYWORDS_0_2, "on_save", "on_evaluate"})
-    if unknown:
-        raise TypeError(f"ProbAttrCallback got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
-    overrides = {}
-    for name in SETTINGS_KEYWORDS_0_2:
-        if name in renamed:
-            field_name = RENAMED_SETTINGS.get(name, name)
-            warn_renamed(f"{name}=", f"settings=ProbeSettings({field_name}=...)", "ProbAttrCallback", stacklevel=4)
-            overrides[field_name] = renamed[name]
-    if "on_save" in renamed:
-        warn_renamed("on_save=", "probe_on_save=", "ProbAttrCallback", stacklevel=4)
-        probe_on_save = renamed["on_save"]
-    if "on_evaluate" in renamed:
-        warn_renamed("on_evaluate=", "probe_on_evaluate=", "ProbAttrCallback", stacklevel=4)
-        probe_on_evaluate = renamed["on_evaluate"]
-    if isinstance(responses, str) and responses in RESPONSE_MODES:
-        warn_renamed(f"responses={responses!r}", f"response_mode={responses!r}", "ProbAttrCallback", stacklevel=4)
-        responses, response_mode = None, responses
-    return responses, response_mode, overrides, probe_on_save, probe_on_evaluate
-
-
-def _report_targets(report_to) -> tuple[str, ...]:
-    forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in REPORT_TARGETS)
-    valid = ("auto", "none", "all", *REPORT_TARGETS, *forwarded)
-    names = [report_to] if isinstance(report_to, str) else list(report_to)
-    for name in names:
-        if name not in valid:
-            raise ValueError(f"report_to should be one or a list of {', '.join(map(repr, valid))}, got {name!r}")
-    if "none" in names:
-        return ()
-    if "all" in names:
-        return ("all",)
-    if names == ["auto"]:
-        return ("auto",)
-    if "auto" in names:
-        raise ValueError(f"report_to 'auto' cannot be combined with other targets, got {names!r}")
-    from ..sinks import require
-
-    for name in names:
-        if name in REPORT_TARGETS:
-            require(name, name)  # each sink's package has the target's name
-    return tuple(dict.fromkeys(names))
-
-
-def _installed(targets: Sequence[str]) -> tuple[str, ...]:
-    """The targets whose package is installed (each target's package has its name)."""
-    return tuple(t for t in targets if importlib.util.find_spec(t) is not None)
-
-
-def _tensorboard_dir(args) -> str:
-    """Where transformers' TensorBoard callback writes: ``$TENSORBOARD_LOGGING_DIR`` or
-    ``output_dir/runs/<time>_<host>``."""
-    from transformers.integrations.integration_utils import default_logdir
-
-    configured = os.getenv("TENSORBOARD_LOGGING_DIR")
-    return os.path.expanduser(configured) if configured else os.path.join(args.output_dir, default_logdir())
-
-
-def _trainer_tensorboard_writer(handler):
-    """The ``SummaryWriter`` of the Trainer's own TensorBoard callback in ``handler`` (the
-    ``CallbackHandler`` given by :meth:`ProbAttrCallback.attach`), or ``None``."""
-    if handler is None:
-        return None
-    from transformers.integrations.integration_utils import TensorBoardCallback
-
-    for callback in handler.callbacks:
-        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
-            return callback.tb_writer
-    return None

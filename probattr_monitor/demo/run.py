@@ -5,6 +5,9 @@ tokenizer and a tiny GPT-2 from a config; train with the HF ``Trainer`` (CPU), e
 saving every ``save_steps`` with the callback attached; then, per checkpoint, read the callback's
 ``probattr.json`` and compare it with the process's exact probe values, and measure the per-token
 KL from the true process to the model on held-out sentences.
+
+Longer than 300 lines because the demo is a script: building the grammar's data, training with the
+callback, the sweep and the report, read top to bottom.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ..monitoring.correlation import spearman
 from ..monitoring.decision import DEFAULT_RULE, recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.run import guard_values
@@ -150,25 +154,6 @@ def _regime_callbacks(config: DemoConfig) -> list:
 
         callbacks.append(Diverge())
     return callbacks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN if either side is constant."""
-
-    def ranks(values):
-        values = np.asarray(values, dtype=float)
-        order = values.argsort(kind="stable")
-        result = np.empty(len(values))
-        result[order] = np.arange(len(values), dtype=float)
-        for value in np.unique(values):  # average the ranks of ties
-            tied = values == value
-            result[tied] = result[tied].mean()
-        return result
-
-    a, b = ranks(x), ranks(y)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 @torch.inference_mode()

@@ -46,12 +46,10 @@ def print_faithfulness(result: FaithfulnessResult, console=None) -> None:
 
 def plot_faithfulness(result: FaithfulnessResult, path) -> None:
     """A PNG with one panel per metric: each method's mean with its 95% interval."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend is chosen for the caller
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, (len(METRICS) + 1) // 2, figsize=(2 * len(METRICS), 7.2))
+    figure = Figure(figsize=(2 * len(METRICS), 7.2))
+    axes = figure.subplots(2, (len(METRICS) + 1) // 2)
     axes = axes.reshape(-1)
     for axis in axes[len(METRICS):]:
         axis.set_visible(False)
@@ -65,4 +63,3 @@ def plot_faithfulness(result: FaithfulnessResult, path) -> None:
         axis.set_title(f"{metric}\n({BETTER[metric]} is better)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -19,6 +19,7 @@ from itertools import combinations
 from typing import Optional, Sequence
 
 from ..errors import MethodUnavailable
+from ..monitoring.correlation import pearson, spearman
 from ..probes.settings import ProbeSettings
 from . import metrics
 from .methods import (
@@ -209,35 +210,11 @@ def as_check(per_prompt: Sequence[dict]) -> dict:
         top.append({"prompt": p["prompt"], "token": p["tokens"][k], "attribution_score": values[k],
                     "observed_change": p["observed_single_removal"][k]})
     same_sign = sum(1 for a, o in zip(scores, observed) if (a > 0) == (o > 0)) / len(scores) if scores else None
-    return {"tokens": len(scores), "spearman": spearman(scores, observed), "pearson": pearson(scores, observed),
+    return {"tokens": len(scores), "spearman": _defined(spearman(scores, observed)),
+            "pearson": _defined(pearson(scores, observed)),
             "same_sign_share": same_sign, "top_tokens": top}
 
 
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
-    """Pearson correlation; ``None`` when either side is constant or there are fewer than 2 points."""
-    if len(xs) < 2:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return None if sxx <= 0 or syy <= 0 else sxy / math.sqrt(sxx * syy)
-
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
-    """Spearman's rank correlation (Pearson of the ranks)."""
-    return pearson(ranks(xs), ranks(ys))
+def _defined(value: float) -> Optional[float]:
+    """``None`` for an undefined (NaN) correlation: strict JSON has no NaN."""
+    return None if math.isnan(value) else value

@@ -18,6 +18,7 @@ import torch
 
 from ..loading import dtype_name_of as dtype_name
 from ..probes.settings import ProbeSettings
+from ..probes.tokens import vocab_size_of
 
 
 def model_dtype(model) -> str:
@@ -57,7 +58,7 @@ def provenance(model, settings: ProbeSettings, base_model: Optional[str] = None,
 
     from .. import __version__
 
-    vocab_size = model.get_output_embeddings().weight.shape[0]
+    vocab_size = vocab_size_of(model)
     device = next(iter(model.parameters())).device
     info: dict = {
         "dtype": model_dtype(model),

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from ..errors import one_line
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
+from ..probes.tokens import vocab_size_of
 from ..sinks import ProbeRecord
 from .metrics import TOKEN_COLUMNS, histogram_values, run_summary, scalar_logs, token_rows
 
@@ -92,8 +93,8 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
 def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings) -> list:
     """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are, in
     eval mode (the caller's training mode restored)."""
-    from ..api import eval_mode, prepare_inputs
     from ..probes.likelihood import response_log_likelihoods
+    from ..probing.inputs import eval_mode, prepare_inputs
 
     prompts, responses = [p for p, _ in guard], [r for _, r in guard]
     encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
@@ -107,8 +108,8 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
     they are the fixed responses every checkpoint is scored on."""
     import torch
 
-    from ..api import eval_mode, prepare_inputs
     from ..probes.tokens import greedy_continuation, stop_token_ids
+    from ..probing.inputs import eval_mode, prepare_inputs
 
     encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)
     stop_ids = stop_token_ids(model, tokenizer)
@@ -119,7 +120,7 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
 
 def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSettings) -> Optional[int]:
     """Candidates per position of a budgeted run (``None`` for exact): what each result's settings say."""
-    vocab_size = model.get_output_embeddings().weight.shape[0]
+    vocab_size = vocab_size_of(model)
     if settings.policy_for(vocab_size) != "budget":
         return None
     for result in results:

@@ -20,6 +20,9 @@ First-order estimates (the gradient-attribution Jacobian idea): with ``e`` the i
 where ``L_prompt = sum_t log P(p_t | ...)`` and ``L_response = log P(r | ...)``. By causality the
 gradient of ``L_prompt`` at position ``j`` only involves the prompt terms after ``j`` (= ``b``), so
 one backward pass per target serves every position.
+
+Longer than 300 lines because the budget policy is one estimator: the head, the lookahead, the
+strata and the sampling rounds all feed one set of error bars.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from .estimator import (
     select_head,
     tail_components,
 )
+from .position_scores import PositionScores
 from .quantities import PositionQuantities
-from .scores import PositionScores
 from .settings import ProbeSettings
 
 # Bumped whenever a change to the head, the proposal or the error bars changes budgeted numbers for

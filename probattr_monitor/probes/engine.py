@@ -22,6 +22,9 @@ How the work is shared:
   :func:`candidate_batch_size` (a memory budget).
 
 Cost: ``sum_k |V| * (n - k + m - 1)`` suffix tokens, reported as ``token_forwards``.
+
+Longer than 300 lines because the exact engine is one hot path (the shared prefix cache, the chunked
+LM head, the batching by memory budget) whose parts share buffers.
 """
 
 from __future__ import annotations

@@ -75,16 +75,6 @@ def tail_components(log_scores: list[torch.Tensor], head: torch.Tensor | None = 
     return torch.stack(rows)
 
 
-def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:
-    """``pi``: an equal mixture of ``softmax(score)`` restricted to the tail, one per score; ``(V,)``
-    float64, zero on the head, summing to 1 (all zeros when the head is the whole vocabulary).
-
-    A defensive mixture: the prior alone keeps ``pi`` broad; the first-order posteriors put draws
-    where the tail's mass is likely to be. :func:`mixture_weights` reweighs it from the draws.
-    """
-    return tail_components(log_scores, head).mean(0)
-
-
 MIXTURE_FLOOR = 0.1
 
 
@@ -230,14 +220,6 @@ def heavy_tail_inflation(weights: torch.Tensor) -> float:
     sample = float(weights.var())
     lognormal = float(weights.mean()) ** 2 * math.expm1(min(float(positive.log().var()), 700.0))
     return float(m) if sample <= 0 else min(float(m), max(1.0, lognormal / sample))
-
-
-def estimate(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, sample_lw: torch.Tensor,
-             sample_lu: torch.Tensor, sample_c: torch.Tensor, sample_pi: torch.Tensor, c_actual: float,
-             sample_q: torch.Tensor | None = None) -> Estimate:
-    """:func:`estimate_strata` with the whole tail as one stratum (the arguments of :class:`TailSample`)."""
-    return estimate_strata(head_lw, head_lu, head_c, [TailSample(sample_lw, sample_lu, sample_c, sample_pi, sample_q)],
-                           c_actual)
 
 
 def estimate_strata(head_lw: torch.Tensor, head_lu: torch.Tensor, head_c: torch.Tensor, strata: list[TailSample],

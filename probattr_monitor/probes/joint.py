@@ -27,6 +27,9 @@ Two ways to compute ``AS_S`` and the other four quantities of the joint posterio
 
 :func:`search_joint` finds a set of a given size with a large ``AS_S``: greedy forward selection,
 each step adding the position whose addition gives the largest estimated ``AS_S``.
+
+Longer than 300 lines because the exact, estimated and searched joint AS share the pair enumeration,
+the substitution scoring and the proposal; apart they would be copies.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .engine import SuffixScorer, candidate_batch_size, kv_bytes_per_token, pref
 from .estimator import TailSample, estimate_strata
 from .quantities import QUANTITIES, position_quantities
 from .settings import ProbeSettings
+from .tokens import vocab_size_of
 
 JOINT_DRAWS = 512  # sampled joint candidates per estimate (each costs its suffix in token-forwards)
 JOINT_HEAD = 32  # joint candidates summed exactly (the actual one included)
@@ -255,7 +259,7 @@ def joint_scores(model, input_ids: torch.Tensor, n_prompt: int, positions: Seque
                  scorer: Optional[SuffixScorer] = None, **estimate_options) -> JointScores:
     """:func:`exact_joint` or :func:`estimate_joint`, as :func:`uses_exact` says (``scorer`` and the
     estimate's options passed on)."""
-    vocab = model.get_output_embeddings().weight.shape[0]
+    vocab = vocab_size_of(model)
     head, draws = estimate_options.get("head", JOINT_HEAD), estimate_options.get("draws", JOINT_DRAWS)
     if uses_exact(vocab, len(set(positions)), policy, head, draws):
         return exact_joint(model, input_ids, n_prompt, positions, settings, scorer=scorer)
@@ -320,7 +324,7 @@ def search_joint(model, input_ids: torch.Tensor, n_prompt: int, size: int,
     singles: dict = {}
     spent = 0
     best: Optional[JointScores] = None
-    vocab = model.get_output_embeddings().weight.shape[0]
+    vocab = vocab_size_of(model)
     head, draws = estimate_options.get("head", JOINT_HEAD), estimate_options.get("draws", JOINT_DRAWS)
     if not all(uses_exact(vocab, s, policy, head, draws) for s in range(1, size + 1)):
         estimate_options.setdefault("first_order", first_order_estimates(model, input_ids, n_prompt))

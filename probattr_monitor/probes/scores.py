@@ -8,41 +8,15 @@ them from a sample (``budgeted.score_budgeted``). Both end as a :class:`Position
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from .engine import CandidateScores
-from .quantities import QUANTITIES, PositionQuantities, position_quantities
+from .budgeted import score_budgeted
+from .engine import score_exact
+from .position_scores import PositionScores, exact_scores
 
-
-@dataclass
-class PositionScores:
-    """The per-position probe quantities of one prompt, with their standard errors and cost.
-
-    Attributes:
-        quantities: values (each ``(n,)``) and top candidates (``(n, top_k)``).
-        stderrs: ``{name: (n,) float64}`` for each of :data:`~probattr_monitor.probes.quantities.QUANTITIES`;
-            zeros when exact.
-        log_p_response: ``log P(r | s, p)``.
-        token_forwards: suffix tokens evaluated (the cost).
-        policy: ``"exact"`` or ``"budget"``.
-    """
-
-    quantities: PositionQuantities
-    stderrs: dict
-    log_p_response: float
-    token_forwards: int
-    policy: str
-
-
-def exact_scores(raw: CandidateScores, prompt_ids: torch.Tensor, top_k: int) -> PositionScores:
-    """:class:`PositionScores` of exact marginals (every scored position over the whole vocabulary);
-    ``prompt_ids`` holds the original token of each scored position, in row order."""
-    quantities = position_quantities(raw.prior, raw.rest_prompt, raw.response, prompt_ids, top_k=top_k)
-    zeros = {name: torch.zeros(len(prompt_ids), dtype=torch.float64) for name in QUANTITIES}
-    return PositionScores(quantities, zeros, raw.log_p_response, raw.token_forwards, "exact")
+__all__ = ["PositionScores", "exact_scores", "score_prompt"]
 
 
 def score_prompt(model, input_ids: torch.Tensor, n_prompt: int, settings, policy: str,
@@ -52,9 +26,6 @@ def score_prompt(model, input_ids: torch.Tensor, n_prompt: int, settings, policy
     under ``policy`` (``"exact"`` or ``"budget"``, see ``ProbeSettings.policy_for``), at
     ``positions`` (default: every prompt position; rows follow their order). The other prompt
     tokens stay fixed in the sequence as context."""
-    from .budgeted import score_budgeted
-    from .engine import score_exact
-
     positions = list(range(n_prompt)) if positions is None else [int(k) for k in positions]
     if policy == "budget":
         return score_budgeted(model, input_ids, n_prompt, settings, on_position=on_position, positions=positions)

@@ -63,6 +63,12 @@ def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:
     return ids
 
 
+def vocab_size_of(model) -> int:
+    """The number of token ids the model scores: the rows of its output embedding (the LM head),
+    which may exceed ``len(tokenizer)`` (padded vocabularies). The one place this is read."""
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
 def context_length(model) -> Optional[int]:
     """The longest sequence the model accepts, from its config; ``None`` when it does not say."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -96,7 +102,7 @@ def check_causal_attention(model, start_id: int) -> None:
     Non-finite logits are compared too (NaN equals NaN), so a head with NaN entries is checked
     rather than waved through."""
     device = model_device(model)
-    vocab_size = model.get_output_embeddings().weight.shape[0]
+    vocab_size = vocab_size_of(model)
     later = [vocab_size - 1 - k % vocab_size for k in range(4)]
     first = model(input_ids=torch.tensor([[start_id, 0, 0, 0, 0, 0]], device=device)).logits[0, :2].float()
     second = model(input_ids=torch.tensor([[start_id, 0, *later]], device=device)).logits[0, :2].float()

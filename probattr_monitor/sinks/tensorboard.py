@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import ProbeRecord, require
+from .base import ProbeRecord, require
 
 
 class TensorBoardSink:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import ProbeRecord, require
+from .base import ProbeRecord, require
 
 STEP_METRIC = "train/global_step"
 

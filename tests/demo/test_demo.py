@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from probattr_monitor.demo.grammar import EOS, HiddenMarkovGrammar, word_tokenizer
-from probattr_monitor.demo.run import probe_set, spearman
+from probattr_monitor.demo.run import probe_set
 from probattr_monitor.demo.truth import next_word_distributions, true_quantities
+from probattr_monitor.monitoring.correlation import spearman
 from probattr_monitor.probes.quantities import entropy
 
 
@@ -89,6 +90,7 @@ def test_spearman():
     # ranks (1, 2.5, 2.5, 4) and (1, 3, 2, 4): Pearson = 4.5 / sqrt(4.5 * 5)
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / (4.5 * 5) ** 0.5)
     assert np.isnan(spearman([5, 5, 5], [1, 2, 3]))
+    assert np.isnan(spearman([1, float("nan"), 3], [1, 2, 3])) and np.isnan(spearman([1], [2]))
 
 
 @pytest.mark.integration

@@ -9,9 +9,9 @@ import torch
 
 from probattr_monitor import probe
 from probattr_monitor.probes.quantities import QUANTITIES, position_quantities
-from probattr_monitor.probes.reference import score_naive
 
 from ..conftest import build_model
+from ..reference import score_naive
 
 TOL = 1e-4
 PROMPTS = ["the cat sat on the mat", "What year did", "a bird sang in the tree"]

@@ -1,0 +1,57 @@
+"""What a probe run costs, said in the ``probattr_monitor`` log at the Trainer's log level:
+before the first run (token-forwards) and after it (seconds; a warning when slow)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from ..probes.tokens import vocab_size_of
+
+SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
+logger = logging.getLogger("probattr_monitor")
+
+
+def follow_trainer_log_level(args) -> None:
+    """Give the ``probattr_monitor`` logger the Trainer's process log level and, when nothing
+    would print it, a stderr handler (as transformers does for its own logger)."""
+    try:
+        level = args.get_process_log_level()
+    except Exception:  # noqa: BLE001 - TrainingArguments-like objects without it keep the default
+        return
+    logger.setLevel(level)
+    if not logger.hasHandlers():
+        logger.addHandler(logging.StreamHandler())
+
+
+def log_cost(args, model, encoded, settings) -> dict:
+    """Log what one probe run will cost (INFO), at the Trainer's log level; returns it
+    (``probing.cost.run_cost``)."""
+    from ..probing.cost import run_cost
+
+    follow_trainer_log_level(args)
+    vocab_size = vocab_size_of(model)
+    cost = run_cost(encoded, vocab_size, settings)
+    templated = sum(1 for prompt_in, _ in encoded if prompt_in.templated)
+    logger.info(
+        "probattr: one probe run scores %d positions of %d prompts%s, %s policy with %d candidates per position: "
+        "at most %s token-forwards; its time is logged after the first run",
+        cost["positions"], cost["prompts"],
+        f" ({templated} through the chat template)" if templated else "", cost["policy"],
+        cost["candidates_per_position"], f"{cost['token_forwards']:,}")
+    if settings.max_token_forwards is not None and cost["policy"] == "exact":
+        warnings.warn("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
+                      "probed exactly (candidate_policy='exact' or a small vocabulary)", stacklevel=3)
+    return cost
+
+
+def log_time(run) -> None:
+    """After the first run: how long it took, and a warning when it is slow."""
+    forwards = sum(r.summary.get("token_forwards") or 0 for r in run.results)
+    rate = forwards / run.seconds if run.seconds > 0 else float("nan")
+    logger.info("probattr: the probe run at step %d took %.1f s (%s token-forwards, %.0f per second)",
+                run.step, run.seconds, f"{forwards:,}", rate)
+    if run.seconds > SLOW_RUN_SECONDS:
+        warnings.warn(f"probattr-monitor: one probe run takes {run.seconds:.0f} s, at every save; lower it with "
+                      "max_token_forwards=N (budget policy), a smaller candidate_budget, max_new_tokens or fewer "
+                      "prompts", stacklevel=3)

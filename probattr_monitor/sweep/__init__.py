@@ -1,0 +1,39 @@
+"""Post-hoc sweeps: the probes over every saved checkpoint, resumable, logged like the callback.
+
+Per checkpoint (in step order) the sweep loads the model, runs :func:`monitoring.run.run_probes` (the
+callback's code path) and writes ``probattr.json`` atomically, keyed by the settings and the
+prompt-set hash. A rerun reuses records whose key matches and whose status is ``"ok"``, retries
+failed ones and recomputes stale ones; a sweep killed at any moment leaves whole files only, and
+a rerun finishes the rest. Under ``torchrun`` / ``accelerate launch`` the checkpoints are split
+across processes (round robin), and rank 0 merges, logs and summarises.
+
+Outputs (into the run folder, or ``out``): ``sweep_summary.csv`` and ``sweep_summary.json``
+(``{"recommended": {"step", "checkpoint", "rule", "reason"}, "rows": [...]}``), and the HTML
+report. Summaries use only records made with this sweep's settings and prompt set
+(:class:`~monitoring.record.RecordKey`); a sweep holds a lock on the folder it writes records
+into, so two sweeps never mix their records. The recommendation follows ``monitoring.decision``.
+
+The parts: ``config`` (what to sweep, keys, file names), ``runner`` (probing, ranks, the lock,
+the sinks), ``summary`` (rows, the recommendation, the files, the report).
+"""
+
+from .config import (
+    CSV_KEYS,
+    LOCK_FILE,
+    ROW_KEYS,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    SweepConfig,
+    SweepSummary,
+    frozen_by_the_run,
+    read_record,
+    resolve_checkpoints,
+)
+from .runner import log_record, open_guarded_sinks, probe_checkpoint, records_lock, run_sweep
+from .summary import collect_rows, load_records, report_run, summarise
+
+__all__ = [
+    "CSV_KEYS", "LOCK_FILE", "ROW_KEYS", "SUMMARY_CSV", "SUMMARY_JSON", "SweepConfig", "SweepSummary",
+    "collect_rows", "frozen_by_the_run", "load_records", "log_record", "open_guarded_sinks", "probe_checkpoint",
+    "read_record", "records_lock", "report_run", "resolve_checkpoints", "run_sweep", "summarise",
+]

@@ -1,0 +1,152 @@
+"""A sweep's configuration and what it keys on: which checkpoints (``resolve_checkpoints``), where
+their records go, the record a checkpoint already holds for this sweep's key, and the names of
+the summary's files and columns."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, select_steps
+from ..errors import RunFolderError
+from ..monitoring.decision import DEFAULT_RULE
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
+from ..monitoring.record import PromptSet, RecordKey, RunRecord, find_record, folder_records
+from ..probes.settings import ProbeSettings
+from ..prompts import paper_prompts
+
+SUMMARY_CSV = "sweep_summary.csv"
+
+
+SUMMARY_JSON = "sweep_summary.json"
+
+
+ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts", "eval_loss",
+            "seconds", "reused", "prompt_log_p")
+
+
+CSV_KEYS = ROW_KEYS[:-1]  # the per-prompt list stays in the JSON summary
+
+
+LOCK_FILE = ".probattr-sweep.lock"
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep and how; the probe settings are the callback's.
+
+    Attributes:
+        run_dir: a Trainer output folder with ``checkpoint-<step>`` folders (or ``None`` with
+            ``checkpoints``).
+        checkpoints: explicit model folders instead of discovery.
+        steps: only these steps.
+        out: write records, summaries and logs here instead of into the run / checkpoint folders.
+        tokenizer: tokenizer folder for checkpoints that have no tokenizer files.
+        prompts, responses: the prompt set; ``responses=None`` means greedy continuations.
+        guard: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only (the guard set).
+        settings: :class:`ProbeSettings`.
+        report_to: ``"tensorboard"`` and/or ``"wandb"``.
+        rule: the recommendation rule (``monitoring.decision.RULES``).
+        dtype: the dtype checkpoints are probed in; ``None`` (default): each checkpoint's own
+            (``config.json``), as the callback probed it during training.
+        base_model: the base model of adapter checkpoints (a folder or a ``.gguf`` file), when
+            their ``adapter_config.json`` does not name a local one.
+    """
+
+    run_dir: Optional[str] = None
+    checkpoints: Optional[Sequence[str]] = None
+    steps: Optional[Sequence[int]] = None
+    out: Optional[str] = None
+    tokenizer: Optional[str] = None
+    prompts: Sequence[str] = field(default_factory=paper_prompts)
+    responses: Optional[Sequence] = None
+    guard: Optional[Sequence] = None
+    settings: ProbeSettings = field(default_factory=lambda: ProbeSettings(progress=False))
+    report_to: Sequence[str] = ()
+    device: str = "auto"
+    dtype: Optional[str] = None
+    trust_remote_code: bool = False
+    progress: bool = True
+    report: bool = True
+    rule: str = DEFAULT_RULE
+    base_model: Optional[str] = None
+
+    @property
+    def prompt_set(self) -> PromptSet:
+        return PromptSet.of(self.prompts, self.responses, guard=self.guard)
+
+    def key_for(self, checkpoint: Checkpoint) -> RecordKey:
+        """What a record of ``checkpoint`` must match to be reused or summarised by this sweep:
+        the settings, the prompt set, the dtype it is probed in and the policy its vocabulary gets."""
+        from ..loading import checkpoint_profile
+
+        own_dtype, vocab_size = checkpoint_profile(checkpoint.path, self.base_model)
+        policy = self.settings.policy_for(vocab_size) if vocab_size is not None else None
+        return RecordKey.of(self.settings, self.prompt_set, self.dtype or own_dtype or "float32", policy)
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep found: one row per checkpoint (``ROW_KEYS``), the recommendation, and which
+    checkpoints this sweep computed or reused."""
+
+    rows: list
+    recommended: Optional[dict]
+    output_dir: Path
+    computed: list = field(default_factory=list)
+    reused: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for row in self.rows if row["status"] != "ok")
+
+
+def frozen_by_the_run(checkpoints: Sequence[Checkpoint], prompts: Sequence) -> Optional[tuple[list, Optional[list]]]:
+    """``(responses, guard)`` the callback froze for ``prompts`` in these checkpoints' records (the
+    latest ``ok`` fixed-mode record whose prompts are these and whose responses are all frozen), so
+    a sweep of a run the callback probed scores the same responses and reuses its records; ``None``
+    when no record has them."""
+    wanted = PromptSet.of(prompts).to_dict()["prompts"]
+    for checkpoint in reversed(list(checkpoints)):
+        for record in folder_records(checkpoint.path):
+            prompt_set = record.prompt_set
+            responses = prompt_set.get("responses")
+            if record.ok and prompt_set.get("response_mode") == "fixed" and prompt_set.get("prompts") == wanted \
+                    and isinstance(responses, list) and all(r is not None for r in responses):
+                guard = prompt_set.get("guard")
+                return list(responses), None if guard is None else [tuple(pair) for pair in guard]
+    return None
+
+
+def resolve_checkpoints(config: SweepConfig) -> list[Checkpoint]:
+    """The checkpoints to sweep, in step order (see ``checkpoints.py``)."""
+    if config.checkpoints:
+        found = explicit_checkpoints(config.checkpoints)
+    elif config.run_dir is not None:
+        found = discover_checkpoints(config.run_dir)
+    else:
+        raise RunFolderError("give a run folder or --checkpoints DIR [DIR ...]")
+    return select_steps(found, config.steps)
+
+
+def output_dir(config: SweepConfig, checkpoints: Sequence[Checkpoint]) -> Path:
+    """Where summaries go: ``out``, else the run folder (the first checkpoint's parent)."""
+    folder = Path(config.out) if config.out else Path(config.run_dir or checkpoints[0].path.parent)
+    if config.out:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise RunFolderError(f"{str(folder)!r} is read-only; pass --out DIR for the results")
+    return folder
+
+
+def record_folder(config: SweepConfig, checkpoint: Checkpoint) -> Path:
+    """Where a checkpoint's records live: beside it, or under ``out/<checkpoint name>/``."""
+    return Path(config.out) / checkpoint.name if config.out else checkpoint.path
+
+
+def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> Optional[RunRecord]:
+    """The checkpoint's record made with ``key`` (:meth:`SweepConfig.key_for`), else its
+    ``probattr.json`` (made with another key), else ``None`` (see ``monitoring.record.find_record``)."""
+    return find_record(record_folder(config, checkpoint), key)

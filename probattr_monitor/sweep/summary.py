@@ -1,0 +1,143 @@
+"""A sweep's summary: the records of this sweep's key read back, one row per checkpoint, the
+recommendation (``monitoring.decision``), the CSV/JSON files and the HTML report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..checkpoints import Checkpoint, discover_checkpoints, read_trainer_state
+from ..errors import ProbeInputError, RunFolderError
+from ..monitoring.decision import DEFAULT_RULE, recommend
+from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
+from ..monitoring.record import RunRecord, folder_records
+from ..monitoring.run import guard_values
+from ..monitoring.statistics import drift
+from ..probes.result import ProbeResult
+from ..probes.values import is_finite_number
+from ..storage import write_json_atomic, write_text_atomic
+from .config import CSV_KEYS, ROW_KEYS, SUMMARY_CSV, SUMMARY_JSON, SweepConfig, SweepSummary
+
+
+def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, RunRecord]:
+    """``{checkpoint name: record}`` for the checkpoints for which ``record_of(checkpoint)`` finds one."""
+    records = {}
+    for checkpoint in checkpoints:
+        record = record_of(checkpoint)
+        if record is not None:
+            records[checkpoint.name] = record
+    return records
+
+
+def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optional[dict] = None,
+                 reused: Sequence[int] = ()) -> list[dict]:
+    """One summary row (``ROW_KEYS``) per checkpoint, from its record; a checkpoint with no record,
+    or only one made with another key than ``keys[name]`` (when given), is ``failed``. The drift
+    columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.statistics``)."""
+    losses = eval_losses(checkpoints)
+    rows = []
+    previous: list = []
+    for checkpoint in checkpoints:
+        record = records.get(checkpoint.name)
+        row: dict[str, Any]
+        if record is None or (keys is not None and not record.matches(keys[checkpoint.name])):
+            why = "no probattr.json record" if record is None else (
+                "its probattr.json was made with other settings, prompts or dtype")
+            row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
+                   **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None,
+                   "prompt_log_p": None}
+        else:
+            results = [ProbeResult.from_dict(r) for r in record.results]
+            changes: dict[str, Any] = drift(previous, results) if previous else dict.fromkeys(DRIFT_KEYS)
+            previous = results if record.ok and results else previous
+            row = {
+                "step": checkpoint.step,
+                "checkpoint": checkpoint.name,
+                "status": record.status,
+                "error": record.error,
+                **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
+                **changes,
+                "seconds": record.probe_seconds,
+                "prompt_log_p": guard_values(results, record.guard_log_p),
+            }
+        row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
+        rows.append({name: row[name] for name in ROW_KEYS})
+    return rows
+
+
+def summarise(
+    config: SweepConfig, checkpoints: Sequence[Checkpoint], folder: Path, computed, reused, records: dict,
+    keys: dict
+) -> SweepSummary:
+    """Rows from ``records`` made with this sweep's keys (per checkpoint), the recommendation, and
+    the CSV / JSON summaries (atomic)."""
+    rows = collect_rows(checkpoints, records, keys, reused)
+    recommended = recommend(rows, config.rule, fixed_responses=config.prompt_set.response_mode == "fixed")
+    write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "rows": rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_KEYS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(folder / SUMMARY_CSV, buffer.getvalue())
+    return SweepSummary(rows=rows, recommended=recommended, output_dir=folder, computed=computed, reused=reused)
+
+
+def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
+    """Write the HTML report of a run folder from the ``probattr.json`` records of its checkpoints
+    (written by a sweep, or by the callback during training); returns the report's path.
+
+    Records made with different settings or prompt sets are never drawn together: the report
+    shows the group with the most records (the newest step breaks ties) and names the others.
+    """
+    from ..report import write_report
+
+    checkpoints = discover_checkpoints(run_dir)
+    folder = Path(out) if out else Path(run_dir)
+    groups: dict = {}
+    for checkpoint in checkpoints:
+        for record in folder_records(folder / checkpoint.name if out else checkpoint.path):
+            groups.setdefault(record.key, {})[checkpoint.name] = record
+    if not groups:
+        raise RunFolderError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
+    steps = {c.name: c.step for c in checkpoints}
+    key = max(groups, key=lambda k: (len(groups[k]), max(steps[name] for name in groups[k])))
+    others = [
+        f"{len(group)} record(s) made with {k.describe() if k else 'unreadable settings'}"
+        for k, group in groups.items()
+        if k != key
+    ]
+    rows = collect_rows(checkpoints, groups[key], {c.name: key for c in checkpoints})
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_report(
+        folder,
+        rows,
+        groups[key],
+        recommend(rows, rule, fixed_responses=_fixed(groups[key])),
+        title=str(Path(run_dir).resolve()),
+        shown=key.describe() if key else None,
+        hidden=others,
+    )
+
+
+def _fixed(records: dict) -> bool:
+    """Whether ``records`` scored fixed responses (the same ids at every checkpoint)."""
+    return all(r.prompt_set.get("response_mode") == "fixed" for r in records.values())
+
+
+def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
+    """``{step: eval_loss}`` from the checkpoints' ``trainer_state.json`` log histories. A file that
+    is missing or of the wrong shape contributes nothing, and a loss that is not a finite number (the
+    NaN a diverged evaluation logs, a string) is a missing value, for every rule and every output."""
+    losses = {}
+    for checkpoint in checkpoints:
+        try:
+            state = read_trainer_state(checkpoint.path)
+        except ProbeInputError:
+            continue
+        history = (state or {}).get("log_history", [])
+        for entry in history if isinstance(history, list) else []:
+            if isinstance(entry, dict) and is_finite_number(entry.get("eval_loss")) and "step" in entry:
+                losses[entry["step"]] = float(entry["eval_loss"])
+    return losses
