@@ -1,9 +1,10 @@
 """probattr-monitor: probabilistic-attribution probes that watch a language model learn.
 
 ``probe``, ``ProbAttrCallback`` and ``ProbAttrEarlyStopping`` import torch and transformers on
-first use (PEP 562), so ``probattr-monitor --help`` and usage errors answer at once.
+first use (PEP 562), so ``probattr-monitor --help`` and usage errors answer at once. Every
+quantity is defined in the documentation's maths guide (``docs/guides/concepts.md``).
 
-Example:
+Examples:
     >>> from probattr_monitor import probe, ProbeSettings
     >>> ProbeSettings().as_band
     0.2

@@ -57,7 +57,7 @@ def probe(
         tokenizer: its tokenizer; it needs a BOS or an EOS token (the start token).
         prompts: one prompt, or a list of prompts.
         responses: ``None`` (each response is the model's greedy continuation), one response for a
-            single prompt, or a list with one entry per prompt: a string (tokenized by MATH.md's
+            single prompt, or a list with one entry per prompt: a string (tokenized by the maths guide's
             convention), a list of token ids (scored exactly as given: what a callback freezes so
             that every checkpoint scores the same ids), or ``None`` (generated).
         settings: a :class:`ProbeSettings`; keyword ``overrides`` (e.g. ``max_new_tokens=10``,
@@ -75,7 +75,7 @@ def probe(
         ProbeInputError: empty or untokenizable text, too long for the model's context, a model
             without a causal LM head, a tokenizer with no BOS/EOS, bad settings.
 
-    Example:
+    Examples:
         >>> from probattr_monitor import probe
         >>> from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
         >>> tokenizer = byte_bpe_tokenizer(["the cat sat on the mat"], vocab_size=270)

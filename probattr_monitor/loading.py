@@ -19,12 +19,16 @@ safetensors, GGUF, dtypes, devices) is checked here, each with its one-line mess
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 
 from .errors import ProbeInputError, one_line
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
@@ -350,7 +354,8 @@ def trainable_gguf_model(model, dtype: torch.dtype = torch.float32):
     return model
 
 
-def load_gguf_for_training(folder, gguf_file: str, dtype: str = "float32", device: str = "cpu"):
+def load_gguf_for_training(folder: Union[str, os.PathLike], gguf_file: str, dtype: str = "float32",
+                           device: str = "cpu") -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """``(model, tokenizer)`` from a GGUF file in ``folder``, dequantised to ``dtype`` and ready for
     a ``Trainer`` (:func:`trainable_gguf_model`); a tokenizer without a pad token gets its EOS.
 

@@ -1,6 +1,6 @@
 """Tiny models and tokenizers built in-process, with no network: for tests, examples and benchmarks.
 
-Example:
+Examples:
     >>> from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
     >>> tokenizer = byte_bpe_tokenizer(["a tiny corpus", "of two lines"], vocab_size=300)
     >>> model = tiny_gpt2(len(tokenizer), seed=0)

@@ -1,4 +1,4 @@
-"""The naive reference: MATH.md's equations with the whole sequence recomputed for every candidate.
+"""The naive reference: the maths guide's equations with the whole sequence recomputed for every candidate.
 
 No cache, no sharing: for each position k and each candidate v, the sequence with v at k is run
 in full and ``a, b, c`` are read off its log-probabilities. It is the oracle of the tests (run on a

@@ -13,7 +13,7 @@ from probattr_monitor.monitoring.record import RESULTS_FILE, RunRecord, folder_r
 from probattr_monitor.tiny_models import tiny_gpt2
 
 from .callbacks.helpers import PROMPTS, make_trainer, tokenizer
-from .test_cli import assert_usage_error, run_cli
+from .test_cli import assert_usage_error, cli_main, run_cli
 
 pytest.importorskip("peft")
 
@@ -111,7 +111,7 @@ def test_adapter_without_reachable_base_says_which_flag(lora_run, tmp_path):
     config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = "someone/not-on-this-machine"
     (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
-    assert_usage_error(run_cli("attribute", "--model", adapter, "--prompt", "the cat"), "pass --base-model DIR")
+    assert_usage_error(cli_main("attribute", "--model", adapter, "--prompt", "the cat"), "pass --base-model DIR")
     out = tmp_path / "r.json"
     completed = run_cli("attribute", "--model", adapter, "--base-model", base_dir, "--prompt", "the cat", "--json",
                         out, *SETTINGS)

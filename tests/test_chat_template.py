@@ -15,7 +15,7 @@ from probattr_monitor.probes.scores import score_prompt
 from probattr_monitor.probes.settings import ProbeSettings
 from probattr_monitor.tiny_models import byte_bpe_tokenizer, chat_tokenizer, tiny_gpt2
 
-from .test_cli import assert_usage_error, run_cli
+from .test_cli import assert_usage_error, cli_main, run_cli
 
 QA = [("what sat on the mat", "the cat sat on the mat"), ("where did the dog run", "the dog ran up the hill")] * 4
 CORPUS = [q + " " + a for q, a in QA] + ["system user assistant You are a helpful assistant. Be brief."]
@@ -124,8 +124,8 @@ def test_cli_jsonl_prompts_chat_flags_and_empty_warning(chat_model_dir, tmp_path
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"text": "wrong"}\n', encoding="utf-8")
-    assert_usage_error(run_cli("attribute", "--model", chat_model_dir, "--prompts-file", bad), "line 2")
-    assert_usage_error(run_cli("attribute", "--model", chat_model_dir, "--prompt", "x", "--chat-template", "maybe"),
+    assert_usage_error(cli_main("attribute", "--model", chat_model_dir, "--prompts-file", bad), "line 2")
+    assert_usage_error(cli_main("attribute", "--model", chat_model_dir, "--prompt", "x", "--chat-template", "maybe"),
                        "invalid choice")
 
 

@@ -1,7 +1,11 @@
-"""``probattr-monitor attribute`` through real subprocesses: output, JSON, and exit codes."""
+"""``probattr-monitor attribute``: output, JSON and exit codes. Argument and input errors are
+checked in process (``cli.main([...])``, no new interpreter); the outputs that a user sees run
+through real subprocesses (``run_cli``), as smoke tests of the installed command."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -13,6 +17,20 @@ import pytest
 from .conftest import build_model
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
+
+
+def cli_main(*args) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` in this process, its exit code and what it printed, shaped like
+    ``run_cli``'s answer (argparse's usage errors exit 2 through ``SystemExit``)."""
+    from probattr_monitor.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 2
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def run_cli(*args, timeout=300):
@@ -81,29 +99,29 @@ def test_candidate_policy_flags(model_dir, tmp_path):
 
 
 def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
-    assert_usage_error(run_cli("attribute", "--model", tmp_path / "nope", "--prompt", "x"), "model folder not found")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "a", "--prompt", "b", "--response", "c"),
+    assert_usage_error(cli_main("attribute", "--model", tmp_path / "nope", "--prompt", "x"), "model folder not found")
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "a", "--prompt", "b", "--response", "c"),
                        "--response needs exactly one prompt, got 2")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", ""), "the prompt is empty")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", ""), "the prompt is empty")
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "x", "--as-band", "-1"),
                        "as_band should be a finite number > 0, got -1.0")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-policy", "magic"),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "x", "--candidate-policy", "magic"),
                        "argument --candidate-policy: invalid choice: 'magic' (choose from 'auto', 'exact', 'budget')")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--candidate-budget", "0"),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "x", "--candidate-budget", "0"),
                        "candidate_budget should be an integer >= 2, got 0")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),
                        "GGUF file 'm.gguf' not found")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat " * 200),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "the cat " * 200),
                        "more than the model's context of 128")
 
 
 def test_bad_prompt_files_exit_2(model_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompts-file", empty), "holds no prompt")
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompts-file", empty), "holds no prompt")
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"caf\xe9\n")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompts-file", latin), "is not UTF-8")
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompts-file", latin), "is not UTF-8")
 
 
 def test_folders_that_are_not_causal_lms_exit_2(tmp_path, tokenizer):
@@ -113,11 +131,11 @@ def test_folders_that_are_not_causal_lms_exit_2(tmp_path, tokenizer):
     BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
-    assert_usage_error(run_cli("attribute", "--model", bert, "--prompt", "x"), "is not a causal language model")
+    assert_usage_error(cli_main("attribute", "--model", bert, "--prompt", "x"), "is not a causal language model")
     no_tokenizer = tmp_path / "no-tokenizer"
     build_model("gpt2", len(tokenizer), peaked=False).save_pretrained(no_tokenizer)
-    assert_usage_error(run_cli("attribute", "--model", no_tokenizer, "--prompt", "x"), "no tokenizer files in")
-    assert_usage_error(run_cli("attribute", "--model", tmp_path, "--prompt", "x"), "has no config.json")
+    assert_usage_error(cli_main("attribute", "--model", no_tokenizer, "--prompt", "x"), "no tokenizer files in")
+    assert_usage_error(cli_main("attribute", "--model", tmp_path, "--prompt", "x"), "has no config.json")
 
 
 def test_bad_usage_exits_2():

@@ -16,7 +16,7 @@ from probattr_monitor import ProbeInputError, probe
 from probattr_monitor.sweep import LOCK_FILE, SUMMARY_JSON
 
 from .callbacks.helpers import PROMPTS
-from .test_cli import assert_usage_error, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
+from .test_cli import assert_usage_error, cli_main, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
 from .test_sweep import prompt_args, sweep_cli
 
 
@@ -50,9 +50,9 @@ def test_a_sweep_out_folder_with_markup_in_its_name_exits_0(plain_run, tmp_path)
 def test_an_unwritable_json_target_is_refused_before_probing(model_dir, tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat", "--json", folder),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "the cat", "--json", folder),
                        "is a folder; give the path of a file")
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat", "--json",
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "the cat", "--json",
                                "/proc/probattr-monitor-test.json"), "--json: cannot write")
     assert list(folder.iterdir()) == []
 
@@ -78,7 +78,7 @@ def test_a_word_missing_from_a_word_level_vocabulary_is_bad_input(word_model_dir
     model = AutoModelForCausalLM.from_pretrained(folder)
     with pytest.raises(ProbeInputError, match="the tokenizer cannot encode the prompt 'zebra'"):
         probe(model, tokenizer, "zebra", progress=False)
-    assert_usage_error(run_cli("attribute", "--model", folder, "--prompt", "zebra"),
+    assert_usage_error(cli_main("attribute", "--model", folder, "--prompt", "zebra"),
                        "the tokenizer cannot encode the prompt 'zebra'")
 
 

@@ -15,7 +15,7 @@ from probattr_monitor.prompts import read_prompts_file
 from probattr_monitor.sweep import SUMMARY_JSON
 
 from .conftest import build_model
-from .test_cli import assert_usage_error, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
+from .test_cli import assert_usage_error, cli_main, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
 from .test_sweep import prompt_args, sweep_cli
 
 
@@ -87,9 +87,9 @@ def test_a_truncated_safetensors_file_is_bad_input_naming_the_file(model_dir, tm
     broken = shutil.copytree(model_dir, tmp_path / "broken")
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    assert_usage_error(run_cli("attribute", "--model", broken, "--prompt", "the cat"), "model.safetensors")
+    assert_usage_error(cli_main("attribute", "--model", broken, "--prompt", "the cat"), "model.safetensors")
     weights.write_bytes(b"\x05")
-    assert_usage_error(run_cli("attribute", "--model", broken, "--prompt", "the cat"), "model.safetensors")
+    assert_usage_error(cli_main("attribute", "--model", broken, "--prompt", "the cat"), "model.safetensors")
 
 
 # ---- 13. a byte-order mark ----
@@ -134,5 +134,5 @@ def test_a_system_message_without_a_chat_template_is_refused(model_dir, tokenize
     model = build_model("gpt2", len(tokenizer), peaked=False)
     with pytest.raises(ProbeInputError, match="no chat template"):
         probe(model, tokenizer, "the cat", system="Be brief.", progress=False)
-    assert_usage_error(run_cli("attribute", "--model", model_dir, "--prompt", "the cat", "--system", "Be brief."),
+    assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "the cat", "--system", "Be brief."),
                        "no chat template")

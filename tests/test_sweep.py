@@ -367,9 +367,9 @@ def test_sweep_takes_responses_as_flags_or_a_file(plain_run, tmp_path):
     (["--response", "a", "--response", "b", "--reference", "x"], "give one of --response"),
 ])
 def test_sweep_response_flags_that_do_not_fit_are_usage_errors(plain_run, tmp_path, args, fragment):
-    from .test_cli import assert_usage_error
+    from .test_cli import assert_usage_error, cli_main
 
-    assert_usage_error(sweep_cli(plain_run, "--out", tmp_path / "o", *prompt_args(), *args), fragment)
+    assert_usage_error(cli_main("sweep", plain_run, "--out", tmp_path / "o", *prompt_args(), *args), fragment)
 
 
 def test_sweep_scores_a_guard_file_beside_the_probes(plain_run, tmp_path):

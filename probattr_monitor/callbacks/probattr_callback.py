@@ -19,10 +19,13 @@ import os
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, Trainer
 
 from ..errors import one_line
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
@@ -121,7 +124,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     run how long it took; a run slower than a minute is a warning naming the knobs
     (``max_token_forwards``, ``candidate_budget``, fewer prompts). A long run logs its progress.
 
-    Example:
+    Examples:
         >>> from probattr_monitor import ProbAttrCallback, ProbeSettings
         >>> callback = ProbAttrCallback(prompts=["The capital of France is"], every_n_steps=100,
         ...                             settings=ProbeSettings(max_new_tokens=5))
@@ -145,7 +148,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         report_to: Union[str, Sequence[str]] = "auto",
         logging_dir: Optional[str] = None,
         tensorboard_writer: Any = None,
-        tokenizer: Any = None,
+        tokenizer: Optional["PreTrainedTokenizerBase"] = None,
         strict: bool = False,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
@@ -180,7 +183,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.probe_on_evaluate: Optional[bool] = probe_on_evaluate
         self.logging_dir = logging_dir
         self.tensorboard_writer = tensorboard_writer
-        self.tokenizer = tokenizer
+        self.tokenizer: Any = tokenizer  # or the Trainer's processing_class (its tokenizer), at train begin
         self.strict = strict
         self.log_figures = log_figures
         self.write_json = write_json
@@ -202,7 +205,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
                       "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
         self._sinks = GuardedSinks([], strict=strict)
-        self._handler = None  # the Trainer's CallbackHandler (attach(), else found at train begin)
+        self._handler: Any = None  # the Trainer's CallbackHandler (attach(), else found at train begin)
         self._forwarder = IntegrationForwarder(None, None, ())  # the Trainer's other trackers
         self._model_ref: Any = None  # a weak reference to the model trained
         self._trainer_state: Any = None  # the Trainer's TrainerState
@@ -210,7 +213,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.cost: dict = {}  # what one probe run costs (probing.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
 
-    def attach(self, trainer) -> "ProbAttrCallback":
+    def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
         TensorBoard writer, so the probes appear in the same TensorBoard run as the loss. Returns self."""
         if self not in trainer.callback_handler.callbacks:

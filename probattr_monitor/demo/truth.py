@@ -6,7 +6,7 @@ For prompt position j (1-based word index) with predictive state distribution
     log q_prompt(v)  = log_softmax_v log sum_z pi_j(z) E[z, v] beta^prompt_j(z)    (end = prompt end)
     log q_context(v) = log_softmax_v log sum_z pi_j(z) E[z, v] beta^full_j(z)      (end = response end)
 
-These are MATH.md's two posteriors for the true process; they go through the same
+These are the maths guide's two posteriors for the true process; they go through the same
 ``position_quantities`` as the model's, so AS, entropies and noise flags are defined identically.
 """
 
@@ -40,7 +40,7 @@ def backward_messages(grammar: HiddenMarkovGrammar, word_ids: list[int]) -> np.n
 
 def true_quantities(grammar: HiddenMarkovGrammar, prompt: list[int], response: list[int], top_k: int = 5
                     ) -> PositionQuantities:
-    """MATH.md's per-position quantities of the true process for ``prompt`` and ``response``
+    """the maths guide's per-position quantities of the true process for ``prompt`` and ``response``
     (grammar word indices)."""
     predictive = predictive_states(grammar, prompt)  # (n + 1, S)
     beta_prompt = backward_messages(grammar, prompt)  # (n, S)

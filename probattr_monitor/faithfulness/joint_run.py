@@ -1,7 +1,7 @@
 """``select_tokens``: the set of prompt tokens a set method removes at a given size, per prompt
 (what ``probattr-monitor joint`` prints and writes).
 
-Each prompt is encoded as :func:`probattr_monitor.probe` encodes it (MATH.md's conventions or the
+Each prompt is encoded as :func:`probattr_monitor.probe` encodes it (the maths guide's conventions or the
 chat template, whose user tokens alone are candidates); the response is the given one or the
 greedy continuation. The set is chosen by JoPA (``method="jopa"``) or by the greedy search for the
 largest joint attribution score (``"joint_as"``); its *probability faithfulness* is the drop of

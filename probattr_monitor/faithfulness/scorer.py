@@ -1,7 +1,7 @@
 """``log P(r | p)`` with some prompt tokens replaced: the value function every faithfulness
 metric and every perturbation method reads, batched and cached.
 
-The scored sequence is ``[s] + p + r`` (MATH.md); only the ``positions`` of the prompt (the user's
+The scored sequence is ``[s] + p + r`` (the maths guide); only the ``positions`` of the prompt (the user's
 tokens under a chat template) are features. A feature is removed by putting the baseline token in
 its place (:func:`baseline_token_id`), so no position ever shifts.
 """

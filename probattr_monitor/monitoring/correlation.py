@@ -41,7 +41,7 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Spearman's rank correlation: :func:`pearson` of :func:`ranks`; ``NaN`` when undefined.
 
-    Example:
+    Examples:
         >>> spearman([1, 2, 3], [10, 30, 20])
         0.5
     """

@@ -136,7 +136,7 @@ class RunRecord:
         error: ``"Type: message"`` when failed.
         probe_seconds: wall time of the run.
         summary: ``monitoring.metrics.run_summary`` of the results.
-        results: one MATH.md object per prompt.
+        results: one result object per prompt (the maths guide's format).
         provenance: how it was computed (``monitoring.provenance``): dtype, device, model class,
             candidate policy, library versions, and base model and adapter for a PEFT model.
         guard_log_p: ``log P(r | p)`` of each guard pair (``None`` where the logits were not finite).

@@ -76,7 +76,7 @@ class Comparison:
 def paired_interval(differences: Sequence[float]) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of ``differences`` and its two-sided 95% t-interval.
 
-    Example:
+    Examples:
         >>> mean, low, high = paired_interval([-0.5, -0.4, -0.6, -0.5])
         >>> round(mean, 3), round(low, 3), round(high, 3)
         (-0.5, -0.63, -0.37)

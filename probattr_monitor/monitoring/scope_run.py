@@ -1,6 +1,6 @@
 """The Jacobian Scopes alone over a prompt set: the callback's cheap statistics between probe runs.
 
-``scope_statistics`` encodes the prompts as ``probe()`` does (MATH.md's conventions, or the chat
+``scope_statistics`` encodes the prompts as ``probe()`` does (the maths guide's conventions, or the chat
 template with only the user's tokens scored), takes each prompt's response (given text, frozen
 token ids, or the greedy continuation when none is known yet) and returns, per scope named in
 ``settings.scopes``, the mean over every scored token of every prompt of the scope aggregated over

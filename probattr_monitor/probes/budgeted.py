@@ -330,7 +330,7 @@ def run_rounds(samplers: list[PositionSampler], costs: list[int], budget: int, g
 def score_budgeted(model, input_ids: torch.Tensor, n_prompt: int, settings: ProbeSettings,
                    on_position: Optional[Callable[[], None]] = None,
                    positions: Optional[Sequence[int]] = None) -> PositionScores:
-    """Budgeted estimates of every per-position quantity of MATH.md, with standard errors.
+    """Budgeted estimates of every per-position quantity of the maths guide, with standard errors.
 
     Per position ``k``: the two-stage lookahead of the highest-prior ids (:func:`lookahead_guess`), then
     a :class:`PositionSampler` with a head of :func:`head_size` ids; then :func:`run_rounds` spends

@@ -5,7 +5,7 @@ An instruct model expects its chat template. The probe then runs on
     [s] + T_1 + u + T_2 + response
 
 where ``T_1`` and ``T_2`` are the template's tokens (role markers, a system message, the
-generation prompt) and ``u`` the tokens of the user's text. In MATH.md's terms the *prompt* is
+generation prompt) and ``u`` the tokens of the user's text. In the maths guide's terms the *prompt* is
 ``T_1 + u + T_2``: every quantity conditions on all of it, but only the positions of ``u`` are
 scored, i.e. marginalised over the vocabulary. The template tokens are fixed context; they are
 never candidates, so they neither dilute the summary means nor cost candidate forwards.

@@ -2,7 +2,7 @@
 
 For a sequence ``x = [s] + p_1..p_n + r_1..r_m`` (length ``L = 1 + n + m``), prompt position ``k``
 sits at sequence index ``j = 1 + k``. The engine produces, for every ``k`` and every candidate ``v``
-of the model's output vocabulary, the three log-probability vectors of MATH.md:
+of the model's output vocabulary, the three log-probability vectors of the maths guide:
 
     a[k, v] = log P(x_j = v | x_<j)                       from ONE forward pass of the original x
     b[k, v] = sum_{t=j+1..n}   log P(x_t | x_<t, x_j = v)  rest of the prompt
@@ -42,7 +42,7 @@ from .settings import ProbeSettings
 
 @dataclass
 class CandidateScores:
-    """The raw marginals of one probe (MATH.md's ``a, b, c``), float64, each ``(len(positions), V)``.
+    """The raw marginals of one probe (the maths guide's ``a, b, c``), float64, each ``(len(positions), V)``.
 
     Attributes:
         positions: the prompt positions scored, in row order (all ``n`` unless asked otherwise).

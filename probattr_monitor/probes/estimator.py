@@ -1,6 +1,6 @@
 """The budgeted estimator's maths: head selection, the tail proposal, and estimates with errors.
 
-At prompt position k, with ``lw_v = a_v + b_v`` and ``lu_v = a_v + b_v + c_v`` (MATH.md), every
+At prompt position k, with ``lw_v = a_v + b_v`` and ``lu_v = a_v + b_v + c_v`` (the maths guide), every
 probe quantity is a smooth function of six sums over the vocabulary, ``w = exp(lw)``, ``u = exp(lu)``:
 
     s = (sum w, sum u, sum w lw, sum u lu, sum w c, sum u c)

@@ -1,7 +1,7 @@
 """Joint attribution: a *set* of prompt tokens marginalised over the vocabulary at once.
 
 For a set ``S`` of prompt positions and a joint candidate ``v_S`` (one token per position of ``S``,
-every other prompt token kept), with the sequence ``[s] + p + r`` of MATH.md:
+every other prompt token kept), with the sequence ``[s] + p + r`` of the maths guide:
 
     lw(v_S) = log P(p with v_S in place)        the prompt's likelihood (up to a constant in v_S)
     c(v_S)  = log P(r | p with v_S in place)

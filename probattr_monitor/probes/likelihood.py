@@ -3,7 +3,7 @@
 The probes' attribution scores cost ``|candidates| x positions`` forwards per prompt; the
 likelihood of a fixed response costs one. So the guard set that regression tests compare across
 checkpoints (``monitoring.regression``) can hold hundreds of prompts, while AS, entropies and the
-noise count are computed on a small probe set. Token conventions are the probes' own (MATH.md:
+noise count are computed on a small probe set. Token conventions are the probes' own (the maths guide:
 ``[s] + p + r``, the chat template when the settings use it), so a guard prompt scored here and
 the same prompt probed give the same ``log_p_response``.
 """
@@ -25,7 +25,7 @@ def response_log_likelihoods(model: Any, encoded: Sequence) -> list[Optional[flo
     ``None`` for a prompt whose logits are not finite (a diverged model). The model runs in the
     mode it is in: callers put it in eval mode (``monitoring.run.guard_likelihoods`` does).
 
-    Example:
+    Examples:
         >>> from probattr_monitor.probing.inputs import prepare_inputs
         >>> from probattr_monitor.probes.settings import ProbeSettings
         >>> from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2

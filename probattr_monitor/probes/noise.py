@@ -1,4 +1,4 @@
-"""Noise-token classification (MATH.md, "Noise tokens"): pure functions of AS and entropy."""
+"""Noise-token classification (the maths guide, "Noise tokens"): pure functions of AS and entropy."""
 
 from __future__ import annotations
 

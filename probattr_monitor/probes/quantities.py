@@ -1,6 +1,6 @@
-"""The probe quantities of MATH.md as pure functions of tensors.
+"""The probe quantities of the maths guide as pure functions of tensors.
 
-Everything here works on the three per-position log-probability vectors of MATH.md, stacked over
+Everything here works on the three per-position log-probability vectors of the maths guide, stacked over
 the ``n`` prompt positions of one probe:
 
     a[k, v] = log P(p_k = v | s, p_<k)                 prior
@@ -8,7 +8,7 @@ the ``n`` prompt positions of one probe:
     c[k, v] = log P(r | s, p_<k, p_k = v, p_>k)        the response, v in place of p_k
 
 No model, no I/O, no logging: the engine produces ``a, b, c``; this module turns them into the
-paper's quantities. All arithmetic is in float64 (MATH.md asks for float32 or wider).
+paper's quantities. All arithmetic is in float64 (the maths guide asks for float32 or wider).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def position_quantities(
     token_ids: torch.Tensor,
     top_k: int = 5,
 ) -> PositionQuantities:
-    """All per-position quantities of MATH.md from ``a, b, c`` (each ``(n, V)``).
+    """All per-position quantities of the maths guide from ``a, b, c`` (each ``(n, V)``).
 
     Args:
         prior: ``a``, ``(n, V)``.

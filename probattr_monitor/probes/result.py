@@ -1,6 +1,6 @@
-"""Result objects: one :class:`ProbeResult` per probed prompt, owning the JSON format of MATH.md.
+"""Result objects: one :class:`ProbeResult` per probed prompt, owning the JSON format of the maths guide.
 
-``ProbeResult.to_dict()`` is exactly the MATH.md object (plus documented extra fields) and
+``ProbeResult.to_dict()`` is exactly the maths guide's result object (plus documented extra fields) and
 ``ProbeResult.from_dict(d)`` reads it back; ``save`` / ``load`` do the same through a file.
 """
 
@@ -25,7 +25,7 @@ class Candidate:
 
 @dataclass
 class TokenAttribution:
-    """The probe quantities of one prompt token (MATH.md names and meanings).
+    """The probe quantities of one prompt token (the maths guide's names and meanings).
 
     Attributes:
         position: index among the prompt tokens, from 0 (the start token gets no score).
@@ -40,14 +40,16 @@ class TokenAttribution:
         noise: the noise-token flag (from the point estimates).
         top_prompt: top candidates of ``q_prompt``.
         top_context: top candidates of ``q_context``.
-        attribution_score_stderr, entropy_prompt_stderr, entropy_context_stderr,
-        kl_context_prompt_stderr, kl_prompt_context_stderr: standard errors (0 for exact results);
-            the 95% interval of a quantity is its value +- 1.96 x its ``_stderr``.
+        attribution_score_stderr: the standard error of the AS (0 for exact results); the 95%
+            interval of a quantity is its value +- 1.96 x its ``_stderr``. The same holds for
+            ``entropy_prompt_stderr``, ``entropy_context_stderr``, ``kl_context_prompt_stderr``
+            and ``kl_prompt_context_stderr``.
         noise_uncertain: the intervals straddle a noise threshold: ``noise`` is then a best guess
             and the token is counted in ``summary["noise_uncertain"]``, not trusted.
-        top_p_set_size, replacement_entropy, replacement_entropy_sampled, original_response_share,
-        original_response_share_sampled: response stability (``probes.replacement``), when the
-            ``replacement_entropy`` setting is on; else ``None``.
+        replacement_entropy: response stability (``probes.replacement``), with ``top_p_set_size``,
+            ``replacement_entropy_sampled``, ``original_response_share`` and
+            ``original_response_share_sampled``, when the ``replacement_entropy`` setting is on;
+            else ``None``.
         semantic_scope, fisher_scope, temperature_scope: the Jacobian Scopes of the token
             aggregated over the response (``probes.scopes``), when named in the ``scopes``
             setting; else ``None``.
@@ -177,7 +179,7 @@ class ProbeResult:
 
     Attributes:
         prompt, response: the texts (a generated response is the decoded continuation).
-        prompt_token_ids, response_token_ids: the scored ids (MATH.md conventions).
+        prompt_token_ids, response_token_ids: the scored ids (the maths guide's conventions).
         log_p_response: ``log P(r | s, p)`` in nats (``None`` when invalid).
         tokens: one :class:`TokenAttribution` per prompt token.
         summary: :func:`summarize` of the tokens, plus ``token_forwards`` (suffix tokens evaluated)
@@ -185,7 +187,8 @@ class ProbeResult:
         valid: ``False`` when the model produced non-finite logits; ``error`` then says why.
         response_source: ``"given"`` or ``"generated"``.
         start_token_id: the conditioning token ``s``.
-        settings: the :class:`~probattr_monitor.probes.settings.ProbeSettings` that produced it.
+        settings: the settings that produced it, as ``ProbeSettings.to_dict()`` (a JSON object;
+            ``ProbeSettings.from_dict(result.settings)`` gives the settings back).
         chat_template: whether the prompt went through the tokenizer's chat template; then
             ``prompt_token_ids`` holds the whole templated prompt and ``tokens`` only the user's
             tokens (their ``position`` indexes ``prompt_token_ids``).

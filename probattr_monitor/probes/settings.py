@@ -211,7 +211,8 @@ class ProbeSettings:
             _check_int("replacement_max_candidates", self.replacement_max_candidates, minimum=1)
         if not isinstance(self.progress, bool):
             raise ProbeInputError(f"progress should be True or False, got {self.progress!r}")
-        scopes = (self.scopes,) if isinstance(self.scopes, str) else self.scopes
+        given: Any = self.scopes  # annotated a tuple; a string or a list arrives from callers too
+        scopes = (given,) if isinstance(given, str) else given
         if not isinstance(scopes, (tuple, list)) or any(name not in SCOPE_NAMES for name in scopes):
             raise ProbeInputError(f"scopes should be a list of {', '.join(map(repr, SCOPE_NAMES))}, "
                                   f"got {self.scopes!r}")

@@ -1,4 +1,4 @@
-"""Token conventions of MATH.md, checks on the model and tokenizer, and the greedy continuation.
+"""Token conventions of the maths guide, checks on the model and tokenizer, and the greedy continuation.
 
 - start token: ``tokenizer.bos_token_id``, or ``eos_token_id`` when there is no BOS;
 - prompt / response ids: ``tokenizer(text, add_special_tokens=False)``;
@@ -96,7 +96,7 @@ def check_causal_lm(model) -> None:
 @torch.inference_mode()
 def check_causal_attention(model, start_id: int) -> None:
     """Refuse a model whose logits at position t depend on later tokens (e.g. BERT without
-    ``is_decoder``): MATH.md's factorisation needs a causal model. Two forwards of 6 tokens that
+    ``is_decoder``): the maths guide's factorisation needs a causal model. Two forwards of 6 tokens that
     differ in their last four; the first two positions' logits of a causal model agree to float
     rounding (the same arithmetic on the same rows), a bidirectional one's move with the suffix.
     Non-finite logits are compared too (NaN equals NaN), so a head with NaN entries is checked

@@ -9,7 +9,7 @@ from typing import Any
 def is_finite_number(value: Any) -> bool:
     """A real, finite number: an ``int`` or ``float`` (not a ``bool``), neither NaN nor infinite.
 
-    Example:
+    Examples:
         >>> [is_finite_number(v) for v in (1, 2.5, True, float("nan"), "3", None)]
         [True, True, False, False, False, False]
     """

@@ -43,7 +43,7 @@ Responses = Union[None, str, Sequence[int], Sequence[Response]]
 
 
 def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, settings: ProbeSettings):
-    """Check the model, tokenizer and texts, and encode them by MATH.md's conventions (or through
+    """Check the model, tokenizer and texts, and encode them by the maths guide's conventions (or through
     the chat template, ``probes.chat``, when ``settings.chat_template`` resolves to it).
 
     Returns ``[(EncodedPrompt, response_ids or None), ...]``; a response given as token ids is

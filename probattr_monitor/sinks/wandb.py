@@ -6,7 +6,7 @@ summary; a fresh ``wandb.Table`` is logged each time (a re-logged table shows it
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from .base import ProbeRecord, require
 
@@ -34,7 +34,7 @@ class WandbSink:
         self.run_name = run_name
         self.dir = dir
         self.run_id = run_id
-        self._run = None
+        self._run: Any = None
         self._owns_run = False
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..checkpoints import Checkpoint, read_trainer_state
 from ..display import print_summary
@@ -204,11 +204,12 @@ class records_lock:
 
     def __init__(self, folder: Path, rank: int, world_size: int) -> None:
         self.path, self.rank, self.world_size = Path(folder) / LOCK_FILE, rank, world_size
-        self._handle = None
+        self._handle: Any = None
 
     def __enter__(self):
         error = None
         if self.rank == 0:
+            fcntl: Any
             try:
                 import fcntl
             except ImportError:  # not POSIX: no lock

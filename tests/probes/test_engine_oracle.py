@@ -1,4 +1,4 @@
-"""The engine against the naive float64 oracle (MATH.md's equations, whole sequence per candidate)."""
+"""The engine against the naive float64 oracle (the maths guide's equations, whole sequence per candidate)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MATH.md's identities, on engine output from real tiny models (tolerance 1e-5)."""
+"""the maths guide's identities, on engine output from real tiny models (tolerance 1e-5)."""
 
 from __future__ import annotations
 

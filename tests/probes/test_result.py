@@ -1,4 +1,4 @@
-"""The result object owns the MATH.md JSON format, and reads it back."""
+"""The result object owns the the maths guide's JSON format, and reads it back."""
 
 from __future__ import annotations
 
