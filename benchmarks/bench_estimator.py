@@ -84,7 +84,7 @@ def tiny_models():
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures live in tests/
-    from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+    from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
     from tests.large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 
     tokenizer, corpus = rare_word_tokenizer(vocab_size=4096)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.probes.engine import score_exact
 from probattr_monitor.probes.settings import ProbeSettings
-from probattr_monitor.tiny_models import tiny_gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
 from tests.reference import score_naive  # noqa: E402

@@ -14,8 +14,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from probattr_monitor import probe
+from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer
 from probattr_monitor.monitoring.provenance import weights_fingerprint
-from probattr_monitor.tiny_models import byte_bpe_tokenizer
 
 
 def main() -> None:

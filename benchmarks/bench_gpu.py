@@ -50,8 +50,8 @@ def load(args, device: torch.device, dtype: str):
     """SmolLM2 from its GGUF file (or, with ``--tiny``, a small Llama on a byte-level tokenizer: a
     smoke test of this script on any machine) in ``dtype`` on ``device``."""
     if args.tiny:
+        from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_llama
         from probattr_monitor.prompts import paper_prompts
-        from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_llama
 
         tokenizer = byte_bpe_tokenizer(paper_prompts() * 4, vocab_size=400)
         model = tiny_llama(len(tokenizer), seed=0, max_position_embeddings=512).to(getattr(torch, dtype))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from probattr_monitor import paper_prompts
-from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
+from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .api import probe
     from .callbacks import ProbAttrCallback, ProbAttrEarlyStopping
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {"probe": ".api", "ProbAttrCallback": ".callbacks", "ProbAttrEarlyStopping": ".callbacks"}
 

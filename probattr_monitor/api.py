@@ -77,7 +77,7 @@ def probe(
 
     Examples:
         >>> from probattr_monitor import probe
-        >>> from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
+        >>> from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
         >>> tokenizer = byte_bpe_tokenizer(["the cat sat on the mat"], vocab_size=270)
         >>> model = tiny_gpt2(len(tokenizer))
         >>> result = probe(model, tokenizer, "the cat", responses=" sat", progress=False)

@@ -45,7 +45,7 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
 
     Args:
         rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
-        records: ``{checkpoint name: RunRecord (or its dict)}``, all made with one settings key and
+        records: ``{checkpoint name: CheckpointRecord (or its dict)}``, all made with one settings key and
             prompt set (the caller groups them; see ``sweep.report_run``).
         recommended: ``{"step", "checkpoint", "rule", "reason"}`` or ``None``.
         title: shown at the top (escaped).

@@ -19,14 +19,14 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from probattr_monitor.tiny_models import byte_bpe_tokenizer
+    from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer
 
     return byte_bpe_tokenizer(CORPUS, vocab_size=300)
 
 
 def build_model(arch: str, vocab_size: int, peaked: bool, seed: int = 0):
     """A tiny GPT-2 or Llama; ``peaked`` uses a large init range so distributions are sharp."""
-    from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
+    from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
 
     build = {"gpt2": tiny_gpt2, "llama": tiny_llama}[arch]
     return build(vocab_size, initializer_range=0.5 if peaked else 0.02, seed=seed)

@@ -14,7 +14,7 @@ from probattr_monitor.demo.grammar import HiddenMarkovGrammar
 
 def rare_word_tokenizer(vocab_size: int = 4096, sentences: int = 3000, seed: int = 0):
     """``(tokenizer, corpus)``: a byte-level BPE over grammar sentences and 3,000 rare words."""
-    from probattr_monitor.tiny_models import byte_bpe_tokenizer
+    from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer
 
     corpus = HiddenMarkovGrammar.build().corpus(sentences, seed=seed)
     rare = " ".join(f"zq{i}x" for i in range(3000))
@@ -31,7 +31,7 @@ def trained_tiny_gpt2(tokenizer, corpus, steps: int = 300, output_dir: Optional[
             return trained_tiny_gpt2(tokenizer, corpus, steps, folder)
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from probattr_monitor.tiny_models import tiny_gpt2
+    from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     model = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=64, n_positions=64, seed=0)
     data = [{"input_ids": [tokenizer.bos_token_id] + tokenizer(s, add_special_tokens=False)["input_ids"]

@@ -42,7 +42,7 @@ def sample_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
 def planted_model():
     """A tiny GPT-2 (2 layers, width 64) trained on the grammar until it has learnt the OR (seeded;
     about 10 s on 2 CPU cores). Cached for the test session."""
-    from probattr_monitor.tiny_models import tiny_gpt2
+    from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     torch.manual_seed(0)
     model = tiny_gpt2(VOCAB, n_embd=64, seed=0)

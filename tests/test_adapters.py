@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
-from probattr_monitor.monitoring.record import RESULTS_FILE, RunRecord, folder_records
-from probattr_monitor.tiny_models import tiny_gpt2
+from probattr_monitor.demo.tiny_models import tiny_gpt2
+from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord, folder_records
 
 from .callbacks.helpers import PROMPTS, make_trainer, tokenizer
 from .test_cli import assert_usage_error, cli_main, run_cli
@@ -41,7 +41,7 @@ def lora_run(tmp_path_factory):
     return run_dir, base_dir
 
 
-def numbers(record: RunRecord) -> list[float]:
+def numbers(record: CheckpointRecord) -> list[float]:
     return [t["attribution_score"] for r in record.results for t in r["tokens"]] + [
         r["log_p_response"] for r in record.results]
 
@@ -49,7 +49,7 @@ def numbers(record: RunRecord) -> list[float]:
 def test_adapter_checkpoints_are_swept_with_numbers_equal_to_the_callbacks(lora_run, tmp_path):
     run_dir, base_dir = lora_run
     assert (run_dir / "checkpoint-4" / "adapter_config.json").is_file()
-    callback_record = RunRecord.load(run_dir / "checkpoint-4" / RESULTS_FILE)
+    callback_record = CheckpointRecord.load(run_dir / "checkpoint-4" / RESULTS_FILE)
     assert callback_record is not None and callback_record.ok
     assert callback_record.provenance["model_class"].startswith("PeftModelForCausalLM")
 
@@ -58,8 +58,8 @@ def test_adapter_checkpoints_are_swept_with_numbers_equal_to_the_callbacks(lora_
     completed = run_cli("sweep", run_dir, "--out", out, *prompts, *SETTINGS)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     for step in (2, 4):
-        fresh = RunRecord.load(out / f"checkpoint-{step}" / RESULTS_FILE)
-        during = RunRecord.load(run_dir / f"checkpoint-{step}" / RESULTS_FILE)
+        fresh = CheckpointRecord.load(out / f"checkpoint-{step}" / RESULTS_FILE)
+        during = CheckpointRecord.load(run_dir / f"checkpoint-{step}" / RESULTS_FILE)
         assert fresh is not None and fresh.ok and during is not None
         assert fresh.key == during.key  # same settings, prompts, dtype and policy
         assert fresh.provenance["base_model"] == str(base_dir)
@@ -123,14 +123,14 @@ def test_not_a_model_folder_hint_names_a_real_flag(tmp_path):
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     tokenizer().save_pretrained(tmp_path)
     completed = run_cli("sweep", "--checkpoints", tmp_path, "--prompt", "x", "--out", tmp_path / "o", *SETTINGS)
-    record = RunRecord.load(tmp_path / "o" / tmp_path.name / RESULTS_FILE)
+    record = CheckpointRecord.load(tmp_path / "o" / tmp_path.name / RESULTS_FILE)
     assert completed.returncode == 3 and record is not None
     assert "attribute --gguf-file model.gguf" in (record.error or "")
 
 
 def test_provenance_in_callback_records(lora_run):
     run_dir, _ = lora_run
-    record = RunRecord.load(run_dir / "checkpoint-2" / RESULTS_FILE)
+    record = CheckpointRecord.load(run_dir / "checkpoint-2" / RESULTS_FILE)
     assert record is not None
     info = record.provenance
     assert info["dtype"] == "float32" and info["device"] == "cpu" and info["policy"] == "exact"
@@ -147,12 +147,12 @@ def test_an_adapter_swept_on_the_wrong_base_is_recomputed_on_the_right_one(lora_
     out = tmp_path / "out"
     first = run_cli("sweep", run_dir, "--out", out, "--base-model", wrong, *prompts, *SETTINGS)
     assert first.returncode == 0, first.stdout + first.stderr
-    wrong_numbers = numbers(RunRecord.load(out / "checkpoint-4" / RESULTS_FILE))
+    wrong_numbers = numbers(CheckpointRecord.load(out / "checkpoint-4" / RESULTS_FILE))
     right = run_cli("sweep", run_dir, "--out", out, "--base-model", base_dir, *prompts, *SETTINGS)
     assert right.returncode == 0, right.stdout + right.stderr
     assert "computed 2, reused 0" in right.stdout
-    fixed = numbers(RunRecord.load(out / "checkpoint-4" / RESULTS_FILE))
-    assert fixed == pytest.approx(numbers(RunRecord.load(run_dir / "checkpoint-4" / RESULTS_FILE)), abs=1e-5)
+    fixed = numbers(CheckpointRecord.load(out / "checkpoint-4" / RESULTS_FILE))
+    assert fixed == pytest.approx(numbers(CheckpointRecord.load(run_dir / "checkpoint-4" / RESULTS_FILE)), abs=1e-5)
     assert fixed != pytest.approx(wrong_numbers, abs=1e-3)
 
 
@@ -175,7 +175,7 @@ def test_an_adapter_is_swept_in_the_dtype_it_trained_in(tmp_path):
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
     make_trainer(run_dir, callbacks=[callback], tok=tok, model=model, max_steps=2, save_steps=2).train()
     checkpoint = run_dir / "checkpoint-2"
-    assert RunRecord.load(checkpoint / RESULTS_FILE).provenance["dtype"] == "float32"
+    assert CheckpointRecord.load(checkpoint / RESULTS_FILE).provenance["dtype"] == "float32"
     assert checkpoint_profile(checkpoint)[0] == "float32"  # the callback's record says so
     prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
     again = run_cli("sweep", run_dir, *prompts, *SETTINGS)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from probattr_monitor import probe
+from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, chat_tokenizer, tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.probes.chat import encode_chat
 from probattr_monitor.probes.scores import score_prompt
 from probattr_monitor.probes.settings import ProbeSettings
-from probattr_monitor.tiny_models import byte_bpe_tokenizer, chat_tokenizer, tiny_gpt2
 
 from .test_cli import assert_usage_error, cli_main, run_cli
 
@@ -135,7 +135,7 @@ def test_sft_trainer_callback_probes_the_templated_prompts(tmp_path, chat_tok):
     from trl import SFTConfig, SFTTrainer
 
     from probattr_monitor import ProbAttrCallback
-    from probattr_monitor.monitoring.record import RunRecord
+    from probattr_monitor.monitoring.record import CheckpointRecord
 
     model = tiny_gpt2(len(chat_tok), seed=0)
     data = Dataset.from_list([{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
@@ -146,7 +146,7 @@ def test_sft_trainer_callback_probes_the_templated_prompts(tmp_path, chat_tok):
                      report_to="none", logging_steps=1, disable_tqdm=True, max_length=64, seed=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=chat_tok, callbacks=[callback])
     trainer.train()
-    record = RunRecord.load(tmp_path / "checkpoint-4" / "probattr.json")
+    record = CheckpointRecord.load(tmp_path / "checkpoint-4" / "probattr.json")
     assert record is not None and record.ok
     first, second = record.results
     assert first["chat_template"] and second["chat_template"]

@@ -19,21 +19,33 @@ from .conftest import build_model
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
 
 
-def cli_main(*args) -> subprocess.CompletedProcess:
+def cli_main(*args, timeout=None) -> subprocess.CompletedProcess:
     """``cli.main(args)`` in this process, its exit code and what it printed, shaped like
-    ``run_cli``'s answer (argparse's usage errors exit 2 through ``SystemExit``)."""
+    :func:`run_cli_process`'s answer (argparse's usage errors exit 2 through ``SystemExit``),
+    at the terminal width the subprocesses get. ``timeout`` is accepted and ignored."""
     from probattr_monitor.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 2
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = ENV["COLUMNS"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 2
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
-def run_cli(*args, timeout=300):
+run_cli = cli_main  # the commands' behaviour is checked in process; run_cli_process where the process matters
+
+
+def run_cli_process(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "probattr_monitor", *map(str, args)], capture_output=True,
                           text=True, env=ENV, timeout=timeout)
 
@@ -55,7 +67,7 @@ def assert_usage_error(completed, fragment):
 
 def test_attribute_prints_tables_and_writes_json(model_dir, tmp_path):
     out = tmp_path / "results.json"
-    completed = run_cli("attribute", "--model", model_dir, "--prompt", "the cat sat", "--prompt", "a bird sang",
+    completed = run_cli_process("attribute", "--model", model_dir, "--prompt", "the cat sat", "--prompt", "a bird sang",
                         "--max-new-tokens", "4", "--json", out, "--no-progress")
     assert completed.returncode == 0, completed.stderr
     assert "prompt: the cat sat" in completed.stdout and "prompt: a bird sang" in completed.stdout
@@ -92,7 +104,7 @@ def test_candidate_policy_flags(model_dir, tmp_path):
         assert completed.returncode == 0, completed.stderr
         (results[policy],) = json.loads(out.read_text(encoding="utf-8"))
     exact, budget = results["exact"], results["budget"]
-    assert exact["summary"]["candidates"] == "exact" and budget["summary"]["candidates"] == "budget"
+    assert exact["summary"]["candidate_policy"] == "exact" and budget["summary"]["candidate_policy"] == "budget"
     assert budget["summary"]["token_forwards"] <= 16 / 100 * exact["summary"]["token_forwards"]
     assert all(t["attribution_score_stderr"] == 0 for t in exact["tokens"])
     assert any(t["attribution_score_stderr"] > 0 for t in budget["tokens"])

@@ -26,7 +26,7 @@ def snippets(page: Path) -> list[str]:
 def readers_namespace() -> dict:
     from transformers import DataCollatorForLanguageModeling
 
-    from probattr_monitor.tiny_models import tiny_gpt2
+    from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     from .callbacks.helpers import TEXTS, tokenizer
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.faithfulness import (
     aopc,
@@ -21,7 +22,6 @@ from probattr_monitor.faithfulness import (
     normalised_aopc,
     sufficiency,
 )
-from probattr_monitor.tiny_models import tiny_gpt2
 
 from .test_cli import run_cli
 
@@ -122,7 +122,7 @@ def test_the_package_and_the_metrics_work_without_captum():
             "import probattr_monitor.faithfulness as f\n"
             "from probattr_monitor.faithfulness.methods import require_captum\n"
             "assert f.aopc([0], lambda s: -float(len(s))) == 1.0\n"
-            "try:\n    require_captum()\nexcept ValueError as error:\n    print(error)\n")
+            "try:\n    require_captum()\nexcept ImportError as error:\n    print(error)\n")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "pip install 'probattr-monitor[faithfulness]'" in completed.stdout

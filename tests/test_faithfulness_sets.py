@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.faithfulness import evaluate_faithfulness
 from probattr_monitor.faithfulness.jopa import jopa, mask_gradient, order_attributions
 from probattr_monitor.faithfulness.methods import select_sets
 from probattr_monitor.faithfulness.metrics import probability_faithfulness, sparsity_size
 from probattr_monitor.faithfulness.run import PROBABILITY_METRICS
 from probattr_monitor.faithfulness.scorer import ResponseScorer
-from probattr_monitor.tiny_models import tiny_gpt2
 from tests.planted import MASK, PROMPT, SLOTS, YES, planted_model
 
 from .test_cli import run_cli

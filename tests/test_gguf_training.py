@@ -8,9 +8,9 @@ import torch
 from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
 from transformers.utils.quantization_config import GgufConfig
 
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.loading import trainable_gguf_model
-from probattr_monitor.tiny_models import tiny_gpt2
 
 from .callbacks.helpers import make_trainer, tokenizer
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
-from probattr_monitor.monitoring.record import RESULTS_FILE, RunRecord
+from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord
 
 from .callbacks.helpers import PROMPTS, make_trainer
 from .test_cli import run_cli
@@ -19,7 +19,7 @@ SETTINGS = ["--max-new-tokens", "3", "--no-progress", *[a for p in PROMPTS for a
 
 
 def log_p(folder) -> list:
-    record = RunRecord.load(folder / RESULTS_FILE)
+    record = CheckpointRecord.load(folder / RESULTS_FILE)
     assert record is not None and record.ok
     return [r["log_p_response"] for r in record.results]
 
@@ -68,7 +68,7 @@ def test_a_record_from_another_checkpoint_is_recomputed(probed_run, tmp_path, ho
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "computed 1, reused 1" in completed.stdout
     assert log_p(run / "checkpoint-4") == pytest.approx(own, abs=1e-6)
-    assert RunRecord.load(run / "checkpoint-2" / RESULTS_FILE).checkpoint == "checkpoint-2"  # the source untouched
+    assert CheckpointRecord.load(run / "checkpoint-2" / RESULTS_FILE).checkpoint == "checkpoint-2"  # source untouched
 
 
 def test_the_callback_fingerprints_only_the_runs_it_writes_a_record_of(tmp_path):
@@ -80,6 +80,6 @@ def test_the_callback_fingerprints_only_the_runs_it_writes_a_record_of(tmp_path)
                                settings=ProbeSettings(max_new_tokens=3))
     make_trainer(tmp_path, [monitor], max_steps=3, save_steps=2).train()
     assert monitor.last_run.step == 3 and monitor.last_run.provenance["weights"] is None, "step 3: no save, no pass"
-    stored = RunRecord.load(tmp_path / "checkpoint-2" / RESULTS_FILE)
+    stored = CheckpointRecord.load(tmp_path / "checkpoint-2" / RESULTS_FILE)
     assert stored.provenance["weights"] == weights_fingerprint(AutoModelForCausalLM.from_pretrained(
         tmp_path / "checkpoint-2"))

@@ -62,7 +62,7 @@ def test_an_unwritable_json_target_is_refused_before_probing(model_dir, tmp_path
 @pytest.fixture(scope="module")
 def word_model_dir(tmp_path_factory):
     from probattr_monitor.demo.grammar import HiddenMarkovGrammar, word_tokenizer
-    from probattr_monitor.tiny_models import tiny_gpt2
+    from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     folder = tmp_path_factory.mktemp("word-level")
     tokenizer = word_tokenizer(HiddenMarkovGrammar.build())
@@ -146,7 +146,7 @@ def test_a_sweep_refuses_a_folder_another_sweep_holds(plain_run, tmp_path):
 
 def test_summaries_leave_out_records_made_with_other_settings(plain_run, tmp_path):
     from probattr_monitor.checkpoints import discover_checkpoints
-    from probattr_monitor.monitoring.record import RunRecord, find_record, folder_records
+    from probattr_monitor.monitoring.record import CheckpointRecord, find_record, folder_records
     from probattr_monitor.sweep import SweepConfig, collect_rows, load_records
 
     run = shutil.copytree(plain_run, tmp_path / "run")
@@ -164,7 +164,7 @@ def test_summaries_leave_out_records_made_with_other_settings(plain_run, tmp_pat
     rows = collect_rows(checkpoints, records, keys)
     assert [row["status"] for row in rows] == ["failed", "failed", "ok", "ok"]
     assert "made with other settings, prompts or dtype" in rows[0]["error"]
-    assert isinstance(records["checkpoint-3"], RunRecord)
+    assert isinstance(records["checkpoint-3"], CheckpointRecord)
 
 
 def test_report_after_sweeps_with_other_prompts_shows_one_set_and_names_the_other(plain_run, tmp_path):

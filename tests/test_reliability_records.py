@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from probattr_monitor import ProbeInputError, ProbeSettings, probe
-from probattr_monitor.monitoring.record import RESULTS_FILE, PromptSet, RunRecord
+from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord, PromptSet
 from probattr_monitor.monitoring.run import run_probes
 from probattr_monitor.prompts import read_prompts_file
 from probattr_monitor.sweep import SUMMARY_JSON
@@ -72,11 +72,11 @@ def test_a_record_with_a_bad_value_inside_is_recomputed(plain_run, tmp_path, cor
     else:
         data["results"][1]["tokens"][0] = ["not", "a", "row"]
     path.write_text(json.dumps(data), encoding="utf-8")
-    assert RunRecord.load(path) is None
+    assert CheckpointRecord.load(path) is None
     again = sweep_cli(plain_run, "--steps", "3", "--out", out, *prompt_args())
     assert again.returncode == 0, again.stdout + again.stderr
     assert "computed 1, reused 0" in again.stdout
-    assert RunRecord.load(path) is not None
+    assert CheckpointRecord.load(path) is not None
     report = run_cli("report", plain_run, "--out", out)
     assert report.returncode == 0, report.stderr
 
@@ -123,7 +123,7 @@ def test_the_record_says_the_budget_that_ran_under_a_cap(tokenizer):
     model = build_model("gpt2", len(tokenizer), peaked=False)
     settings = ProbeSettings(candidate_policy="budget", max_token_forwards=200, max_new_tokens=3, progress=False)
     run = run_probes(model, tokenizer, ["the cat sat"], None, settings, step=1, strict=True)
-    record = RunRecord.from_run(run, PromptSet.of(["the cat sat"]), settings)
+    record = CheckpointRecord.from_run(run, PromptSet.of(["the cat sat"]), settings)
     assert record.settings["candidate_budget"] is None  # what was asked (the key)
     ran = record.provenance["candidate_budget"]
     assert ran == run.results[0].settings["candidate_budget"] and 2 <= ran < settings.budget_for(len(tokenizer))

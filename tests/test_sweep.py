@@ -65,7 +65,14 @@ def quiet_config(run, out) -> SweepConfig:
     return SweepConfig(run_dir=str(run), out=str(out), prompts=PROMPTS, settings=SETTINGS, progress=False, report=False)
 
 
-def sweep_cli(*args, timeout=300):
+def sweep_cli(*args, timeout=None):
+    """``probattr-monitor sweep ARGS``, in process (``test_cli.cli_main``)."""
+    from .test_cli import cli_main
+
+    return cli_main("sweep", *args)
+
+
+def sweep_cli_process(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "probattr_monitor", "sweep", *map(str, args)],
         capture_output=True,
@@ -178,7 +185,7 @@ def test_failed_checkpoints_are_recorded_retried_and_reported_by_exit_code(plain
     (run / "checkpoint-9" / "config.json").unlink()  # missing config
     (run / "checkpoint-15").mkdir()  # a half-written folder
     (run / "checkpoint-15" / "optimizer.pt").write_bytes(b"\0" * 16)
-    completed = sweep_cli(run, *prompt_args())
+    completed = sweep_cli_process(run, *prompt_args())
     assert completed.returncode == 3, completed.stderr[-2000:]
     rows = {row["step"]: row for row in json.loads((run / SUMMARY_JSON).read_text())["rows"]}
     assert [rows[s]["status"] for s in (3, 6, 9, 12, 15)] == ["ok", "failed", "failed", "ok", "failed"]
@@ -329,7 +336,7 @@ def test_no_checkpoints_is_a_usage_error(tmp_path, make):
 # ---- fixed responses on the command line: the probes decide ----
 
 def test_sweep_with_a_reference_freezes_its_responses_and_the_guard_decides(plain_run, tmp_path):
-    from probattr_monitor.monitoring.record import RunRecord
+    from probattr_monitor.monitoring.record import CheckpointRecord
 
     out = tmp_path / "out"
     completed = sweep_cli(plain_run, "--reference", plain_run / "checkpoint-3", "--out", out, *prompt_args())
@@ -338,7 +345,7 @@ def test_sweep_with_a_reference_freezes_its_responses_and_the_guard_decides(plai
     assert data["recommended"]["rule"] == "guarded" and "could not decide" not in data["recommended"]["reason"]
     frozen = None
     for step in STEPS:
-        record = RunRecord.load(out / f"checkpoint-{step}" / "probattr.json")
+        record = CheckpointRecord.load(out / f"checkpoint-{step}" / "probattr.json")
         assert record.prompt_set["response_mode"] == "fixed"
         ids = [r["response_token_ids"] for r in record.results]
         frozen = frozen or ids

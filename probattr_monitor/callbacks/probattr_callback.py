@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 from ..errors import one_line
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from ..monitoring.record import PromptSet, RunRecord
-from ..monitoring.run import ProbeRun, probe_record, run_probes
+from ..monitoring.record import CheckpointRecord, PromptSet
+from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..monitoring.statistics import drift
 from ..probes.settings import ProbeSettings
 from ..probes.tokens import vocab_size_of
@@ -354,13 +354,13 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 self._guarded(lambda: self._record(run, model, folder.name).save(folder),
                               f"writing {folder / 'probattr.json'}")
 
-    def _record(self, run: ProbeRun, model, checkpoint: str) -> RunRecord:
+    def _record(self, run: ProbeRun, model, checkpoint: str) -> CheckpointRecord:
         """The record of ``run`` for ``checkpoint``, with the fingerprint of the weights it measured:
         taken here, at the save, not at every probe run (``every_n_steps`` runs write no record). The
         model saved at this step holds the weights the run probed at the end of the step."""
         from ..monitoring.provenance import weights_fingerprint
 
-        record = RunRecord.from_run(run, self.prompt_set, self.settings, checkpoint)
+        record = CheckpointRecord.from_run(run, self.prompt_set, self.settings, checkpoint)
         record.provenance["weights"] = weights_fingerprint(model) if model is not None else None
         return record
 
@@ -437,14 +437,14 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def log_scalars(self, step: int, scalars: dict) -> None:
         """Write ``{tag: value}`` at ``step`` through this callback's sinks (rank 0), guarded like
         every other write: other callbacks (``ProbAttrEarlyStopping``) log through here."""
-        from ..sinks import ProbeRecord
+        from ..sinks import LogEntry
 
         if self._sinks.sinks or self._forwarder.callbacks:
-            self._guarded(lambda: self._write(ProbeRecord(step=step, scalars=dict(scalars))),
+            self._guarded(lambda: self._write(LogEntry(step=step, scalars=dict(scalars))),
                           f"logging at step {step}")
 
     def _write_sinks(self, run: ProbeRun) -> None:
-        self._write(probe_record(run, self.settings, errors=self.errors, figures=self.log_figures))
+        self._write(log_entry_of(run, self.settings, errors=self.errors, figures=self.log_figures))
 
     def _write(self, record) -> None:
         """Write ``record`` to every working sink and its scalars to the Trainer's other trackers;

@@ -191,7 +191,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from ..callbacks import ProbAttrCallback
-    from ..tiny_models import tiny_gpt2
+    from .tiny_models import tiny_gpt2
 
     console = console or Console()
     began = time.perf_counter()

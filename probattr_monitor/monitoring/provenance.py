@@ -6,7 +6,7 @@
 model it probed. ``dtype`` and ``policy`` are part of the reuse key
 (:class:`~probattr_monitor.monitoring.record.RecordKey`): a float32 sweep never reuses bfloat16
 records; ``weights`` (with the checkpoint's name and step) says which weights the numbers belong
-to, so a record is never reused for other weights (``RunRecord.measured``).
+to, so a record is never reused for other weights (``CheckpointRecord.measured``).
 """
 
 from __future__ import annotations

@@ -1,129 +1,44 @@
 """``probattr.json``: the full results of one probe run, stored beside the checkpoint it probed.
 
-This module owns the record: its fields (:class:`RunRecord`), its format version, and the key
-that says whether a stored record still describes what a caller asks for (:class:`RecordKey`:
-the settings that decide the numbers, a hash of the prompt set, the model's dtype, the candidate
-policy, the estimator revision and the format version). The key says whether two records are
-comparable; whether a record belongs to a checkpoint is its *identity*: the checkpoint's name and
-step and the fingerprint of the weights it measured (``provenance["weights"]``,
-:meth:`RunRecord.measured`). A record is reused only when both match. A record of an unknown format
-version, of the wrong JSON shape, or with a wrong value anywhere inside (a string for a number,
-NaN, a malformed token row) is never trusted: :meth:`RunRecord.load` returns ``None`` for it and
-the caller recomputes.
+This module owns the record: its fields (:class:`CheckpointRecord`) and where it is stored. Its
+format version and its key (``record_key``) say whether a stored record still describes what a
+caller asks for (:class:`RecordKey`: the settings that decide the numbers, a hash of the prompt set,
+the model's dtype, the candidate policy, the estimator revision and the format version). The key
+says whether two records are comparable; whether a record belongs to a checkpoint is its *identity*:
+the checkpoint's name and step and the fingerprint of the weights it measured
+(``provenance["weights"]``, :meth:`CheckpointRecord.measured`). A record is reused only when both
+match. A record of an unknown format version, of the wrong JSON shape, or with a wrong value
+anywhere inside (a string for a number, NaN, a malformed token row) is never trusted:
+:meth:`CheckpointRecord.load` returns ``None`` for it and the caller recomputes.
 
-Records made with different keys live side by side: ``probattr.json`` holds the first, and a
-record whose key differs from an ``ok`` record already there goes to ``probattr-<key id>.json``
-(:func:`record_file`), so a sweep with other settings, or one whose loads fail, never replaces
-good records.
+Records made with different keys live side by side: ``probattr.json`` holds the first, and a record
+whose key differs from an ``ok`` record already there goes to ``probattr-<key id>.json``
+(:func:`record_file`), so a sweep with other settings, or one whose loads fail, never replaces good
+records.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional
 
+from ..errors import warn_renamed
 from ..probes.budgeted import ESTIMATOR_REVISION
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..probes.values import is_finite_number
 from ..storage import write_json_atomic
+from .record_key import FORMAT_VERSION, PromptSet, RecordKey
 
 RESULTS_FILE = "probattr.json"
 RESULTS_GLOB = "probattr*.json"
-# 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype;
-# 4: the weights' fingerprint in the provenance, records checked all the way down.
-FORMAT_VERSION = 4
 STATUSES = ("ok", "failed")
-
-# A response entry: None (the model's greedy continuation), a text, or frozen token ids.
-Response = Union[None, str, list]
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """The prompts and how their responses are chosen, which (with the settings) decide a record's numbers.
-
-    Attributes:
-        prompts: the prompt texts.
-        response_mode: ``"generate"`` (each checkpoint's greedy continuation) or ``"fixed"``.
-        responses: ``None`` in generate mode; else one entry per prompt: a text, frozen token ids
-            (a list of ints), or ``None`` for a prompt whose response is not frozen yet.
-        guard: the guard set, ``(prompt, response)`` pairs scored for ``log P(r | p)`` only
-            (``probes.likelihood``), or ``None``.
-    """
-
-    prompts: tuple
-    response_mode: str = "generate"
-    responses: Optional[tuple] = None
-    guard: Optional[tuple] = None
-
-    @classmethod
-    def of(cls, prompts: Sequence[str], responses: Optional[Sequence[Response]] = None,
-           response_mode: Optional[str] = None, guard: Optional[Sequence] = None) -> "PromptSet":
-        """A prompt set; the mode defaults to ``"fixed"`` when responses are given."""
-        mode = response_mode or ("generate" if responses is None else "fixed")
-        frozen = None if responses is None else tuple(list(r) if isinstance(r, (list, tuple)) else r for r in responses)
-        pairs = None if not guard else tuple((p if isinstance(p, str) else [dict(m) for m in p],
-                                              list(r) if isinstance(r, (list, tuple)) else r) for p, r in guard)
-        return cls(tuple(prompts), mode, frozen, pairs)
-
-    def to_dict(self) -> dict:
-        """``{"prompts", "response_mode", "responses", "guard"}``, JSON-ready."""
-        return {"prompts": list(self.prompts), "response_mode": self.response_mode,
-                "responses": None if self.responses is None else list(self.responses),
-                "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
-
-    @property
-    def hash(self) -> str:
-        """SHA-256 of :meth:`to_dict` as JSON: prompts, response mode and fixed responses."""
-        text = json.dumps(self.to_dict(), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class RecordKey:
-    """What must match for a stored record to be reused or summarised with others.
-
-    ``settings`` is :meth:`ProbeSettings.result_key` (the settings that decide the numbers);
-    ``prompt_set_hash`` is :attr:`PromptSet.hash`; ``dtype`` the model's weights' dtype and
-    ``policy`` the candidate policy that ran (``"exact"`` or ``"budget"``).
-    """
-
-    settings: tuple
-    prompt_set_hash: str
-    dtype: Optional[str] = None
-    policy: Optional[str] = None
-    estimator_revision: int = ESTIMATOR_REVISION
-    format_version: int = FORMAT_VERSION
-
-    @classmethod
-    def of(cls, settings: ProbeSettings, prompt_set: PromptSet, dtype: Optional[str] = None,
-           policy: Optional[str] = None) -> "RecordKey":
-        """The key of records made with ``settings`` on ``prompt_set`` by this version."""
-        return cls(tuple(sorted(settings.result_key().items())), prompt_set.hash, dtype, policy)
-
-    @property
-    def id(self) -> str:
-        """12 hex digits of SHA-256 over the key: the suffix of a side-by-side record's file name."""
-        text = json.dumps([list(self.settings), self.prompt_set_hash, self.dtype, self.policy,
-                           self.estimator_revision, self.format_version], default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-    def describe(self) -> str:
-        """A short human-readable form: the settings that differ from the defaults, dtype, policy
-        and the prompt-set hash prefix."""
-        defaults = ProbeSettings().result_key()
-        changed = {name: value for name, value in self.settings if defaults.get(name) != value}
-        settings = ", ".join(f"{name}={value!r}" for name, value in changed.items()) or "default settings"
-        return f"{settings}; {self.dtype or 'unknown dtype'}, {self.policy or 'unknown'} policy; " \
-               f"prompt set {self.prompt_set_hash[:8]}"
 
 
 @dataclass
-class RunRecord:
+class CheckpointRecord:
     """One ``probattr.json``: what a probe run of one checkpoint found, and how it was made.
 
     Attributes:
@@ -161,7 +76,7 @@ class RunRecord:
 
     @classmethod
     def from_run(cls, run, prompt_set: PromptSet, settings: ProbeSettings,
-                 checkpoint: Optional[str] = None, provenance: Optional[dict] = None) -> "RunRecord":
+                 checkpoint: Optional[str] = None, provenance: Optional[dict] = None) -> "CheckpointRecord":
         """The record of a :class:`~probattr_monitor.monitoring.run.ProbeRun`; ``provenance``
         (default: the run's own) says how it was computed, or was to be for a run that failed."""
         from .. import __version__
@@ -209,7 +124,7 @@ class RunRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "RunRecord":
+    def from_dict(cls, data: Any) -> "CheckpointRecord":
         """Read a record; raises ``ValueError`` for the wrong JSON shape or another format version."""
         if not isinstance(data, dict):
             raise ValueError(f"a probattr.json record should be a JSON object, got {type(data).__name__}")
@@ -248,7 +163,7 @@ class RunRecord:
         return path
 
     @classmethod
-    def load(cls, path) -> Optional["RunRecord"]:
+    def load(cls, path) -> Optional["CheckpointRecord"]:
         """The record at ``path``; ``None`` when there is none, or it is unreadable, of the wrong
         shape or of another format version (so the caller recomputes rather than trusts it)."""
         try:
@@ -262,36 +177,42 @@ def _no_constant(name: str):
     raise ValueError(f"a probattr.json record holds {name}")
 
 
-
-
 def record_file(folder, key: RecordKey) -> Path:
     """Where a record with ``key`` goes in ``folder``: ``probattr.json`` unless that holds an ``ok``
     record of this estimator revision with another key, then ``probattr-<key.id>.json`` (side by
     side, nothing good replaced). A record no version can reuse (failed, of an older estimator
     revision, unreadable) is replaced."""
     main = Path(folder) / RESULTS_FILE
-    present = RunRecord.load(main)
+    present = CheckpointRecord.load(main)
     if present is None or not present.ok or present.key == key or present.estimator_revision != ESTIMATOR_REVISION:
         return main
     return Path(folder) / f"probattr-{key.id}.json"
 
 
-def find_record(folder, key: RecordKey) -> Optional[RunRecord]:
+def find_record(folder, key: RecordKey) -> Optional[CheckpointRecord]:
     """The record in ``folder`` made with ``key`` (side file first, then ``probattr.json``); when
     none matches, ``probattr.json``'s record (another key's, so callers can say why), or ``None``."""
-    main = RunRecord.load(Path(folder) / RESULTS_FILE)
-    side = RunRecord.load(Path(folder) / f"probattr-{key.id}.json")
+    main = CheckpointRecord.load(Path(folder) / RESULTS_FILE)
+    side = CheckpointRecord.load(Path(folder) / f"probattr-{key.id}.json")
     for record in (side, main):
         if record is not None and record.matches(key):
             return record
     return main
 
 
-def folder_records(folder) -> list[RunRecord]:
+def folder_records(folder) -> list[CheckpointRecord]:
     """Every readable record in ``folder`` (``probattr.json`` and the side-by-side ones)."""
     found = []
     for path in sorted(Path(folder).glob(RESULTS_GLOB)):
-        record = RunRecord.load(path)
+        record = CheckpointRecord.load(path)
         if record is not None:
             found.append(record)
     return found
+
+
+def __getattr__(name: str) -> Any:
+    """``RunRecord``, the 0.2 name of :class:`CheckpointRecord`, for one release (``FutureWarning``)."""
+    if name == "RunRecord":
+        warn_renamed("RunRecord", "CheckpointRecord", "probattr_monitor.monitoring.record")
+        return CheckpointRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from ..errors import one_line
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from ..probes.tokens import vocab_size_of
-from ..sinks import ProbeRecord
+from ..sinks import LogEntry
 from .metrics import TOKEN_COLUMNS, histogram_values, run_summary, scalar_logs, token_rows
 
 
@@ -129,14 +129,14 @@ def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSetti
     return settings.budget_for(vocab_size)
 
 
-def probe_record(
+def log_entry_of(
     run: ProbeRun, settings: ProbeSettings, errors: int = 0, figures: Optional[bool] = None
-) -> ProbeRecord:
+) -> LogEntry:
     """What the sinks write for ``run``: scalars, histograms, images (``figures``: ``None`` means
     when matplotlib is installed) and the per-token table."""
     if figures is None:
         figures = importlib.util.find_spec("matplotlib") is not None
-    return ProbeRecord(
+    return LogEntry(
         step=run.step,
         scalars=scalar_logs(run.results, run.seconds, errors=errors, drift=run.drift),
         histograms=histogram_values(run.results),

@@ -1,6 +1,6 @@
 """Logging sinks: thin writers of one probe run's numbers, histograms, images and token table.
 
-Every sink takes the same :class:`ProbeRecord` (built once per run by the caller) and only writes
+Every sink takes the same :class:`LogEntry` (built once per run by the caller) and only writes
 it. :func:`open_sinks` is the one factory (the callback and the sweep both use it) and
 :class:`GuardedSinks` the one place where a failing sink is caught: reported once, disabled and
 counted, so that a full disk or a missing W&B key never ends the run being watched. Optional
@@ -13,10 +13,10 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional, Sequence
 
-from ..errors import one_line
-from .base import REPORT_TARGETS, ProbeRecord, Sink, require
+from ..errors import one_line, warn_renamed
+from .base import REPORT_TARGETS, LogEntry, Sink, require
 
-__all__ = ["REPORT_TARGETS", "GuardedSinks", "ProbeRecord", "Sink", "open_sinks", "require"]
+__all__ = ["REPORT_TARGETS", "GuardedSinks", "LogEntry", "Sink", "open_sinks", "require"]
 
 
 def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
@@ -69,7 +69,7 @@ class GuardedSinks:
         self.failures = 0
         self.disabled: dict[str, str] = {}  # sink name -> the error that disabled it
 
-    def write(self, record: ProbeRecord) -> int:
+    def write(self, record: LogEntry) -> int:
         """Write ``record`` to every working sink; returns how many sinks failed on it."""
         failed = 0
         for sink in list(self.sinks):
@@ -110,3 +110,11 @@ def _describe(error: BaseException) -> str:
     """``"Type: first line of the message"``: one line, whatever the exception."""
 
     return one_line(error)
+
+
+def __getattr__(name: str) -> Any:
+    """``ProbeRecord``, the 0.2 name of :class:`LogEntry`, for one release (``FutureWarning``)."""
+    if name == "ProbeRecord":
+        warn_renamed("ProbeRecord", "LogEntry", "probattr_monitor.sinks")
+        return LogEntry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

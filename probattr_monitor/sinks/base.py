@@ -12,7 +12,7 @@ REPORT_TARGETS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
 @dataclass
-class ProbeRecord:
+class LogEntry:
     """What one run of the probes logs at one global step.
 
     Attributes:
@@ -33,11 +33,11 @@ class ProbeRecord:
 
 @runtime_checkable
 class Sink(Protocol):
-    """A destination for :class:`ProbeRecord` objects: ``write`` one record, ``close`` once (idempotent)."""
+    """A destination for :class:`LogEntry` objects: ``write`` one record, ``close`` once (idempotent)."""
 
     name: str
 
-    def write(self, record: ProbeRecord) -> None:
+    def write(self, record: LogEntry) -> None:
         """Write ``record`` at ``record.step``."""
 
     def close(self) -> None:

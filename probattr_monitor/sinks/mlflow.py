@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import ProbeRecord, require
+from .base import LogEntry, require
 
 
 class MlflowSink:
-    """Writes :class:`ProbeRecord` objects to MLflow.
+    """Writes :class:`LogEntry` objects to MLflow.
 
     Args:
         run_name: the name of a run this sink starts when none is active.
@@ -37,7 +37,7 @@ class MlflowSink:
             self._owns_run = True
         return mlflow
 
-    def write(self, record: ProbeRecord) -> None:
+    def write(self, record: LogEntry) -> None:
         """``log_metrics(scalars, step=record.step)``; the token table and figures as artifacts."""
         mlflow = self._ensure_run()
         mlflow.log_metrics({tag: float(value) for tag, value in record.scalars.items()}, step=record.step)

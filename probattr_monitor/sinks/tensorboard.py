@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import ProbeRecord, require
+from .base import LogEntry, require
 
 
 class TensorBoardSink:
-    """Writes :class:`ProbeRecord` objects to TensorBoard event files in ``log_dir``.
+    """Writes :class:`LogEntry` objects to TensorBoard event files in ``log_dir``.
 
     Args:
         log_dir: where to write (used when no ``writer`` is given).
@@ -36,7 +36,7 @@ class TensorBoardSink:
             self.log_dir = self._writer.log_dir
         return self._writer
 
-    def write(self, record: ProbeRecord) -> None:
+    def write(self, record: LogEntry) -> None:
         """Write every scalar, histogram and image of ``record`` at ``record.step``."""
         import numpy as np
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .base import ProbeRecord, require
+from .base import LogEntry, require
 
 STEP_METRIC = "train/global_step"
 
 
 class TrackioSink:
-    """Writes :class:`ProbeRecord` objects to trackio.
+    """Writes :class:`LogEntry` objects to trackio.
 
     Args:
         project: the project of a run this sink starts when none is current (default
@@ -30,7 +30,7 @@ class TrackioSink:
         self.run_name = run_name
         self._owns_run = False
 
-    def write(self, record: ProbeRecord) -> None:
+    def write(self, record: LogEntry) -> None:
         """One ``trackio.log`` call: the scalars, the token table and ``train/global_step`` (the
         x-axis, as ``TrackioCallback`` logs it: trackio's own step counter is left to trackio)."""
         import trackio

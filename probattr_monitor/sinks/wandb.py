@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .base import ProbeRecord, require
+from .base import LogEntry, require
 
 STEP_METRIC = "train/global_step"
 
 
 class WandbSink:
-    """Writes :class:`ProbeRecord` objects to the active W&B run, or to one it starts.
+    """Writes :class:`LogEntry` objects to the active W&B run, or to one it starts.
 
     Args:
         project: project for a run this sink starts when none is active (default
@@ -56,7 +56,7 @@ class WandbSink:
             self._run.define_metric("probattr/noise_tokens", step_metric=STEP_METRIC, summary="min")
         return self._run
 
-    def write(self, record: ProbeRecord) -> None:
+    def write(self, record: LogEntry) -> None:
         """Log the record in one ``run.log`` call with ``train/global_step`` in the payload."""
         import numpy as np
         import wandb

@@ -13,7 +13,7 @@ from ..checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints
 from ..errors import RunFolderError
 from ..monitoring.decision import DEFAULT_RULE
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from ..monitoring.record import PromptSet, RecordKey, RunRecord, find_record, folder_records
+from ..monitoring.record import CheckpointRecord, PromptSet, RecordKey, find_record, folder_records
 from ..probes.settings import ProbeSettings
 from ..prompts import paper_prompts
 
@@ -146,7 +146,7 @@ def record_folder(config: SweepConfig, checkpoint: Checkpoint) -> Path:
     return Path(config.out) / checkpoint.name if config.out else checkpoint.path
 
 
-def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> Optional[RunRecord]:
+def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> Optional[CheckpointRecord]:
     """The checkpoint's record made with ``key`` (:meth:`SweepConfig.key_for`), else its
     ``probattr.json`` (made with another key), else ``None`` (see ``monitoring.record.find_record``)."""
     return find_record(record_folder(config, checkpoint), key)

@@ -13,8 +13,8 @@ from ..display import print_summary
 from ..distributed import gather_objects, world
 from ..errors import RunFolderError, one_line
 from ..monitoring.metrics import DRIFT_KEYS
-from ..monitoring.record import RecordKey, RunRecord
-from ..monitoring.run import ProbeRun, probe_record, run_probes
+from ..monitoring.record import CheckpointRecord, RecordKey
+from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..probes.result import ProbeResult
 from ..probes.settings import ProbeSettings
 from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
@@ -22,13 +22,13 @@ from .summary import load_records, summarise
 
 
 def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey,
-                     present: Optional[RunRecord] = None) -> tuple[RunRecord, str]:
+                     present: Optional[CheckpointRecord] = None) -> tuple[CheckpointRecord, str]:
     """Load one checkpoint and either reuse ``present`` (its stored record) or probe it and write
     its record atomically; returns ``(record, outcome)``, outcome ``"reused"``, ``"written"`` or
     ``"unsaved"`` (or ``"vanished"``: the checkpoint was deleted meanwhile, nothing is written).
 
     ``present`` is reused only when it is ``ok``, made with ``key`` and measured on these weights
-    of this checkpoint (``RunRecord.measured``: name, step and the weights' fingerprint, which is
+    of this checkpoint (``CheckpointRecord.measured``: name, step and the weights' fingerprint, which is
     why the model is loaded even to reuse a record). A broken checkpoint gives a ``failed`` record.
     A record that cannot be written comes back ``failed`` with the reason (``"unsaved"``), its
     numbers kept, so the summary can still show it; the sweep goes on with the other checkpoints."""
@@ -65,7 +65,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
         run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began, error=one_line(error))
-    record = RunRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name, provenance=info)
+    record = CheckpointRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name, provenance=info)
     folder = record_folder(config, checkpoint)
     path = folder
     if not checkpoint.path.is_dir():  # deleted while it was probed (save_total_limit): write nothing there
@@ -162,7 +162,7 @@ def open_guarded_sinks(config: SweepConfig, tensorboard_dir: str, wandb_dir: str
                                    wandb_run_name=run_name, wandb_run_id=wandb_run_id, mlflow_run_id=mlflow_run_id))
 
 
-def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: RunRecord, row: dict,
+def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: CheckpointRecord, row: dict,
                errors: int) -> None:
     """Write one checkpoint's record to ``sinks`` at its step, with the drift its summary ``row``
     holds and the running count of failed records ``errors``."""
@@ -173,7 +173,7 @@ def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: R
         error=record.error,
         drift={key: row[key] for key in DRIFT_KEYS if row.get(key) is not None},
     )
-    sinks.write(probe_record(run, settings, errors=errors))
+    sinks.write(log_entry_of(run, settings, errors=errors))
 
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..checkpoints import Checkpoint, discover_checkpoints, read_trainer_state
-from ..errors import ProbeInputError, RunFolderError
+from ..errors import RunFolderError
 from ..monitoring.decision import DEFAULT_RULE, recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from ..monitoring.record import RunRecord, folder_records
+from ..monitoring.record import CheckpointRecord, folder_records
 from ..monitoring.run import guard_values
 from ..monitoring.statistics import drift
 from ..probes.result import ProbeResult
@@ -21,7 +21,7 @@ from ..storage import write_json_atomic, write_text_atomic
 from .config import CSV_KEYS, ROW_KEYS, SUMMARY_CSV, SUMMARY_JSON, SweepConfig, SweepSummary
 
 
-def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, RunRecord]:
+def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, CheckpointRecord]:
     """``{checkpoint name: record}`` for the checkpoints for which ``record_of(checkpoint)`` finds one."""
     records = {}
     for checkpoint in checkpoints:
@@ -134,7 +134,7 @@ def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
     for checkpoint in checkpoints:
         try:
             state = read_trainer_state(checkpoint.path)
-        except ProbeInputError:
+        except RunFolderError:
             continue
         history = (state or {}).get("log_history", [])
         for entry in history if isinstance(history, list) else []:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from probattr_monitor.tiny_models import byte_bpe_tokenizer, tiny_gpt2
+from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
 
 TEXTS = [
     "the cat sat on the mat and the dog ran after it",

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings, errors
-from probattr_monitor.cli import build_parser, settings_from_args
 
 from .helpers import make_trainer
 
@@ -72,14 +71,3 @@ def test_the_old_keywords_warn_once_and_still_work():
 def test_an_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) 'max_new_token'"):
         ProbAttrCallback(max_new_token=3)
-
-
-def test_the_renamed_setting_warns_once_in_python_and_on_the_command_line():
-    with pytest.warns(FutureWarning, match="candidates is deprecated.*use candidate_policy"):
-        assert ProbeSettings(candidates="budget").candidate_policy == "budget"
-    assert ProbeSettings.from_dict({"candidates": "exact"}).candidate_policy == "exact"  # a 0.2 record: silent
-    with pytest.warns(FutureWarning, match="--candidates is deprecated.*use --candidate-policy"):
-        arguments = build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "exact"])
-    assert settings_from_args(arguments).candidate_policy == "exact"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "magic"])

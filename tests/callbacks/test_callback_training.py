@@ -149,12 +149,12 @@ def test_training_is_bit_for_bit_identical_with_the_callback(tmp_path):
 
 
 def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
-    import probattr_monitor.probes.engine as engine
+    import probattr_monitor.probes.scores as scores
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(engine, "score_exact", broken)
+    monkeypatch.setattr(scores, "score_exact", broken)
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
                                 settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
@@ -167,12 +167,12 @@ def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
 
 
 def test_strict_reraises(tmp_path, monkeypatch):
-    import probattr_monitor.probes.engine as engine
+    import probattr_monitor.probes.scores as scores
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(engine, "score_exact", broken)
+    monkeypatch.setattr(scores, "score_exact", broken)
     callback = ProbAttrCallback(prompts=PROMPTS, strict=True, settings=ProbeSettings(max_new_tokens=2))
     trainer = make_trainer(tmp_path, [callback], max_steps=2)
     with pytest.raises(RuntimeError, match="injected failure"):

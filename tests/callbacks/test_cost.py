@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-import probattr_monitor.api as api
+import probattr_monitor.probing.dispatch as dispatch
 from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
-from probattr_monitor.tiny_models import tiny_gpt2
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 
 from .helpers import PROMPTS, make_trainer, tokenizer
 
@@ -31,7 +31,7 @@ def test_cost_is_logged_at_train_begin_and_time_after_the_first_run(tmp_path, ca
 
 
 def test_long_runs_log_their_progress(monkeypatch, caplog):
-    monkeypatch.setattr(api, "PROGRESS_LOG_SECONDS", 0.0)  # every position counts as "a while"
+    monkeypatch.setattr(dispatch, "PROGRESS_LOG_SECONDS", 0.0)  # every position counts as "a while"
     tok = tokenizer()
     with caplog.at_level(logging.INFO, logger="probattr_monitor"):
         probe(tiny_gpt2(len(tok)), tok, "the cat sat on", max_new_tokens=2, progress=False)

@@ -297,7 +297,7 @@ def test_a_model_that_goes_nan_is_warned_about_at_once(tmp_path):
 def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from probattr_monitor.monitoring.record import RunRecord
+    from probattr_monitor.monitoring.record import CheckpointRecord
     from probattr_monitor.monitoring.run import guard_likelihoods
 
     guard = [("the dog sat in the", " sun and the cat"), ("a cat and a bird", " sang on the hill"),
@@ -305,7 +305,7 @@ def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
     monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", guard=guard, settings=ProbeSettings(max_new_tokens=3))
     make_trainer(tmp_path, [monitor], max_steps=4, save_steps=2).train()
     for step in (2, 4):
-        stored = RunRecord.load(tmp_path / f"checkpoint-{step}" / "probattr.json")
+        stored = CheckpointRecord.load(tmp_path / f"checkpoint-{step}" / "probattr.json")
         assert stored.prompt_set["guard"] == [list(pair) for pair in guard]
         model = AutoModelForCausalLM.from_pretrained(tmp_path / f"checkpoint-{step}")
         assert stored.guard_log_p == pytest.approx(guard_likelihoods(model, tokenizer(), guard, monitor.settings),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
-from probattr_monitor.monitoring.record import RunRecord
+from probattr_monitor.monitoring.record import CheckpointRecord
 from probattr_monitor.sweep import report_run
 
 from ..readers import read_tensorboard
@@ -18,7 +18,7 @@ def test_callback_logs_replacement_entropy_and_the_report_draws_it(tmp_path):
                                 settings=settings)
     make_trainer(tmp_path / "run", callbacks=[callback], max_steps=4, save_steps=2).train()
     scalars = read_tensorboard(tmp_path / "tb")["scalars"]
-    record = RunRecord.load(tmp_path / "run" / "checkpoint-4" / "probattr.json")
+    record = CheckpointRecord.load(tmp_path / "run" / "checkpoint-4" / "probattr.json")
     assert record is not None and record.ok
     assert scalars["probattr/mean_replacement_entropy"][4] == pytest.approx(record.summary["mean_replacement_entropy"])
     assert set(scalars["probattr/mean_original_response_share"]) == {2, 4}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from probattr_monitor.callbacks.state import preserved_training_state
-from probattr_monitor.tiny_models import tiny_gpt2
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 
 
 def test_rng_states_mode_and_checkpointing_are_restored():

@@ -175,8 +175,8 @@ def test_every_random_bidirectional_model_is_refused_and_causal_ones_pass():
     import torch
     from transformers import BertConfig, BertLMHeadModel
 
+    from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
     from probattr_monitor.probes.tokens import check_causal_attention
-    from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
 
     for seed in range(12):
         torch.manual_seed(seed)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from probattr_monitor import ProbeSettings, probe
+from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
 from probattr_monitor.probes.estimator import (
     MIXTURE_FLOOR,
     allocate_draws,
@@ -19,7 +20,6 @@ from probattr_monitor.probes.estimator import (
     sequential_terms,
 )
 from probattr_monitor.probes.quantities import position_quantities
-from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
 
 from ..large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 from .estimator_reference import estimate, tail_proposal

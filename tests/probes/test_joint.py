@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
 from probattr_monitor.probes.engine import score_exact
 from probattr_monitor.probes.joint import (
     estimate_joint,
@@ -18,7 +19,6 @@ from probattr_monitor.probes.joint import (
 from probattr_monitor.probes.quantities import QUANTITIES
 from probattr_monitor.probes.scores import exact_scores
 from probattr_monitor.probes.settings import ProbeSettings
-from probattr_monitor.tiny_models import tiny_gpt2, tiny_llama
 from tests.planted import N_PROMPT, SLOTS, planted_ids, planted_model
 
 SETTINGS = ProbeSettings(progress=False)

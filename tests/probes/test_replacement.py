@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from probattr_monitor import probe
+from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.probes.replacement import (
     candidate_seed,
     continue_batch,
@@ -15,7 +16,6 @@ from probattr_monitor.probes.replacement import (
     top_p_set,
 )
 from probattr_monitor.probes.tokens import greedy_continuation, stop_token_ids
-from probattr_monitor.tiny_models import tiny_gpt2
 
 from ..test_cli import run_cli
 

@@ -44,12 +44,13 @@ def main():
     trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
     rank = int(os.environ.get("RANK", "0"))
     if args.fail_rank is not None and rank == args.fail_rank:
-        import probattr_monitor.api as probing
+        import probattr_monitor.probes.scores as scores
+        import probattr_monitor.probing.dispatch as dispatch
 
         def broken(*a, **k):
             raise RuntimeError(f"injected failure on rank {rank}")
 
-        probing.score_exact = broken
+        dispatch.score_exact = scores.score_exact = broken  # the sharded and the single-process paths
     trainer.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
     print(f"rank {rank} of {world} finished: step {trainer.state.global_step}, probe errors {callback.errors}",

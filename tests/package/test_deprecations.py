@@ -1,0 +1,46 @@
+"""The 0.2 spellings outside the callback still work for one release, with a ``FutureWarning``
+(the callback's own are in ``tests/callbacks/test_arguments.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from probattr_monitor import ProbeSettings, errors
+from probattr_monitor.cli import build_parser, settings_from_args
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Each test sees the once-per-process deprecation warnings afresh."""
+    monkeypatch.setattr(errors, "_WARNED", set())
+
+
+def test_the_renamed_setting_warns_once_in_python_and_on_the_command_line():
+    with pytest.warns(FutureWarning, match="candidates is deprecated.*use candidate_policy"):
+        assert ProbeSettings(candidates="budget").candidate_policy == "budget"
+    assert ProbeSettings.from_dict({"candidates": "exact"}).candidate_policy == "exact"  # a 0.2 record: silent
+    with pytest.warns(FutureWarning, match="--candidates is deprecated.*use --candidate-policy"):
+        arguments = build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "exact"])
+    assert settings_from_args(arguments).candidate_policy == "exact"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attribute", "--model", "m", "--prompt", "p", "--candidates", "magic"])
+
+
+def test_the_old_record_names_warn_and_are_the_new_ones():
+    from probattr_monitor import sinks
+    from probattr_monitor.monitoring import record
+
+    with pytest.warns(FutureWarning, match="RunRecord is deprecated.*use CheckpointRecord"):
+        assert record.RunRecord is record.CheckpointRecord
+    with pytest.warns(FutureWarning, match="ProbeRecord is deprecated.*use LogEntry"):
+        assert sinks.ProbeRecord is sinks.LogEntry
+    with pytest.raises(AttributeError):
+        record.NoSuchName  # noqa: B018
+
+
+def test_the_old_tiny_models_module_warns_and_gives_the_demos():
+    from probattr_monitor import tiny_models
+    from probattr_monitor.demo import tiny_models as moved
+
+    with pytest.warns(FutureWarning, match="probattr_monitor.tiny_models is deprecated"):
+        assert tiny_models.tiny_gpt2 is moved.tiny_gpt2
