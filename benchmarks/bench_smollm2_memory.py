@@ -37,9 +37,9 @@ def child(position: int, budget) -> None:
     import torch
 
     from probattr_monitor.loading import load_model_and_tokenizer
-    from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.settings import ProbeSettings
-    from probattr_monitor.probes.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.engines.engine import score_exact
+    from probattr_monitor.probes.inputs.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.types.settings import ProbeSettings
 
     model, tokenizer = load_model_and_tokenizer(smollm2_dir(), gguf_file=GGUF)
     settings = ProbeSettings(progress=False, memory_budget_mb=budget)

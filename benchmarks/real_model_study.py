@@ -140,7 +140,7 @@ def main() -> None:
     from probattr_monitor.monitoring.decision import recommend
     from probattr_monitor.monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
     from probattr_monitor.monitoring.run import guard_likelihoods, reference_responses
-    from probattr_monitor.probes.settings import ProbeSettings
+    from probattr_monitor.probes.types.settings import ProbeSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/real_model_study")

@@ -24,17 +24,17 @@ from typing import Optional
 
 import torch
 
-from probattr_monitor.probes.budgeted import (
+from probattr_monitor.probes.engines.budgeted import (
     PositionSampler,
     first_order_estimates,
     head_size,
     lookahead_guess,
     run_rounds,
 )
-from probattr_monitor.probes.engine import SuffixScorer
-from probattr_monitor.probes.estimator import QUANTITIES
-from probattr_monitor.probes.quantities import position_quantities
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.engines.engine import SuffixScorer
+from probattr_monitor.probes.maths.estimator import QUANTITIES
+from probattr_monitor.probes.maths.quantities import position_quantities
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 
 def exact_values(prior, b, c, actual):
@@ -142,8 +142,8 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int]):
 def tiny(seeds: int, budget: Optional[int]):
     from bench_estimator import PROMPTS, RESPONSES, tiny_models
 
-    from probattr_monitor.probes.engine import score_exact
-    from probattr_monitor.probes.tokens import encode_text, start_token_id
+    from probattr_monitor.probes.engines.engine import score_exact
+    from probattr_monitor.probes.inputs.tokens import encode_text, start_token_id
 
     for name, model, tokenizer in tiny_models():
         model.eval()

@@ -16,8 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, MissingPackageError, ProbeInputError, RunFolderError
-from .probes.result import ProbeResult, TokenAttribution
-from .probes.settings import ProbeSettings
+from .probes.types.result import ProbeResult, TokenAttribution
+from .probes.types.settings import ProbeSettings
 from .prompts import paper_prompts
 
 if TYPE_CHECKING:

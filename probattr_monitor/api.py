@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, overload
 
-from .probes.result import ProbeResult
-from .probes.settings import ProbeSettings
-from .probes.tokens import check_causal_attention, vocab_size_of
+from .probes.inputs.tokens import check_causal_attention, vocab_size_of
+from .probes.types.result import ProbeResult
+from .probes.types.settings import ProbeSettings
 from .probing.assembly import probe_one
 from .probing.cost import within_cap
 from .probing.dispatch import my_share, progress, sharded

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Iterable
 
-from .probes.result import ProbeResult
-from .probes.settings import SCOPE_NAMES
+from .probes.types.result import ProbeResult
+from .probes.types.settings import SCOPE_NAMES
 
 if TYPE_CHECKING:
     from .sweep.config import SweepSummary

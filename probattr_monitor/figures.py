@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .errors import MissingPackageError
-from .probes.result import ProbeResult
+from .probes.types.result import ProbeResult
 
 TOKENS_PER_ROW = 12
 

@@ -22,7 +22,7 @@ def read_prompts_file(path: Union[str, os.PathLike]) -> list:
     A plain file holds one prompt per line. A JSONL file (``.jsonl``, or a first line that opens a
     JSON object) holds one object per line: ``{"prompt": "text"}`` (which may hold newlines) or
     ``{"messages": [{"role": ..., "content": ...}, ...]}`` (a chat conversation; the user's
-    messages are scored, see ``probes.chat``).
+    messages are scored, see ``probes.inputs.chat``).
 
     Raises:
         ProbeInputError: the file is missing, not UTF-8, holds no prompt, or a JSONL line is not
@@ -50,7 +50,7 @@ def _jsonl_prompts(text: str, path: Path) -> list:
     """``{"prompt": str}`` or ``{"messages": [...]}`` per non-blank line."""
     import json
 
-    from .probes.chat import check_messages
+    from .probes.inputs.chat import check_messages
 
     prompts: list = []
     for where, entry in _jsonl_lines(text, path, "prompts"):
@@ -76,7 +76,7 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
             (the line is named).
     """
 
-    from .probes.chat import check_messages
+    from .probes.inputs.chat import check_messages
 
     path = Path(path)
     try:

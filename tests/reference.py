@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from probattr_monitor.probes.engine import CandidateScores, next_token_log_probs
+from probattr_monitor.probes.engines.engine import CandidateScores, next_token_log_probs
 
 
 @torch.inference_mode()

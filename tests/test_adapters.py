@@ -13,7 +13,7 @@ from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord, folder_records
 
 from .callbacks.helpers import PROMPTS, make_trainer, tokenizer
-from .test_cli import assert_usage_error, cli_main, run_cli
+from .cli.test_cli import assert_usage_error, cli_main, run_cli
 
 pytest.importorskip("peft")
 

@@ -109,7 +109,7 @@ def test_the_report_draws_guard_retention_and_says_when_target_and_guard_disagre
     from probattr_monitor.report import build_report
     from probattr_monitor.sweep import ROW_KEYS
 
-    from .test_decision import guard_rows
+    from .monitoring.test_decision import guard_rows
 
     rows = guard_rows([-1.0, -0.2, 0.0, -0.6, -0.9, -1.5], eval_losses=[2.0, 1.8, 1.6, 1.4, 1.2, 1.0])
     for row in rows:

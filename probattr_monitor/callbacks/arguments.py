@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import warn_renamed
-from ..probes.settings import RENAMED_SETTINGS
+from ..probes.types.settings import RENAMED_SETTINGS
 from ..prompts import paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS
 from .integrations import integration_names
@@ -64,7 +64,7 @@ def prompt_set(prompts, prompts_file) -> tuple:
     prompt_list = list(prompts)
     if not prompt_list:
         raise ValueError("prompts should hold at least one prompt, got an empty list")
-    from ..probes.chat import check_messages
+    from ..probes.inputs.chat import check_messages
 
     for index, prompt in enumerate(prompt_list):
         if isinstance(prompt, (list, tuple)):

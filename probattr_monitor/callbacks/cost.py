@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from ..probes.tokens import vocab_size_of
+from ..probes.inputs.tokens import vocab_size_of
 
 SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
 logger = logging.getLogger("probattr_monitor")

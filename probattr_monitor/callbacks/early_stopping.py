@@ -20,8 +20,8 @@ from transformers.trainer_callback import ExportableState
 
 from ..errors import one_line
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
-from ..probes.settings import SCOPE_NAMES
-from ..probes.values import is_finite_number
+from ..probes.maths.values import is_finite_number
+from ..probes.types.settings import SCOPE_NAMES
 from .probattr_callback import ProbAttrCallback, monitors_of
 
 # Whether a larger value is better, for every statistic one can stop on (every summary and drift key).

@@ -32,8 +32,8 @@ from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord, PromptSet
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..monitoring.statistics import drift
-from ..probes.settings import ProbeSettings
-from ..probes.tokens import vocab_size_of
+from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.settings import ProbeSettings
 from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
 from .arguments import (
     as_json,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ProbeInputError, warn_renamed
-from ..probes.settings import RENAMED_SETTINGS, ProbeSettings
+from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
 
 
 def add_checkpoint_probe_arguments(parser: argparse.ArgumentParser, tensorboard: str) -> None:

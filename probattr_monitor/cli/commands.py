@@ -202,7 +202,7 @@ def run_joint_command(args: argparse.Namespace) -> int:
 
 def run_report_command(args: argparse.Namespace) -> int:
     """``probattr-monitor report``."""
-    from ..sweep import report_run
+    from ..report import report_run
 
     path = report_run(args.run_dir, out=args.out, rule=args.rule)
     print(f"wrote {path}")

@@ -25,9 +25,9 @@ from ..monitoring.correlation import spearman
 from ..monitoring.decision import DEFAULT_RULE, recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.run import guard_values
-from ..probes.result import ProbeResult
-from ..probes.settings import ProbeSettings
-from ..probes.values import is_finite_number
+from ..probes.maths.values import is_finite_number
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
 from ..storage import write_json_atomic
 from .grammar import HiddenMarkovGrammar, word_tokenizer
 from .truth import next_word_distributions, true_quantities
@@ -288,7 +288,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         pairs = [(r[a], r[b]) for r in report.rows if r[a] is not None and r[b] is not None]
         report.correlations[f"{a} ~ {b}"] = spearman(*zip(*pairs)) if len(pairs) > 2 else float("nan")
     report.wall_seconds = time.perf_counter() - began
-    from ..sweep import report_run
+    from ..report import report_run
 
     try:
         report.report_path = str(report_run(config.output_dir, rule=config.rule))

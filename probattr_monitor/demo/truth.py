@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..probes.quantities import PositionQuantities, position_quantities
+from ..probes.maths.quantities import PositionQuantities, position_quantities
 from .grammar import HiddenMarkovGrammar
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..errors import ProbeInputError
-from ..probes.settings import ProbeSettings
+from ..probes.types.settings import ProbeSettings
 from .methods import SET_METHODS, select_sets
 from .metrics import probability_faithfulness, sparsity_size
 from .scorer import ResponseScorer, baseline_token_id
@@ -27,7 +27,7 @@ def select_tokens(model, tokenizer, prompts: Sequence, responses: Optional[Seque
     ``probability_faithfulness`` (nats) and ``search`` (the method's settings, seed and, for
     ``joint_as``, ``AS_S`` with its standard error). Give ``size`` or ``sparsity`` (``size =
     ceil(sparsity x n)``), not both."""
-    from ..probes.engine import model_device
+    from ..probes.engines.engine import model_device
     from ..probing.inputs import eval_mode, prepare_inputs, with_responses
 
     if method not in SET_METHODS:

@@ -14,11 +14,11 @@ metrics use):
 - ``reagent``: exists only in Inseq (not a dependency; see the README); skipped with a message;
 - ``random``: a seeded random ranking, the floor any method should beat;
 - ``semantic_scope``, ``fisher_scope``, ``temperature_scope``: the Jacobian Scopes of
-  ``probes.scopes`` aggregated over the response (no Captum needed; Fisher by its low-rank
+  ``probes.engines.scopes`` aggregated over the response (no Captum needed; Fisher by its low-rank
   variant, rank 8), a magnitude per token: the ranking says which tokens move the response most;
 - ``jopa`` and ``joint_as``: *set* methods, which choose the set to remove for each size
   (:func:`select_sets`): JoPA's gradient-guided search (:mod:`.jopa`) and the greedy search for the
-  largest joint attribution score ``AS_S`` (``probes.joint.search_joint``). Their per-token scores
+  largest joint attribution score ``AS_S`` (``probes.engines.joint.search_joint``). Their per-token scores
   (for the ranking metrics) follow their search order.
 
 AS itself (``attribution_score``) comes from :func:`probattr_monitor.probe`. Every method runs with
@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import MethodUnavailable, MissingPackageError, ProbeInputError
-from ..probes.settings import SCOPE_NAMES
+from ..probes.types.settings import SCOPE_NAMES
 from .scorer import ResponseScorer
 
 CAPTUM_METHODS = ("occlusion", "lime", "shapley", "input_x_gradient", "gradient_shap")
@@ -59,7 +59,7 @@ def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0, setti
     (``{size: frozenset}`` for each of ``sizes``) and what its search states (settings; for
     ``joint_as`` also the largest set's ``AS_S``, its standard error and the policy).
     ``settings`` (``ProbeSettings``) and ``joint_draws`` (draws per estimate, default
-    ``probes.joint.JOINT_DRAWS``) serve ``joint_as``."""
+    ``probes.engines.joint.JOINT_DRAWS``) serve ``joint_as``."""
     from .jopa import jopa, order_attributions
 
     n = scorer.n_features
@@ -69,8 +69,8 @@ def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0, setti
         return order_attributions(found.order, n), dict(found.sets), dict(found.settings)
     if method != "joint_as":
         raise ProbeInputError(f"{method!r} is not a set method; choose from {', '.join(SET_METHODS)}")
-    from ..probes.joint import search_joint
-    from ..probes.settings import ProbeSettings
+    from ..probes.engines.joint import search_joint
+    from ..probes.types.settings import ProbeSettings
 
     settings = (settings or ProbeSettings()).replace(progress=False, seed=seed)
     positions = [int(column) - 1 for column in scorer.columns]  # feature j is prompt position positions[j]
@@ -186,7 +186,7 @@ def _random(scorer: ResponseScorer, samples: int) -> torch.Tensor:
 
 def _scope(name: str) -> Callable[[ResponseScorer, int], torch.Tensor]:
     def run(scorer: ResponseScorer, samples: int) -> torch.Tensor:
-        from ..probes.scopes import jacobian_scopes
+        from ..probes.engines.scopes import jacobian_scopes
 
         n_prompt = scorer.response_start - 1
         positions = [int(column) - 1 for column in scorer.columns]

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from ..errors import MethodUnavailable
 from ..monitoring.correlation import pearson, spearman
-from ..probes.settings import ProbeSettings
+from ..probes.types.settings import ProbeSettings
 from . import metrics
 from .methods import (
     CAPTUM_METHODS,
@@ -93,7 +93,7 @@ def evaluate_faithfulness(model, tokenizer, prompts: Sequence, responses: Option
         samples: LIME / Shapley / GradientShap samples.
         exact_bound_tokens: normalised AOPC's bounds are exact up to this many tokens (``2^n``
             sequences scored); beyond, a beam search of ``beam_width`` (about ``2 x width x n^2``).
-        joint_draws: ``joint_as``'s draws per estimate (default ``probes.joint.JOINT_DRAWS``; the
+        joint_draws: ``joint_as``'s draws per estimate (default ``probes.engines.joint.JOINT_DRAWS``; the
             exactly summed head is an eighth of it).
     """
     from ..api import probe

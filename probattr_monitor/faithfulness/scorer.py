@@ -12,7 +12,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from ..probes.engine import model_device
+from ..probes.engines.engine import model_device
 
 
 def baseline_token_id(tokenizer) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from ..probes.values import is_finite_number
+from ..probes.maths.values import is_finite_number
 from .regression import DEFAULT_TOLERANCE, guard_comparisons
 
 # The guarded rule's other two settings, chosen with the tolerance on the signal study's tuning half.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ..probes.result import ProbeResult
-from ..probes.settings import SCOPE_NAMES
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import SCOPE_NAMES
 from .statistics import soft_noise
 
 PREFIX = "probattr"

@@ -17,8 +17,8 @@ from typing import Optional
 import torch
 
 from ..loading import dtype_name_of as dtype_name
-from ..probes.settings import ProbeSettings
-from ..probes.tokens import vocab_size_of
+from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.settings import ProbeSettings
 
 
 def model_dtype(model) -> str:

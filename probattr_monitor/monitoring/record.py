@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import warn_renamed
-from ..probes.budgeted import ESTIMATOR_REVISION
-from ..probes.result import ProbeResult
-from ..probes.settings import ProbeSettings
-from ..probes.values import is_finite_number
+from ..probes.engines.budgeted import ESTIMATOR_REVISION
+from ..probes.maths.values import is_finite_number
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
 from ..storage import write_json_atomic
 from .record_key import FORMAT_VERSION, PromptSet, RecordKey
 

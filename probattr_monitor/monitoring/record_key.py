@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
-from ..probes.budgeted import ESTIMATOR_REVISION
-from ..probes.settings import ProbeSettings
+from ..probes.engines.budgeted import ESTIMATOR_REVISION
+from ..probes.types.settings import ProbeSettings
 
 # 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype;
 # 4: the weights' fingerprint in the provenance, records checked all the way down.
@@ -29,7 +29,7 @@ class PromptSet:
         responses: ``None`` in generate mode; else one entry per prompt: a text, frozen token ids
             (a list of ints), or ``None`` for a prompt whose response is not frozen yet.
         guard: the guard set, ``(prompt, response)`` pairs scored for ``log P(r | p)`` only
-            (``probes.likelihood``), or ``None``.
+            (``probes.engines.likelihood``), or ``None``.
     """
 
     prompts: tuple

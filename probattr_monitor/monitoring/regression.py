@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..probes.values import is_finite_number
+from ..probes.maths.values import is_finite_number
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, 1.96 + 2.4 / df
 # (within 0.002 of the exact quantile for every df > 30).

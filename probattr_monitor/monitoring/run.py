@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..errors import one_line
-from ..probes.result import ProbeResult
-from ..probes.settings import ProbeSettings
-from ..probes.tokens import vocab_size_of
+from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
 from ..sinks import LogEntry
 from .metrics import TOKEN_COLUMNS, histogram_values, run_summary, scalar_logs, token_rows
 
@@ -29,7 +29,7 @@ class ProbeRun:
         drift: ``{"drift_attribution", "drift_entropy"}`` against the previous run, when known
             (``monitoring.statistics.drift``).
         provenance: how it was computed (``monitoring.provenance``); empty when unknown.
-        guard_log_p: ``log P(r | p)`` of each guard pair (``probes.likelihood``), when a guard set is given.
+        guard_log_p: ``log P(r | p)`` of each guard pair (``probes.engines.likelihood``), when a guard set is given.
     """
 
     step: int
@@ -93,7 +93,7 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
 def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings) -> list:
     """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are, in
     eval mode (the caller's training mode restored)."""
-    from ..probes.likelihood import response_log_likelihoods
+    from ..probes.engines.likelihood import response_log_likelihoods
     from ..probing.inputs import eval_mode, prepare_inputs
 
     prompts, responses = [p for p, _ in guard], [r for _, r in guard]
@@ -108,7 +108,7 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
     they are the fixed responses every checkpoint is scored on."""
     import torch
 
-    from ..probes.tokens import greedy_continuation, stop_token_ids
+    from ..probes.inputs.tokens import greedy_continuation, stop_token_ids
     from ..probing.inputs import eval_mode, prepare_inputs
 
     encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)

@@ -4,7 +4,7 @@
 template with only the user's tokens scored), takes each prompt's response (given text, frozen
 token ids, or the greedy continuation when none is known yet) and returns, per scope named in
 ``settings.scopes``, the mean over every scored token of every prompt of the scope aggregated over
-the response (``probes.scopes``): the same ``mean_<scope>_scope`` a full probe run's summary holds
+the response (``probes.engines.scopes``): the same ``mean_<scope>_scope`` a full probe run's summary holds
 (``monitoring.metrics.run_summary``). One forward and one or a few backward passes per prompt.
 """
 
@@ -14,15 +14,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..probes.settings import ProbeSettings
+from ..probes.types.settings import ProbeSettings
 
 
 def scope_statistics(model, tokenizer, prompts: Sequence, responses: Optional[Sequence],
                      settings: ProbeSettings) -> dict:
     """``{f"mean_{name}_scope": value}`` for each scope of ``settings.scopes`` (see the module
     docstring); ``responses`` is ``None`` (generate) or one entry per prompt (text, ids or ``None``)."""
-    from ..probes.engine import model_device
-    from ..probes.scopes import jacobian_scopes
+    from ..probes.engines.engine import model_device
+    from ..probes.engines.scopes import jacobian_scopes
     from ..probing.inputs import eval_mode, prepare_inputs, with_responses
 
     if not settings.scopes:

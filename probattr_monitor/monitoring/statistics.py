@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from ..probes.result import ProbeResult
-from ..probes.settings import ProbeSettings
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
 
 STATISTICS = ("soft_noise", "drift_attribution", "drift_entropy")
 PLATEAU_DRIFT = 0.05  # nats of mean |dAS| between consecutive probe runs: below it, a run has settled

@@ -1,5 +1,5 @@
 """One prompt's probe, assembled: its response generated when needed, its positions scored
-(``probes.scores.score_prompt``), the band and noise flags, the optional stability and scopes,
+(``probes.engines.scores.score_prompt``), the band and noise flags, the optional stability and scopes,
 and the :class:`ProbeResult` with one :class:`TokenAttribution` per scored token."""
 
 from __future__ import annotations
@@ -10,20 +10,20 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import NonFiniteLogitsError
-from ..probes.chat import (
+from ..probes.engines.engine import model_device
+from ..probes.engines.scores import exact_scores, score_prompt
+from ..probes.inputs.chat import (
     EncodedPrompt,
     user_text,
 )
-from ..probes.engine import model_device
-from ..probes.noise import attribution_band, is_noise, noise_uncertain
-from ..probes.quantities import QUANTITIES, PositionQuantities
-from ..probes.result import Candidate, ProbeResult, TokenAttribution, summarize
-from ..probes.scores import exact_scores, score_prompt
-from ..probes.tokens import (
+from ..probes.inputs.tokens import (
     greedy_continuation,
     stop_token_ids,
     vocab_size_of,
 )
+from ..probes.maths.noise import attribution_band, is_noise, noise_uncertain
+from ..probes.maths.quantities import QUANTITIES, PositionQuantities
+from ..probes.types.result import Candidate, ProbeResult, TokenAttribution, summarize
 from .dispatch import score_exact_sharded
 
 
@@ -110,8 +110,8 @@ def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, 
 
 
 def add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids, settings) -> int:
-    """Fill each token's replacement-entropy fields (``probes.replacement``); returns the generations."""
-    from ..probes.replacement import replacement_entropy
+    """Fill each token's replacement-entropy fields (``probes.engines.replacement``); returns the generations."""
+    from ..probes.engines.replacement import replacement_entropy
 
     input_ids = torch.tensor([start] + list(prompt_ids) + list(response_ids), device=model_device(model))
     stats = replacement_entropy(model, input_ids, len(prompt_ids), positions, stop_ids,
@@ -127,9 +127,9 @@ def add_stability(model, tokens, start, prompt_ids, response_ids, positions, sto
 
 
 def add_scopes(model, tokens, start, prompt_ids, response_ids, positions, settings) -> None:
-    """Fill each token's ``<scope>_scope`` fields for ``settings.scopes`` (``probes.scopes``,
+    """Fill each token's ``<scope>_scope`` fields for ``settings.scopes`` (``probes.engines.scopes``,
     aggregated over the response; Fisher by its low-rank variant)."""
-    from ..probes.scopes import jacobian_scopes
+    from ..probes.engines.scopes import jacobian_scopes
 
     input_ids = torch.tensor([start] + list(prompt_ids) + list(response_ids), device=model_device(model))
     scores = jacobian_scopes(model, input_ids, len(prompt_ids), positions=positions, scopes=settings.scopes,

@@ -4,10 +4,10 @@ and the candidate budget that keeps a budgeted run within ``max_token_forwards``
 from __future__ import annotations
 
 from ..errors import ProbeInputError
-from ..probes.chat import (
+from ..probes.inputs.chat import (
     EncodedPrompt,
 )
-from ..probes.settings import ProbeSettings
+from ..probes.types.settings import ProbeSettings
 
 
 def check_token_forward_cap(encoded, vocab_size: int, settings: ProbeSettings) -> None:

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import time
 
-from ..probes.chat import (
+from ..probes.engines.engine import score_exact
+from ..probes.inputs.chat import (
     EncodedPrompt,
 )
-from ..probes.engine import score_exact
-from ..probes.settings import ProbeSettings
-from ..probes.tokens import vocab_size_of
+from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.settings import ProbeSettings
 
 logger = logging.getLogger("probattr_monitor")
 PROGRESS_LOG_SECONDS = 10.0  # a run longer than this logs its progress (INFO) this often

@@ -10,15 +10,14 @@ from typing import Iterator, Sequence, Union, cast
 import torch
 
 from ..errors import ProbeInputError
-from ..probes.chat import (
+from ..probes.inputs.chat import (
     EncodedPrompt,
     check_messages,
     encode_chat,
     has_chat_template,
     uses_chat_template,
 )
-from ..probes.settings import ProbeSettings
-from ..probes.tokens import (
+from ..probes.inputs.tokens import (
     check_causal_lm,
     check_fits_context,
     check_token_ids,
@@ -28,6 +27,7 @@ from ..probes.tokens import (
     stop_token_ids,
     vocab_size_of,
 )
+from ..probes.types.settings import ProbeSettings
 from .cost import check_token_forward_cap
 
 # A prompt: a text, or a chat conversation (a list of {"role", "content"} messages).
@@ -44,7 +44,7 @@ Responses = Union[None, str, Sequence[int], Sequence[Response]]
 
 def prepare_inputs(model, tokenizer, prompts: Prompts, responses: Responses, settings: ProbeSettings):
     """Check the model, tokenizer and texts, and encode them by the maths guide's conventions (or through
-    the chat template, ``probes.chat``, when ``settings.chat_template`` resolves to it).
+    the chat template, ``probes.inputs.chat``, when ``settings.chat_template`` resolves to it).
 
     Returns ``[(EncodedPrompt, response_ids or None), ...]``; a response given as token ids is
     checked against the model's vocabulary and kept as it is. Raises :class:`ProbeInputError` for

@@ -14,7 +14,7 @@ report. Summaries use only records made with this sweep's settings and prompt se
 into, so two sweeps never mix their records. The recommendation follows ``monitoring.decision``.
 
 The parts: ``config`` (what to sweep, keys, file names), ``runner`` (probing, ranks, the lock,
-the sinks), ``summary`` (rows, the recommendation, the files, the report).
+the sinks), ``summary`` (rows, the recommendation, the files); the report is ``probattr_monitor.report``.
 """
 
 from .config import (
@@ -30,10 +30,10 @@ from .config import (
     resolve_checkpoints,
 )
 from .runner import log_record, open_guarded_sinks, probe_checkpoint, records_lock, run_sweep
-from .summary import collect_rows, load_records, report_run, summarise
+from .summary import collect_rows, load_records, summarise
 
 __all__ = [
     "CSV_KEYS", "LOCK_FILE", "ROW_KEYS", "SUMMARY_CSV", "SUMMARY_JSON", "SweepConfig", "SweepSummary",
     "collect_rows", "frozen_by_the_run", "load_records", "log_record", "open_guarded_sinks", "probe_checkpoint",
-    "read_record", "records_lock", "report_run", "resolve_checkpoints", "run_sweep", "summarise",
+    "read_record", "records_lock", "resolve_checkpoints", "run_sweep", "summarise",
 ]

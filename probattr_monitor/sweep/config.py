@@ -14,7 +14,7 @@ from ..errors import RunFolderError
 from ..monitoring.decision import DEFAULT_RULE
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord, PromptSet, RecordKey, find_record, folder_records
-from ..probes.settings import ProbeSettings
+from ..probes.types.settings import ProbeSettings
 from ..prompts import paper_prompts
 
 SUMMARY_CSV = "sweep_summary.csv"

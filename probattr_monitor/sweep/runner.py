@@ -15,8 +15,8 @@ from ..errors import RunFolderError, one_line
 from ..monitoring.metrics import DRIFT_KEYS
 from ..monitoring.record import CheckpointRecord, RecordKey
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
-from ..probes.result import ProbeResult
-from ..probes.settings import ProbeSettings
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
 from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
 from .summary import load_records, summarise
 

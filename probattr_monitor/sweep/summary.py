@@ -8,15 +8,15 @@ import io
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checkpoints import Checkpoint, discover_checkpoints, read_trainer_state
+from ..checkpoints import Checkpoint, read_trainer_state
 from ..errors import RunFolderError
-from ..monitoring.decision import DEFAULT_RULE, recommend
+from ..monitoring.decision import recommend
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from ..monitoring.record import CheckpointRecord, folder_records
+from ..monitoring.record import CheckpointRecord
 from ..monitoring.run import guard_values
 from ..monitoring.statistics import drift
-from ..probes.result import ProbeResult
-from ..probes.values import is_finite_number
+from ..probes.maths.values import is_finite_number
+from ..probes.types.result import ProbeResult
 from ..storage import write_json_atomic, write_text_atomic
 from .config import CSV_KEYS, ROW_KEYS, SUMMARY_CSV, SUMMARY_JSON, SweepConfig, SweepSummary
 
@@ -84,44 +84,7 @@ def summarise(
     return SweepSummary(rows=rows, recommended=recommended, output_dir=folder, computed=computed, reused=reused)
 
 
-def report_run(run_dir, out=None, rule: str = DEFAULT_RULE) -> Path:
-    """Write the HTML report of a run folder from the ``probattr.json`` records of its checkpoints
-    (written by a sweep, or by the callback during training); returns the report's path.
-
-    Records made with different settings or prompt sets are never drawn together: the report
-    shows the group with the most records (the newest step breaks ties) and names the others.
-    """
-    from ..report import write_report
-
-    checkpoints = discover_checkpoints(run_dir)
-    folder = Path(out) if out else Path(run_dir)
-    groups: dict = {}
-    for checkpoint in checkpoints:
-        for record in folder_records(folder / checkpoint.name if out else checkpoint.path):
-            groups.setdefault(record.key, {})[checkpoint.name] = record
-    if not groups:
-        raise RunFolderError(f"no probattr.json in the checkpoints of {str(run_dir)!r}: run a sweep first")
-    steps = {c.name: c.step for c in checkpoints}
-    key = max(groups, key=lambda k: (len(groups[k]), max(steps[name] for name in groups[k])))
-    others = [
-        f"{len(group)} record(s) made with {k.describe() if k else 'unreadable settings'}"
-        for k, group in groups.items()
-        if k != key
-    ]
-    rows = collect_rows(checkpoints, groups[key], {c.name: key for c in checkpoints})
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_report(
-        folder,
-        rows,
-        groups[key],
-        recommend(rows, rule, fixed_responses=_fixed(groups[key])),
-        title=str(Path(run_dir).resolve()),
-        shown=key.describe() if key else None,
-        hidden=others,
-    )
-
-
-def _fixed(records: dict) -> bool:
+def fixed_responses(records: dict) -> bool:
     """Whether ``records`` scored fixed responses (the same ids at every checkpoint)."""
     return all(r.prompt_set.get("response_mode") == "fixed" for r in records.values())
 

@@ -149,7 +149,7 @@ def test_training_is_bit_for_bit_identical_with_the_callback(tmp_path):
 
 
 def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
-    import probattr_monitor.probes.scores as scores
+    import probattr_monitor.probes.engines.scores as scores
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")
@@ -167,7 +167,7 @@ def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
 
 
 def test_strict_reraises(tmp_path, monkeypatch):
-    import probattr_monitor.probes.scores as scores
+    import probattr_monitor.probes.engines.scores as scores
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure")

@@ -6,7 +6,7 @@ import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
 from probattr_monitor.monitoring.record import CheckpointRecord
-from probattr_monitor.sweep import report_run
+from probattr_monitor.report import report_run
 
 from ..readers import read_tensorboard
 from .helpers import PROMPTS, make_trainer

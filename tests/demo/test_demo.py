@@ -15,7 +15,7 @@ from probattr_monitor.demo.grammar import EOS, HiddenMarkovGrammar, word_tokeniz
 from probattr_monitor.demo.run import probe_set
 from probattr_monitor.demo.truth import next_word_distributions, true_quantities
 from probattr_monitor.monitoring.correlation import spearman
-from probattr_monitor.probes.quantities import entropy
+from probattr_monitor.probes.maths.quantities import entropy
 
 
 @pytest.fixture(scope="module")

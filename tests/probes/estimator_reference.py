@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from probattr_monitor.probes.estimator import Estimate, TailSample, estimate_strata, tail_components
+from probattr_monitor.probes.maths.estimator import Estimate, TailSample, estimate_strata, tail_components
 
 
 def tail_proposal(log_scores: list[torch.Tensor], head: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,7 @@ def test_every_random_bidirectional_model_is_refused_and_causal_ones_pass():
     from transformers import BertConfig, BertLMHeadModel
 
     from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
-    from probattr_monitor.probes.tokens import check_causal_attention
+    from probattr_monitor.probes.inputs.tokens import check_causal_attention
 
     for seed in range(12):
         torch.manual_seed(seed)

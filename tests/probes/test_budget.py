@@ -10,7 +10,7 @@ import torch
 
 from probattr_monitor import ProbeSettings, probe
 from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
-from probattr_monitor.probes.estimator import (
+from probattr_monitor.probes.maths.estimator import (
     MIXTURE_FLOOR,
     allocate_draws,
     draw_without_replacement,
@@ -19,7 +19,7 @@ from probattr_monitor.probes.estimator import (
     select_head,
     sequential_terms,
 )
-from probattr_monitor.probes.quantities import position_quantities
+from probattr_monitor.probes.maths.quantities import position_quantities
 
 from ..large_vocabulary import rare_word_tokenizer, trained_tiny_gpt2
 from .estimator_reference import estimate, tail_proposal
@@ -127,7 +127,7 @@ def test_run_rounds_lends_the_pool_to_the_uncertain_position():
     for every candidate (its AS is known after the pilot) and one where they vary by nats. The pool
     (what the pilot and the even share leave) goes to the second, and the total stays within
     budget x sum(costs)."""
-    from probattr_monitor.probes.budgeted import EVEN_SHARE, PILOT_UNTIL, PositionSampler, run_rounds
+    from probattr_monitor.probes.engines.budgeted import EVEN_SHARE, PILOT_UNTIL, PositionSampler, run_rounds
 
     a, b, c = synthetic(vocab=2000, seed=3)
     generator = torch.Generator().manual_seed(4)

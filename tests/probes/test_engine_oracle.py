@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probattr_monitor import probe
-from probattr_monitor.probes.quantities import QUANTITIES, position_quantities
+from probattr_monitor.probes.maths.quantities import QUANTITIES, position_quantities
 
 from ..conftest import build_model
 from ..reference import score_naive

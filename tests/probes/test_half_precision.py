@@ -10,7 +10,7 @@ import torch
 
 from probattr_monitor import ProbeSettings, probe
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
-from probattr_monitor.probes.settings import CUDA_FREE_MEMORY_SHARE, cuda_budget_bytes
+from probattr_monitor.probes.types.settings import CUDA_FREE_MEMORY_SHARE, cuda_budget_bytes
 
 TEXTS = ["the cat sat on the mat and the dog ran after it", "a bird sang in the tree while the sun rose"] * 8
 PROMPTS = ["the cat sat on the", "a bird sang in"]

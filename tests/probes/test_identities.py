@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probattr_monitor.probes.engine import score_exact
-from probattr_monitor.probes.quantities import (
+from probattr_monitor.probes.engines.engine import score_exact
+from probattr_monitor.probes.maths.quantities import (
     attribution_scores,
     attribution_scores_all,
     entropy,
@@ -14,7 +14,7 @@ from probattr_monitor.probes.quantities import (
     log_posteriors,
     position_quantities,
 )
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 from ..conftest import build_model
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
-from probattr_monitor.probes.engine import score_exact
-from probattr_monitor.probes.joint import (
+from probattr_monitor.probes.engines.engine import score_exact
+from probattr_monitor.probes.engines.joint import (
     estimate_joint,
     exact_joint,
     joint_scores,
@@ -16,9 +16,9 @@ from probattr_monitor.probes.joint import (
     search_joint,
     uses_exact,
 )
-from probattr_monitor.probes.quantities import QUANTITIES
-from probattr_monitor.probes.scores import exact_scores
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.engines.scores import exact_scores
+from probattr_monitor.probes.maths.quantities import QUANTITIES
+from probattr_monitor.probes.types.settings import ProbeSettings
 from tests.planted import N_PROMPT, SLOTS, planted_ids, planted_model
 
 SETTINGS = ProbeSettings(progress=False)

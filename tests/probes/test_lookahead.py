@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from probattr_monitor.demo.tiny_models import tiny_gpt2
-from probattr_monitor.probes.budgeted import PositionSampler, lookahead, lookahead_guess, lookahead_size
-from probattr_monitor.probes.engine import SuffixScorer, score_exact
-from probattr_monitor.probes.estimator import TailSample, draw_without_replacement, estimate_strata, select_head
-from probattr_monitor.probes.quantities import position_quantities
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.engines.budgeted import PositionSampler, lookahead, lookahead_guess, lookahead_size
+from probattr_monitor.probes.engines.engine import SuffixScorer, score_exact
+from probattr_monitor.probes.maths.estimator import TailSample, draw_without_replacement, estimate_strata, select_head
+from probattr_monitor.probes.maths.quantities import position_quantities
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 FIELDS = ("attribution_score", "entropy_prompt", "entropy_context", "kl_context_prompt", "kl_prompt_context")
 

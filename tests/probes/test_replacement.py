@@ -9,15 +9,15 @@ import torch
 
 from probattr_monitor import probe
 from probattr_monitor.demo.tiny_models import tiny_gpt2
-from probattr_monitor.probes.replacement import (
+from probattr_monitor.probes.engines.replacement import (
     candidate_seed,
     continue_batch,
     frequency_entropy,
     top_p_set,
 )
-from probattr_monitor.probes.tokens import greedy_continuation, stop_token_ids
+from probattr_monitor.probes.inputs.tokens import greedy_continuation, stop_token_ids
 
-from ..test_cli import run_cli
+from ..cli.test_cli import run_cli
 
 
 def test_frequency_entropy_by_hand():

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from probattr_monitor import ProbeResult, probe
-from probattr_monitor.probes.noise import attribution_band, is_noise
+from probattr_monitor.probes.maths.noise import attribution_band, is_noise
 
 from ..conftest import build_model
 

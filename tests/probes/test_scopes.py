@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
-from probattr_monitor.probes.scopes import _forward, head_fisher, jacobian_scopes
+from probattr_monitor.probes.engines.scopes import _forward, head_fisher, jacobian_scopes
 
 VOCAB, N_PROMPT, N_RESPONSE = 40, 5, 3
 

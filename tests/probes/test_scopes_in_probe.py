@@ -12,8 +12,8 @@ from probattr_monitor import ProbeSettings, probe
 from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.monitoring.metrics import run_summary, scalar_logs
-from probattr_monitor.probes.result import ProbeResult
-from probattr_monitor.probes.scopes import jacobian_scopes
+from probattr_monitor.probes.engines.scopes import jacobian_scopes
+from probattr_monitor.probes.types.result import ProbeResult
 
 SETTINGS = ProbeSettings(max_new_tokens=3, progress=False)
 

@@ -32,7 +32,7 @@ def main():
                                 candidate_policy="budget" if args.budget else "auto"))
     scored = []
     if args.budget:  # count the prompts this rank scores (the real estimator still runs)
-        import probattr_monitor.probes.budgeted as budgeted
+        import probattr_monitor.probes.engines.budgeted as budgeted
 
         real = budgeted.score_budgeted
 
@@ -44,7 +44,7 @@ def main():
     trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
     rank = int(os.environ.get("RANK", "0"))
     if args.fail_rank is not None and rank == args.fail_rank:
-        import probattr_monitor.probes.scores as scores
+        import probattr_monitor.probes.engines.scores as scores
         import probattr_monitor.probing.dispatch as dispatch
 
         def broken(*a, **k):

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .values import is_finite_number
+from ..maths.values import is_finite_number
 
 
 @dataclass
@@ -46,12 +46,12 @@ class TokenAttribution:
             and ``kl_prompt_context_stderr``.
         noise_uncertain: the intervals straddle a noise threshold: ``noise`` is then a best guess
             and the token is counted in ``summary["noise_uncertain"]``, not trusted.
-        replacement_entropy: response stability (``probes.replacement``), with ``top_p_set_size``,
+        replacement_entropy: response stability (``probes.engines.replacement``), with ``top_p_set_size``,
             ``replacement_entropy_sampled``, ``original_response_share`` and
             ``original_response_share_sampled``, when the ``replacement_entropy`` setting is on;
             else ``None``.
         semantic_scope, fisher_scope, temperature_scope: the Jacobian Scopes of the token
-            aggregated over the response (``probes.scopes``), when named in the ``scopes``
+            aggregated over the response (``probes.engines.scopes``), when named in the ``scopes``
             setting; else ``None``.
     """
 

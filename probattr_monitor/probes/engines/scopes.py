@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .settings import SCOPE_NAMES
+from ..types.settings import SCOPE_NAMES
 
 SCOPES = SCOPE_NAMES
 FISHER_METHODS = ("full", "low_rank", "hutchinson")

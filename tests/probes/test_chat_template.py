@@ -11,11 +11,11 @@ import torch
 from probattr_monitor import probe
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, chat_tokenizer, tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
-from probattr_monitor.probes.chat import encode_chat
-from probattr_monitor.probes.scores import score_prompt
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.engines.scores import score_prompt
+from probattr_monitor.probes.inputs.chat import encode_chat
+from probattr_monitor.probes.types.settings import ProbeSettings
 
-from .test_cli import assert_usage_error, cli_main, run_cli
+from ..cli.test_cli import assert_usage_error, cli_main, run_cli
 
 QA = [("what sat on the mat", "the cat sat on the mat"), ("where did the dog run", "the dog ran up the hill")] * 4
 CORPUS = [q + " " + a for q, a in QA] + ["system user assistant You are a helpful assistant. Be brief."]

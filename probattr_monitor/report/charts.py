@@ -1,116 +1,15 @@
-"""The checkpoint-selection report: one static, self-contained HTML file.
-
-No script and no external resource: inline SVG and CSS only, so it opens offline and nothing in it
-can execute. Every string that comes from data (prompts, responses, tokens, candidates, errors,
-paths) is HTML-escaped; details appear on hover through native ``title`` tooltips.
-
-Contents: the recommendation and its reason (``monitoring.decision``); which settings and prompt
-set the records were made with, and which records were left out; noise tokens and eval loss
-against step with the recommended checkpoint marked; the convergence statistics
-(``monitoring.statistics``) against step with the settled region shaded; the entropy-against-AS
-scatter of every checkpoint (noise region shaded, with axes); per prompt, a heat-map of AS with
-checkpoints as rows and prompt tokens as columns.
-
-Longer than 300 lines because the report is one self-contained HTML page: its data, its template and
-its script are kept together so that the page and its data agree.
-"""
+"""The report's inline SVG charts: noise tokens and eval loss against step, the guard set's
+log-likelihood, the convergence statistics with the settled region shaded, the entropy-against-AS
+scatter of a checkpoint and the per-prompt AS heat-map."""
 
 from __future__ import annotations
 
-import html
-from pathlib import Path
 from typing import Optional, Sequence
 
-from .probes.settings import SCOPE_NAMES
-
-REPORT_FILE = "probattr_report.html"
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+from .markup import COLOURS, as_colour, esc, token_details
 
 
-def esc(value) -> str:
-    """HTML-escape any value for text or a quoted attribute."""
-    return html.escape(str(value), quote=True)
-
-
-def as_colour(score: float, limit: float = 2.0) -> str:
-    """Diverging colour for an AS: blue below 0, white at 0, red above (saturating at +-limit)."""
-    t = max(-1.0, min(1.0, score / limit))
-    fade = int(round(255 * (1 - abs(t))))
-    return f"rgb(255,{fade},{fade})" if t > 0 else f"rgb({fade},{fade},255)"
-
-
-def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str,
-                 shown: Optional[str] = None, hidden: Sequence[str] = ()) -> str:
-    """The HTML text.
-
-    Args:
-        rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
-        records: ``{checkpoint name: CheckpointRecord (or its dict)}``, all made with one settings key and
-            prompt set (the caller groups them; see ``sweep.report_run``).
-        recommended: ``{"step", "checkpoint", "rule", "reason"}`` or ``None``.
-        title: shown at the top (escaped).
-        shown: which settings and prompt set the records were made with (shown when given).
-        hidden: one line per group of records left out because another key made them.
-    """
-    from .probes.settings import ProbeSettings
-
-    records = {name: r.to_dict() if hasattr(r, "to_dict") else r for name, r in records.items()}
-    ok = [row for row in rows if row["status"] == "ok" and row["checkpoint"] in records]
-    try:
-        settings = ProbeSettings.from_dict(next((records[r["checkpoint"]].get("settings", {}) for r in ok), {}))
-    except ValueError:
-        settings = ProbeSettings()
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "img-src data:\">",
-        f"<title>probattr report: {esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>probattr-monitor: choosing a checkpoint</h1><p class='muted'>{esc(title)}</p>",
-    ]
-    if recommended:
-        parts.append(f"<p class='recommended' id='recommendation'>Recommended: <b>{esc(recommended['checkpoint'])}</b> "
-                     f"(step {esc(recommended['step'])}): {esc(recommended.get('reason', ''))}.</p>")
-    else:
-        parts.append("<p class='recommended' id='recommendation'>No checkpoint could be scored.</p>")
-    if shown:
-        parts.append(f"<p class='muted' id='record-set'>Records made with {esc(shown)}.</p>")
-    for line in hidden:
-        parts.append(f"<p class='muted hidden-records'>Not shown: {esc(line)}.</p>")
-    if recommended and recommended.get("target_step") is not None:
-        parts.append(f"<p class='disagree' id='disagreement'>Target and guard disagree: the lowest eval loss is "
-                     f"at step {esc(recommended['target_step'])}, where the guard set regressed. Choose it if that "
-                     "specialisation is wanted.</p>")
-    parts.append("<h2>Noise tokens and eval loss by step</h2>")
-    parts.append(_curve(rows, recommended))
-    parts.append(_guard_chart(rows, recommended))
-    parts.append(_statistics(rows, recommended))
-    parts.append(_rows_table(rows, recommended))
-    parts.append(f"<h2>Entropy against attribution score</h2><p class='muted'>Shaded: the noise region "
-                 f"(|AS| &le; {esc(settings.as_band)}, {esc(settings.noise_entropy)} "
-                 f"entropy &ge; {esc(settings.entropy_threshold)} nats). One colour per prompt.</p>")
-    parts.append("<div class='grid'>" + "".join(_scatter(row, records[row["checkpoint"]], settings) for row in ok)
-                 + "</div>")
-    parts.append("<h2>Attribution score per prompt token</h2><p class='muted'>Rows: checkpoints; columns: prompt "
-                 "tokens; blue: negative AS, red: positive (saturating at 2 nats); outlined: noise tokens. "
-                 "Hover a cell for its numbers and top candidates.</p>")
-    prompts = [r["prompt"] for r in records[ok[0]["checkpoint"]]["results"]] if ok else []
-    for index, prompt in enumerate(prompts):
-        parts.append(_heatmap(index, prompt, ok, records, recommended))
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def write_report(folder, rows: Sequence[dict], records: dict, recommended: Optional[dict], title: str,
-                 shown: Optional[str] = None, hidden: Sequence[str] = ()) -> Path:
-    """Write :func:`build_report` to ``folder/probattr_report.html`` atomically; returns the path."""
-    from .storage import write_text_atomic
-
-    path = Path(folder) / REPORT_FILE
-    write_text_atomic(path, build_report(rows, records, recommended, title, shown, hidden))
-    return path
-
-
-def _curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+def curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     width, height, left, right, top, bottom = 720, 280, 56, 64, 16, 40
     points = [r for r in rows if r["noise_tokens"] is not None]
     if not points:
@@ -181,12 +80,12 @@ STATISTIC_CHARTS = (
 )
 
 
-def _guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+def guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     """Guard retention against the target, per checkpoint: the mean paired change of the guard's
     log P(r|p) against the best earlier checkpoint with its 95% interval (``monitoring.regression``),
     the ``-tolerance`` line, regressed checkpoints in red; the eval loss (the target) is the
     curve above it, on the same steps."""
-    from .monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
+    from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
 
     points = [c for c in guard_comparisons(rows) if c.mean is not None and c.low is not None and c.high is not None]
     if len(points) < 1:
@@ -231,10 +130,10 @@ def _guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     return "".join(svg)
 
 
-def _statistics(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+def statistics_charts(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     """Small line charts of the convergence statistics against step, each on its own labelled
     scale, with the settled region (``statistics.plateau_start``) shaded and the recommendation marked."""
-    from .monitoring.statistics import PLATEAU_DRIFT, plateau_start
+    from ..monitoring.statistics import PLATEAU_DRIFT, plateau_start
 
     settled = plateau_start(rows)
     steps = [r["step"] for r in rows]
@@ -242,7 +141,7 @@ def _statistics(rows: Sequence[dict], recommended: Optional[dict]) -> str:
         return ""
     span = (min(steps), max(steps))
     marked = recommended["step"] if recommended else None
-    charts = [_statistic_chart(key, title, hint, points, span, settled, marked)
+    charts = [statistic_chart(key, title, hint, points, span, settled, marked)
               for key, title, hint in STATISTIC_CHARTS
               if len(points := [(r["step"], r[key]) for r in rows if r.get(key) is not None]) >= 2]
     if not charts:
@@ -253,10 +152,10 @@ def _statistics(rows: Sequence[dict], recommended: Optional[dict]) -> str:
             + " Dashed: the recommended checkpoint.</p><div class='grid'>" + "".join(charts) + "</div>")
 
 
-def _statistic_chart(key: str, title: str, hint: str, points: list, span: tuple, settled: Optional[int],
+def statistic_chart(key: str, title: str, hint: str, points: list, span: tuple, settled: Optional[int],
                      marked: Optional[int]) -> str:
     """One small chart of ``points`` (``[(step, value)]``) on a scale of its own."""
-    from .monitoring.statistics import PLATEAU_DRIFT
+    from ..monitoring.statistics import PLATEAU_DRIFT
 
     width, height, left, bottom, top = 300, 170, 52, 30, 14
     low_step, high_step = span
@@ -290,38 +189,7 @@ def _statistic_chart(key: str, title: str, hint: str, points: list, span: tuple,
     return "".join(svg)
 
 
-def _rows_table(rows: Sequence[dict], recommended: Optional[dict]) -> str:
-    head = (
-        "step",
-        "checkpoint",
-        "status",
-        "noise tokens",
-        "noise fraction",
-        "mean AS",
-        "mean H context",
-        "mean KL",
-        "eval loss",
-    )
-    out = ["<table class='rows'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-    best = recommended["checkpoint"] if recommended else None
-    for r in rows:
-        values = (
-            r["step"],
-            r["checkpoint"],
-            r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-            r["noise_tokens"],
-            _fmt(r["noise_fraction"]),
-            _fmt(r["mean_attribution"]),
-            _fmt(r["mean_entropy_context"]),
-            _fmt(r["mean_kl"]),
-            _fmt(r.get("eval_loss"), 4),
-        )
-        css = " class='best-row'" if r["checkpoint"] == best else ""
-        out.append(f"<tr{css}>" + "".join(f"<td>{esc('-' if v is None else v)}</td>" for v in values) + "</tr>")
-    return "".join(out) + "</table>"
-
-
-def _scatter(row: dict, record: dict, settings) -> str:
+def scatter(row: dict, record: dict, settings) -> str:
     width, height, pad = 240, 190, 26
     tokens = [(i, t) for i, result in enumerate(record["results"]) for t in result.get("tokens", [])]
     name = "entropy_context" if settings.noise_entropy == "context" else "entropy_prompt"
@@ -358,7 +226,7 @@ def _scatter(row: dict, record: dict, settings) -> str:
     return "".join(out)
 
 
-def _heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recommended: Optional[dict]) -> str:
+def heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recommended: Optional[dict]) -> str:
     out = [
         f"<h3>Prompt {index}</h3><p class='prompt'>{esc(prompt)}</p><div class='scroll'>"
         f"<table class='heatmap' id='heatmap-{index}'>"
@@ -380,53 +248,8 @@ def _heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recom
             cells.append(
                 f"<td class='cell{' noise' if token['noise'] else ''}' "
                 f"style='background:{as_colour(token['attribution_score'])}' "
-                f"title='{esc(_token_details(token))}'>{esc(token['token'])}</td>"
+                f"title='{esc(token_details(token))}'>{esc(token['token'])}</td>"
             )
         cells.append(f"<td class='response'>{esc(result.get('response', ''))}</td></tr>")
         out.append("".join(cells))
     return "".join(out) + "</table></div>"
-
-
-def _token_details(token: dict) -> str:
-    lines = [
-        f"{token['token']!r} (position {token['position']}, id {token['token_id']})",
-        f"AS {token['attribution_score']:+.4f} ({token.get('band', '')}){', NOISE' if token['noise'] else ''}",
-        f"H prompt {token['entropy_prompt']:.4f}, H context {token['entropy_context']:.4f}",
-        f"KL(ctx||prm) {token['kl_context_prompt']:.4f}, KL(prm||ctx) {token['kl_prompt_context']:.4f}",
-    ]
-    if token.get("replacement_entropy") is not None:
-        lines.append(f"top-p set {token['top_p_set_size']}: H rep {token['replacement_entropy']:.3f} greedy, "
-                     f"{token['replacement_entropy_sampled']:.3f} sampled; original response "
-                     f"{token['original_response_share']:.2f} greedy, {token['original_response_share_sampled']:.2f} "
-                     "sampled")
-    scopes = [f"{name} {token[f'{name}_scope']:.3g}" for name in SCOPE_NAMES
-              if token.get(f"{name}_scope") is not None]
-    if scopes:
-        lines.append("Jacobian Scopes: " + ", ".join(scopes))
-    for name, key in (("top q_prompt", "top_prompt"), ("top q_context", "top_context")):
-        candidates = ", ".join(f"{c['token']!r} {c['prob']:.3f}" for c in token.get(key, []))
-        lines.append(f"{name}: {candidates}")
-    return "\n".join(lines)
-
-
-def _fmt(value, digits: int = 3):
-    return None if value is None else f"{value:.{digits}f}"
-
-
-_CSS = """.disagree{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px}
-
-body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:28px}
-.muted{color:#666}.recommended{font-size:16px;background:#e8f5e9;padding:8px;border-left:4px solid #2e7d32}
-.axis{stroke:#444;stroke-width:1}.label{font-size:11px;fill:#444}.noise{fill:#c62828}.loss{fill:#1565c0}
-.noise-line{fill:none;stroke:#c62828;stroke-width:2}.noise-point{fill:#c62828}
-.loss-line{fill:none;stroke:#1565c0;stroke-width:1.5;stroke-dasharray:4 3}.loss-point{fill:#1565c0}
-.best{stroke:#2e7d32;stroke-width:2;stroke-dasharray:6 3}.failed{fill:#b71c1c;font-size:14px}
-table.rows{border-collapse:collapse;margin-top:12px}table.rows td,table.rows th{border:1px solid #ddd;padding:3px 8px;
-font-size:13px;text-align:right}.best-row{background:#e8f5e9;font-weight:bold}
-.grid{display:flex;flex-wrap:wrap;gap:8px}.scatter{margin:0}.scatter figcaption{font-size:12px;text-align:center}
-.noise-region{fill:#ddd}.plateau{fill:#e3f2fd}.stat{margin:0}.stat figcaption{font-size:12px;text-align:center}
-.stat-line{fill:none;stroke:#6a1b9a;stroke-width:1.5}.stat-point{fill:#6a1b9a}.scroll{overflow-x:auto}.prompt{font-style:italic}
-table.heatmap{border-collapse:collapse;font-size:12px}table.heatmap th{font-weight:normal;padding:2px 6px;
-white-space:pre;text-align:left}td.cell{padding:2px 4px;border:1px solid #fff;white-space:pre}
-td.noise{outline:2px solid #000;outline-offset:-2px}td.response{color:#555;padding-left:10px;white-space:pre}
-"""

@@ -12,9 +12,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..types.position_scores import PositionScores, exact_scores
 from .budgeted import score_budgeted
 from .engine import score_exact
-from .position_scores import PositionScores, exact_scores
 
 __all__ = ["PositionScores", "exact_scores", "score_prompt"]
 

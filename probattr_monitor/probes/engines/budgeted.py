@@ -31,8 +31,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .engine import SuffixScorer, kv_bytes_per_token, score_position
-from .estimator import (
+from ..maths.estimator import (
     QUANTITIES,
     Estimate,
     TailSample,
@@ -43,9 +42,10 @@ from .estimator import (
     select_head,
     tail_components,
 )
-from .position_scores import PositionScores
-from .quantities import PositionQuantities
-from .settings import ProbeSettings
+from ..maths.quantities import PositionQuantities
+from ..types.position_scores import PositionScores
+from ..types.settings import ProbeSettings
+from .engine import SuffixScorer, kv_bytes_per_token, score_position
 
 # Bumped whenever a change to the head, the proposal or the error bars changes budgeted numbers for
 # the same settings; stored records made by another revision are recomputed, not reused.

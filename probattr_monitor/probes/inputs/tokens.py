@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import NonFiniteLogitsError, ProbeInputError, one_line
-from .cache import returned_cache, with_cache
-from .engine import model_device
+from ...errors import NonFiniteLogitsError, ProbeInputError, one_line
+from ..engines.cache import returned_cache, with_cache
+from ..engines.engine import model_device
 
 _CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 

@@ -15,9 +15,9 @@ import pytest
 from probattr_monitor import ProbeInputError, probe
 from probattr_monitor.sweep import LOCK_FILE, SUMMARY_JSON
 
-from .callbacks.helpers import PROMPTS
+from ..callbacks.helpers import PROMPTS
+from ..sweep.test_sweep import prompt_args, sweep_cli
 from .test_cli import assert_usage_error, cli_main, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
-from .test_sweep import prompt_args, sweep_cli
 
 
 def summary(folder):

@@ -23,7 +23,7 @@ from probattr_monitor.faithfulness import (
     sufficiency,
 )
 
-from .test_cli import run_cli
+from ..cli.test_cli import run_cli
 
 pytest.importorskip("captum")
 WEIGHTS = [3.0, 1.0, 0.0]
@@ -155,13 +155,13 @@ def test_a_tokenizer_with_no_baseline_token_is_bad_input(peaked, tokenizer, tmp_
 
 def test_the_jacobian_scopes_are_faithfulness_methods_that_need_no_captum(peaked, tokenizer, monkeypatch):
     """The three scopes score the same tokens as AS, through the same deletion metrics, with Captum
-    unimportable; each equals ``probes.scopes`` run on the scored sequence directly."""
+    unimportable; each equals ``probes.engines.scopes`` run on the scored sequence directly."""
     import builtins
 
     import torch
 
     from probattr_monitor import probe
-    from probattr_monitor.probes.scopes import jacobian_scopes
+    from probattr_monitor.probes.engines.scopes import jacobian_scopes
 
     real_import = builtins.__import__
 

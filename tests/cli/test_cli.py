@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from .conftest import build_model
+from ..conftest import build_model
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
 

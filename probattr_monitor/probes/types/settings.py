@@ -12,8 +12,8 @@ import functools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional, TypeVar, Union
 
-from ..errors import ProbeInputError, warn_renamed
-from .values import is_finite_number
+from ...errors import ProbeInputError, warn_renamed
+from ..maths.values import is_finite_number
 
 CANDIDATE_POLICIES = ("auto", "exact", "budget")
 RENAMED_SETTINGS = {"candidates": "candidate_policy"}  # old spelling -> field (this release only)
@@ -24,7 +24,7 @@ DEFAULT_AS_BAND = 0.2
 DEFAULT_ENTROPY_THRESHOLD = 2.0
 DEFAULT_CANDIDATE_BUDGET = 768
 DEFAULT_COST_SHARE = 5  # by default a budgeted probe costs at most 1/5 of exact
-SCOPE_NAMES = ("semantic", "fisher", "temperature")  # the Jacobian Scopes (probes.scopes.SCOPES is this)
+SCOPE_NAMES = ("semantic", "fisher", "temperature")  # the Jacobian Scopes (probes.engines.scopes.SCOPES is this)
 CPU_MEMORY_BUDGET_MB = 32.0  # toy: 1.1-1.3x faster than at 64 MB; SmolLM2: within 5% (bench_exact, bench_engine_flops)
 ACCELERATOR_MEMORY_BUDGET_MB = 1024.0  # an accelerator whose free memory cannot be read (mps, xpu, ...)
 CUDA_FREE_MEMORY_SHARE = 0.25  # of the memory free on a CUDA device when the probe starts
@@ -97,7 +97,7 @@ class ProbeSettings:
             768. Up to 3/8 of each position's share buys a one-token lookahead (one token-forward
             per id) and 1/32 a four-token lookahead of the ids it ranks highest; both steer which
             candidates are scored. 7/32 of the budget is pooled over the prompt's positions and goes
-            where the attribution score is least certain (``probes.budgeted``). On SmolLM2 the
+            where the attribution score is least certain (``probes.engines.budgeted``). On SmolLM2 the
             default 768 keeps AS within 0.05 nats of exact on the hardest measured positions in
             98-100% of replays; 512 in 96-98% (README).
         seed: seed of the tail sampler's private generator (the global RNG is never touched).
@@ -111,21 +111,21 @@ class ProbeSettings:
         chat_template: ``"auto"`` (default) builds each prompt with the tokenizer's chat template
             when it has one, ``True`` requires one, ``False`` probes the raw text. With a template
             only the user's tokens are scored; the template's tokens stay fixed in the sequence
-            (``probes.chat``).
+            (``probes.inputs.chat``).
         system: a system message for the chat template (default: the template's own, if any).
         max_token_forwards: a cap on the token-forwards of one probe run (all its prompts) under
             the budget policy: when ``budget_for(|V|)`` would cost more, the candidates per
             position are scaled down to fit (:meth:`budget_within`). ``None`` (default): no cap.
             Exact probes are never capped (they would no longer be exact): the callback warns.
         replacement_entropy: also measure response stability (the paper's section 4.3,
-            ``probes.replacement``): per scored token its top-p set size, the replacement entropy
+            ``probes.engines.replacement``): per scored token its top-p set size, the replacement entropy
             of greedy and of seeded top-p-sampled regenerations, and the share equal to the
             original response. Off by default: it costs ``2 x |top-p set|`` generations per token
             (``summary["generations"]``).
         replacement_top_p: the top-p mass of the replacement set and of the sampler (0.9).
         replacement_max_candidates: at most this many replacements per token (``None``: the
             whole top-p set, as the paper).
-        scopes: Jacobian Scopes to add per scored token (``probes.scopes``: any of ``"semantic"``,
+        scopes: Jacobian Scopes to add per scored token (``probes.engines.scopes``: any of ``"semantic"``,
             ``"fisher"``, ``"temperature"``), aggregated over the response; each costs one backward
             pass or a few per prompt (``()``, the default: none). A list is kept as a tuple.
         progress: show a tqdm progress bar.

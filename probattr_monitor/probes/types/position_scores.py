@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .engine import CandidateScores
-from .quantities import QUANTITIES, PositionQuantities, position_quantities
+from ..engines.engine import CandidateScores
+from ..maths.quantities import QUANTITIES, PositionQuantities, position_quantities
 
 
 @dataclass
@@ -17,7 +17,7 @@ class PositionScores:
 
     Attributes:
         quantities: values (each ``(n,)``) and top candidates (``(n, top_k)``).
-        stderrs: ``{name: (n,) float64}`` for each of :data:`~probattr_monitor.probes.quantities.QUANTITIES`;
+        stderrs: ``{name: (n,) float64}`` for each of :data:`~probattr_monitor.probes.maths.quantities.QUANTITIES`;
             zeros when exact.
         log_p_response: ``log P(r | s, p)``.
         token_forwards: suffix tokens evaluated (the cost).

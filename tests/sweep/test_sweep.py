@@ -19,8 +19,8 @@ from probattr_monitor.checkpoints import discover_checkpoints, explicit_checkpoi
 from probattr_monitor.monitoring.metrics import SUMMARY_KEYS
 from probattr_monitor.sweep import SUMMARY_CSV, SUMMARY_JSON, SweepConfig, run_sweep
 
-from .callbacks.helpers import PROMPTS, make_trainer
-from .readers import read_tensorboard, read_wandb_history, wandb_run_file
+from ..callbacks.helpers import PROMPTS, make_trainer
+from ..readers import read_tensorboard, read_wandb_history, wandb_run_file
 
 STEPS = [3, 6, 9, 12]  # as strings: "12" < "3" < "6" < "9"
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
@@ -67,7 +67,7 @@ def quiet_config(run, out) -> SweepConfig:
 
 def sweep_cli(*args, timeout=None):
     """``probattr-monitor sweep ARGS``, in process (``test_cli.cli_main``)."""
-    from .test_cli import cli_main
+    from ..cli.test_cli import cli_main
 
     return cli_main("sweep", *args)
 
@@ -374,7 +374,7 @@ def test_sweep_takes_responses_as_flags_or_a_file(plain_run, tmp_path):
     (["--response", "a", "--response", "b", "--reference", "x"], "give one of --response"),
 ])
 def test_sweep_response_flags_that_do_not_fit_are_usage_errors(plain_run, tmp_path, args, fragment):
-    from .test_cli import assert_usage_error, cli_main
+    from ..cli.test_cli import assert_usage_error, cli_main
 
     assert_usage_error(cli_main("sweep", plain_run, "--out", tmp_path / "o", *prompt_args(), *args), fragment)
 

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..errors import NonFiniteLogitsError
+from ...errors import NonFiniteLogitsError
 from .cache import returned_cache, with_cache
 from .engine import model_device
 

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from ..errors import ProbeInputError, one_line
+from ...errors import ProbeInputError, one_line
 
 Message = dict
 Prompt = Union[str, Sequence[Message]]

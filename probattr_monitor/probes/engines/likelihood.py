@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..errors import NonFiniteLogitsError
+from ...errors import NonFiniteLogitsError
 from .engine import model_device, next_token_log_probs
 
 
@@ -27,7 +27,7 @@ def response_log_likelihoods(model: Any, encoded: Sequence) -> list[Optional[flo
 
     Examples:
         >>> from probattr_monitor.probing.inputs import prepare_inputs
-        >>> from probattr_monitor.probes.settings import ProbeSettings
+        >>> from probattr_monitor.probes.types.settings import ProbeSettings
         >>> from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
         >>> tokenizer = byte_bpe_tokenizer(["the cat sat on the mat"], vocab_size=270)
         >>> model = tiny_gpt2(len(tokenizer))

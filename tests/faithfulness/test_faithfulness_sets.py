@@ -16,7 +16,7 @@ from probattr_monitor.faithfulness.run import PROBABILITY_METRICS
 from probattr_monitor.faithfulness.scorer import ResponseScorer
 from tests.planted import MASK, PROMPT, SLOTS, YES, planted_model
 
-from .test_cli import run_cli
+from ..cli.test_cli import run_cli
 
 PAIR = frozenset(SLOTS)  # the slots are prompt positions 1 and 4, features 1 and 4
 

@@ -35,9 +35,9 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from transformers import DynamicCache
 
-from ..errors import NonFiniteLogitsError, ProbeInputError
+from ...errors import NonFiniteLogitsError, ProbeInputError
+from ..types.settings import ProbeSettings
 from .cache import returned_cache, with_cache
-from .settings import ProbeSettings
 
 
 @dataclass

@@ -12,8 +12,8 @@ import pytest
 from probattr_monitor import ProbAttrCallback, ProbeSettings
 from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord
 
-from .callbacks.helpers import PROMPTS, make_trainer
-from .test_cli import run_cli
+from ..callbacks.helpers import PROMPTS, make_trainer
+from ..cli.test_cli import run_cli
 
 SETTINGS = ["--max-new-tokens", "3", "--no-progress", *[a for p in PROMPTS for a in ("--prompt", p)]]
 

@@ -40,12 +40,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..inputs.tokens import vocab_size_of
+from ..maths.estimator import TailSample, estimate_strata
+from ..maths.quantities import QUANTITIES, position_quantities
+from ..types.settings import ProbeSettings
 from .budgeted import first_order_estimates
 from .engine import SuffixScorer, candidate_batch_size, kv_bytes_per_token, prefix_cache
-from .estimator import TailSample, estimate_strata
-from .quantities import QUANTITIES, position_quantities
-from .settings import ProbeSettings
-from .tokens import vocab_size_of
 
 JOINT_DRAWS = 512  # sampled joint candidates per estimate (each costs its suffix in token-forwards)
 JOINT_HEAD = 32  # joint candidates summed exactly (the actual one included)

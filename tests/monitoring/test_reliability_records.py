@@ -14,9 +14,9 @@ from probattr_monitor.monitoring.run import run_probes
 from probattr_monitor.prompts import read_prompts_file
 from probattr_monitor.sweep import SUMMARY_JSON
 
-from .conftest import build_model
-from .test_cli import assert_usage_error, cli_main, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
-from .test_sweep import prompt_args, sweep_cli
+from ..cli.test_cli import assert_usage_error, cli_main, model_dir, run_cli  # noqa: F401 - model_dir is a fixture
+from ..conftest import build_model
+from ..sweep.test_sweep import prompt_args, sweep_cli
 
 
 def summary(folder):

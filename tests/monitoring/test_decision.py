@@ -9,8 +9,8 @@ import pytest
 
 from probattr_monitor.monitoring.decision import RULES, recommend
 from probattr_monitor.monitoring.statistics import drift, membership, plateau_start, soft_noise
-from probattr_monitor.probes.result import ProbeResult, TokenAttribution
-from probattr_monitor.probes.settings import ProbeSettings
+from probattr_monitor.probes.types.result import ProbeResult, TokenAttribution
+from probattr_monitor.probes.types.settings import ProbeSettings
 
 
 def token(position, score, entropy):
