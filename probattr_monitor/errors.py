@@ -10,12 +10,15 @@ Each error is one clear line naming the problem, never a deep torch traceback:
 - :class:`MethodUnavailable`: a comparison method that cannot run in this installation.
 - :class:`NonFiniteLogitsError`: the model produced NaN or infinite logits (a diverged checkpoint).
 
-:func:`warn_renamed` is how an old spelling of an argument keeps working for one release.
+:func:`warn_renamed` is how an old spelling of an argument keeps working for one release, and
+:func:`moved_module` how a module that moved still answers at its old place.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from typing import Any, Callable
 
 
 class ProbattrError(Exception):
@@ -64,6 +67,20 @@ def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3) -> None:
     _WARNED.add((where, old))
     warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; use {new}",
                   FutureWarning, stacklevel=stacklevel)
+
+
+def moved_module(old: str, new: str) -> Callable[[str], Any]:
+    """The module ``__getattr__`` (PEP 562) of the stub left at ``old``: each name resolves to
+    ``new``'s, after one ``FutureWarning``; importing the stub does nothing."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = getattr(importlib.import_module(new), name)
+        warn_renamed(old, new, "import")
+        return value
+
+    return __getattr__
 
 
 def first_line(text: str) -> str:

@@ -49,7 +49,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             same Trainer; training stops at its first step with a ``ValueError`` if there is none).
         statistic: a summary key (``log_p_response``, ``soft_noise``, ``noise_tokens``, ...) or a
             drift key (``drift_attribution``, ``drift_entropy``). Default ``log_p_response``: with
-            fixed responses, the held-out likelihood of the probe set (see the README's study).
+            fixed responses, the held-out likelihood of the probe set (docs: "Choosing a checkpoint").
         patience: probe runs without an improvement after which training stops (``None``: never
             stop, only warn).
         threshold: the smallest change that counts as an improvement, in the statistic's units.

@@ -66,7 +66,7 @@ def add_rule_argument(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--rule", default=DEFAULT_RULE, choices=tuple(RULES),
                         help=f"how to recommend a checkpoint (default {DEFAULT_RULE}, the rule the signal study "
-                             "supports; see the README)")
+                             "supports; see the docs' \"Choosing a checkpoint\")")
 
 
 def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ metrics use):
   embedding dimension;
 - ``gradient_shap``: Captum ``GradientShap`` on the input embeddings, the baseline token's
   embeddings as the baseline, summed over the embedding dimension;
-- ``reagent``: exists only in Inseq (not a dependency; see the README); skipped with a message;
+- ``reagent``: exists only in Inseq (not a dependency; see the docs' faithfulness guide); skipped with a message;
 - ``random``: a seeded random ranking, the floor any method should beat;
 - ``semantic_scope``, ``fisher_scope``, ``temperature_scope``: the Jacobian Scopes of
   ``probes.engines.scopes`` aggregated over the response (no Captum needed; Fisher by its low-rank

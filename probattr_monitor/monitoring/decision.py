@@ -4,7 +4,7 @@ A *rule* takes the rows of one run (``step``, ``checkpoint``, ``status``, ``eval
 statistics of ``monitoring.metrics`` / ``monitoring.statistics``) in step order and returns the
 row it recommends and why, or ``None`` when the rows do not carry what it needs. Rules are
 compared by ``benchmarks/signal_study.py`` against processes whose truth is known;
-:data:`DEFAULT_RULE` is the one that study supports (README, "Choosing a checkpoint").
+:data:`DEFAULT_RULE` is the one that study supports (docs: "Choosing a checkpoint").
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ RULES: dict[str, Rule] = {
     "guarded": guarded,
     "last": last,
 }
-DEFAULT_RULE = "guarded"  # chosen and reported on separate runs of the signal study (README)
+DEFAULT_RULE = "guarded"  # chosen and reported on separate runs of the signal study (docs: choosing a checkpoint)
 FALLBACKS = ("lowest_eval_loss", "last")
 # Rules that read log P(r | p): meaningful only when every checkpoint scored the same responses.
 NEEDS_FIXED_RESPONSES = ("highest_log_p_response", "latest_not_regressed", "lowest_eval_loss_not_regressed",

@@ -34,7 +34,7 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 # Nats per prompt of mean log P(r|p) the guard may lose before a loss counts: chosen on seed 0 of the
 # signal study's regimes (the largest tolerance with the lowest worst regret whose warnings fire at the
-# truth's onset), reported on seeds 1 and 2 (README, "Choosing a checkpoint").
+# truth's onset), reported on seeds 1 and 2 (docs: "Choosing a checkpoint").
 DEFAULT_TOLERANCE = 0.3
 MIN_PROMPTS = 3  # fewer paired prompts give no interval worth the name: nothing is flagged
 

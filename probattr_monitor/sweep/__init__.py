@@ -37,3 +37,14 @@ __all__ = [
     "collect_rows", "frozen_by_the_run", "load_records", "log_record", "open_guarded_sinks", "probe_checkpoint",
     "read_record", "records_lock", "resolve_checkpoints", "run_sweep", "summarise",
 ]
+
+
+def __getattr__(name: str):
+    """``report_run``, which moved to :mod:`probattr_monitor.report`, for one release (``FutureWarning``)."""
+    if name == "report_run":
+        from ..errors import warn_renamed
+        from ..report import report_run
+
+        warn_renamed("probattr_monitor.sweep.report_run", "probattr_monitor.report.report_run", "import")
+        return report_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,3 +44,17 @@ def test_the_old_tiny_models_module_warns_and_gives_the_demos():
 
     with pytest.warns(FutureWarning, match="probattr_monitor.tiny_models is deprecated"):
         assert tiny_models.tiny_gpt2 is moved.tiny_gpt2
+
+
+def test_the_moved_public_modules_still_resolve_with_a_future_warning():
+    from probattr_monitor import report, sweep
+    from probattr_monitor.probes import result, settings
+    from probattr_monitor.probes.types import result as moved_result
+    from probattr_monitor.probes.types import settings as moved_settings
+
+    with pytest.warns(FutureWarning, match="probattr_monitor.probes.result is deprecated"):
+        assert result.ProbeResult is moved_result.ProbeResult
+    with pytest.warns(FutureWarning, match="probattr_monitor.probes.settings is deprecated"):
+        assert settings.ProbeSettings is moved_settings.ProbeSettings
+    with pytest.warns(FutureWarning, match="sweep.report_run is deprecated"):
+        assert sweep.report_run is report.report_run

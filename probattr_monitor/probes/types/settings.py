@@ -99,7 +99,7 @@ class ProbeSettings:
             candidates are scored. 7/32 of the budget is pooled over the prompt's positions and goes
             where the attribution score is least certain (``probes.engines.budgeted``). On SmolLM2 the
             default 768 keeps AS within 0.05 nats of exact on the hardest measured positions in
-            98-100% of replays; 512 in 96-98% (README).
+            98-100% of replays; 512 in 96-98% (docs: the budget policy).
         seed: seed of the tail sampler's private generator (the global RNG is never touched).
         memory_budget_mb: transient memory the engine may use per candidate batch (expanded KV
             cache, activations, logits); batch sizes follow from it (see
