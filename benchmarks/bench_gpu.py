@@ -126,7 +126,7 @@ def main() -> None:
 
     from probattr_monitor.probes.engines.engine import score_exact
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the float64 oracle lives in tests/
-    from probattr_monitor.probing.inputs import prepare_inputs
+    from probattr_monitor.api.inputs import prepare_inputs
     from tests.reference import score_naive
 
     model = models["bfloat16"]

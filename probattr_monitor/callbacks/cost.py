@@ -26,8 +26,8 @@ def follow_trainer_log_level(args) -> None:
 
 def log_cost(args, model, encoded, settings) -> dict:
     """Log what one probe run will cost (INFO), at the Trainer's log level; returns it
-    (``probing.cost.run_cost``)."""
-    from ..probing.cost import run_cost
+    (``api.cost.run_cost``)."""
+    from ..api.cost import run_cost
 
     follow_trainer_log_level(args)
     vocab_size = vocab_size_of(model)

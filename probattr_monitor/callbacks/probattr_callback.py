@@ -210,7 +210,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._model_ref: Any = None  # a weak reference to the model trained
         self._trainer_state: Any = None  # the Trainer's TrainerState
         self._last: Optional[ProbeRun] = None  # the latest probe run
-        self.cost: dict = {}  # what one probe run costs (probing.cost.run_cost), known at train begin
+        self.cost: dict = {}  # what one probe run costs (api.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
 
     def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
@@ -269,7 +269,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         """Check the inputs against the model and tokenizer (fail early), restore the state saved
         in the checkpoint training resumes from, then open the sinks."""
-        from ..probing.inputs import prepare_inputs
+        from ..api.inputs import prepare_inputs
 
         self.tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if self.tokenizer is None or not callable(self.tokenizer):

@@ -27,8 +27,8 @@ def select_tokens(model, tokenizer, prompts: Sequence, responses: Optional[Seque
     ``probability_faithfulness`` (nats) and ``search`` (the method's settings, seed and, for
     ``joint_as``, ``AS_S`` with its standard error). Give ``size`` or ``sparsity`` (``size =
     ceil(sparsity x n)``), not both."""
+    from ..api.inputs import eval_mode, prepare_inputs, with_responses
     from ..probes.engines.engine import model_device
-    from ..probing.inputs import eval_mode, prepare_inputs, with_responses
 
     if method not in SET_METHODS:
         raise ProbeInputError(f"unknown set method {method!r}; choose from {', '.join(SET_METHODS)}")

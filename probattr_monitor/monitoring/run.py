@@ -93,8 +93,8 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
 def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings) -> list:
     """``log P(r | p)`` of each ``(prompt, response)`` guard pair, encoded as the probes are, in
     eval mode (the caller's training mode restored)."""
+    from ..api.inputs import eval_mode, prepare_inputs
     from ..probes.engines.likelihood import response_log_likelihoods
-    from ..probing.inputs import eval_mode, prepare_inputs
 
     prompts, responses = [p for p, _ in guard], [r for _, r in guard]
     encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
@@ -108,8 +108,8 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
     they are the fixed responses every checkpoint is scored on."""
     import torch
 
+    from ..api.inputs import eval_mode, prepare_inputs
     from ..probes.inputs.tokens import greedy_continuation, stop_token_ids
-    from ..probing.inputs import eval_mode, prepare_inputs
 
     encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)
     stop_ids = stop_token_ids(model, tokenizer)

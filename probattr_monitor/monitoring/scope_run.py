@@ -21,9 +21,9 @@ def scope_statistics(model, tokenizer, prompts: Sequence, responses: Optional[Se
                      settings: ProbeSettings) -> dict:
     """``{f"mean_{name}_scope": value}`` for each scope of ``settings.scopes`` (see the module
     docstring); ``responses`` is ``None`` (generate) or one entry per prompt (text, ids or ``None``)."""
+    from ..api.inputs import eval_mode, prepare_inputs, with_responses
     from ..probes.engines.engine import model_device
     from ..probes.engines.scopes import jacobian_scopes
-    from ..probing.inputs import eval_mode, prepare_inputs, with_responses
 
     if not settings.scopes:
         return {}

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-import probattr_monitor.probing.dispatch as dispatch
+import probattr_monitor.api.dispatch as dispatch
 from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
 from probattr_monitor.demo.tiny_models import tiny_gpt2
 

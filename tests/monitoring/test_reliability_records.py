@@ -105,8 +105,8 @@ def test_a_byte_order_mark_is_not_prompt_text(tmp_path):
 # ---- 10, 11, 16. settings that cannot hold ----
 
 def test_a_token_forward_cap_below_the_floor_is_refused(tokenizer):
-    from probattr_monitor.probing.cost import run_suffix_tokens
-    from probattr_monitor.probing.inputs import prepare_inputs
+    from probattr_monitor.api.cost import run_suffix_tokens
+    from probattr_monitor.api.inputs import prepare_inputs
 
     model = build_model("gpt2", len(tokenizer), peaked=False)
     prompt, response = "the cat sat on the mat and the dog", " ran after it"

@@ -88,7 +88,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_walk_sees_function_local_imports():
     edges = graph()
-    assert "probattr_monitor.probing.inputs" in edges["probattr_monitor.callbacks.probattr_callback"]  # in a method
+    assert "probattr_monitor.api.inputs" in edges["probattr_monitor.callbacks.probattr_callback"]  # in a method
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
 
 

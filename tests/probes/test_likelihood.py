@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from probattr_monitor import ProbeSettings, probe
+from probattr_monitor.api.inputs import prepare_inputs
 from probattr_monitor.probes.engines.likelihood import response_log_likelihoods
-from probattr_monitor.probing.inputs import prepare_inputs
 
 from ..conftest import build_model
 

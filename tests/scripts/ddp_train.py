@@ -44,8 +44,8 @@ def main():
     trainer = make_trainer(args.out, [callback], max_steps=4, save_steps=2, ddp_backend="gloo")
     rank = int(os.environ.get("RANK", "0"))
     if args.fail_rank is not None and rank == args.fail_rank:
+        import probattr_monitor.api.dispatch as dispatch
         import probattr_monitor.probes.engines.scores as scores
-        import probattr_monitor.probing.dispatch as dispatch
 
         def broken(*a, **k):
             raise RuntimeError(f"injected failure on rank {rank}")

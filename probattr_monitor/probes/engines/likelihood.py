@@ -21,12 +21,12 @@ from .engine import model_device, next_token_log_probs
 @torch.inference_mode()
 def response_log_likelihoods(model: Any, encoded: Sequence) -> list[Optional[float]]:
     """``log P(r | s, p) = sum_j log P(r_j | s, p, r_<j)`` in nats for each ``(EncodedPrompt,
-    response ids)`` of ``encoded`` (``probing.inputs.prepare_inputs``' output, every response given);
+    response ids)`` of ``encoded`` (``api.inputs.prepare_inputs``' output, every response given);
     ``None`` for a prompt whose logits are not finite (a diverged model). The model runs in the
     mode it is in: callers put it in eval mode (``monitoring.run.guard_likelihoods`` does).
 
     Examples:
-        >>> from probattr_monitor.probing.inputs import prepare_inputs
+        >>> from probattr_monitor.api.inputs import prepare_inputs
         >>> from probattr_monitor.probes.types.settings import ProbeSettings
         >>> from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
         >>> tokenizer = byte_bpe_tokenizer(["the cat sat on the mat"], vocab_size=270)

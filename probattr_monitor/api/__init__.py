@@ -1,9 +1,9 @@
 """The public entry point: ``probe(model, tokenizer, prompts, responses=None, **settings)``.
 
-Orchestration only: it checks and encodes the inputs (``probing.inputs``), keeps a budgeted run
-within its cap (``probing.cost``), shares the work among ranks (``probing.dispatch``), puts the
+Orchestration only: it checks and encodes the inputs (``inputs``), keeps a budgeted run
+within its cap (``cost``), shares the work among ranks (``dispatch``), puts the
 model in eval mode (and back) and assembles one :class:`ProbeResult` per prompt
-(``probing.assembly``). The maths lives in ``probes/``. The callback, the sweep and the CLI all
+(``assembly``). The maths lives in ``probes/``. The callback, the sweep and the CLI all
 come through here, so one checkpoint gives one set of numbers.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, overload
 
-from .probes.inputs.tokens import check_causal_attention, vocab_size_of
-from .probes.types.result import ProbeResult
-from .probes.types.settings import ProbeSettings
-from .probing.assembly import probe_one
-from .probing.cost import within_cap
-from .probing.dispatch import my_share, progress, sharded
-from .probing.inputs import Conversation, Prompts, Response, Responses, eval_mode, prepare_inputs
+from ..probes.inputs.tokens import check_causal_attention, vocab_size_of
+from ..probes.types.result import ProbeResult
+from ..probes.types.settings import ProbeSettings
+from .assembly import probe_one
+from .cost import within_cap
+from .dispatch import my_share, progress, sharded
+from .inputs import Conversation, Prompts, Response, Responses, eval_mode, prepare_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -110,7 +110,7 @@ def probe(
             return results
 
         if len(indices) != len(prompt_list):
-            from .distributed import gather_objects, run_collectively
+            from ..distributed import gather_objects, run_collectively
 
             results = {i: r for part in gather_objects(run_collectively(work)) for i, r in part.items()}
         else:
