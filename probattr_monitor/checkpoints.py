@@ -28,6 +28,7 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
+        """The checkpoint folder's name (``checkpoint-<step>``)."""
         return self.path.name
 
 

@@ -106,6 +106,8 @@ class WatchState:
             return cls()
 
     def save(self, path: Path) -> None:
+        """Write the watcher's state (the frozen responses and the steps logged) atomically, so that a
+        restarted watcher goes on from it."""
         write_json_atomic(path, {"format": STATE_FORMAT, "responses": self.responses, "logged": self.logged})
 
 
@@ -168,6 +170,7 @@ class Watcher:
         self._seen: dict = {}  # name -> (snapshot, when first seen unchanged)
 
     def stop(self) -> None:
+        """Ask the loop to stop after the checkpoint in hand (what SIGINT and SIGTERM call)."""
         self._stop.set()
 
     def _say(self, text: str) -> None:
@@ -175,6 +178,8 @@ class Watcher:
             self.console.print(text)
 
     def run(self) -> int:
+        """Poll the run folder until stopped or idle: probe each checkpoint once it is complete, log it, and
+        return how many were logged."""
         config = self.config
         summary_dir = Path(config.sweep.out) if config.sweep.out else self.run_dir
         summary_dir.mkdir(parents=True, exist_ok=True)

@@ -194,4 +194,5 @@ class Decoder:
         return self._cache[token_id]
 
     def candidates(self, ids: torch.Tensor, probs: torch.Tensor) -> list[Candidate]:
+        """Top candidates as :class:`Candidate` objects: each id decoded (cached), with its probability."""
         return [Candidate(token_id=int(i), token=self(int(i)), prob=float(p)) for i, p in zip(ids, probs)]

@@ -45,6 +45,7 @@ class ProgressLog:
         self.bar = tqdm(total=total, desc="probattr", unit="pos", disable=not bar_enabled, leave=False)
 
     def update(self, count: int = 1) -> None:
+        """Count ``count`` more positions scored: the bar advances, and an INFO line every ``PROGRESS_LOG_SECONDS``."""
         self.done += count
         self.bar.update(count)
         now = time.perf_counter()
@@ -56,11 +57,13 @@ class ProgressLog:
                         self.done, self.total, elapsed, left)
 
     def close(self) -> None:
+        """Close the bar."""
         self.bar.close()
 
 
 @contextlib.contextmanager
 def progress(total: int, enabled: bool):
+    """A :class:`ProgressLog` over ``total`` positions (the bar shown when ``enabled``), closed on exit."""
     progress = ProgressLog(total, enabled)
     try:
         yield progress

@@ -138,6 +138,8 @@ def old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, pr
 
 
 def report_targets(report_to) -> tuple[str, ...]:
+    """``report_to`` checked and normalised: ``()`` for ``"none"``, ``("all",)``, ``("auto",)`` or the named
+    targets (each sink's package must be installed); an unknown name raises ``ValueError``."""
     forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in REPORT_TARGETS)
     valid = ("auto", "none", "all", *REPORT_TARGETS, *forwarded)
     names = [report_to] if isinstance(report_to, str) else list(report_to)

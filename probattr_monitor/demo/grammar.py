@@ -97,6 +97,7 @@ class HiddenMarkovGrammar:
 
     @classmethod
     def build(cls) -> "HiddenMarkovGrammar":
+        """The demo's grammar: its hidden states (topic x slot), vocabulary and emission and transition tables."""
         vocabulary = sorted({w for topic in TOPICS for slot in SLOTS for w in _emissions(slot, topic)} - {EOS})
         words = tuple(vocabulary + [EOS])
         states = tuple((topic, slot) for topic in TOPICS for slot in SLOTS)

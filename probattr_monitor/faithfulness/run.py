@@ -72,6 +72,7 @@ class FaithfulnessResult:
     protocol: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The result as a JSON object (every field; ``json.dumps`` takes it as it is)."""
         from dataclasses import asdict
 
         return asdict(self)

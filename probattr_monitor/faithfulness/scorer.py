@@ -51,6 +51,7 @@ class ResponseScorer:
 
     @property
     def n_features(self) -> int:
+        """How many prompt tokens can be removed (the scored positions)."""
         return int(self.columns.shape[0])
 
     def _response_log_p(self, logits: torch.Tensor) -> torch.Tensor:

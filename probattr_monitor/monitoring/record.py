@@ -90,6 +90,7 @@ class CheckpointRecord:
 
     @property
     def ok(self) -> bool:
+        """Whether the probe run succeeded (``status == "ok"``)."""
         return self.status == "ok"
 
     @property
@@ -121,6 +122,7 @@ class CheckpointRecord:
                 and self.checkpoint == checkpoint and self.step == step)
 
     def to_dict(self) -> dict:
+        """The record as the JSON object ``probattr.json`` holds."""
         return asdict(self)
 
     @classmethod

@@ -10,6 +10,7 @@ from .markup import COLOURS, as_colour, esc, token_details
 
 
 def curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
+    """SVG: noise tokens (left axis) and eval loss (right axis) against step, the recommended step marked."""
     width, height, left, right, top, bottom = 720, 280, 56, 64, 16, 40
     points = [r for r in rows if r["noise_tokens"] is not None]
     if not points:
@@ -190,6 +191,7 @@ def statistic_chart(key: str, title: str, hint: str, points: list, span: tuple, 
 
 
 def scatter(row: dict, record: dict, settings) -> str:
+    """SVG: one checkpoint's tokens, entropy against AS, one colour per prompt, the noise region shaded."""
     width, height, pad = 240, 190, 26
     tokens = [(i, t) for i, result in enumerate(record["results"]) for t in result.get("tokens", [])]
     name = "entropy_context" if settings.noise_entropy == "context" else "entropy_prompt"
@@ -227,6 +229,7 @@ def scatter(row: dict, record: dict, settings) -> str:
 
 
 def heatmap(index: int, prompt: str, rows: Sequence[dict], records: dict, recommended: Optional[dict]) -> str:
+    """HTML table: prompt ``index``'s AS per token (columns) at each checkpoint (rows), details on hover."""
     out = [
         f"<h3>Prompt {index}</h3><p class='prompt'>{esc(prompt)}</p><div class='scroll'>"
         f"<table class='heatmap' id='heatmap-{index}'>"

@@ -23,10 +23,12 @@ def as_colour(score: float, limit: float = 2.0) -> str:
 
 
 def fmt(value, digits: int = 3):
+    """``value`` with ``digits`` decimals, or ``None`` when it is missing (the table shows ``-``)."""
     return None if value is None else f"{value:.{digits}f}"
 
 
 def token_details(token: dict) -> str:
+    """The hover text of one token: its AS, entropies, KL, band and noise flag, stability, scopes, top candidates."""
     lines = [
         f"{token['token']!r} (position {token['position']}, id {token['token_id']})",
         f"AS {token['attribution_score']:+.4f} ({token.get('band', '')}){', NOISE' if token['noise'] else ''}",

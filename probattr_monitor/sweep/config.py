@@ -75,6 +75,7 @@ class SweepConfig:
 
     @property
     def prompt_set(self) -> PromptSet:
+        """The :class:`PromptSet` this sweep probes (prompts, responses or their mode, guard set)."""
         return PromptSet.of(self.prompts, self.responses, guard=self.guard)
 
     def key_for(self, checkpoint: Checkpoint) -> RecordKey:
@@ -100,6 +101,7 @@ class SweepSummary:
 
     @property
     def failed(self) -> int:
+        """How many checkpoints failed (the CLI then exits 3)."""
         return sum(1 for row in self.rows if row["status"] != "ok")
 
 

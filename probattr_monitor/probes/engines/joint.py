@@ -68,6 +68,7 @@ class JointScores:
 
     @property
     def attribution_score(self) -> float:
+        """``AS_S = log P(r | p) - log P(r | p without S)`` of the set (nats)."""
         return float(self.values["attribution_score"])
 
 

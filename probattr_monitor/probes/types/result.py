@@ -84,6 +84,7 @@ class TokenAttribution:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenAttribution":
+        """Inverse of ``dataclasses.asdict`` (the top candidates read back as :class:`Candidate`)."""
         values = dict(data)
         values["top_prompt"] = [Candidate(**c) for c in values.get("top_prompt", [])]
         values["top_context"] = [Candidate(**c) for c in values.get("top_context", [])]
