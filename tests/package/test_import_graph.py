@@ -116,3 +116,20 @@ def test_no_module_is_over_300_lines_without_its_reason():
         if text.count("\n") > MAX_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or ""):
             unexplained.append(f"{name} ({text.count(chr(10))} lines)")
     assert unexplained == []
+
+
+def test_every_public_function_and_method_has_a_docstring():
+    """The contract (or the formula) of every public name is written where it is defined; the
+    Trainer's event hooks (``on_*``), whose contract is transformers', and ``@overload`` stubs aside."""
+    missing = []
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            members = [node] + ([m for m in node.body] if isinstance(node, ast.ClassDef) else [])
+            for member in members:
+                if not isinstance(member, (ast.FunctionDef, ast.ClassDef)) or member.name.startswith(("_", "on_")):
+                    continue
+                if any("overload" in ast.unparse(d) for d in member.decorator_list):
+                    continue
+                if not ast.get_docstring(member):
+                    missing.append(f"{name}.{member.name}")
+    assert missing == []
