@@ -93,6 +93,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     choices, metavar) as ``HfArgumentParser`` does for ``TrainingArguments``. Every default is
     ``None`` ("not given"), so :func:`settings_from_args` changes only what was passed."""
     group = parser.add_argument_group("probe settings (ProbeSettings)")
+    old_spellings = {new: old for old, new in RENAMED_SETTINGS.items()}
     for setting in dataclasses.fields(ProbeSettings):
         meta = setting.metadata
         if setting.type in ("bool", bool):  # a switch that turns the default (True or False) around
@@ -101,21 +102,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = _PARSERS.get(str(meta.get("parse")))
         kind = kind or _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
-        group.add_argument(settings_flag(setting), dest=setting.name, type=kind, default=None,
-                           choices=meta.get("choices"), metavar=meta.get("metavar"), help=meta["help"],
-                           nargs=meta.get("nargs"))
-    for old, new in RENAMED_SETTINGS.items():  # the old flag, hidden, for one release
-        group.add_argument("--" + old.replace("_", "-"), dest=new, action=_RenamedFlag, new_flag=_flag_of(new),
-                           choices=_choices_of(new),
-                           help=argparse.SUPPRESS)
-
-
-def _flag_of(name: str) -> str:
-    return next(settings_flag(f) for f in dataclasses.fields(ProbeSettings) if f.name == name)
-
-
-def _choices_of(name: str):
-    return next(f.metadata.get("choices") for f in dataclasses.fields(ProbeSettings) if f.name == name)
+        options: dict[str, Any] = dict(dest=setting.name, type=kind, default=None, choices=meta.get("choices"),
+                       metavar=meta.get("metavar"), nargs=meta.get("nargs"))
+        group.add_argument(settings_flag(setting), help=meta["help"], **options)
+        if setting.name in old_spellings:  # the 0.2 flag, hidden, for one release
+            group.add_argument("--" + old_spellings[setting.name].replace("_", "-"), action=_RenamedFlag,
+                               new_flag=settings_flag(setting), help=argparse.SUPPRESS, **options)
 
 
 class _RenamedFlag(argparse.Action):
