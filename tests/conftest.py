@@ -45,3 +45,11 @@ def plain_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("plain") / "run"
     make_trainer(folder, [], max_steps=12, save_steps=3, evaluate=True).train()
     return folder
+
+
+@pytest.fixture
+def fresh_deprecation_warnings(monkeypatch):
+    """The once-per-process deprecation warnings (``errors.warn_renamed``) seen afresh by one test."""
+    from probattr_monitor import errors
+
+    monkeypatch.setattr(errors, "_WARNED", set())

@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from probattr_monitor import ProbAttrCallback, ProbeSettings, errors
+from probattr_monitor import ProbAttrCallback, ProbeSettings
 
 from .helpers import make_trainer
 
-
-@pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch):
-    """Each test sees the once-per-process deprecation warnings afresh."""
-    monkeypatch.setattr(errors, "_WARNED", set())
+pytestmark = pytest.mark.usefixtures("fresh_deprecation_warnings")  # each test sees the warnings afresh
 
 
 def future_warnings(caught) -> list[str]:

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from probattr_monitor import ProbeSettings, errors
+from probattr_monitor import ProbeSettings
 from probattr_monitor.cli import build_parser, settings_from_args
 
-
-@pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch):
-    """Each test sees the once-per-process deprecation warnings afresh."""
-    monkeypatch.setattr(errors, "_WARNED", set())
+pytestmark = pytest.mark.usefixtures("fresh_deprecation_warnings")  # each test sees the warnings afresh
 
 
 def test_the_renamed_setting_warns_once_in_python_and_on_the_command_line():
