@@ -108,8 +108,9 @@ def given_responses(responses, response_mode: str, count: int) -> Optional[list]
 
 
 SETTINGS_KEYWORDS_0_2 = (  # the settings the 0.2 callback took as keywords
-    "max_new_tokens", "as_band", "entropy_threshold", "noise_entropy", "candidates",
-                         "candidate_budget", "memory_budget_mb", "chat_template", "system", "max_token_forwards")
+    "max_new_tokens", "as_band", "entropy_threshold", "noise_entropy", "candidates", "candidate_budget",
+    "memory_budget_mb", "chat_template", "system", "max_token_forwards",
+)
 
 
 def old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, probe_on_evaluate):
