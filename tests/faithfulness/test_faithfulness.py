@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from probattr_monitor import ProbeSettings
 from probattr_monitor.demo.tiny_models import tiny_gpt2
 from probattr_monitor.errors import ProbeInputError
 from probattr_monitor.faithfulness import (
@@ -115,6 +116,24 @@ def test_cli_writes_json_and_plot(peaked, tokenizer, tmp_path):
     assert "replace with the baseline token" in data["protocol"]["deletion_operator"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "normalised_aopc" in completed.stdout and "Spearman" in completed.stdout
+
+
+def test_the_plot_leaves_the_callers_matplotlib_backend_alone(peaked, tokenizer, tmp_path):
+    """Plotting draws on a ``Figure`` of its own: no ``matplotlib.use`` behind the caller's back."""
+    import matplotlib
+
+    from probattr_monitor.faithfulness.output import plot_faithfulness
+
+    result = evaluate_faithfulness(peaked, tokenizer, ["the cat sat"], methods=["attribution_score", "random"],
+                                   settings=ProbeSettings(max_new_tokens=2, progress=False), samples=4)
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_faithfulness(result, tmp_path / "f.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_package_and_the_metrics_work_without_captum():
