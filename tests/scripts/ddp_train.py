@@ -9,6 +9,7 @@ how many prompts each rank scored (the work is split by prompt).
 """
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -57,7 +58,13 @@ def main():
           flush=True)
     if args.budget:
         print(f"rank {rank} scored {len(scored)} prompts", flush=True)
-    if dist.is_initialized():  # leave cleanly: gloo threads torn down at interpreter exit can abort
+    # Leave cleanly: free the DDP-wrapped model before its process group goes (a DDP reducer torn
+    # down after destroy_process_group, when main's locals are freed, hung one rank in about one
+    # run in ten), then tear the group down on every rank together (gloo threads torn down at
+    # interpreter exit can abort).
+    del trainer
+    gc.collect()
+    if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 
