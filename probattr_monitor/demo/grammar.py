@@ -29,6 +29,8 @@ INTRANSITIVE = {"farm": ["grazes", "sleeps"], "town": ["waits", "shops"]}
 # syntactic slots and their transitions (the same in both topics)
 SLOTS = ("s_det", "s_adj", "s_noun", "v_t", "v_i", "o_det", "o_adj", "o_noun", "prep", "p_det", "p_noun", "adv",
          "end", "eos")
+MAX_SENTENCE_WORDS = 64  # a bound on the sampling loop, never reached in practice
+
 TRANSITIONS = {
     "s_det": {"s_adj": 0.4, "s_noun": 0.6},
     "s_adj": {"s_adj": 0.15, "s_noun": 0.85},
@@ -116,15 +118,17 @@ class HiddenMarkovGrammar:
         return cls(words, states, initial, transition, emission)
 
     def sample(self, rng: np.random.Generator) -> list[str]:
-        """One sentence, ``w_1 .. "."`` (EOS not included)."""
+        """One sentence, ``w_1 .. "."`` (EOS not included), cut at :data:`MAX_SENTENCE_WORDS` words
+        (the adjective slots loop with probability 0.15: a cut sentence has probability below 1e-40)."""
         state = rng.choice(len(self.states), p=self.initial)
         sentence: list[str] = []
-        while True:
+        for _ in range(MAX_SENTENCE_WORDS):
             word = self.words[rng.choice(len(self.words), p=self.emission[state])]
             if word == EOS:
-                return sentence
+                break
             sentence.append(word)
             state = rng.choice(len(self.states), p=self.transition[state])
+        return sentence
 
     @staticmethod
     def topic_of(sentence: str) -> str:

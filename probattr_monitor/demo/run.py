@@ -102,15 +102,21 @@ class DemoReport:
     report_path: Optional[str] = None
 
 
+MAX_DRAWS_PER_PROMPT = 1000  # sentences drawn per wanted prompt, at most (a topic is about 1 sentence in 2)
+
+
 def probe_set(grammar: HiddenMarkovGrammar, count: int, seed: int, topic: Optional[str] = None,
               sentences: Optional[Sequence[str]] = None) -> tuple[list[str], list[str]]:
     """``count`` sentences of at least 5 words (sampled from the grammar, or taken in order from
-    ``sentences``; of ``topic`` only when given), split ~60/40 into prompt and response."""
+    ``sentences``; of ``topic`` only when given), split ~60/40 into prompt and response. Fewer when
+    the sentences run out or :data:`MAX_DRAWS_PER_PROMPT` draws per prompt found too few."""
     rng = np.random.default_rng(seed)
     pool = iter(sentences) if sentences is not None else None
     prompts: list[str] = []
     responses: list[str] = []
-    while len(prompts) < count:
+    for _ in range(MAX_DRAWS_PER_PROMPT * count):  # a bound: a topic the grammar (almost) never emits ends
+        if len(prompts) == count:
+            break
         sentence = " ".join(grammar.sample(rng)) if pool is None else next(pool, None)
         if sentence is None:  # the given sentences ran out
             break

@@ -139,3 +139,20 @@ def test_demo_command_trains_and_prints_the_convergence_table(tmp_path):
     everything = completed.stdout + completed.stderr
     assert "Loading weights" not in everything and "Warning" not in everything and "{'loss'" not in everything
     assert len(everything.splitlines()) <= 50, everything
+
+
+def test_sampling_loops_are_bounded(grammar):
+    """Two loops that waited for a random event: a sentence ends at EOS, and a probe set draws until
+    enough sentences of its topic came. A grammar that never emits EOS, and a topic that never
+    comes, end all the same (the bound), instead of hanging."""
+    import dataclasses
+
+    from probattr_monitor.demo.grammar import MAX_SENTENCE_WORDS
+
+    looping = dataclasses.replace(grammar, transition=np.eye(len(grammar.states)))  # never leaves a state
+    start = grammar.states.index(("farm", "s_adj"))
+    looping = dataclasses.replace(looping, initial=np.eye(len(grammar.states))[start])
+    assert len(looping.sample(np.random.default_rng(0))) == MAX_SENTENCE_WORDS
+    assert probe_set(grammar, 2, seed=0, topic="no such topic") == ([], [])
+    prompts, responses = probe_set(grammar, 3, seed=0, topic="farm")
+    assert len(prompts) == len(responses) == 3

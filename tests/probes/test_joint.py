@@ -122,3 +122,32 @@ def test_a_planted_cooperative_pair_is_found_by_the_joint_search_not_by_per_toke
     assert set(found.singles) == set(range(N_PROMPT))
     estimated = search_joint(model, ids, N_PROMPT, 2, SETTINGS, policy="estimate", draws=256)
     assert sorted(estimated.positions) == list(SLOTS)
+
+
+def test_the_tail_is_empty_when_the_head_holds_every_candidate_whatever_the_rounding():
+    """The hang of 0.3: with every joint candidate in the head, ``1 - pi(head)`` rounds to +2.2e-16
+    on some CPUs, every draw lands in the head and was redrawn for ever. Given that rounding
+    explicitly (not left to this machine's), the draw ends at once with no tail."""
+    from probattr_monitor.probes.engines.joint import JointProposal, draw_tail
+
+    vocab = 5
+    prior = torch.log_softmax(torch.randn(3, vocab, generator=torch.Generator().manual_seed(0)), -1)
+    proposal = JointProposal(prior, torch.zeros(3, vocab), torch.zeros(3, vocab), [1])
+    head_ids = proposal.head(torch.tensor([2]), vocab)
+    assert head_ids.shape[0] == vocab  # the head is the whole support
+    generator = torch.Generator().manual_seed(0)
+    for rounding in (2.220446049250313e-16, 4.440892098500626e-16, 0.0, -2.2e-16):
+        assert draw_tail(proposal, head_ids, rounding, 128, generator).shape == (0, 1)
+    # a tail with mass that the proposal almost never reaches: bounded rounds, not a wait
+    assert draw_tail(proposal, head_ids[:4], 1e-6, 128, generator).shape[0] <= 128
+
+
+def test_an_estimate_whose_head_covers_the_support_is_the_exact_value():
+    model = tiny_gpt2(6, seed=2).eval()
+    ids = torch.tensor([0, 1, 5, 3, 2, 4])
+    exact = exact_joint(model, ids, 3, [1], SETTINGS)
+    for head in (6, 8):  # one position: the head holds all 6 candidates
+        estimate = estimate_joint(model, ids, 3, [1], SETTINGS, draws=64, head=head, seed=0)
+        assert estimate.details["draws"] == 0 and estimate.details["tail_proposal_mass"] == 0.0
+        for name in QUANTITIES:
+            assert estimate.values[name] == pytest.approx(exact.values[name], abs=1e-6)

@@ -194,6 +194,35 @@ class JointProposal:
         return torch.cat([actual.unsqueeze(0), combos])
 
 
+EMPTY_TAIL_MASS = 1e-12  # a proposal mass outside the head below this is taken as no tail at all
+DRAW_ROUNDS = 16  # rounds of redrawing what landed in the head, at most
+ROUND_DRAWS = 1 << 16  # joint candidates drawn in one round, at most
+
+
+def draw_tail(proposal: JointProposal, head_ids: torch.Tensor, tail_mass: float, draws: int,
+              generator: torch.Generator) -> torch.Tensor:
+    """``(D, s)`` draws from ``proposal`` restricted to the joint candidates outside ``head_ids``.
+
+    Rejection: each round draws ``(draws - D) / tail_mass`` (times 1.25, at most :data:`ROUND_DRAWS`)
+    and keeps those outside the head. Bounded: no draws when ``tail_mass`` is below
+    :data:`EMPTY_TAIL_MASS` (the head holds all the mass; the caller sets it to 0 when the head holds
+    every candidate), and at most :data:`DRAW_ROUNDS` rounds, so ``D`` may fall short of ``draws``
+    where the tail's proposal mass is tiny. The first ``D`` kept draws are i.i.d. from the restricted
+    proposal whatever ``D`` is (it depends on which draws fell in the head, not on their values).
+    """
+    tail = torch.empty(0, head_ids.shape[1], dtype=torch.long)
+    if tail_mass < EMPTY_TAIL_MASS:
+        return tail
+    for _ in range(DRAW_ROUNDS):
+        missing = draws - tail.shape[0]
+        if missing <= 0:
+            break
+        drawn = proposal.sample(min(ROUND_DRAWS, math.ceil(1.25 * missing / tail_mass)), generator)
+        in_head = (drawn.unsqueeze(1) == head_ids.unsqueeze(0)).all(-1).any(-1)
+        tail = torch.cat([tail, drawn[~in_head]])
+    return tail[:draws]
+
+
 def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
                    settings: Optional[ProbeSettings] = None, draws: int = JOINT_DRAWS, head: int = JOINT_HEAD,
                    seed: Optional[int] = None, scorer: Optional[SuffixScorer] = None,
@@ -201,8 +230,9 @@ def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Seq
     """``AS_S`` and the other quantities of the joint posteriors, estimated with standard errors.
 
     The ``head`` joint candidates of :meth:`JointProposal.head` are summed exactly; ``draws`` more
-    are drawn with replacement from the :class:`JointProposal` restricted to the rest (draws landing
-    in the head are redrawn), each weighed by ``1 / pi_tail``, ``pi_tail = pi / (1 - pi(head))``:
+    are drawn with replacement from the :class:`JointProposal` restricted to the rest
+    (:func:`draw_tail`: draws landing in the head are redrawn, in a bounded number of rounds),
+    each weighed by ``1 / pi_tail``, ``pi_tail = pi / (1 - pi(head))``:
     an unbiased estimate of the six sums the quantities are made of, whose covariance propagates to
     each quantity by the delta method (``estimator.estimate_strata``, with its widening for heavy-
     tailed weights). Cost: ``(head + draws) x`` the suffix from the first set position. ``seed``
@@ -224,11 +254,9 @@ def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Seq
         head_ids = proposal.head(actual, head)
         head_log_pi = proposal.log_prob(head_ids)
         tail_mass = float(-torch.expm1(torch.logsumexp(head_log_pi, 0)))
-        tail = torch.empty(0, len(positions), dtype=torch.long)
-        while tail.shape[0] < draws and tail_mass > 0:
-            drawn = proposal.sample(2 * (draws - tail.shape[0]), generator)
-            in_head = (drawn.unsqueeze(1) == head_ids.unsqueeze(0)).all(-1).any(-1)
-            tail = torch.cat([tail, drawn[~in_head]])[:draws]
+        if head_ids.shape[0] >= vocab ** len(positions) or tail_mass < EMPTY_TAIL_MASS:
+            tail_mass = 0.0  # the head holds every joint candidate: 1 - 1 rounds to +-2e-16, not 0
+        tail = draw_tail(proposal, head_ids, tail_mass, draws, generator)
         head_lw, head_c, head_cost = score_substitutions(scorer, input_ids, n_prompt, positions, head_ids, settings)
         if tail.shape[0]:
             tail_lw, tail_c, tail_cost = score_substitutions(scorer, input_ids, n_prompt, positions, tail, settings)
