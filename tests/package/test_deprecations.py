@@ -54,3 +54,26 @@ def test_the_moved_public_modules_still_resolve_with_a_future_warning():
         assert settings.ProbeSettings is moved_settings.ProbeSettings
     with pytest.warns(FutureWarning, match="sweep.report_run is deprecated"):
         assert sweep.report_run is report.report_run
+
+
+# Every module of 0.2's probes/ and where it lives now ("" for the package's errors module).
+MOVED_PROBE_MODULES = {
+    "budgeted": "engines.budgeted", "cache": "engines.cache", "chat": "inputs.chat", "engine": "engines.engine",
+    "errors": "", "estimator": "maths.estimator", "joint": "engines.joint", "likelihood": "engines.likelihood",
+    "noise": "maths.noise", "quantities": "maths.quantities", "replacement": "engines.replacement",
+    "scopes": "engines.scopes", "scores": "engines.scores", "tokens": "inputs.tokens",
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_PROBE_MODULES))
+def test_every_module_of_0_2s_probes_still_answers_at_its_old_place(old):
+    import importlib
+
+    new = MOVED_PROBE_MODULES[old]
+    target = importlib.import_module(f"probattr_monitor.probes.{new}" if new else "probattr_monitor.errors")
+    public = [name for name in vars(target) if not name.startswith("_")
+              and getattr(vars(target)[name], "__module__", None) == target.__name__]
+    assert public, f"{target.__name__} defines nothing public"
+    stub = importlib.import_module(f"probattr_monitor.probes.{old}")
+    with pytest.warns(FutureWarning, match=f"probattr_monitor.probes.{old} is deprecated"):
+        assert getattr(stub, public[0]) is getattr(target, public[0])

@@ -1,0 +1,6 @@
+"""The 0.2 place of :mod:`probattr_monitor.probes.engines.likelihood`, for one release:
+each name resolves there after one ``FutureWarning`` (importing this stub does nothing)."""
+
+from ..errors import moved_module
+
+__getattr__ = moved_module("probattr_monitor.probes.likelihood", "probattr_monitor.probes.engines.likelihood")
