@@ -122,10 +122,22 @@ def select_steps(checkpoints: Sequence[Checkpoint], steps: Optional[Sequence[int
     return [available[s] for s in sorted(set(steps))]
 
 
-def _in_step_order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-    checkpoints = sorted(checkpoints, key=lambda c: (c.step, c.name))
-    steps = [c.step for c in checkpoints]
-    duplicated = sorted({s for s in steps if steps.count(s) > 1})
+def check_distinct_steps(checkpoints: Sequence[Checkpoint]) -> None:
+    """One step, one checkpoint: the rule of the sweep and the watcher alike (a folder symlinked to
+    another checkpoint, or copied, would give two rows for one step).
+
+    Raises:
+        RunFolderError: naming the steps held by several folders, and the folders.
+    """
+    by_step: dict = {}
+    for checkpoint in checkpoints:
+        by_step.setdefault(checkpoint.step, []).append(checkpoint.name)
+    duplicated = {step: sorted(names) for step, names in sorted(by_step.items()) if len(names) > 1}
     if duplicated:
-        raise RunFolderError(f"several checkpoints hold the same step(s) {duplicated}")
-    return checkpoints
+        where = "; ".join(f"{step}: {', '.join(names)}" for step, names in duplicated.items())
+        raise RunFolderError(f"several checkpoints hold the same step(s) {sorted(duplicated)} ({where})")
+
+
+def _in_step_order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    check_distinct_steps(checkpoints)
+    return sorted(checkpoints, key=lambda c: (c.step, c.name))

@@ -11,7 +11,8 @@ Each error is one clear line naming the problem, never a deep torch traceback:
 - :class:`NonFiniteLogitsError`: the model produced NaN or infinite logits (a diverged checkpoint).
 
 :func:`warn_renamed` is how an old spelling of an argument keeps working for one release, and
-:func:`moved_module` how a module that moved still answers at its old place.
+:func:`moved_module` how a module that moved still answers at its old place. :func:`warn_user` is
+how the package warns its users: on rank zero only.
 """
 
 from __future__ import annotations
@@ -67,6 +68,28 @@ def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3) -> None:
     _WARNED.add((where, old))
     warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; use {new}",
                   FutureWarning, stacklevel=stacklevel)
+
+
+def process_rank() -> int:
+    """This process's rank: ``torch.distributed``'s when a group is up, else the launcher's ``RANK``
+    (torchrun, accelerate), else 0."""
+    import os
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a warning
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2) -> None:
+    """A warning for the user, issued on rank zero only (one line per run, not one per process);
+    ``stacklevel`` counts from the caller, as :func:`warnings.warn`'s does."""
+    if process_rank() == 0:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 def moved_module(old: str, new: str) -> Callable[[str], Any]:

@@ -194,11 +194,28 @@ def safetensors_header(path: Path) -> Optional[dict]:
     return header
 
 
+BIN_WEIGHTS = ("pytorch_model*.bin", "adapter_model.bin")  # torch.save zips the Trainer writes as weights
+
+
 def check_weight_files(folder) -> None:
-    """Every ``*.safetensors`` file in ``folder`` is whole (:func:`safetensors_header`), so a
-    truncated file is bad input naming the file rather than a loader's error naming none."""
+    """Every weight file in ``folder`` is whole, so a truncated file is bad input naming the file
+    rather than a loader's error naming none: each ``*.safetensors`` file's header and data
+    (:func:`safetensors_header`), and each ``.bin`` of :data:`BIN_WEIGHTS` a zip archive whose
+    central directory (written last, at the end of the file) reads and lists a ``data.pkl``. Nothing
+    is unpickled. A ``.bin`` in torch's pre-1.6 format (not a zip) is bad input too."""
+    import zipfile
+
     for path in sorted(Path(folder).glob("*.safetensors")):
         safetensors_header(path)
+    for path in sorted({p for pattern in BIN_WEIGHTS for p in Path(folder).glob(pattern)}):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                whole = any(name.endswith("data.pkl") for name in archive.namelist())
+        except (OSError, zipfile.BadZipFile) as error:
+            raise ProbeInputError(f"{str(path)!r} is truncated or not a torch.save archive "
+                                  f"({one_line(error)})") from None
+        if not whole:
+            raise ProbeInputError(f"{str(path)!r} is not a torch.save archive (no data.pkl inside)")
 
 
 def _read_json(path: Path) -> Any:

@@ -9,7 +9,8 @@ every checkpoint.
 
 A checkpoint is probed only when it is complete: the Trainer writes ``trainer_state.json`` last
 (after the weights, optimizer and RNG state), so the folder must hold a ``trainer_state.json``
-that parses with its ``global_step``, weight files whose headers check out, and the same file
+that parses with its ``global_step``, weight files that are whole (safetensors headers, ``.bin``
+zip directories), and the same file
 sizes and modification times at two looks at least ``settle_seconds`` apart. A checkpoint deleted
 meanwhile (``save_total_limit``) is skipped.
 
@@ -35,10 +36,10 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from .checkpoints import Checkpoint, named_checkpoints
-from .errors import InputError, RunFolderError, one_line
+from .checkpoints import Checkpoint, check_distinct_steps, named_checkpoints, recorded_step
+from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_user
 from .storage import write_json_atomic
 from .sweep import (
     SweepConfig,
@@ -79,6 +80,17 @@ class WatchConfig:
     wandb_run_id: Optional[str] = None
     mlflow_run_id: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        for name in ("poll_seconds", "settle_seconds", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise ProbeInputError(f"{name} should be a finite number of seconds >= 0, got {value!r}")
+        if self.poll_seconds <= 0:
+            raise ProbeInputError(f"poll_seconds should be > 0, got {self.poll_seconds!r}")
+        if self.stop_step is not None and (isinstance(self.stop_step, bool) or not isinstance(self.stop_step, int)
+                                           or self.stop_step < 0):
+            raise ProbeInputError(f"stop_step should be a step >= 0, got {self.stop_step!r}")
+
 
 @dataclass
 class WatchState:
@@ -87,28 +99,56 @@ class WatchState:
     since is probed again)."""
 
     responses: Optional[list] = None
-    logged: dict = field(default_factory=dict)  # name -> {"step": int, "stamp": [size, mtime_ns]}
+    logged: dict = field(default_factory=dict)  # name -> {"step": int, "stamp": [size, mtime_ns], "max_steps"}
+    prompts: Optional[list] = None  # the prompts ``responses`` were frozen for
 
     @classmethod
-    def load(cls, path: Path) -> "WatchState":
-        """The saved state, or a fresh one (a file of the wrong shape is a fresh start, named)."""
+    def load(cls, path: Path, prompts: Sequence[str]) -> "WatchState":
+        """The saved state, checked as any user-editable input: a file of the wrong shape, responses
+        frozen for other prompts or of the wrong count, or a malformed ``logged`` entry is a warning
+        naming the file and a fresh start, never a traceback or failed rows."""
         if not path.is_file():
             return cls()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != STATE_FORMAT or not isinstance(data.get("logged"), dict):
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
                 raise ValueError(f"not a format-{STATE_FORMAT} watch state")
-            return cls(responses=data.get("responses"), logged=dict(data["logged"]))
-        except (OSError, ValueError, AttributeError) as error:
-            import warnings
-
-            warnings.warn(f"probattr-monitor: ignoring {path} ({one_line(error)}): starting afresh", stacklevel=2)
+            state = cls(responses=data.get("responses"), logged=data.get("logged", {}), prompts=data.get("prompts"))
+            state.check(prompts)
+            return state
+        except (OSError, ValueError) as error:
+            warn_user(f"probattr-monitor: ignoring {path} ({one_line(error)}): starting afresh")
             return cls()
 
+    def check(self, prompts: Sequence[str]) -> None:
+        """Raise ``ValueError`` naming what is wrong unless ``logged`` maps names to ``{"step": int,
+        "stamp": [int, int] or null, "max_steps": int or null}`` and ``responses`` is ``None`` or one
+        list of token ids per prompt, frozen for these ``prompts``."""
+        if not isinstance(self.logged, dict):
+            raise ValueError("'logged' should be an object")
+        for name, entry in self.logged.items():
+            stamp = entry.get("stamp") if isinstance(entry, dict) else None
+            if not (isinstance(entry, dict) and _is_int(entry.get("step"))
+                    and (stamp is None or (isinstance(stamp, list) and len(stamp) == 2 and all(map(_is_int, stamp))))
+                    and (entry.get("max_steps") is None or _is_int(entry["max_steps"]))):
+                raise ValueError(f"logged entry {name!r} should be {{step, stamp, max_steps}}, got {entry!r}")
+        if self.responses is None:
+            return
+        if self.prompts != list(prompts):
+            raise ValueError("its responses were frozen for other prompts")
+        if not (isinstance(self.responses, list) and len(self.responses) == len(self.prompts)
+                and all(isinstance(r, list) and r and all(_is_int(i) and i >= 0 for i in r) for r in self.responses)):
+            raise ValueError(f"'responses' should be one non-empty list of token ids per prompt ({len(prompts)})")
+
     def save(self, path: Path) -> None:
-        """Write the watcher's state (the frozen responses and the steps logged) atomically, so that a
-        restarted watcher goes on from it."""
-        write_json_atomic(path, {"format": STATE_FORMAT, "responses": self.responses, "logged": self.logged})
+        """Write the watcher's state (the frozen responses, their prompts and the steps logged)
+        atomically, so that a restarted watcher goes on from it."""
+        write_json_atomic(path, {"format": STATE_FORMAT, "prompts": self.prompts, "responses": self.responses,
+                                 "logged": self.logged})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def snapshot(folder: Path) -> Optional[tuple]:
@@ -168,6 +208,8 @@ class Watcher:
         self.console = console
         self._stop = threading.Event()
         self._seen: dict = {}  # name -> (snapshot, when first seen unchanged)
+        self._pending: set = set()  # complete checkpoints not up to date (``_ready``)
+        self._verified: dict = {}  # name -> the stamp at which its record matched this watcher's key
 
     def stop(self) -> None:
         """Ask the loop to stop after the checkpoint in hand (what SIGINT and SIGTERM call)."""
@@ -194,13 +236,15 @@ class Watcher:
         transformers_logging.disable_progress_bar()  # no "Loading weights" bar per checkpoint
         try:
             with records_lock(summary_dir, 0, 1):
-                state = WatchState.load(state_path)
+                state = WatchState.load(state_path, config.sweep.prompts)
                 sinks = None
                 last_new = time.monotonic()
                 while not self._stop.is_set():
+                    if not self.run_dir.is_dir():
+                        raise RunFolderError(f"the run folder {str(self.run_dir)!r} was deleted; stopping")
                     ready = self._ready(state)
                     for checkpoint in ready:
-                        if self._stop.is_set():
+                        if self._stop.is_set() or self._past_stop_step(state):
                             break
                         sweep = self._sweep_config(state, checkpoint, state_path)
                         if sinks is None and sweep.report_to:
@@ -225,27 +269,70 @@ class Watcher:
         return logged_now
 
     def _ready(self, state: WatchState) -> list[Checkpoint]:
-        """The complete checkpoints not logged yet (or rewritten since), in step order."""
+        """The complete checkpoints not logged yet (or rewritten since, or logged with a record this
+        watcher's key does not match), in step order; ``self._pending`` names every complete
+        checkpoint not up to date, settled or not, so that the watcher does not stop before them.
+
+        Raises:
+            RunFolderError: two complete checkpoints hold the same step (a symlinked checkpoint):
+                the sweep's rule (``checkpoints.check_distinct_steps``).
+        """
         ready = []
         now = time.monotonic()
+        self._pending = set()
+        complete = []
         for checkpoint in named_checkpoints(self.run_dir):
-            done = state.logged.get(checkpoint.name)
-            if done is not None:
-                try:
-                    if done.get("stamp") == _stamp(checkpoint.path):
-                        continue
-                except OSError:
-                    continue
+            if self._up_to_date(state, checkpoint):
+                complete.append(checkpoint)
+                continue
             look = snapshot(checkpoint.path)
             seen = self._seen.get(checkpoint.name)
             if look is None or incomplete(checkpoint.path) is not None:
                 self._seen.pop(checkpoint.name, None)
                 continue
+            complete.append(checkpoint)
+            self._pending.add(checkpoint.name)
             if seen is None or seen[0] != look:  # changed since the last look: the clock starts again
                 seen = self._seen[checkpoint.name] = (look, now)
             if now - seen[1] >= self.config.settle_seconds:
                 ready.append(checkpoint)
+        check_distinct_steps([Checkpoint(recorded_step(c.path) or c.step, c.path) for c in complete
+                              if c.path.is_dir()])
         return ready
+
+    def _up_to_date(self, state: WatchState, checkpoint: Checkpoint) -> bool:
+        """Logged, unchanged since (its ``trainer_state.json`` stamp), and its record made with this
+        watcher's key (a restart with other settings, prompts or responses probes it again); a logged
+        checkpoint that is gone stays logged."""
+        done = state.logged.get(checkpoint.name)
+        if done is None:
+            return False
+        try:
+            stamp = _stamp(checkpoint.path)
+        except OSError:
+            return True
+        if done.get("stamp") != stamp:
+            return False
+        if self._verified.get(checkpoint.name) == stamp:
+            return True
+        sweep = self._with_responses(state)
+        checkpoint = Checkpoint(recorded_step(checkpoint.path) or checkpoint.step, checkpoint.path)
+        key = sweep.key_for(checkpoint)
+        record = read_record(sweep, checkpoint, key)
+        if record is None or not record.matches(key):
+            return False
+        self._verified[checkpoint.name] = stamp
+        return True
+
+    def _with_responses(self, state: WatchState) -> SweepConfig:
+        """The sweep settings with the responses the watcher scores (given, else its state's)."""
+        sweep = self.config.sweep
+        return sweep if sweep.responses is not None else replace(sweep, responses=state.responses)
+
+    def _past_stop_step(self, state: WatchState) -> bool:
+        stop = self.config.stop_step
+        return stop is not None and any(entry["step"] >= stop for name, entry in state.logged.items()
+                                        if name not in self._pending)
 
     def _sweep_config(self, state: WatchState, checkpoint: Checkpoint, state_path: Path) -> SweepConfig:
         """The sweep settings with the responses fixed: given, frozen by the callback, saved in the
@@ -253,7 +340,12 @@ class Watcher:
         sweep = self.config.sweep
         if sweep.responses is not None:
             return sweep
+        if state.responses is not None and not self._in_vocabulary(state.responses, checkpoint):
+            warn_user(f"probattr-monitor: ignoring the responses saved in {state_path}: token ids outside "
+                      f"{checkpoint.name}'s vocabulary; freezing them afresh")
+            state.responses = None
         if state.responses is None:
+            state.prompts = list(sweep.prompts)
             frozen = frozen_by_the_run(named_checkpoints(self.run_dir), sweep.prompts)
             if frozen is not None:
                 state.responses = frozen[0]
@@ -270,11 +362,18 @@ class Watcher:
             state.save(state_path)
         return replace(sweep, responses=state.responses)
 
+    def _in_vocabulary(self, responses: list, checkpoint: Checkpoint) -> bool:
+        from .loading import checkpoint_profile
+
+        try:
+            vocab = checkpoint_profile(checkpoint.path, self.config.sweep.base_model)[1]
+        except (InputError, OSError):
+            return True  # the checkpoint's own probe reports what is wrong with it
+        return vocab is None or all(i < vocab for response in responses for i in response)
+
     def _probe(self, sweep: SweepConfig, checkpoint: Checkpoint, state: WatchState, state_path: Path,
                summary_dir: Path, sinks) -> None:
         """Probe (or reuse) one checkpoint, log it, rewrite the summaries and the report, save the state."""
-        from .checkpoints import recorded_step
-
         step = recorded_step(checkpoint.path) or checkpoint.step
         checkpoint = Checkpoint(step, checkpoint.path)
         key = sweep.key_for(checkpoint)
@@ -283,12 +382,16 @@ class Watcher:
             self._say(f"probattr-monitor watch: {checkpoint.name} was deleted before it was probed; skipped")
             state.logged[checkpoint.name] = {"step": step, "stamp": None}
             state.save(state_path)
+            self._pending.discard(checkpoint.name)
             return
         done = [c for c in named_checkpoints(self.run_dir) if c.name in state.logged or c.name == checkpoint.name]
         done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
         keys = {c.name: sweep.key_for(c) for c in done}
         records = {c.name: r for c in done if (r := read_record(sweep, c, keys[c.name])) is not None}
         records[checkpoint.name] = record
+        stale = {name for name, r in records.items() if name != checkpoint.name and not r.matches(keys[name])}
+        done = [c for c in done if c.name not in stale]  # logged with other settings: no row until probed again
+        records = {name: r for name, r in records.items() if name not in stale}
         summary = summarise(sweep, done, summary_dir, [], [], records, keys)
         if sinks is not None:
             row: dict = next((r for r in summary.rows if r["checkpoint"] == checkpoint.name), {})
@@ -301,16 +404,21 @@ class Watcher:
         state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
                                          "max_steps": _max_steps(checkpoint.path)}
         state.save(state_path)
+        self._pending.discard(checkpoint.name)
         best = summary.recommended["checkpoint"] if summary.recommended else "none yet"
         self._say(f"probattr-monitor watch: {checkpoint.name} {outcome} ({record.status}); recommended: {best}")
 
     def _finished(self, state: WatchState) -> bool:
-        steps = [entry["step"] for entry in state.logged.values()]
-        if not steps:
-            return False
-        if self.config.stop_step is not None and max(steps) >= self.config.stop_step:
+        """Stop: a checkpoint at the stop step or later is logged (and current), or the end of
+        training is logged and no complete checkpoint waits (one rewritten since it was logged is
+        probed again first)."""
+        if self._past_stop_step(state):  # checkpoints after the stop step are not waited for
             return True
-        limits = [entry.get("max_steps") for entry in state.logged.values() if entry.get("max_steps")]
+        current = [entry for name, entry in state.logged.items() if name not in self._pending]
+        steps = [entry["step"] for entry in current]
+        if not steps or self._pending:
+            return False
+        limits = [entry.get("max_steps") for entry in current if entry.get("max_steps")]
         return bool(limits) and max(steps) >= max(limits)
 
     def _tensorboard_dir(self) -> str:

@@ -133,6 +133,7 @@ def test_a_signal_stops_the_watcher_cleanly(tmp_path):
     (["watch", "{tmp}/absent"], "run folder not found"),
     (["watch", "{tmp}", "--poll", "0"], "--poll should be > 0 seconds, got 0.0"),
     (["watch", "{tmp}", "--settle", "nan"], "--settle should be a finite number of seconds >= 0, got nan"),
+    (["watch", "{tmp}", "--stop-step", "-1"], "--stop-step should be a step >= 0, got -1"),
 ])
 def test_bad_watch_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     from probattr_monitor.cli import main
@@ -167,3 +168,109 @@ def test_a_checkpoint_deleted_before_it_is_probed_is_skipped_with_a_note(finishe
     summary = json.loads((run / SUMMARY_JSON).read_text())
     assert [row["step"] for row in summary["rows"]] == [2, 6]
     assert json.loads((run / STATE_FILE).read_text())["logged"]["checkpoint-4"]["stamp"] is None
+
+
+def test_a_restart_with_other_responses_probes_the_logged_checkpoints_again(finished_run, tmp_path):
+    """The rows of a watcher restarted with other responses (or settings, or prompts) are all of
+    the current key: the checkpoints logged before are probed again, none stays failed as "made
+    with other settings", and the recommendation covers them all."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    assert watcher(run).run() == 3
+    sweep = SweepConfig(run_dir=str(run), prompts=PROMPTS, responses=[" a b"] * len(PROMPTS), settings=SETTINGS,
+                        device="cpu", progress=False)
+    assert Watcher(WatchConfig(sweep=sweep, poll_seconds=0.05, settle_seconds=0.0)).run() == 3
+    rows = json.loads((run / SUMMARY_JSON).read_text())["rows"]
+    assert [(row["step"], row["status"]) for row in rows] == [(2, "ok"), (4, "ok"), (6, "ok")]
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6"):  # beside the first record: probattr-<key>.json
+        made = [json.loads(p.read_text())["prompt_set"]["responses"] for p in (run / name).glob("probattr*.json")]
+        assert [" a b"] * len(PROMPTS) in made
+
+
+def test_a_checkpoint_rewritten_after_it_was_logged_is_probed_again(finished_run, tmp_path):
+    """A run retrained into the same folder rewrites checkpoint-6 after the watcher logged it: a
+    restarted watcher probes it again (before, it stopped at once: the end of training was logged)."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    assert watcher(run).run() == 3
+    state_file = run / "checkpoint-6" / "trainer_state.json"
+    state_file.write_text(state_file.read_text() + "\n")  # the Trainer writes it last, anew
+    assert watcher(run, settle_seconds=0.3).run() == 1
+    logged = json.loads((run / STATE_FILE).read_text())["logged"]["checkpoint-6"]
+    assert logged["stamp"] == [state_file.stat().st_size, state_file.stat().st_mtime_ns]  # the new one
+
+
+def test_stop_step_is_honoured_when_several_checkpoints_are_ready_at_once(finished_run, tmp_path):
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    assert watcher(run, stop_step=3).run() == 2, "4 is the first step past 3: logged, then stop"
+    assert sorted(records(run)) == ["checkpoint-2", "checkpoint-4"]
+    from probattr_monitor.errors import InputError
+
+    with pytest.raises(InputError, match="stop_step should be a step >= 0, got -1"):
+        watcher(run, stop_step=-1)
+
+
+@pytest.mark.parametrize("saved, why", [
+    ({"format": 1, "prompts": PROMPTS, "responses": [[5, 6]], "logged": {}}, "one non-empty list of token ids"),
+    ({"format": 1, "prompts": ["other"], "responses": [[5, 6]], "logged": {}}, "frozen for other prompts"),
+    ({"format": 1, "responses": None, "logged": {"checkpoint-2": {"step": "two"}}}, "logged entry 'checkpoint-2'"),
+    ({"format": 1, "responses": None, "logged": ["checkpoint-2"]}, "'logged' should be an object"),
+    ([1, 2], "not a format-1 watch state"),
+])
+def test_a_bad_state_file_is_a_warning_and_a_fresh_start(finished_run, tmp_path, saved, why):
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    (run / STATE_FILE).write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match=f"ignoring .*{STATE_FILE} .*{why}.*starting afresh"):
+        assert watcher(run).run() == 3
+    rows = json.loads((run / SUMMARY_JSON).read_text())["rows"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok"]
+
+
+def test_saved_responses_outside_the_vocabulary_are_frozen_afresh(finished_run, tmp_path):
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    saved = {"format": 1, "prompts": PROMPTS, "responses": [[10**6]] * len(PROMPTS), "logged": {}}
+    (run / STATE_FILE).write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="token ids outside checkpoint-2's vocabulary; freezing them afresh"):
+        assert watcher(run).run() == 3
+    assert [row["status"] for row in json.loads((run / SUMMARY_JSON).read_text())["rows"]] == ["ok"] * 3
+
+
+def test_a_symlinked_checkpoint_is_refused_as_the_sweep_refuses_it(finished_run, tmp_path):
+    from probattr_monitor.errors import RunFolderError
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    (run / "checkpoint-8").symlink_to(run / "checkpoint-6", target_is_directory=True)
+    with pytest.raises(RunFolderError, match=r"several checkpoints hold the same step\(s\) \[6\]"):
+        run_sweep(SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS, device="cpu", progress=False))
+    with pytest.raises(RunFolderError, match=r"same step\(s\) \[6\] \(6: checkpoint-6, checkpoint-8\)"):
+        watcher(run).run()
+    assert not (run / "checkpoint-6" / "probattr.json").exists()
+
+
+def test_a_deleted_run_folder_stops_the_watcher_with_one_line(tmp_path):
+    from probattr_monitor.errors import RunFolderError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    watching, raised = watcher(run), []
+    thread = threading.Thread(target=lambda: raised.append(pytest.raises(RunFolderError, watching.run)))
+    thread.start()
+    time.sleep(0.3)
+    shutil.rmtree(run)
+    thread.join(timeout=30)
+    if thread.is_alive():
+        watching.stop()
+        thread.join()
+        pytest.fail("the watcher kept polling a deleted run folder")
+    assert "was deleted; stopping" in str(raised[0].value)
+
+
+def test_a_truncated_bin_weight_file_is_not_complete(finished_run, tmp_path):
+    import torch
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    shutil.copy(finished_run / "checkpoint-2" / "trainer_state.json", folder)
+    torch.save({"w": torch.ones(64, 64)}, folder / "pytorch_model.bin")
+    assert incomplete(folder) is None
+    data = (folder / "pytorch_model.bin").read_bytes()
+    (folder / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    assert "pytorch_model.bin' is truncated or not a torch.save archive" in incomplete(folder)

@@ -111,6 +111,8 @@ def run_watch_command(args: argparse.Namespace) -> int:
             raise ProbeInputError(f"{flag} should be a finite number of seconds >= 0, got {value}")
     if args.poll <= 0:
         raise ProbeInputError(f"--poll should be > 0 seconds, got {args.poll}")
+    if args.stop_step is not None and args.stop_step < 0:
+        raise ProbeInputError(f"--stop-step should be a step >= 0, got {args.stop_step}")
     settings = settings_from_args(args)
     prompts, responses = sweep_prompt_set(args, settings)
     deadline = time.monotonic() + args.wait
