@@ -183,3 +183,22 @@ def test_an_adapter_is_swept_in_the_dtype_it_trained_in(tmp_path):
     assert "computed 0, reused 1" in again.stdout
     (checkpoint / RESULTS_FILE).unlink()
     assert checkpoint_profile(checkpoint)[0] == "float32"  # no record: the adapter's own weights say so
+
+
+def test_one_truncated_adapter_is_a_failed_row_and_the_others_finish(lora_run, tmp_path):
+    """The keys were built up front, outside the per-checkpoint handling: one truncated adapter
+    ended the whole sweep with exit 2. Now that checkpoint fails (exit 3) and the others finish."""
+    import shutil
+
+    run_dir = shutil.copytree(lora_run[0], tmp_path / "run")
+    broken = run_dir / "checkpoint-2"
+    for record in broken.glob("probattr*.json"):
+        record.unlink()  # no record to read the training dtype from: the adapter's header is read
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    prompts = [arg for p in PROMPTS for arg in ("--prompt", p)]
+    completed = cli_main("sweep", run_dir, "--out", tmp_path / "out", *prompts, *SETTINGS)
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    rows = {row["checkpoint"]: row for row in json.loads((tmp_path / "out" / "sweep_summary.json").read_text())["rows"]}
+    assert rows["checkpoint-4"]["status"] == "ok"
+    assert rows["checkpoint-2"]["status"] == "failed" and "adapter_model.safetensors" in rows["checkpoint-2"]["error"]
