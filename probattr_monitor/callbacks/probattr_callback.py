@@ -196,9 +196,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.logged_steps: list[int] = []
         self._listeners: list = []  # called with (run, state, control) after every probe run
         self._trainer_args: Any = None  # the TrainingArguments of the run this callback watches
-        # (the saved "responses" is the mode, or the given texts, as 0.2 saved it: its checkpoints resume)
-        self._args = {"prompts": list(self.prompts), "responses": response_mode if given is None else list(given),
-                      "every_n_steps": every_n_steps,
+        # current names only, so type(self)(**state["args"]) warns of nothing (_restore still reads 0.2's)
+        self._args = {"prompts": list(self.prompts), "responses": None if given is None else list(given),
+                      "response_mode": response_mode, "every_n_steps": every_n_steps,
                       "scopes_every_n_steps": scopes_every_n_steps, "probe_on_save": probe_on_save,
                       "probe_on_evaluate": probe_on_evaluate, "report_to": report_to if isinstance(report_to, str)
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
@@ -250,7 +250,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             args = entry.get("args") if isinstance(entry, dict) else None
             attributes = entry.get("attributes") if isinstance(entry, dict) else None
             if not isinstance(args, dict) or args.get("prompts") != as_json(self.prompts) \
-                    or args.get("responses") != self._args["responses"]:
+                    or not self._same_responses(args):
                 continue
             problem = unusable_state(attributes, len(self.prompts), self.response_mode, vocab_size) or ""
             if problem:
@@ -264,6 +264,15 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.errors, self.logged_steps = 0, []
         warnings.warn(f"probattr-monitor: the checkpoint this run resumes from holds no usable state of this "
                       f"callback ({problem}): fixed responses are chosen afresh", stacklevel=3)
+
+    def _same_responses(self, args: dict) -> bool:
+        """Whether saved constructor ``args`` asked for this callback's responses: the same
+        ``response_mode`` and given texts, or (a 0.2 state) ``"responses"`` holding the mode, or
+        the given texts in fixed mode."""
+        given = self._args["responses"]
+        if "response_mode" in args:
+            return args["response_mode"] == self.response_mode and args.get("responses") == given
+        return args.get("responses") == (self.response_mode if given is None else given)
 
     # ---- Trainer events ----
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):

@@ -67,3 +67,31 @@ def test_the_old_keywords_warn_once_and_still_work():
 def test_an_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) 'max_new_token'"):
         ProbAttrCallback(max_new_token=3)
+
+
+@pytest.mark.parametrize("options", [{"responses": [" c", " d"]}, {}, {"response_mode": "generate"}],
+                         ids=["texts", "fixed", "generate"])
+def test_the_saved_arguments_rebuild_the_callback_with_warnings_as_errors(options):
+    """``restore_callback_states_from_checkpoint=True`` rebuilds the callback as
+    ``type(cb)(**state["args"])``: 0.3 saved ``"responses": "fixed"`` (0.2's spelling), so every
+    resume warned of a deprecation the user did not cause."""
+    import warnings
+
+    from probattr_monitor import ProbAttrCallback, ProbeSettings
+
+    callback = ProbAttrCallback(prompts=["a b", "e f"], settings=ProbeSettings(max_new_tokens=2), **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rebuilt = type(callback)(**callback.state()["args"])
+    assert rebuilt.state()["args"] == callback.state()["args"]
+    assert rebuilt.response_mode == callback.response_mode
+
+
+def test_a_state_saved_by_0_2_still_restores():
+    from probattr_monitor import ProbAttrCallback
+
+    callback = ProbAttrCallback(prompts=["a b", "e f"])
+    saved = {"args": {"prompts": ["a b", "e f"], "responses": "fixed"},  # 0.2: the mode under "responses"
+             "attributes": {"responses": [[1, 2], [3]], "errors": 1, "logged_steps": [2]}}
+    callback._restore([saved], vocab_size=50)
+    assert callback.responses == [[1, 2], [3]] and callback.errors == 1 and callback.logged_steps == [2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from probattr_monitor.callbacks.state import preserved_training_state
@@ -30,11 +31,9 @@ def test_restored_on_error_too():
     torch.manual_seed(3)
     expected = torch.rand(2)
     torch.manual_seed(3)
-    try:
+    with pytest.raises(RuntimeError, match="probe failed"):  # the error goes through, the state comes back
         with preserved_training_state(model):
             torch.rand(10)
             model.eval()
             raise RuntimeError("probe failed")
-    except RuntimeError:
-        pass
     assert torch.equal(torch.rand(2), expected) and model.training
