@@ -41,9 +41,34 @@ def test_the_pages_hold_snippets():
     assert counted["README.md"] == 3 and sum(counted.values()) >= 6, counted
 
 
+def _trained(namespace: dict, folder: Path) -> None:
+    callback = namespace["callback"]
+    assert callback.last_run is not None and "noise_tokens" in callback.last_run.statistics
+    assert (folder / "out" / "checkpoint-4" / "probattr.json").is_file()
+
+
+def _probed(namespace: dict, folder: Path) -> None:
+    result = namespace["result"]
+    assert result.prompt == "The capital of France is" and result.tokens and result.response == " Paris"
+
+
+def _swept(namespace: dict, folder: Path) -> None:
+    assert namespace["summary"].recommended["checkpoint"] in ("checkpoint-2", "checkpoint-4")
+    assert (folder / "out" / "sweep_summary.json").is_file() and (folder / "out" / "probattr_report.html").is_file()
+
+
+# What each README snippet says it does, checked after it ran (snippet number -> check).
+README_CLAIMS = {1: _trained, 2: _probed, 3: _swept}
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if snippets(p)], ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_snippets_of_a_page_run(page, tmp_path, monkeypatch):
+    """Each snippet runs on its own (a fresh namespace holding only the reader's objects: what it
+    uses it imports), in one folder per page (files an earlier snippet wrote are there)."""
     monkeypatch.chdir(tmp_path)
-    namespace = readers_namespace()
-    for index, code in enumerate(snippets(page)):
-        exec(compile(code, f"{page.name} snippet {index + 1}", "exec"), namespace)  # noqa: S102
+    readers = readers_namespace()
+    for index, code in enumerate(snippets(page), start=1):
+        namespace = dict(readers)
+        exec(compile(code, f"{page.name} snippet {index}", "exec"), namespace)  # noqa: S102
+        if page.name == "README.md":
+            README_CLAIMS[index](namespace, tmp_path)

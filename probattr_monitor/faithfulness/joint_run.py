@@ -34,9 +34,10 @@ def select_tokens(model, tokenizer, prompts: Sequence, responses: Optional[Seque
         raise ProbeInputError(f"unknown set method {method!r}; choose from {', '.join(SET_METHODS)}")
     if (size is None) == (sparsity is None):
         raise ProbeInputError("give the set's size or its sparsity (a share of the prompt's tokens), one of them")
-    if size is not None and size < 1:
-        raise ProbeInputError(f"size should be a positive integer, got {size}")
-    if sparsity is not None and not 0 < sparsity <= 1:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ProbeInputError(f"size should be a positive integer, got {size!r}")
+    if sparsity is not None and (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+                                 or not 0 < sparsity <= 1):
         raise ProbeInputError(f"sparsity should lie in (0, 1], got {sparsity}")
     settings = (settings or ProbeSettings()).replace(progress=False)
     baseline = baseline_token_id(tokenizer)

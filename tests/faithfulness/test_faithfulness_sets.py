@@ -118,3 +118,18 @@ def test_bad_joint_arguments_exit_2_with_one_line(tokenizer, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["joint", "--model", str(folder), "--size", "1", "--sparsity", "0.1"])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"size": True}, "size should be a positive integer, got True"),
+    ({"size": 1.5}, "size should be a positive integer, got 1.5"),
+    ({"sparsity": True}, "sparsity should lie in"),
+])
+def test_select_tokens_refuses_a_size_that_is_not_a_whole_number(options, message):
+    """``size=True`` ran a set of 1 and ``size=1.5`` raised a KeyError deep inside: both are refused
+    before anything runs (no model is needed to see it)."""
+    from probattr_monitor.errors import ProbeInputError
+    from probattr_monitor.faithfulness.joint_run import select_tokens
+
+    with pytest.raises(ProbeInputError, match=message):
+        select_tokens(None, None, ["a b"], **options)
