@@ -88,7 +88,7 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
     pairs: list[tuple] = []
     for where, entry in _jsonl_lines(text, path, "responses"):
         response = entry.get("response") if isinstance(entry, dict) else None
-        if not isinstance(response, str) or not response.strip():
+        if not isinstance(response, str) or not is_response(response):
             raise ProbeInputError(f"responses file {where} should hold a non-empty \"response\" text")
         if isinstance(entry.get("prompt"), str) and entry["prompt"].strip():
             pairs.append((entry["prompt"], response))
@@ -98,7 +98,36 @@ def read_prompt_response_file(path: Union[str, os.PathLike]) -> list[tuple]:
             raise ProbeInputError(f"responses file {where} should hold a \"prompt\" text or \"messages\"")
     if not pairs:
         raise ProbeInputError(f"responses file {str(path)!r} holds no prompt")
+    prompts = [repr(prompt) for prompt, _ in pairs]
+    repeated = sorted({prompt for prompt in prompts if prompts.count(prompt) > 1})
+    if repeated:
+        from .errors import warn_user
+
+        warn_user(f"responses file {str(path)!r} holds the prompt(s) {', '.join(repeated)} more than once: "
+                  "each is probed once per line, so it weighs more in the run's statistics", stacklevel=2)
     return pairs
+
+
+def is_response(response) -> bool:
+    """The one rule for a fixed response, wherever it is given (``--response``,
+    ``--responses-file``, the watcher, ``ProbAttrCallback(responses=...)``): a text that is not
+    empty or white space alone, or a non-empty list of token ids."""
+    if isinstance(response, str):
+        return bool(response.strip())
+    return isinstance(response, (list, tuple)) and len(response) > 0
+
+
+def check_responses(responses, what: str) -> list:
+    """``responses`` as a list, each checked by :func:`is_response` before anything is loaded.
+
+    Raises:
+        ProbeInputError: naming ``what`` and the 1-based index of the first that fails.
+    """
+    responses = list(responses)
+    for index, response in enumerate(responses, start=1):
+        if not is_response(response):
+            raise ProbeInputError(f"{what} {index} is {response!r}: a fixed response should be a non-empty text")
+    return responses
 
 
 def _jsonl_lines(text: str, path: Path, kind: str):

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..errors import warn_renamed
 from ..probes.types.settings import RENAMED_SETTINGS
-from ..prompts import paper_prompts, read_prompts_file
+from ..prompts import check_responses, paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS
 from .integrations import integration_names
 
@@ -101,7 +101,7 @@ def given_responses(responses, response_mode: str, count: int) -> Optional[list]
                          "response_mode= chooses 'fixed' or 'generate'")
     if response_mode != "fixed":
         raise ValueError("given responses are fixed: drop response_mode='generate', or the responses")
-    response_list = list(responses)
+    response_list = check_responses(responses, "responses entry")
     if len(response_list) != count:
         raise ValueError(f"responses should hold one response per prompt ({count}), got {len(response_list)}")
     return response_list

@@ -199,7 +199,9 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
         if len(args.response) != len(prompts):
             raise ProbeInputError(f"--response given {len(args.response)} time(s) for {len(prompts)} prompt(s); "
                                   "give one per prompt")
-        return prompts, list(args.response)
+        from ..prompts import check_responses
+
+        return prompts, check_responses(args.response, "--response")
     if args.reference:
         from ..loading import load_model_and_tokenizer
         from ..monitoring.run import reference_responses

@@ -178,3 +178,28 @@ def test_report_after_sweeps_with_other_prompts_shows_one_set_and_names_the_othe
     page = (run / "probattr_report.html").read_text(encoding="utf-8")
     assert "Not shown: 1 record(s) made with" in page
     assert page.count("<table class='heatmap'") == len(PROMPTS), "only the three checkpoints' prompt set is drawn"
+
+
+@pytest.mark.parametrize("response", ["", "   "])
+def test_an_empty_response_is_refused_up_front_everywhere(tmp_path, response, capsys):
+    """``--response ""`` was refused only per checkpoint, after loading each (exit 3, every row
+    failed): now the same rule as ``--responses-file`` and the callback, before anything loads."""
+    from probattr_monitor import ProbAttrCallback
+    from probattr_monitor.cli import main
+    from probattr_monitor.errors import InputError
+
+    (tmp_path / "checkpoint-1").mkdir()  # never loaded
+    assert main(["sweep", str(tmp_path), "--prompt", "a b", "--response", response]) == 2
+    assert "--response 1 is" in capsys.readouterr().err
+    with pytest.raises(InputError, match="responses entry 2 is .*a fixed response should be a non-empty text"):
+        ProbAttrCallback(prompts=["a b", "c d"], responses=[" e", response])
+
+
+def test_a_prompt_repeated_in_the_responses_file_is_a_warning(tmp_path):
+    from probattr_monitor.prompts import read_prompt_response_file
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "a b", "response": " c"}\n{"prompt": "d", "response": " e"}\n'
+                    '{"prompt": "a b", "response": " f"}\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match="holds the prompt\\(s\\) 'a b' more than once"):
+        assert len(read_prompt_response_file(path)) == 3
