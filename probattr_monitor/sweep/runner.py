@@ -215,7 +215,7 @@ class records_lock:
             except ImportError:  # not POSIX: no lock
                 fcntl = None
             if fcntl is not None:
-                self._handle = open(self.path, "a+", encoding="utf-8")
+                self._handle = _open_lock_file(self.path)
                 try:
                     fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
@@ -239,6 +239,27 @@ class records_lock:
         if self._handle is not None:
             self._handle.close()  # closing releases the flock
         return False
+
+
+def _open_lock_file(path: Path):
+    """The lock file, opened for appending without following a symlink (a dangling one would create
+    a file outside the run), created with the umask's mode.
+
+    Raises:
+        RunFolderError: something other than a regular file stands at ``path``, named.
+    """
+    import stat
+
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        kind = "a symlink" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+        raise RunFolderError(f"the sweep's lock file {str(path)!r} is {kind} ({one_line(error)}); "
+                             "remove it, or pass --out DIR") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise RunFolderError(f"the sweep's lock file {str(path)!r} is not a regular file; remove it, or pass --out DIR")
+    return os.fdopen(descriptor, "a+", encoding="utf-8")
 
 
 def _merge_lists(values: list, world_size: int) -> list:

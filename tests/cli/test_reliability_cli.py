@@ -203,3 +203,23 @@ def test_a_prompt_repeated_in_the_responses_file_is_a_warning(tmp_path):
                     '{"prompt": "a b", "response": " f"}\n', encoding="utf-8")
     with pytest.warns(UserWarning, match="holds the prompt\\(s\\) 'a b' more than once"):
         assert len(read_prompt_response_file(path)) == 3
+
+
+@pytest.mark.parametrize("what", ["folder", "dangling symlink"])
+def test_the_sweep_lock_is_never_a_folder_nor_followed_through_a_symlink(tmp_path, what):
+    from probattr_monitor.errors import RunFolderError
+    from probattr_monitor.sweep import records_lock
+
+    lock = tmp_path / LOCK_FILE
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    if what == "folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to(outside)
+    with pytest.raises(RunFolderError, match=f"lock file .* is a {what.split()[-1]}"):
+        with records_lock(tmp_path, 0, 1):
+            pass
+    assert not outside.exists(), "nothing created outside the run"
+    lock.unlink() if what != "folder" else lock.rmdir()
+    with records_lock(tmp_path, 0, 1):
+        assert lock.is_file()
