@@ -58,12 +58,14 @@ class NonFiniteLogitsError(ProbattrError, RuntimeError):
 _WARNED: set[tuple[str, str]] = set()
 
 
-def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3) -> None:
-    """A ``FutureWarning``, once per process for each ``(where, old)``: ``old`` is now ``new``.
+def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3, once: bool = True) -> None:
+    """A ``FutureWarning``, once per process for each ``(where, old)`` (every time with
+    ``once=False``: for a spelling whose meaning depends on the value, such as a string that
+    happens to name a file): ``old`` is now ``new``.
 
     Old spellings keep working for one release; the warning names the one to use.
     """
-    if (where, old) in _WARNED:
+    if once and (where, old) in _WARNED:
         return
     _WARNED.add((where, old))
     warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; use {new}",

@@ -57,8 +57,8 @@ def prompt_set(prompts, prompts_file) -> tuple:
         return tuple(read_prompts_file(prompts))
     if isinstance(prompts, str):
         if "\n" not in prompts and len(prompts) < 4096 and Path(prompts).is_file():
-            warn_renamed("prompts=<path of a file>", "prompts_file=<path> or prompts=Path(<path>)",
-                         "ProbAttrCallback", stacklevel=4)
+            warn_renamed(f"prompts={prompts!r} (the path of a file, read as prompts)",
+                         "prompts_file=<path> or prompts=Path(<path>)", "ProbAttrCallback", stacklevel=4, once=False)
             return tuple(read_prompts_file(prompts))
         prompts = [prompts]
     prompt_list = list(prompts)
@@ -136,6 +136,26 @@ def old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, pr
         warn_renamed(f"responses={responses!r}", f"response_mode={responses!r}", "ProbAttrCallback", stacklevel=4)
         responses, response_mode = None, responses
     return responses, response_mode, overrides, probe_on_save, probe_on_evaluate
+
+
+def conflicting_overrides(settings, base, overrides: dict) -> None:
+    """Refuse a 0.2 settings keyword that contradicts ``settings=``: a field the given settings set
+    to something other than its default, and the keyword to something else again.
+
+    Raises:
+        ProbeInputError: naming the field and both values.
+    """
+    from ..errors import ProbeInputError
+    from ..probes.types.settings import ProbeSettings
+
+    if settings is None:
+        return
+    default = ProbeSettings()
+    for name, value in overrides.items():
+        given = getattr(base, name)
+        if given != getattr(default, name) and given != value:
+            raise ProbeInputError(f"ProbAttrCallback got {name}={value!r} and settings with {name}={given!r}; "
+                                  f"set it once, in settings=ProbeSettings({name}=...)")
 
 
 def report_targets(report_to) -> tuple[str, ...]:

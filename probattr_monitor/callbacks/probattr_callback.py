@@ -37,6 +37,7 @@ from ..probes.types.settings import ProbeSettings
 from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
 from .arguments import (
     as_json,
+    conflicting_overrides,
     given_responses,
     guard_pairs,
     old_keywords,
@@ -163,6 +164,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
             raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
+        conflicting_overrides(settings, base, overrides)
         self.settings = base.with_overrides(**overrides).replace(progress=False)
         for name, steps in (("every_n_steps", every_n_steps), ("scopes_every_n_steps", scopes_every_n_steps)):
             if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):

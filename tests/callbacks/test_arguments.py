@@ -42,8 +42,26 @@ def test_files_go_through_prompts_file_or_a_path(tmp_path):
 def test_the_old_file_string_still_reads_the_file_with_a_future_warning(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("the cat sat on\n", encoding="utf-8")
-    with pytest.warns(FutureWarning, match=r"prompts=<path of a file> is deprecated.*use prompts_file="):
-        assert ProbAttrCallback(prompts=str(path)).prompts == ("the cat sat on",)
+    other = tmp_path / "other.txt"
+    other.write_text("a bird sang\n", encoding="utf-8")
+    for file, expected in ((path, "the cat sat on"), (other, "a bird sang"), (path, "the cat sat on")):
+        # every time, naming the string: a later case was silent after the first warning
+        with pytest.warns(FutureWarning, match=rf"prompts='{file}' \(the path of a file, read as prompts\) is "
+                                               "deprecated.*use prompts_file="):
+            assert ProbAttrCallback(prompts=str(file)).prompts == (expected,)
+
+
+def test_a_0_2_settings_keyword_that_contradicts_settings_is_refused():
+    from probattr_monitor import ProbeSettings
+    from probattr_monitor.errors import InputError
+
+    with pytest.raises(InputError, match=r"max_new_tokens=8 and settings with max_new_tokens=4; set it once"):
+        ProbAttrCallback(prompts="a b", settings=ProbeSettings(max_new_tokens=4), max_new_tokens=8)
+    with warnings.catch_warnings():  # agreeing, or settings leaving it at its default: the keyword applies
+        warnings.simplefilter("ignore", FutureWarning)
+        assert ProbAttrCallback(prompts="a b", settings=ProbeSettings(max_new_tokens=8),
+                                max_new_tokens=8).settings.max_new_tokens == 8
+        assert ProbAttrCallback(prompts="a b", settings=ProbeSettings(), max_new_tokens=8).settings.max_new_tokens == 8
 
 
 def test_the_old_keywords_warn_once_and_still_work():
