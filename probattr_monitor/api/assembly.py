@@ -128,7 +128,7 @@ def add_stability(model, tokens, start, prompt_ids, response_ids, positions, sto
 
 def add_scopes(model, tokens, start, prompt_ids, response_ids, positions, settings) -> None:
     """Fill each token's ``<scope>_scope`` fields for ``settings.scopes`` (``probes.engines.scopes``,
-    aggregated over the response; Fisher by its low-rank variant)."""
+    aggregated over the response; Fisher by its rank-8 variant, a lower bound of the full trace)."""
     from ..probes.engines.scopes import jacobian_scopes
 
     input_ids = torch.tensor([start] + list(prompt_ids) + list(response_ids), device=model_device(model))

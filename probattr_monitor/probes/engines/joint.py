@@ -72,6 +72,11 @@ class JointScores:
         return float(self.values["attribution_score"])
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in its own dtype when that is float32 or wider, else in float32."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
                         candidates: torch.Tensor, settings: ProbeSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``lw`` and ``c`` (module docstring) of joint candidates, on the scorer's prefix cache.
@@ -93,7 +98,8 @@ def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt:
     targets = input_ids[j0 + 1:]  # (S,): x_{j0+1} .. x_{L-1}
     n_rest = n_prompt - j0  # prompt targets among them
     columns = [1 + k - j0 for k in positions]  # in the suffix
-    prior = torch.log_softmax(scorer.logits[j0 - 1].float(), dim=-1).double().cpu()  # (V,) predicts x_j0
+    # (V,) predicts x_j0; in the model's dtype, float32 at least (a float64 model keeps its precision)
+    prior = torch.log_softmax(at_least_float32(scorer.logits[j0 - 1]), dim=-1).double().cpu()
     batch = candidate_batch_size(scorer.model, scorer.vocab_size, j0, suffix.shape[0],
                                  kv_bytes_per_token(scorer.cache), settings, full_logits=not scorer.chunked,
                                  limit=candidates.shape[0])
@@ -247,7 +253,7 @@ def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Seq
     with torch.inference_mode():
         scorer = scorer or SuffixScorer(model, input_ids)
         vocab = scorer.vocab_size
-        log_probs = torch.log_softmax(scorer.logits.float(), dim=-1).double().cpu()  # (L, V)
+        log_probs = torch.log_softmax(at_least_float32(scorer.logits), dim=-1).double().cpu()  # (L, V)
         proposal = JointProposal(log_probs[:n_prompt], first_order[0][:, :vocab], first_order[1][:, :vocab],
                                  positions)
         actual = input_ids[[1 + k for k in positions]].cpu()
