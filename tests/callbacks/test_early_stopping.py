@@ -81,10 +81,20 @@ def test_bad_arguments_fail_at_construction():
 
 
 def test_every_statistic_it_lists_can_be_stopped_on():
+    from probattr_monitor.callbacks.early_stopping import GREATER_IS_BETTER
     from probattr_monitor.monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 
-    for statistic in (*SUMMARY_KEYS, *DRIFT_KEYS):
-        assert isinstance(ProbAttrEarlyStopping(statistic=statistic).greater_is_better, bool)
+    listed = {*SUMMARY_KEYS, *DRIFT_KEYS}
+    assert listed <= set(GREATER_IS_BETTER), f"no direction for {sorted(listed - set(GREATER_IS_BETTER))}"
+    for statistic in listed:  # the stopper takes each one with its declared direction
+        assert ProbAttrEarlyStopping(statistic=statistic).greater_is_better is GREATER_IS_BETTER[statistic]
+    # the directions that decide what "better" means, spelled out: more response likelihood is better,
+    # more noise tokens, more entropy and more drift are worse
+    assert GREATER_IS_BETTER["log_p_response"] and GREATER_IS_BETTER["mean_attribution"]
+    assert not any(GREATER_IS_BETTER[s] for s in ("noise_tokens", "noise_fraction", "mean_entropy_context",
+                                                  "drift_attribution", "drift_entropy"))
+    with pytest.raises(ValueError, match="statistic should be one of"):
+        ProbAttrEarlyStopping(statistic="no_such_statistic")
 
 
 class StopAt:
