@@ -84,6 +84,14 @@ class IntegrationForwarder:
             names = {integration_names().get(klass) for klass in type(callback).__mro__}
             if not names & set(covered):
                 self.callbacks.append(callback)
+        held = {integration_of(callback) for callback in (handler.callbacks if handler is not None else [])}
+        missing = [name for name in wanted or () if name not in covered and name not in held]
+        if handler is not None and missing:
+            from ..errors import warn_user
+
+            warn_user(f"probattr-monitor: report_to names {', '.join(missing)}, but the Trainer holds no such "
+                      "integration, so the probes are not sent there; add it to TrainingArguments(report_to=...)",
+                      stacklevel=2)
 
     @property
     def names(self) -> list[str]:

@@ -129,3 +129,16 @@ def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path)
     assert "probattr/mean_fisher_scope" not in steps and callback.errors == 0
     with pytest.raises(ValueError, match="scopes_every_n_steps needs the Jacobian Scopes"):
         ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=2)
+
+
+def test_report_to_naming_a_tracker_the_trainer_does_not_hold_is_a_warning(tmp_path):
+    """``report_to=["dvclive"]`` on the callback, none in the Trainer: the probes went nowhere, silently."""
+    pytest.importorskip("dvclive")
+    from probattr_monitor import ProbAttrCallback, ProbeSettings
+
+    from .helpers import PROMPTS, make_trainer
+
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to=["dvclive"], settings=ProbeSettings(max_new_tokens=2))
+    with pytest.warns(UserWarning, match="report_to names dvclive, but the Trainer holds no such integration"):
+        make_trainer(tmp_path / "out", [callback], report_to="none", max_steps=2, save_steps=2).train()
+    assert callback.last_run is not None and callback.last_run.error is None  # probed all the same
