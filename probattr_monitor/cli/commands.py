@@ -176,6 +176,12 @@ def run_joint_command(args: argparse.Namespace) -> int:
     sparsity = 0.1 if args.size is None and args.sparsity is None else args.sparsity
     if sparsity is not None and not 0 < sparsity <= 1:
         raise ProbeInputError(f"--sparsity should lie in (0, 1], got {sparsity}")
+    ignored = [flag for flag, value in (("--candidate-policy", args.candidate_policy),
+                                        ("--max-token-forwards", args.max_token_forwards)) if value is not None]
+    if ignored:  # the set search has its own exact-or-estimate choice and no token-forward cap: never ignore them
+        raise ProbeInputError(f"joint does not take {' or '.join(ignored)}: the joint scores are exact when the "
+                              "vocabulary to the set's size is small, else estimated with error bars; drop "
+                              f"{'it' if len(ignored) == 1 else 'them'}")
     if args.json is not None:
         check_writable(args.json, "--json")
     settings = settings_from_args(args)

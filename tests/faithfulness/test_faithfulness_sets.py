@@ -112,7 +112,10 @@ def test_bad_joint_arguments_exit_2_with_one_line(tokenizer, tmp_path, capsys):
     tokenizer.save_pretrained(folder)
     for flags, message in ((["--sparsity", "1.5"], "--sparsity should lie in (0, 1]"),
                            (["--size", "0"], "--size should be a positive integer"),
-                           (["--response", "x", "--prompt", "b"], "--response needs exactly one prompt")):
+                           (["--response", "x", "--prompt", "b"], "--response needs exactly one prompt"),
+                           # once ignored (36,794 token-forwards under a cap of 300; exact ran estimate): refused
+                           (["--candidate-policy", "exact"], "joint does not take --candidate-policy"),
+                           (["--max-token-forwards", "300"], "joint does not take --max-token-forwards")):
         assert main(["joint", "--model", str(folder), "--prompt", "a cat", *flags]) == 2
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
