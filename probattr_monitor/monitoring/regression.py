@@ -64,9 +64,13 @@ class Comparison:
     low: Optional[float]
     high: Optional[float]
     regressed: bool
+    lost: int = 0  # guard prompts valid (finite) at the reference and invalid now (NaN, -inf, None)
 
     def describe(self) -> str:
         """``"-0.42 nats per prompt [-0.61, -0.23] against step 500 (8 prompts)"``."""
+        if self.lost:
+            return (f"{self.lost} guard prompt(s) valid at step {self.reference} are invalid now (NaN, -inf or "
+                    "missing log P(r|p)): a regression")
         if self.mean is None or self.low is None or self.high is None:
             return f"no paired comparison ({self.prompts} prompts valid at both)"
         return (f"{self.mean:+.3f} nats per prompt [{self.low:+.3f}, {self.high:+.3f}] against step {self.reference} "
@@ -98,9 +102,17 @@ def _mean_of(row: dict) -> Optional[float]:
 
 
 def compare(row: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
-    """``row`` against ``reference`` on the prompts valid (finite) in both."""
-    pairs = [(a, b) for a, b in zip(row.get("prompt_log_p") or [], reference.get("prompt_log_p") or [])
-             if is_finite_number(a) and is_finite_number(b)]
+    """``row`` against ``reference`` on the prompts valid (finite) in both; a prompt valid at the
+    reference and invalid now (its ``log P(r|p)`` NaN, ``-inf`` or missing) is a regression by itself:
+    the model can no longer give that response a finite probability."""
+    now, then = list(row.get("prompt_log_p") or []), list(reference.get("prompt_log_p") or [])
+    lost = sum(1 for i, b in enumerate(then) if is_finite_number(b) and not (i < len(now) and is_finite_number(now[i])))
+    pairs = [(a, b) for a, b in zip(now, then) if is_finite_number(a) and is_finite_number(b)]
+    if lost:
+        mean = low = high = None
+        if len(pairs) >= max(2, MIN_PROMPTS):
+            mean, low, high = paired_interval([a - b for a, b in pairs])
+        return Comparison(row["step"], reference["step"], len(pairs), mean, low, high, True, lost)
     if len(pairs) < max(2, MIN_PROMPTS):
         return Comparison(row["step"], reference["step"], len(pairs), None, None, None, False)
     mean, low, high = paired_interval([a - b for a, b in pairs])
@@ -115,6 +127,8 @@ def guard_comparisons(rows: Sequence[dict], tolerance: float = DEFAULT_TOLERANCE
     for row in rows:
         mean = _mean_of(row)
         if mean is None:
+            if best is not None and row.get("prompt_log_p"):  # every guard prompt invalid: compared, vetoed
+                comparisons.append(compare(row, best, tolerance))
             continue
         if best is None:
             comparisons.append(Comparison(row["step"], None, 0, None, None, None, False))

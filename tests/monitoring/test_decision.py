@@ -144,3 +144,19 @@ def test_nan_checkpoints_are_never_recommended_by_the_guard():
     rows.append({"step": 400, "checkpoint": "checkpoint-400", "status": "ok", "eval_loss": None,
                  "prompt_log_p": [None] * 8, "log_p_response": None, "noise_tokens": None, "invalid_prompts": 8})
     assert recommend(rows, "guarded")["step"] == 300 and recommend(rows, "last")["step"] == 300
+
+
+@pytest.mark.parametrize("lost", [float("nan"), float("-inf"), None], ids=["nan", "-inf", "missing"])
+def test_a_guard_prompt_that_turned_invalid_is_a_regression_and_is_never_recommended(lost):
+    """Invalid or -inf guard values were treated as missing: a checkpoint whose guard turned NaN or
+    impossible was never vetoed and could be recommended (here it has the best eval loss)."""
+    rows = guard_rows([0.0, 0.0, 0.0], eval_losses=[2.0, 1.9, 1.0])
+    rows[2]["prompt_log_p"][3] = lost
+    comparison = compare(rows[2], rows[0])
+    assert comparison.regressed and comparison.lost == 1 and "invalid now" in comparison.describe()
+    assert not compare(rows[1], rows[0]).regressed
+    every = guard_rows([0.0, 0.0, 0.0], eval_losses=[2.0, 1.9, 1.0])
+    every[2]["prompt_log_p"] = [lost] * len(OFFSETS)  # all of them: the row used to be skipped
+    assert [c.step for c in guard_comparisons(every) if c.regressed] == [300]
+    for case in (rows, every):
+        assert guarded(case)[0]["step"] != 300
