@@ -81,15 +81,24 @@ class WatchConfig:
     mlflow_run_id: Optional[str] = None
 
     def __post_init__(self) -> None:
-        for name in ("poll_seconds", "settle_seconds", "idle_timeout"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
-                raise ProbeInputError(f"{name} should be a finite number of seconds >= 0, got {value!r}")
-        if self.poll_seconds <= 0:
-            raise ProbeInputError(f"poll_seconds should be > 0, got {self.poll_seconds!r}")
-        if self.stop_step is not None and (isinstance(self.stop_step, bool) or not isinstance(self.stop_step, int)
-                                           or self.stop_step < 0):
-            raise ProbeInputError(f"stop_step should be a step >= 0, got {self.stop_step!r}")
+        check_timing(self.poll_seconds, self.settle_seconds, self.idle_timeout, self.stop_step)
+
+
+def check_timing(poll, settle, idle_timeout, stop_step,
+                 names: tuple = ("poll_seconds", "settle_seconds", "idle_timeout", "stop_step")) -> None:
+    """The watcher's timing, checked once for Python and the command line (``names``: how the
+    caller spells the four): finite seconds >= 0, a poll > 0, a stop step >= 0.
+
+    Raises:
+        ProbeInputError: naming the value and what is allowed.
+    """
+    for name, value in zip(names[:3], (poll, settle, idle_timeout)):
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+            raise ProbeInputError(f"{name} should be a finite number of seconds >= 0, got {value!r}")
+    if poll <= 0:
+        raise ProbeInputError(f"{names[0]} should be > 0 seconds, got {poll!r}")
+    if stop_step is not None and (isinstance(stop_step, bool) or not isinstance(stop_step, int) or stop_step < 0):
+        raise ProbeInputError(f"{names[3]} should be a step >= 0, got {stop_step!r}")
 
 
 @dataclass
@@ -360,7 +369,7 @@ class Watcher:
                 del model
                 self._say(f"probattr-monitor watch: fixed responses frozen from {checkpoint.name}'s greedy output")
             state.save(state_path)
-        return replace(sweep, responses=state.responses)
+        return self._with_responses(state)
 
     def _in_vocabulary(self, responses: list, checkpoint: Checkpoint) -> bool:
         from .loading import checkpoint_profile
@@ -414,11 +423,10 @@ class Watcher:
         probed again first)."""
         if self._past_stop_step(state):  # checkpoints after the stop step are not waited for
             return True
-        current = [entry for name, entry in state.logged.items() if name not in self._pending]
-        steps = [entry["step"] for entry in current]
+        steps = [entry["step"] for entry in state.logged.values()]
         if not steps or self._pending:
             return False
-        limits = [entry.get("max_steps") for entry in current if entry.get("max_steps")]
+        limits = [entry.get("max_steps") for entry in state.logged.values() if entry.get("max_steps")]
         return bool(limits) and max(steps) >= max(limits)
 
     def _tensorboard_dir(self) -> str:

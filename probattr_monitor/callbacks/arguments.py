@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import warn_renamed
-from ..probes.types.settings import RENAMED_SETTINGS
+from ..errors import ProbeInputError, warn_renamed
+from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
 from ..prompts import check_responses, paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS
 from .integrations import integration_names
@@ -145,9 +145,6 @@ def conflicting_overrides(settings, base, overrides: dict) -> None:
     Raises:
         ProbeInputError: naming the field and both values.
     """
-    from ..errors import ProbeInputError
-    from ..probes.types.settings import ProbeSettings
-
     if settings is None:
         return
     default = ProbeSettings()

@@ -77,14 +77,15 @@ class IntegrationForwarder:
         self.strict = strict
         self.failures = 0
         self.callbacks: list = []
+        held = set()
         for callback in (handler.callbacks if handler is not None else []):
             name = integration_of(callback)
+            held.add(name)
             if name is None or (wanted is not None and name not in wanted):
                 continue
             names = {integration_names().get(klass) for klass in type(callback).__mro__}
             if not names & set(covered):
                 self.callbacks.append(callback)
-        held = {integration_of(callback) for callback in (handler.callbacks if handler is not None else [])}
         missing = [name for name in wanted or () if name not in covered and name not in held]
         if handler is not None and missing:
             from ..errors import warn_user

@@ -103,16 +103,12 @@ def run_watch_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..sweep import SweepConfig
-    from ..watch import WatchConfig, watch
+    from ..watch import WatchConfig, check_timing, watch
 
-    for flag, value in (("--poll", args.poll), ("--settle", args.settle), ("--wait", args.wait),
-                        ("--idle-timeout", args.idle_timeout)):
-        if value is not None and not (value >= 0 and value != float("inf")):
-            raise ProbeInputError(f"{flag} should be a finite number of seconds >= 0, got {value}")
-    if args.poll <= 0:
-        raise ProbeInputError(f"--poll should be > 0 seconds, got {args.poll}")
-    if args.stop_step is not None and args.stop_step < 0:
-        raise ProbeInputError(f"--stop-step should be a step >= 0, got {args.stop_step}")
+    check_timing(args.poll, args.settle, args.idle_timeout, args.stop_step,
+                 names=("--poll", "--settle", "--idle-timeout", "--stop-step"))
+    if not 0 <= args.wait < float("inf"):
+        raise ProbeInputError(f"--wait should be a finite number of seconds >= 0, got {args.wait}")
     settings = settings_from_args(args)
     prompts, responses = sweep_prompt_set(args, settings)
     deadline = time.monotonic() + args.wait

@@ -108,15 +108,13 @@ def compare(row: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) ->
     now, then = list(row.get("prompt_log_p") or []), list(reference.get("prompt_log_p") or [])
     lost = sum(1 for i, b in enumerate(then) if is_finite_number(b) and not (i < len(now) and is_finite_number(now[i])))
     pairs = [(a, b) for a, b in zip(now, then) if is_finite_number(a) and is_finite_number(b)]
-    if lost:
-        mean = low = high = None
-        if len(pairs) >= max(2, MIN_PROMPTS):
-            mean, low, high = paired_interval([a - b for a, b in pairs])
-        return Comparison(row["step"], reference["step"], len(pairs), mean, low, high, True, lost)
-    if len(pairs) < max(2, MIN_PROMPTS):
-        return Comparison(row["step"], reference["step"], len(pairs), None, None, None, False)
-    mean, low, high = paired_interval([a - b for a, b in pairs])
-    return Comparison(row["step"], reference["step"], len(pairs), mean, low, high, high < -tolerance)
+    mean: Optional[float] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    if len(pairs) >= max(2, MIN_PROMPTS):
+        mean, low, high = paired_interval([a - b for a, b in pairs])
+    regressed = bool(lost) or (high is not None and high < -tolerance)
+    return Comparison(row["step"], reference["step"], len(pairs), mean, low, high, regressed, lost)
 
 
 def guard_comparisons(rows: Sequence[dict], tolerance: float = DEFAULT_TOLERANCE) -> list[Comparison]:
