@@ -179,10 +179,12 @@ def guard_from_args(args: argparse.Namespace) -> Optional[list]:
     return read_prompt_response_file(args.guard_file)
 
 
-def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list]]:
-    """``(prompts, responses)`` of a sweep: ``--responses-file``, or the prompts with ``--response``
-    texts, or with the ``--reference`` model's greedy responses frozen as token ids; responses
-    ``None`` (each checkpoint's own continuation) when none of the three is given."""
+def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list], Any]:
+    """``(prompts, responses, vocabulary)`` of a sweep: ``--responses-file``, or the prompts with
+    ``--response`` texts, or with the ``--reference`` model's greedy responses frozen as token ids
+    (``vocabulary``: the reference tokenizer's :class:`~probattr_monitor.probes.inputs.vocabulary.Vocabulary`,
+    which every checkpoint's must equal, else ``None``); responses ``None`` (each checkpoint's own
+    continuation) when none of the three is given."""
     given = [flag for flag, value in (("--response", args.response), ("--responses-file", args.responses_file),
                                       ("--reference", args.reference)) if value]
     if len(given) > 1:
@@ -193,7 +195,7 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
         from ..prompts import read_prompt_response_file
 
         pairs = read_prompt_response_file(args.responses_file)
-        return [p for p, _ in pairs], [r for _, r in pairs]
+        return [p for p, _ in pairs], [r for _, r in pairs], None
     prompts = prompts_from_args(args)
     if args.response:
         if len(args.response) != len(prompts):
@@ -201,7 +203,7 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
                                   "give one per prompt")
         from ..prompts import check_responses
 
-        return prompts, check_responses(args.response, "--response")
+        return prompts, check_responses(args.response, "--response"), None
     if args.reference:
         from ..loading import load_model_and_tokenizer
         from ..monitoring.run import reference_responses
@@ -209,5 +211,7 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
         model, tokenizer = load_model_and_tokenizer(args.reference, device=args.device, dtype=args.dtype,
                                                     tokenizer_dir=args.tokenizer, base_model=args.base_model,
                                                     trust_remote_code=args.trust_remote_code)
-        return prompts, reference_responses(model, tokenizer, prompts, settings)
-    return prompts, None
+        from ..probes.inputs.vocabulary import Vocabulary
+
+        return prompts, reference_responses(model, tokenizer, prompts, settings), Vocabulary.of(tokenizer)
+    return prompts, None, None

@@ -69,15 +69,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """``probattr-monitor sweep``: exit 0, or 3 when some checkpoints failed."""
-    from ..sweep import SweepConfig, run_sweep
+    from ..sweep import SweepConfig, resolve_checkpoints, run_sweep
+    from ..sweep.config import check_run_vocabulary
 
     if args.run_dir is None and not args.checkpoints:
         raise RunFolderError("give RUN_DIR or --checkpoints DIR [DIR ...]")
     settings = settings_from_args(args)
-    prompts, responses = sweep_prompt_set(args, settings)
+    prompts, responses, vocabulary = sweep_prompt_set(args, settings)
     guard = guard_from_args(args)
     if responses is None:  # the responses (and guard set) the callback froze in this run, if it did
-        from ..sweep import frozen_by_the_run, resolve_checkpoints
+        from ..sweep import frozen_by_the_run
 
         frozen = frozen_by_the_run(resolve_checkpoints(SweepConfig(run_dir=args.run_dir, checkpoints=args.checkpoints)),
                                    prompts)
@@ -89,7 +90,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                          tokenizer=args.tokenizer, prompts=prompts, responses=responses, guard=guard,
                          settings=settings.replace(progress=False), report_to=args.report_to, device=args.device,
                          dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=settings.progress,
-                         rule=args.rule, base_model=args.base_model)
+                         rule=args.rule, base_model=args.base_model, reference=args.reference,
+                         reference_vocabulary=vocabulary)
+    check_run_vocabulary(config, resolve_checkpoints(config))
     summary = run_sweep(config)
     if summary is not None and summary.failed:
         return EXIT_SOME_FAILED
@@ -110,7 +113,7 @@ def run_watch_command(args: argparse.Namespace) -> int:
     if not 0 <= args.wait < float("inf"):
         raise ProbeInputError(f"--wait should be a finite number of seconds >= 0, got {args.wait}")
     settings = settings_from_args(args)
-    prompts, responses = sweep_prompt_set(args, settings)
+    prompts, responses, vocabulary = sweep_prompt_set(args, settings)
     deadline = time.monotonic() + args.wait
     while not Path(args.run_dir).is_dir() and time.monotonic() < deadline:
         time.sleep(min(args.poll, 1.0))
@@ -120,7 +123,7 @@ def run_watch_command(args: argparse.Namespace) -> int:
                          responses=responses, guard=guard_from_args(args), settings=settings.replace(progress=False),
                          report_to=args.report_to, device=args.device, dtype=args.dtype,
                          trust_remote_code=args.trust_remote_code, progress=False, rule=args.rule,
-                         base_model=args.base_model)
+                         base_model=args.base_model, reference=args.reference, reference_vocabulary=vocabulary)
     console = Console()
     logged = watch(WatchConfig(sweep=config, poll_seconds=args.poll, settle_seconds=args.settle,
                                stop_step=args.stop_step, idle_timeout=args.idle_timeout,

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, select_steps
-from ..errors import RunFolderError
+from ..errors import ProbeInputError, RunFolderError
 from ..monitoring.decision import DEFAULT_RULE
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord, PromptSet, RecordKey, find_record, folder_records
+from ..probes.inputs.vocabulary import Vocabulary
 from ..probes.types.settings import ProbeSettings
 from ..prompts import paper_prompts
 
@@ -53,6 +54,10 @@ class SweepConfig:
             (``config.json``), as the callback probed it during training.
         base_model: the base model of adapter checkpoints (a folder or a ``.gguf`` file), when
             their ``adapter_config.json`` does not name a local one.
+        reference, reference_vocabulary: the model whose greedy responses were frozen as token ids
+            (``--reference``) and its tokenizer's vocabulary; a checkpoint whose tokenizer has
+            another is refused (:func:`check_reference_vocabulary`), since the ids would be scored as
+            text nobody wrote.
     """
 
     run_dir: Optional[str] = None
@@ -72,6 +77,8 @@ class SweepConfig:
     report: bool = True
     rule: str = DEFAULT_RULE
     base_model: Optional[str] = None
+    reference: Optional[str] = None
+    reference_vocabulary: Optional[Vocabulary] = None
 
     @property
     def prompt_set(self) -> PromptSet:
@@ -156,3 +163,34 @@ def read_record(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey) -> 
     """The checkpoint's record made with ``key`` (:meth:`SweepConfig.key_for`), else its
     ``probattr.json`` (made with another key), else ``None`` (see ``monitoring.record.find_record``)."""
     return find_record(record_folder(config, checkpoint), key)
+
+
+def check_reference_vocabulary(config: SweepConfig, tokenizer, name: str) -> None:
+    """Refuse (``ProbeInputError``, naming both) a tokenizer ``name`` whose vocabulary is not the
+    ``--reference``'s: the frozen responses are the reference's token ids. Nothing to check
+    without a reference."""
+    if config.reference_vocabulary is None:
+        return
+    difference = config.reference_vocabulary.difference(Vocabulary.of(tokenizer))
+    if difference is not None:
+        raise ProbeInputError(
+            f"the tokenizer of --reference {config.reference} and that of {name} differ ({difference}): the "
+            "reference's responses, frozen as its token ids, would be scored as other text; use a reference "
+            "with the run's tokenizer, or give the responses as text (--response, --responses-file)")
+
+
+def check_run_vocabulary(config: SweepConfig, checkpoints: Sequence[Checkpoint]) -> None:
+    """:func:`check_reference_vocabulary` before any checkpoint loads, on the run's tokenizer: the
+    first checkpoint's own tokenizer files, else ``config.tokenizer``. Checkpoints without either
+    (adapters on a base model) are checked as each loads."""
+    from ..loading import has_tokenizer_files, load_tokenizer
+
+    if config.reference_vocabulary is None or not checkpoints:
+        return
+    first = checkpoints[0]
+    folder = first.path if has_tokenizer_files(first.path) else config.tokenizer
+    if folder is None:
+        return
+    options = {"trust_remote_code": True} if config.trust_remote_code else {}
+    name = first.name if folder == first.path else f"--tokenizer {folder}"
+    check_reference_vocabulary(config, load_tokenizer(folder, options), name)

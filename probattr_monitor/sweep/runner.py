@@ -17,7 +17,16 @@ from ..monitoring.record import CheckpointRecord, RecordKey
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
-from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
+from .config import (
+    LOCK_FILE,
+    SweepConfig,
+    SweepSummary,
+    check_reference_vocabulary,
+    output_dir,
+    read_record,
+    record_folder,
+    resolve_checkpoints,
+)
 from .summary import load_records, summarise
 
 
@@ -55,6 +64,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
                                                     tokenizer_dir=tokenizer_dir,
                                                     trust_remote_code=config.trust_remote_code,
                                                     base_model=config.base_model)
+        check_reference_vocabulary(config, tokenizer, checkpoint.name)
         info = provenance(model, config.settings, base_model=source.get("base_model"), adapter=source.get("adapter"))
         if present is not None and present.is_reusable(key) and present.measured(checkpoint.name, checkpoint.step,
                                                                                  info["weights"]):

@@ -356,6 +356,47 @@ def test_sweep_with_a_reference_freezes_its_responses_and_the_guard_decides(plai
     assert all(len(row["prompt_log_p"]) == len(PROMPTS) for row in data["rows"])
 
 
+def test_a_reference_with_another_tokenizer_is_refused_naming_both(plain_run, tmp_path):
+    """Its responses are frozen as its token ids; under another vocabulary they are other text."""
+    from transformers import AutoTokenizer
+
+    from ..cli.test_cli import assert_usage_error
+
+    reference = tmp_path / "reference"
+    shutil.copytree(plain_run / "checkpoint-3", reference)
+    tokenizer = AutoTokenizer.from_pretrained(reference)
+    tokenizer.add_tokens(["<not-in-the-run>"])
+    tokenizer.save_pretrained(reference)
+    out = tmp_path / "out"
+    completed = sweep_cli(plain_run, "--reference", reference, "--out", out, *prompt_args())
+    assert_usage_error(completed, f"the tokenizer of --reference {reference} and that of checkpoint-3 differ")
+    assert not out.exists()  # refused before any checkpoint was probed
+
+
+def test_a_checkpoint_with_another_tokenizer_fails_its_row_when_the_reference_is_not_checked_up_front(
+        plain_run, tmp_path):
+    """The runner checks each checkpoint too (the watcher's, adapters'): that row fails, naming both."""
+    from transformers import AutoTokenizer
+
+    from probattr_monitor.probes.inputs.vocabulary import Vocabulary
+    from probattr_monitor.sweep.config import check_run_vocabulary
+
+    tokenizer = AutoTokenizer.from_pretrained(plain_run / "checkpoint-3")
+    same = Vocabulary.of(tokenizer)
+    tokenizer.add_tokens(["<not-in-the-run>"])
+    other = Vocabulary.of(tokenizer)
+    assert same.difference(Vocabulary.of(AutoTokenizer.from_pretrained(plain_run / "checkpoint-6"))) is None
+    assert other.difference(same) == f"{len(tokenizer):,} tokens against {len(tokenizer) - 1:,}"
+    config = SweepConfig(run_dir=str(plain_run), steps=[3], out=str(tmp_path / "o"), prompts=PROMPTS,
+                         responses=[[5, 6], [7]], settings=SETTINGS, progress=False, report=False,
+                         reference="REF", reference_vocabulary=other)
+    summary = run_sweep(config)
+    assert summary.failed == 1
+    assert "the tokenizer of --reference REF and that of checkpoint-3 differ" in summary.rows[0]["error"]
+    check_run_vocabulary(SweepConfig(run_dir=str(plain_run), reference_vocabulary=same),
+                         discover_checkpoints(plain_run))  # the run's own: nothing to refuse
+
+
 def test_sweep_takes_responses_as_flags_or_a_file(plain_run, tmp_path):
     texts = [" the mat", " in the tree"]
     by_flag = sweep_cli(plain_run, "--steps", "3", "6", "--out", tmp_path / "a", *prompt_args(),
