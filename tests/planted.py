@@ -26,8 +26,15 @@ PROMPT = (3, KEY, 7, 2, KEY, 9)  # the planted prompt: KEY in both slots
 N_PROMPT = len(PROMPT)
 
 
-def sample_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
-    """``(count, 8)`` training sequences of the grammar in the module docstring."""
+HINT_POSITION, HINT = 5, 9  # the distractor grammar's hint: filler 9 as the last prompt token (as in PROMPT)
+
+
+def sample_sequences(count: int, generator: torch.Generator, hint: bool = False) -> torch.Tensor:
+    """``(count, 8)`` training sequences of the grammar in the module docstring. ``hint``: the
+    distractor grammar, where the last prompt token is ``HINT`` half the time and a ``YES`` answer
+    flips to ``NO`` with probability 0.3 unless it is; on the planted prompt the hint alone then
+    scores ``AS ~ 0.16`` nats, more than either slot alone (``~ 0``) and far less than the pair
+    (``~ 1.3``)."""
     prompt = torch.tensor(FILLERS)[torch.randint(len(FILLERS), (count, N_PROMPT), generator=generator)]
     for slot in SLOTS:
         keyed = torch.rand(count, generator=generator) < 0.15
@@ -35,13 +42,18 @@ def sample_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
     masked = torch.rand(count, N_PROMPT, generator=generator) < 0.1
     prompt[masked] = MASK
     answer = torch.where((prompt[:, list(SLOTS)] == KEY).any(-1), YES, NO)
+    if hint:
+        hinted = torch.rand(count, generator=generator) < 0.5
+        prompt[hinted, HINT_POSITION] = HINT
+        flipped = (torch.rand(count, generator=generator) < 0.3) & (prompt[:, HINT_POSITION] != HINT)
+        answer[flipped & (answer == YES)] = NO
     return torch.cat([torch.zeros(count, 1, dtype=torch.long), prompt, answer.unsqueeze(-1)], dim=1)
 
 
-@functools.lru_cache(maxsize=1)
-def planted_model():
+@functools.lru_cache(maxsize=2)
+def planted_model(hint: bool = False):
     """A tiny GPT-2 (2 layers, width 64) trained on the grammar until it has learnt the OR (seeded;
-    about 10 s on 2 CPU cores). Cached for the test session."""
+    about 10 s on 2 CPU cores); ``hint``: on the distractor grammar. Cached for the test session."""
     from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     torch.manual_seed(0)
@@ -50,7 +62,7 @@ def planted_model():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(600):
-        batch = sample_sequences(64, generator)
+        batch = sample_sequences(64, generator, hint)
         loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad()
         loss.backward()

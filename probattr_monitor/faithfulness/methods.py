@@ -80,7 +80,8 @@ def select_sets(method: str, scorer: ResponseScorer, sizes, seed: int = 0, setti
                           candidates=positions, **options)
     path = [positions.index(k) for k in search.positions]
     rest = sorted((j for j in range(n) if j not in path), key=lambda j: -search.singles[positions[j]])
-    details = {"search": "greedy forward selection", "seed": seed, "policy": search.scores.policy, **options,
+    search_name = "every pair, then greedy forward selection" if max(sizes) >= 2 else "every single"
+    details = {"search": search_name, "seed": seed, "policy": search.scores.policy, **options,
                "attribution_score": search.scores.attribution_score,
                "attribution_score_stderr": search.scores.stderrs["attribution_score"],
                "trajectory": search.trajectory, "token_forwards": search.token_forwards}

@@ -19,7 +19,7 @@ from probattr_monitor.probes.engines.joint import (
 from probattr_monitor.probes.engines.scores import exact_scores
 from probattr_monitor.probes.maths.quantities import QUANTITIES
 from probattr_monitor.probes.types.settings import ProbeSettings
-from tests.planted import N_PROMPT, SLOTS, planted_ids, planted_model
+from tests.planted import HINT_POSITION, N_PROMPT, SLOTS, planted_ids, planted_model
 
 SETTINGS = ProbeSettings(progress=False)
 IDS = torch.tensor([0, 11, 25, 3, 30, 7, 19, 2])  # [s] + 5 prompt tokens + 2 response tokens
@@ -122,6 +122,28 @@ def test_a_planted_cooperative_pair_is_found_by_the_joint_search_not_by_per_toke
     assert set(found.singles) == set(range(N_PROMPT))
     estimated = search_joint(model, ids, N_PROMPT, 2, SETTINGS, policy="estimate", draws=256)
     assert sorted(estimated.positions) == list(SLOTS)
+
+
+def test_the_joint_search_finds_a_pair_behind_a_weak_distractor():
+    """0.3 started from the single ranking: a token whose single AS (0.046 nats) beat the slots'
+    (~0) was taken first, and the search returned it with a slot (0.053 nats) instead of the pair
+    (1.42 nats). Scoring every pair first finds the pair, exactly and by estimate."""
+    model, ids = planted_model(hint=True), planted_ids()
+    raw = score_exact(model, ids, N_PROMPT, SETTINGS)
+    single = exact_scores(raw, ids[1:1 + N_PROMPT], 3).quantities.attribution_score
+    assert float(single[HINT_POSITION]) > 0.02 > float(single[list(SLOTS)].max())  # the distractor leads
+    pair = pair_interaction(model, ids, N_PROMPT, *SLOTS, SETTINGS, policy="exact")
+    assert pair.joint > 1.0
+    found = search_joint(model, ids, N_PROMPT, 2, SETTINGS)
+    assert sorted(found.positions) == list(SLOTS)
+    assert found.scores.attribution_score == pytest.approx(pair.joint, abs=1e-9)
+    assert found.trajectory == pytest.approx([float(single[HINT_POSITION]), pair.joint], abs=1e-6)
+    greedy = search_joint(model, ids, N_PROMPT, 2, SETTINGS, all_pairs=False)  # the cheaper search misses it
+    assert greedy.positions[0] == HINT_POSITION and greedy.scores.attribution_score < 0.5
+    assert greedy.token_forwards < found.token_forwards
+    estimated = search_joint(model, ids, N_PROMPT, 3, SETTINGS, policy="estimate", draws=256)
+    assert sorted(estimated.positions[:2]) == list(SLOTS) and len(set(estimated.positions)) == 3
+    assert len(estimated.trajectory) == 3
 
 
 def test_the_tail_is_empty_when_the_head_holds_every_candidate_whatever_the_rounding():

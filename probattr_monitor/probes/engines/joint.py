@@ -342,44 +342,52 @@ class JointSearch:
 
 def search_joint(model, input_ids: torch.Tensor, n_prompt: int, size: int,
                  settings: Optional[ProbeSettings] = None, candidates: Optional[Sequence[int]] = None,
-                 policy: str = "auto", **estimate_options) -> JointSearch:
+                 policy: str = "auto", all_pairs: bool = True, **estimate_options) -> JointSearch:
     """A set of ``size`` positions (from ``candidates``, default every prompt position) with a large
-    ``AS_S``: greedy forward selection. Step ``t`` scores ``S + {k}`` for every ``k`` left
-    (:func:`joint_scores`; estimates share one seed per step, so the comparison within a step uses
-    common random numbers) and keeps the best. Greedy is not guaranteed to find the best set; on a
-    pair that only acts together (``AS_k, AS_l ~ 0``, ``AS_{k,l}`` large) step 2 finds the partner
-    once step 1 has taken either one, which per-token rankings cannot do.
+    ``AS_S``. Step 1 scores every single position (``singles``). With ``all_pairs`` (the default)
+    and ``size >= 2``, step 2 scores every pair ``{k, l}`` of the pool and keeps the best, so a pair
+    that acts only together (``AS_k, AS_l ~ 0``, ``AS_{k,l}`` large) is found even when another
+    token's single score is larger (a distractor); that costs ``n (n - 1) / 2`` pair scores for ``n``
+    positions. Each later step (and step 2 without ``all_pairs``: greedy from the single ranking,
+    ``n - 1`` scores, which misses such a pair behind a distractor) scores ``S + {k}`` for every
+    ``k`` left (:func:`joint_scores`) and keeps the best. Estimates share one seed per step, so the
+    comparison within a step uses common random numbers. Larger sets are not guaranteed optimal.
     """
     settings = settings or ProbeSettings(progress=False)
     pool = list(range(n_prompt)) if candidates is None else [int(k) for k in candidates]
     if not 1 <= size <= len(pool):
         raise ValueError(f"size should lie in 1..{len(pool)}, got {size}")
-    chosen: list[int] = []
-    trajectory: list[float] = []
-    singles: dict = {}
-    spent = 0
-    best: Optional[JointScores] = None
     vocab = vocab_size_of(model)
     head, draws = estimate_options.get("head", JOINT_HEAD), estimate_options.get("draws", JOINT_DRAWS)
     if not all(uses_exact(vocab, s, policy, head, draws) for s in range(1, size + 1)):
         estimate_options.setdefault("first_order", first_order_estimates(model, input_ids, n_prompt))
     with torch.inference_mode():
         scorer = SuffixScorer(model, input_ids)
-    for step in range(size):
-        step_best: Optional[JointScores] = None
-        for k in pool:
-            if k in chosen:
-                continue
-            scores = joint_scores(model, input_ids, n_prompt, chosen + [k], settings, policy, scorer=scorer,
+    spent = 0
+
+    def best_of(sets: list) -> tuple[JointScores, list]:
+        """The best-scoring set of ``sets`` (as given, in order) and its scores."""
+        nonlocal spent
+        best: Optional[tuple[JointScores, list]] = None
+        for positions in sets:
+            scores = joint_scores(model, input_ids, n_prompt, positions, settings, policy, scorer=scorer,
                                   **estimate_options)
             spent += scores.token_forwards
-            if step == 0:
-                singles[k] = scores.attribution_score
-            if step_best is None or scores.attribution_score > step_best.attribution_score:
-                step_best, added = scores, k
-        assert step_best is not None
-        chosen.append(added)
-        best = step_best
-        trajectory.append(step_best.attribution_score)
-    assert best is not None
+            if len(positions) == 1:
+                singles[positions[0]] = scores.attribution_score
+            if best is None or scores.attribution_score > best[0].attribution_score:
+                best = scores, positions
+        assert best is not None
+        return best
+
+    singles: dict = {}
+    best, chosen = best_of([[k] for k in pool])
+    trajectory = [best.attribution_score]
+    if size >= 2 and all_pairs:
+        best, pair = best_of([[k, m] for i, k in enumerate(pool) for m in pool[i + 1:]])
+        chosen = sorted(pair, key=lambda k: -singles[k])  # in the order a greedy search would add them
+        trajectory.append(best.attribution_score)
+    while len(chosen) < size:
+        best, chosen = best_of([chosen + [k] for k in pool if k not in chosen])
+        trajectory.append(best.attribution_score)
     return JointSearch(positions=chosen, scores=best, trajectory=trajectory, token_forwards=spent, singles=singles)
