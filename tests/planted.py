@@ -73,3 +73,43 @@ def planted_model(hint: bool = False):
 def planted_ids() -> torch.Tensor:
     """``[0] + PROMPT + [YES]``: the sequence the probes score (``N_PROMPT`` prompt tokens)."""
     return torch.tensor([0, *PROMPT, YES])
+
+
+COPY_VOCAB = 96  # the copy grammar: 0 the start token, 1..95 tokens
+COPY_SOURCE, COPY_TARGET = 1, 4  # prompt positions: the target copies the source; so does the answer
+
+
+def copy_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
+    """``(count, 8)`` sequences ``[0] + six prompt tokens + [answer]``: random tokens, except that
+    prompt position 4 repeats position 1 and the answer repeats it again. Marginalised together,
+    the two positions' joint candidates agree (``v_1 = v_4``) under both joint posteriors: a pair
+    whose dependence product proposals cannot follow."""
+    sequences = torch.randint(1, COPY_VOCAB, (count, 8), generator=generator)
+    sequences[:, 0] = 0
+    sequences[:, 1 + COPY_TARGET] = sequences[:, 1 + COPY_SOURCE]
+    sequences[:, 7] = sequences[:, 1 + COPY_SOURCE]
+    return sequences
+
+
+@functools.lru_cache(maxsize=1)
+def copy_model():
+    """A tiny GPT-2 (2 layers, width 64) trained on :func:`copy_sequences` until it copies (seeded)."""
+    from probattr_monitor.demo.tiny_models import tiny_gpt2
+
+    torch.manual_seed(0)
+    model = tiny_gpt2(COPY_VOCAB, n_embd=64, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(600):
+        batch = copy_sequences(64, generator)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def copy_ids(seed: int = 0) -> torch.Tensor:
+    """One sequence of the copy grammar (``[0] + prompt + [answer]``), drawn with ``seed``."""
+    return copy_sequences(1, torch.Generator().manual_seed(seed))[0]

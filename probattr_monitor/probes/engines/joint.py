@@ -22,11 +22,13 @@ Two ways to compute ``AS_S`` and the other four quantities of the joint posterio
 - :func:`estimate_joint`: the candidates the proposal ranks highest summed exactly (the *head*, the
   actual ``p_S`` first) and the rest sampled with replacement from a mixture of two product proposals
   (each position's prior ``softmax(a_k)``, and its first-order posterior ``softmax(a_k + b~_k +
-  c~_k)``, see ``budgeted.first_order_estimates``), with the budget policy's delta-method standard
-  errors (``estimator.estimate_strata``).
+  c~_k)``, see ``budgeted.first_order_estimates``) and two chains that draw each later position
+  from the model's conditional given the earlier ones (:class:`JointProposal`), with the budget
+  policy's delta-method standard errors (``estimator.estimate_strata``).
 
-:func:`search_joint` finds a set of a given size with a large ``AS_S``: greedy forward selection,
-each step adding the position whose addition gives the largest estimated ``AS_S``.
+:func:`search_joint` finds a set of a given size with a large ``AS_S``: every single position, then
+every pair, then forward selection, each step adding the position whose addition gives the largest
+``AS_S``.
 
 Longer than 300 lines because the exact, estimated and searched joint AS share the pair enumeration,
 the substitution scoring and the proposal; apart they would be copies.
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -45,6 +47,7 @@ from ..maths.estimator import TailSample, estimate_strata
 from ..maths.quantities import QUANTITIES, position_quantities
 from ..types.settings import ProbeSettings
 from .budgeted import first_order_estimates
+from .cache import with_cache
 from .engine import SuffixScorer, candidate_batch_size, kv_bytes_per_token, prefix_cache
 
 JOINT_DRAWS = 512  # sampled joint candidates per estimate (each costs its suffix in token-forwards)
@@ -78,7 +81,8 @@ def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
-                        candidates: torch.Tensor, settings: ProbeSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
+                        candidates: torch.Tensor, settings: ProbeSettings
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``lw`` and ``c`` (module docstring) of joint candidates, on the scorer's prefix cache.
 
     Args:
@@ -90,7 +94,9 @@ def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt:
     later set positions are the candidate's tokens, not the original ones.
 
     Returns:
-        ``(lw (C,), c (C,), token_forwards)``, float64 on the CPU.
+        ``(lw (C,), c (C,), set_terms (C, s - 1), token_forwards)``, float64 on the CPU;
+        ``set_terms[:, i - 1] = log P(v_i | x_<k_i with v_1 .. v_{i-1} in place)``, the prompt terms
+        of ``lw`` at the set's later positions (the chain proposal's density).
     """
     positions = [int(k) for k in positions]
     length, j0 = input_ids.shape[0], 1 + positions[0]
@@ -104,7 +110,7 @@ def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt:
                                  kv_bytes_per_token(scorer.cache), settings, full_logits=not scorer.chunked,
                                  limit=candidates.shape[0])
     candidates = candidates.long().to(input_ids.device)
-    lw, c, token_forwards = [], [], 0
+    lw, c, set_terms, token_forwards = [], [], [], 0
     for start in range(0, candidates.shape[0], batch):
         chunk = candidates[start:start + batch]  # (B, s)
         batch_ids = suffix.expand(chunk.shape[0], -1).clone()  # (B, S)
@@ -117,8 +123,34 @@ def score_substitutions(scorer: SuffixScorer, input_ids: torch.Tensor, n_prompt:
         token_log_probs = scorer.score(batch_ids, past, batch_targets).double().cpu()  # (B, S)
         lw.append(prior[chunk[:, 0].cpu()] + token_log_probs[:, :n_rest].sum(-1))
         c.append(token_log_probs[:, n_rest:].sum(-1))
+        set_terms.append(token_log_probs[:, [column - 1 for column in columns[1:]]])
         token_forwards += batch_ids.numel()
-    return torch.cat(lw), torch.cat(c), token_forwards
+    return torch.cat(lw), torch.cat(c), torch.cat(set_terms), token_forwards
+
+
+def conditional_rows(scorer: SuffixScorer, input_ids: torch.Tensor, positions: Sequence[int],
+                     prefixes: torch.Tensor, settings: ProbeSettings) -> tuple[torch.Tensor, int]:
+    """``(U, V)`` log-probabilities of the token at ``positions[i]`` (``i = prefixes.shape[1]``) given
+    the sequence before it with ``prefixes[u]`` in place at ``positions[:i]``: one forward of the
+    tokens from the first set position to just before ``positions[i]`` per row, on the scorer's prefix
+    cache. Returns the rows (float64, CPU) and the token-forwards spent."""
+    positions = [int(k) for k in positions]
+    stage, j0 = prefixes.shape[1], 1 + positions[0]
+    suffix = input_ids[j0:1 + positions[stage]]  # x_j0 .. x_{k_i}: the last one predicts position k_i
+    columns = [1 + k - j0 for k in positions[:stage]]
+    batch = candidate_batch_size(scorer.model, scorer.vocab_size, j0, suffix.shape[0], kv_bytes_per_token(scorer.cache),
+                                 settings, full_logits=True, limit=prefixes.shape[0])
+    rows, token_forwards = [], 0
+    for start in range(0, prefixes.shape[0], batch):
+        chunk = prefixes[start:start + batch].long().to(input_ids.device)
+        batch_ids = suffix.expand(chunk.shape[0], -1).clone()
+        for i, column in enumerate(columns):
+            batch_ids[:, column] = chunk[:, i]
+        past = prefix_cache(scorer.cache, j0, chunk.shape[0], scorer.model.config)
+        logits = scorer.model(input_ids=batch_ids, **with_cache(scorer.model, past), use_cache=True).logits[:, -1]
+        rows.append(torch.log_softmax(at_least_float32(logits), -1).double().cpu()[:, :scorer.vocab_size])
+        token_forwards += batch_ids.numel()
+    return torch.cat(rows), token_forwards
 
 
 def _checked(positions: Sequence[int], n_prompt: int) -> list[int]:
@@ -148,7 +180,7 @@ def exact_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequen
                              f"exact_joint enumerates ({EXACT_LIMIT:,}); use estimate_joint")
         grids = torch.meshgrid(*[torch.arange(vocab)] * len(positions), indexing="ij")
         candidates = torch.stack([grid.reshape(-1) for grid in grids], dim=1)  # (V^s, s)
-        lw, c, token_forwards = score_substitutions(scorer, input_ids, n_prompt, positions, candidates, settings)
+        lw, c, _, token_forwards = score_substitutions(scorer, input_ids, n_prompt, positions, candidates, settings)
     actual = 0
     for k in positions:
         actual = actual * vocab + int(input_ids[1 + k])
@@ -161,32 +193,78 @@ def exact_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequen
                                    "log_q_context": log_q_context, "index": actual})
 
 
+Conditional = Callable[[torch.Tensor], torch.Tensor]  # (U, i) set prefixes -> (U, V) rows of position i
+
+
 class JointProposal:
-    """A mixture of two product distributions over joint candidates: with weight 1/2 each, every
-    position ``k`` of the set drawn independently from ``softmax(a_k)`` (the prior) or from
-    ``softmax(a_k + b~_k + c~_k)`` (the first-order posterior). ``log_prob`` is exact for the mixture."""
+    """A mixture over joint candidates ``v_S`` (positions ``k_1 < ... < k_s``), equal weights:
+
+    - two products: every position drawn independently from ``softmax(a_k)`` (the prior) or from
+      ``softmax(a_k + b~_k + c~_k)`` (the first-order posterior);
+    - with ``conditional`` and ``s >= 2``, two chains that follow the set's dependence: ``v_1`` from
+      the prior or the posterior of ``k_1``, then each ``v_i`` from the model's own
+      ``P(v_i | x_<k_i with v_1 .. v_{i-1} in place)`` (``conditional``, one forward per distinct
+      prefix). Where the set's tokens must agree (a name repeated, a copied token), the products put
+      almost no mass on the agreeing candidates that hold ``q_prompt``'s mass; the chains do.
+
+    ``log_prob`` is exact for the mixture; the chains' terms need the ``set_terms`` of
+    :func:`score_substitutions` (their conditionals at the candidates)."""
 
     def __init__(self, prior: torch.Tensor, approx_b: torch.Tensor, approx_c: torch.Tensor,
-                 positions: Sequence[int]) -> None:
+                 positions: Sequence[int], conditional: Optional[Conditional] = None) -> None:
         rows = [int(k) for k in positions]
         self.components = [torch.log_softmax(prior[rows].double(), -1),
                            torch.log_softmax((prior[rows] + approx_b[rows] + approx_c[rows]).double(), -1)]  # (s, V)
+        self.conditional = conditional if len(rows) >= 2 else None
+        self.token_forwards = 0  # spent drawing the chains' conditionals
 
-    def log_prob(self, candidates: torch.Tensor) -> torch.Tensor:
-        """``(C,)`` log-probability of joint candidates ``(C, s)`` under the mixture."""
+    @property
+    def chained(self) -> bool:
+        """Whether the two chain components are in the mixture."""
+        return self.conditional is not None
+
+    def log_prob(self, candidates: torch.Tensor, set_terms: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(C,)`` log-probability of joint candidates ``(C, s)`` under the mixture (``set_terms``:
+        ``(C, s - 1)`` from :func:`score_substitutions`, needed when :attr:`chained`)."""
         columns = torch.arange(candidates.shape[1])
-        per_component = torch.stack([component[columns, candidates].sum(-1) for component in self.components])
-        return torch.logsumexp(per_component, 0) - math.log(len(self.components))
+        per_component = [component[columns, candidates].sum(-1) for component in self.components]
+        if self.chained:
+            if set_terms is None:
+                raise ValueError("a chained proposal's density needs the candidates' set_terms")
+            chain = set_terms.sum(-1)
+            per_component += [component[0, candidates[:, 0]] + chain for component in self.components]
+        return torch.logsumexp(torch.stack(per_component), 0) - math.log(len(per_component))
 
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """``(count, s)`` joint candidates drawn from the mixture."""
-        which = torch.randint(len(self.components), (count,), generator=generator)
+        n_components = 4 if self.chained else 2
+        which = torch.randint(n_components, (count,), generator=generator)
         draws = []
-        for index, component in enumerate(self.components):
+        for index in range(n_components):
             rows = int((which == index).sum())
-            if rows:
+            if not rows:
+                continue
+            component = self.components[index % 2]
+            if index < 2:
                 draws.append(torch.multinomial(component.exp(), rows, replacement=True, generator=generator).T)
+            else:
+                draws.append(self._chain(component[0], rows, generator))
         return torch.cat(draws)[torch.randperm(count, generator=generator)]
+
+    def _chain(self, first: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``(count, s)``: ``v_1`` from ``first``, each later ``v_i`` from its conditional."""
+        assert self.conditional is not None
+        drawn = torch.multinomial(first.exp(), count, replacement=True, generator=generator).unsqueeze(1)
+        for _ in range(1, self.components[0].shape[0]):
+            prefixes, inverse = torch.unique(drawn, dim=0, return_inverse=True)
+            rows = self.conditional(prefixes)  # (U, V)
+            column = torch.empty(count, dtype=torch.long)
+            for u in range(prefixes.shape[0]):
+                members = (inverse == u).nonzero().squeeze(1)
+                column[members] = torch.multinomial(rows[u].exp(), members.numel(), replacement=True,
+                                                    generator=generator)
+            drawn = torch.cat([drawn, column.unsqueeze(1)], dim=1)
+        return drawn
 
     def head(self, actual: torch.Tensor, size: int) -> torch.Tensor:
         """``(H, s)``: ``actual`` first, then the joint candidates made of each position's ``t`` most
@@ -232,16 +310,19 @@ def draw_tail(proposal: JointProposal, head_ids: torch.Tensor, tail_mass: float,
 def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Sequence[int],
                    settings: Optional[ProbeSettings] = None, draws: int = JOINT_DRAWS, head: int = JOINT_HEAD,
                    seed: Optional[int] = None, scorer: Optional[SuffixScorer] = None,
-                   first_order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> JointScores:
+                   first_order: Optional[tuple[torch.Tensor, torch.Tensor]] = None, chain: bool = True) -> JointScores:
     """``AS_S`` and the other quantities of the joint posteriors, estimated with standard errors.
 
     The ``head`` joint candidates of :meth:`JointProposal.head` are summed exactly; ``draws`` more
-    are drawn with replacement from the :class:`JointProposal` restricted to the rest
+    are drawn with replacement from the :class:`JointProposal` (with its chains unless
+    ``chain=False``: they follow dependence between the set's tokens) restricted to the rest
     (:func:`draw_tail`: draws landing in the head are redrawn, in a bounded number of rounds),
     each weighed by ``1 / pi_tail``, ``pi_tail = pi / (1 - pi(head))``:
     an unbiased estimate of the six sums the quantities are made of, whose covariance propagates to
     each quantity by the delta method (``estimator.estimate_strata``, with its widening for heavy-
-    tailed weights). Cost: ``(head + draws) x`` the suffix from the first set position. ``seed``
+    tailed weights). Cost: ``(head + draws) x`` the suffix from the first set position, plus the
+    chains' conditionals (one forward from the first set position to each later one per distinct
+    prefix drawn; ``details["chain_token_forwards"]``). ``seed``
     defaults to ``settings.seed``; ``scorer`` and ``first_order`` (``first_order_estimates``) may be
     passed in to share them between sets of one prompt.
     """
@@ -254,28 +335,36 @@ def estimate_joint(model, input_ids: torch.Tensor, n_prompt: int, positions: Seq
         scorer = scorer or SuffixScorer(model, input_ids)
         vocab = scorer.vocab_size
         log_probs = torch.log_softmax(at_least_float32(scorer.logits), dim=-1).double().cpu()  # (L, V)
+        def conditional(prefixes: torch.Tensor) -> torch.Tensor:
+            rows, cost = conditional_rows(scorer, input_ids, positions, prefixes, settings)
+            proposal.token_forwards += cost
+            return rows
+
         proposal = JointProposal(log_probs[:n_prompt], first_order[0][:, :vocab], first_order[1][:, :vocab],
-                                 positions)
+                                 positions, conditional=conditional if chain else None)
         actual = input_ids[[1 + k for k in positions]].cpu()
         head_ids = proposal.head(actual, head)
-        head_log_pi = proposal.log_prob(head_ids)
-        tail_mass = float(-torch.expm1(torch.logsumexp(head_log_pi, 0)))
+        head_lw, head_c, head_terms, head_cost = score_substitutions(scorer, input_ids, n_prompt, positions, head_ids,
+                                                                     settings)
+        tail_mass = float(-torch.expm1(torch.logsumexp(proposal.log_prob(head_ids, head_terms), 0)))
         if head_ids.shape[0] >= vocab ** len(positions) or tail_mass < EMPTY_TAIL_MASS:
             tail_mass = 0.0  # the head holds every joint candidate: 1 - 1 rounds to +-2e-16, not 0
         tail = draw_tail(proposal, head_ids, tail_mass, draws, generator)
-        head_lw, head_c, head_cost = score_substitutions(scorer, input_ids, n_prompt, positions, head_ids, settings)
         if tail.shape[0]:
-            tail_lw, tail_c, tail_cost = score_substitutions(scorer, input_ids, n_prompt, positions, tail, settings)
+            tail_lw, tail_c, tail_terms, tail_cost = score_substitutions(scorer, input_ids, n_prompt, positions, tail,
+                                                                         settings)
+            pi = proposal.log_prob(tail, tail_terms).exp() / tail_mass
         else:
-            tail_lw = tail_c = torch.empty(0, dtype=torch.float64)
+            tail_lw = tail_c = pi = torch.empty(0, dtype=torch.float64)
             tail_cost = 0
-    pi = proposal.log_prob(tail).exp() / tail_mass if tail.shape[0] else torch.empty(0, dtype=torch.float64)
     result = estimate_strata(head_lw, head_lw + head_c, head_c, [TailSample(tail_lw, tail_lw + tail_c, tail_c, pi)],
                              c_actual=float(head_c[0]))
     return JointScores(positions=positions, values=result.values, stderrs=result.stderrs, policy="estimate",
-                       token_forwards=head_cost + tail_cost, candidates=head_ids.shape[0] + tail.shape[0],
+                       token_forwards=head_cost + tail_cost + proposal.token_forwards,
+                       candidates=head_ids.shape[0] + tail.shape[0],
                        details={"head": int(head_ids.shape[0]), "draws": int(tail.shape[0]),
-                                "tail_proposal_mass": tail_mass})
+                                "tail_proposal_mass": tail_mass, "chain": proposal.chained,
+                                "chain_token_forwards": proposal.token_forwards})
 
 
 JOINT_POLICIES = ("auto", "exact", "estimate")
