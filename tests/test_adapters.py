@@ -34,7 +34,8 @@ def lora_run(tmp_path_factory):
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM",
                                             init_lora_weights=False))
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     run_dir = root / "run"
     make_trainer(run_dir, callbacks=[callback], tok=tok, model=model, max_steps=4, save_steps=2,
                  learning_rate=1e-2).train()
@@ -172,7 +173,8 @@ def test_an_adapter_is_swept_in_the_dtype_it_trained_in(tmp_path):
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM",
                                             init_lora_weights=False))
     run_dir = tmp_path / "run"
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     make_trainer(run_dir, callbacks=[callback], tok=tok, model=model, max_steps=2, save_steps=2).train()
     checkpoint = run_dir / "checkpoint-2"
     assert CheckpointRecord.load(checkpoint / RESULTS_FILE).provenance["dtype"] == "float32"

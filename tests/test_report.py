@@ -87,7 +87,7 @@ def test_report_command_builds_from_callback_records(tmp_path, plain_run):
     from .callbacks.helpers import make_trainer
 
     run = tmp_path / "run"
-    callback = ProbAttrCallback(prompts=PROMPTS, responses=[" the mat", " in the tree"])
+    callback = ProbAttrCallback(prompts=PROMPTS, responses=[" the mat", " in the tree"], max_overhead=None)
     make_trainer(run, [callback], max_steps=6, save_steps=2, evaluate=True).train()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     completed = subprocess.run([sys.executable, "-m", "probattr_monitor", "report", str(run)], capture_output=True,

@@ -18,6 +18,7 @@ from .assembly import probe_one
 from .cost import within_cap
 from .dispatch import my_share, progress, sharded
 from .inputs import Conversation, Prompts, Response, Responses, eval_mode, prepare_inputs
+from .positions import sample_positions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -87,6 +88,8 @@ def probe(
     settings = (settings or ProbeSettings()).replace(**overrides)
     single = isinstance(prompts, str)
     encoded = prepare_inputs(model, tokenizer, prompts, responses, settings)
+    totals = [len(prompt_in.positions) for prompt_in, _ in encoded]
+    encoded = sample_positions(encoded, settings.max_positions, settings.seed)
     prompt_list = [prompts] if single else list(prompts)
     vocab_size = vocab_size_of(model)
     policy = settings.policy_for(vocab_size)
@@ -106,7 +109,7 @@ def probe(
             for i in indices:
                 prompt_in, response_ids = encoded[i]
                 results[i] = probe_one(model, tokenizer, prompt_list[i], prompt_in, response_ids, run_settings, bar,
-                                        distributed and len(indices) == len(prompt_list))
+                                        distributed and len(indices) == len(prompt_list), positions_total=totals[i])
             return results
 
         if len(indices) != len(prompt_list):

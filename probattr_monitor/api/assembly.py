@@ -5,7 +5,7 @@ and the :class:`ProbeResult` with one :class:`TokenAttribution` per scored token
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -35,9 +35,12 @@ def response_is_empty(tokenizer, response_ids: Sequence[int], stop_ids: set) -> 
 
 
 def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, settings, bar,
-               distributed) -> ProbeResult:
+               distributed, positions_total: Optional[int] = None) -> ProbeResult:
     """Generate the response if needed, score the prompt's scored positions (:func:`score_prompt`)
-    and build the result; non-finite logits give an invalid result."""
+    and build the result; non-finite logits give an invalid result. ``positions_total``: the
+    prompt's scorable positions before ``max_positions`` sampled them (default: those scored);
+    the summary holds ``positions_scored`` and ``positions_total``. A prompt with no position to
+    score (the sample took none of its) gets ``log P(r | p)`` only, one forward."""
     began = time.perf_counter()
     start, prompt_ids, positions = prompt_in.start, prompt_in.prompt_ids, prompt_in.positions
     source = "given" if response_ids is not None else "generated"
@@ -64,7 +67,12 @@ def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, 
         return score_prompt(model, input_ids, len(prompt_ids), settings, policy, on_position=advance,
                             positions=positions)
 
+    counts = {"positions_scored": len(positions),
+              "positions_total": len(positions) if positions_total is None else int(positions_total)}
     try:
+        if not positions:
+            return likelihood_only(model, tokenizer, prompt, prompt_in, generate_then, stop_ids, began,
+                                   {**extra, "summary_extra": counts})
         if distributed and policy == "exact":
             response_ids, raw = score_exact_sharded(model, generate_then, prompt_in, settings, advance)
             scores = exact_scores(raw, torch.tensor([prompt_ids[k] for k in positions]), settings.top_k)
@@ -95,6 +103,7 @@ def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, 
     if settings.replacement_entropy:
         summary["generations"] = generations
     summary["candidate_policy"] = scores.policy
+    summary.update(counts)
     summary["seconds"] = time.perf_counter() - began
     return ProbeResult(
         prompt=user_text(prompt),
@@ -107,6 +116,26 @@ def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, 
         response_empty=response_is_empty(tokenizer, response_ids, stop_ids),
         **extra,
     )
+
+
+def likelihood_only(model, tokenizer, prompt, prompt_in: EncodedPrompt, generate_then, stop_ids, began: float,
+                    extra: dict) -> ProbeResult:
+    """The result of a prompt none of whose positions is scored: its response (generated when
+    not given) and ``log P(r | p)`` from one forward; no token rows (``candidate_policy`` ``"none"``)."""
+    from ..probes.engines.likelihood import response_log_likelihoods
+
+    counts = extra.pop("summary_extra")
+    response_ids, _ = generate_then(lambda input_ids: None)
+    [log_p] = response_log_likelihoods(model, [(prompt_in, list(response_ids))])
+    response = tokenizer.decode(response_ids)
+    if log_p is None:
+        return ProbeResult.invalid(user_text(prompt), response, prompt_in.prompt_ids, list(response_ids),
+                                   "the model produced non-finite logits", **extra)
+    summary = {**summarize([]), "token_forwards": 1 + len(prompt_in.prompt_ids) + len(response_ids),
+               "candidate_policy": "none", **counts, "seconds": time.perf_counter() - began}
+    return ProbeResult(prompt=user_text(prompt), response=response, prompt_token_ids=list(prompt_in.prompt_ids),
+                       response_token_ids=list(response_ids), log_p_response=log_p, tokens=[], summary=summary,
+                       response_empty=response_is_empty(tokenizer, response_ids, stop_ids), **extra)
 
 
 def add_stability(model, tokens, start, prompt_ids, response_ids, positions, stop_ids, settings) -> int:

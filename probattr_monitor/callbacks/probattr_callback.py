@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 from ..errors import one_line
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
+from ..monitoring.overhead import DEFAULT_MAX_OVERHEAD, OverheadMeter, check_share, plan_run
 from ..monitoring.record import CheckpointRecord, PromptSet
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..monitoring.statistics import drift
@@ -119,6 +120,15 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         log_figures: log the entropy-vs-AS figure and per-prompt AS heat-maps (needs matplotlib;
             ``None``: when matplotlib is installed).
         write_json: write ``probattr.json`` into each checkpoint folder probed at a save.
+        max_overhead: the probes' share of the training time (default 0.05: 5%; ``None``: no limit,
+            every run probes every position at the settings' budget). The callback measures the
+            training seconds since train begin and its own, and fits each run into what is left
+            (``monitoring.overhead``): ``log P(r | p)`` and the guard always run; the attribution
+            scores get the rest, at a smaller candidate budget and a seeded sample of positions
+            (the same positions at every checkpoint) when all do not fit, or at none until enough
+            time has passed. The record says what ran (each result's ``positions_scored`` of
+            ``positions_total``, its settings); the run statistics carry standard errors
+            (``<key>_stderr``); ``probattr/overhead`` logs probe seconds per training second.
 
     Cost: at ``on_train_begin`` the ``probattr_monitor`` logger (INFO; its level follows the
     Trainer's ``log_level``) says what one probe run will cost in token-forwards, and after the first
@@ -153,6 +163,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         strict: bool = False,
         log_figures: Optional[bool] = None,
         write_json: bool = True,
+        max_overhead: Optional[float] = DEFAULT_MAX_OVERHEAD,
         **renamed: Any,
     ) -> None:
         responses, response_mode, overrides, probe_on_save, probe_on_evaluate = old_keywords(
@@ -179,6 +190,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             if option is not None and not isinstance(option, bool):
                 raise ValueError(f"{name} should be True, False or None, got {option!r}")
         self.report_to = report_targets(report_to)
+        self.max_overhead = check_share("max_overhead", max_overhead)
         self.every_n_steps = every_n_steps
         self.scopes_every_n_steps = scopes_every_n_steps
         self.probe_on_save = probe_on_save
@@ -205,6 +217,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                       "probe_on_evaluate": probe_on_evaluate, "report_to": report_to if isinstance(report_to, str)
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
+                      "max_overhead": self.max_overhead,
                       "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
         self._sinks = GuardedSinks([], strict=strict)
         self._handler: Any = None  # the Trainer's CallbackHandler (attach(), else found at train begin)
@@ -214,6 +227,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._last: Optional[ProbeRun] = None  # the latest probe run
         self.cost: dict = {}  # what one probe run costs (api.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
+        self.meter: Optional[OverheadMeter] = None  # probe seconds against training seconds (max_overhead)
 
     def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
@@ -292,6 +306,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self.tokenizer = self.tokenizer.tokenizer  # a processor: use its tokenizer
         self._trainer_args = args
         self._trainer_state = state
+        if self.max_overhead is not None:
+            self.meter = OverheadMeter(self.max_overhead)
+            logger.info("probattr: the probes may take %.0f%% of the training time (max_overhead=%g); each run "
+                        "scores what fits, the statistics with their standard errors", 100 * self.max_overhead,
+                        self.max_overhead)
         self._model_ref = weakref.ref(model) if model is not None else None
         _LIVE.add(self)
         if self._handler is None:
@@ -371,7 +390,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         model saved at this step holds the weights the run probed at the end of the step."""
         from ..monitoring.provenance import weights_fingerprint
 
-        record = CheckpointRecord.from_run(run, self.prompt_set, self.settings, checkpoint)
+        record = CheckpointRecord.from_run(run, self.prompt_set, run.settings or self.settings, checkpoint)
         record.provenance["weights"] = weights_fingerprint(model) if model is not None else None
         return record
 
@@ -398,18 +417,23 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         from ..distributed import world
 
         with preserved_training_state(model):
+            settings = self._guarded(lambda: self._planned(model), "fitting the probes into max_overhead",
+                                     default=self.settings)
             run = run_probes(
                 model,
                 self.tokenizer,
                 self.prompts,
                 self.responses,
-                self.settings,
+                settings,
                 step=state.global_step,
                 strict=self.strict,
                 distributed=world()[1] > 1,
                 guard=self.guard,
                 fingerprint=False,  # taken only for the runs a record is written of (_record)
             )
+        run.settings = settings
+        if self.meter is not None:
+            self.meter.record(run.step, run.seconds, run.results)
         if self._last is None and run.error is None:
             log_time(run)
         invalid = [r for r in run.results if not r.valid]
@@ -434,6 +458,23 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                           f"acting on the probes of step {run.step}")
         return run
 
+    def _planned(self, model) -> ProbeSettings:
+        """The settings of the next run: :attr:`settings` fitted into what ``max_overhead`` leaves
+        (``monitoring.overhead.plan_run``); :attr:`settings` itself without a meter."""
+        if self.meter is None:
+            return self.settings
+        from ..api.cost import run_suffix_tokens
+        from ..api.inputs import prepare_inputs
+        from .cost import forward_rate
+
+        encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
+        if self.meter.rate is None:
+            self.meter.rate = forward_rate(model, encoded, self.settings)
+        fixed = self.meter.fixed_seconds if self.meter.fixed_seconds is not None else 0.0
+        positions = sum(len(prompt_in.positions) for prompt_in, _ in encoded)
+        return plan_run(self.settings, self.meter.available() - fixed, self.meter.rate, vocab_size_of(model),
+                        positions, run_suffix_tokens(encoded, self.settings))
+
     def _freeze(self, run: ProbeRun) -> None:
         """In fixed mode, freeze each prompt's response the first time it is valid and non-empty:
         its token ids, exactly as scored (re-tokenising the text can give other ids)."""
@@ -455,7 +496,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                           f"logging at step {step}")
 
     def _write_sinks(self, run: ProbeRun) -> None:
-        self._write(log_entry_of(run, self.settings, errors=self.errors, figures=self.log_figures))
+        entry = log_entry_of(run, run.settings or self.settings, errors=self.errors, figures=self.log_figures)
+        overhead = self.meter.overhead() if self.meter is not None else None
+        if overhead is not None:
+            entry.scalars["probattr/overhead"] = overhead
+        self._write(entry)
 
     def _write(self, record) -> None:
         """Write ``record`` to every working sink and its scalars to the Trainer's other trackers;

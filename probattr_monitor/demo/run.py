@@ -51,6 +51,8 @@ class DemoConfig:
     progress bars and library warnings off the console: the demo prints its own summary only.
     ``monitor=False`` trains without the callback and stops after training (the baseline of
     ``benchmarks/bench_overhead.py``, or a run a ``watch`` process probes): no table, no summary.
+    ``max_overhead`` is the callback's (``None`` here: the demo checks every probe against exact
+    truth at every checkpoint, so it probes every position; the callback's own default is 0.05).
     """
 
     output_dir: str = "out/demo"
@@ -78,6 +80,7 @@ class DemoConfig:
     guard_prompts: int = 0
     quiet: bool = False
     monitor: bool = True
+    max_overhead: Optional[float] = None
 
 
 ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
@@ -243,7 +246,8 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
     else:
         model = tiny_gpt2(len(tokenizer), n_layer=config.n_layer, n_embd=config.n_embd, n_head=4, n_positions=32,
                           seed=config.seed)
-    callback = ProbAttrCallback(prompts=prompts, responses=responses, guard=guard, settings=config.settings)
+    callback = ProbAttrCallback(prompts=prompts, responses=responses, guard=guard, settings=config.settings,
+                                max_overhead=config.max_overhead)
     args = TrainingArguments(
         output_dir=config.output_dir, max_steps=config.max_steps, save_steps=config.save_steps,
         eval_strategy="steps", eval_steps=config.save_steps, per_device_train_batch_size=config.batch_size,

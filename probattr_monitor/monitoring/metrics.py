@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import SCOPE_NAMES
+from .sampling import STDERR_KEYS, run_stderrs, sampled_counts
 from .statistics import soft_noise
 
 PREFIX = "probattr"
@@ -53,6 +54,13 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     ``mean_original_response_share`` pool the tokens when replacement entropy is on (else ``None``);
     ``mean_<scope>_scope`` pool the tokens' Jacobian Scopes when the ``scopes`` setting names them.
     Values are ``None`` when no prompt is valid.
+
+    ``positions_scored`` of ``positions_total`` were scored; when fewer (``max_positions``), the
+    token statistics estimate those of every position and ``noise_tokens`` is the estimated count
+    over all of them (``positions_total x noise_fraction``, a float). Each of ``mean_attribution``,
+    ``mean_entropy_prompt``, ``mean_entropy_context``, ``mean_kl``, ``noise_fraction``,
+    ``noise_tokens`` and ``soft_noise`` has its standard error under ``<key>_stderr``
+    (``monitoring.sampling``: sampling and the budget policy's estimates; ``None`` when unknown).
     """
     valid = [r for r in results if r.valid]
     tokens = [t for r in valid for t in r.tokens]
@@ -60,10 +68,14 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     def mean(values: list) -> Optional[float]:
         return sum(values) / len(values) if values else None
 
-    noise = sum(1 for t in tokens if t.noise) if valid else None
+    noise: Optional[float] = sum(1 for t in tokens if t.noise) if valid else None
+    scored, total = sampled_counts(results)
+    fraction = noise / len(tokens) if tokens and noise is not None else None
+    if scored < total and valid:  # a sample of the positions: the count over all of them, estimated
+        noise = None if fraction is None else total * fraction
     return {
         "noise_tokens": noise,
-        "noise_fraction": noise / len(tokens) if tokens and noise is not None else None,
+        "noise_fraction": fraction,
         "mean_attribution": mean([t.attribution_score for t in tokens]),
         "mean_entropy_prompt": mean([t.entropy_prompt for t in tokens]),
         "mean_entropy_context": mean([t.entropy_context for t in tokens]),
@@ -78,6 +90,9 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
            for name in SCOPE_NAMES},
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
+        "positions_scored": scored,
+        "positions_total": total,
+        **run_stderrs(results),
     }
 
 
@@ -85,13 +100,14 @@ def scalar_logs(results: Sequence[ProbeResult], probe_seconds: float, errors: in
                 drift: Optional[dict] = None) -> dict:
     """The flat ``{tag: value}`` scalars of one probe run, under ``probattr/``.
 
-    Tags: ``probattr/<summary key>`` for each of :data:`SUMMARY_KEYS`, ``probattr/drift_attribution``
+    Tags: ``probattr/<summary key>`` for each of :data:`SUMMARY_KEYS` and of their standard errors
+    (``monitoring.sampling.STDERR_KEYS``), ``probattr/drift_attribution``
     and ``probattr/drift_entropy`` (``drift``: against the previous run), ``probattr/probe_seconds``,
     ``probattr/invalid_prompts``, ``probattr/errors`` (probe runs that raised, so far) and
     ``probattr/prompt_<i>/noise_tokens``. ``None`` values (nothing valid) are left out.
     """
     summary = run_summary(results)
-    logs = {f"{PREFIX}/{key}": summary[key] for key in SUMMARY_KEYS}
+    logs = {f"{PREFIX}/{key}": summary[key] for key in (*SUMMARY_KEYS, *STDERR_KEYS)}
     logs.update({f"{PREFIX}/{key}": (drift or {}).get(key) for key in DRIFT_KEYS})
     logs[f"{PREFIX}/probe_seconds"] = probe_seconds
     logs[f"{PREFIX}/invalid_prompts"] = summary["invalid_prompts"]

@@ -30,6 +30,8 @@ class ProbeRun:
             (``monitoring.statistics.drift``).
         provenance: how it was computed (``monitoring.provenance``); empty when unknown.
         guard_log_p: ``log P(r | p)`` of each guard pair (``probes.engines.likelihood``), when a guard set is given.
+        settings: the settings it ran with, when they differ from the caller's own (the callback's
+            ``max_overhead`` plan); ``None``: the caller's.
     """
 
     step: int
@@ -39,6 +41,7 @@ class ProbeRun:
     drift: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     guard_log_p: list = field(default_factory=list)
+    settings: Optional[ProbeSettings] = None
 
     @property
     def statistics(self) -> dict:

@@ -38,18 +38,24 @@ def membership(attribution_score: float, as_band: float) -> float:
     return math.exp(-0.5 * (attribution_score / as_band) ** 2)
 
 
-def soft_noise(results: Sequence[ProbeResult], settings: Optional[ProbeSettings] = None) -> Optional[float]:
-    """``mean_k m(AS_k) * max(0, H_k - h0)`` over the tokens of the valid results (see the module
-    docstring); ``settings`` default to the results' own. ``None`` when no token was scored."""
+def soft_noise_terms(results: Sequence[ProbeResult], settings: Optional[ProbeSettings] = None) -> list[float]:
+    """``m(AS_k) * max(0, H_k - h0)`` of every token of the valid results, in order (``settings``
+    default to the results' own): what :func:`soft_noise` averages."""
     valid = [r for r in results if r.valid and r.tokens]
     if not valid:
-        return None
+        return []
     settings = settings or ProbeSettings.from_dict(valid[0].settings or {})
     floor = settings.entropy_threshold / 2
     entropy = "entropy_context" if settings.noise_entropy == "context" else "entropy_prompt"
-    weights = [membership(t.attribution_score, settings.as_band) * max(0.0, getattr(t, entropy) - floor)
-               for r in valid for t in r.tokens]
-    return sum(weights) / len(weights)
+    return [membership(t.attribution_score, settings.as_band) * max(0.0, getattr(t, entropy) - floor)
+            for r in valid for t in r.tokens]
+
+
+def soft_noise(results: Sequence[ProbeResult], settings: Optional[ProbeSettings] = None) -> Optional[float]:
+    """``mean_k m(AS_k) * max(0, H_k - h0)`` over the tokens of the valid results (see the module
+    docstring); ``settings`` default to the results' own. ``None`` when no token was scored."""
+    terms = soft_noise_terms(results, settings)
+    return sum(terms) / len(terms) if terms else None
 
 
 def drift(previous: Sequence[ProbeResult], current: Sequence[ProbeResult]) -> dict[str, Optional[float]]:

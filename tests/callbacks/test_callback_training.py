@@ -31,7 +31,7 @@ def logged_run(tmp_path_factory):
     monkey.setenv("WANDB_MODE", "offline")
     monkey.setenv("WANDB_DIR", str(root))
     monkey.setenv("WANDB_SILENT", "true")
-    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4))
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4), max_overhead=None)
     trainer = make_trainer(root / "out", [], report_to=["tensorboard", "wandb"])
     callback.attach(trainer)  # shares the Trainer's own TensorBoard writer
     trainer.train()
@@ -106,7 +106,8 @@ def test_best_checkpoint_is_the_one_with_fewest_noise_tokens(tmp_path):
             self.events.append(("save", state.global_step, written))
 
     recorder = Recorder()
-    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4, entropy_threshold=5.5))
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=4, entropy_threshold=5.5),
+                                max_overhead=None)
     trainer = make_trainer(
         tmp_path,
         [callback, recorder],
@@ -140,7 +141,8 @@ def final_weights(tmp_path, callbacks):
 
 def test_training_is_bit_for_bit_identical_with_the_callback(tmp_path):
     without = final_weights(tmp_path / "without", [])
-    callback = ProbAttrCallback(prompts=PROMPTS, every_n_steps=1, settings=ProbeSettings(max_new_tokens=4))
+    callback = ProbAttrCallback(prompts=PROMPTS, every_n_steps=1, settings=ProbeSettings(max_new_tokens=4),
+                                max_overhead=None)
     with_callback = final_weights(tmp_path / "with", [callback])
     assert callback.errors == 0
     assert without.keys() == with_callback.keys()
@@ -156,7 +158,7 @@ def test_a_failing_probe_does_not_stop_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scores, "score_exact", broken)
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
-                                settings=ProbeSettings(max_new_tokens=2))
+                                settings=ProbeSettings(max_new_tokens=2), max_overhead=None)
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning, match="injected failure"):
         trainer.train()
@@ -173,7 +175,8 @@ def test_strict_reraises(tmp_path, monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(scores, "score_exact", broken)
-    callback = ProbAttrCallback(prompts=PROMPTS, strict=True, settings=ProbeSettings(max_new_tokens=2))
+    callback = ProbAttrCallback(prompts=PROMPTS, strict=True, settings=ProbeSettings(max_new_tokens=2),
+                                max_overhead=None)
     trainer = make_trainer(tmp_path, [callback], max_steps=2)
     with pytest.raises(RuntimeError, match="injected failure"):
         trainer.train()
@@ -187,7 +190,7 @@ def test_a_diverged_model_is_logged_as_invalid(tmp_path):
                     model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
 
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
-                                settings=ProbeSettings(max_new_tokens=2))
+                                settings=ProbeSettings(max_new_tokens=2), max_overhead=None)
     trainer = make_trainer(tmp_path / "out", [Diverge(), callback], max_steps=4, save_steps=2)
     trainer.train()
     record = json.loads((tmp_path / "out" / "checkpoint-4" / "probattr.json").read_text())
@@ -199,7 +202,7 @@ def test_a_diverged_model_is_logged_as_invalid(tmp_path):
 
 
 def test_fixed_responses_score_every_checkpoint_on_the_same_text(tmp_path):
-    callback = ProbAttrCallback(prompts=PROMPTS, responses=[" the mat", " in the tree"])
+    callback = ProbAttrCallback(prompts=PROMPTS, responses=[" the mat", " in the tree"], max_overhead=None)
     make_trainer(tmp_path, [callback], max_steps=4, save_steps=2).train()
     for step in (2, 4):
         record = json.loads((tmp_path / f"checkpoint-{step}" / "probattr.json").read_text())
@@ -208,7 +211,8 @@ def test_fixed_responses_score_every_checkpoint_on_the_same_text(tmp_path):
 
 def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "env-tb"))
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", settings=ProbeSettings(max_new_tokens=2))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", settings=ProbeSettings(max_new_tokens=2),
+                                max_overhead=None)
     make_trainer(tmp_path / "out", [callback], max_steps=2, save_steps=2).train()
     assert set(read_tensorboard(tmp_path / "env-tb")["scalars"]["probattr/noise_tokens"]) == {2}
 
@@ -235,11 +239,11 @@ def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_pa
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ProbAttrCallback(**kwargs)
+        ProbAttrCallback(**kwargs, max_overhead=None)
 
 
 def test_prompt_longer_than_context_fails_at_train_start(tmp_path):
-    callback = ProbAttrCallback(prompts=["the cat " * 100])
+    callback = ProbAttrCallback(prompts=["the cat " * 100], max_overhead=None)
     trainer = make_trainer(tmp_path, [callback], max_steps=2)
     with pytest.raises(ValueError, match="more than the model's context of 128"):
         trainer.train()
@@ -247,7 +251,7 @@ def test_prompt_longer_than_context_fails_at_train_start(tmp_path):
 
 
 def test_missing_tokenizer_fails_at_train_start(tmp_path):
-    trainer = make_trainer(tmp_path, [ProbAttrCallback(prompts=PROMPTS)], max_steps=2)
+    trainer = make_trainer(tmp_path, [ProbAttrCallback(prompts=PROMPTS, max_overhead=None)], max_steps=2)
     trainer.processing_class = None
     trainer.callback_handler.processing_class = None
     with pytest.raises(ValueError, match="ProbAttrCallback needs a tokenizer"):

@@ -16,7 +16,8 @@ from .helpers import PROMPTS, make_trainer, tokenizer
 
 
 def test_cost_is_logged_at_train_begin_and_time_after_the_first_run(tmp_path, caplog):
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=4, save_steps=2, log_level="info")
     with caplog.at_level(logging.INFO, logger="probattr_monitor"):
         trainer.train()

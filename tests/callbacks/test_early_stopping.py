@@ -15,7 +15,7 @@ RESPONSES = [" the mat and the dog", " in the tree while"]
 
 def monitored(tmp_path, learning_rate, statistic="log_p_response", **stopping):
     monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="tensorboard",
-                               logging_dir=str(tmp_path / "tb"))
+                               logging_dir=str(tmp_path / "tb"), max_overhead=None)
     stopper = ProbAttrEarlyStopping(monitor, statistic=statistic, **stopping)
     trainer = make_trainer(tmp_path / "out", [monitor, stopper], max_steps=16, save_steps=2,
                            learning_rate=learning_rate)
@@ -42,7 +42,7 @@ def test_a_fine_tune_that_breaks_the_model_is_warned_about_and_logged(tmp_path):
     make_trainer(tmp_path / "pretrained", [], max_steps=12, save_steps=12, learning_rate=5e-3).train()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "pretrained" / "checkpoint-12")
     monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="tensorboard",
-                               logging_dir=str(tmp_path / "tb"))
+                               logging_dir=str(tmp_path / "tb"), max_overhead=None)
     stopper = ProbAttrEarlyStopping(monitor, patience=None, regression_threshold=0.5)
     narrow = ["zz yy xx ww " * 4] * 16  # a slice of text unlike anything the probe responses hold
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -116,7 +116,7 @@ SETTLED = dict(patience=2, threshold=1e9)  # no change counts as an improvement:
 
 def settled_run(folder, order="monitor first", stop_at=None, resume=None, every_n_steps=None, **extra):
     monitor = ProbAttrCallback(prompts=PROMPTS, responses=RESPONSES, report_to="none", every_n_steps=every_n_steps,
-                               settings=ProbeSettings(max_new_tokens=3))
+                               settings=ProbeSettings(max_new_tokens=3), max_overhead=None)
     stopper = ProbAttrEarlyStopping(monitor if order != "found" else None, **SETTLED)
     callbacks = [stopper, monitor] if order in ("stopper first", "found") else [monitor, stopper]
     if stop_at is not None:
@@ -166,7 +166,7 @@ def narrow_fine_tune(tmp_path, **extra):
 
     make_trainer(tmp_path / "pretrained", [], max_steps=12, save_steps=12, learning_rate=5e-3).train()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "pretrained" / "checkpoint-12")
-    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none")
+    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none", max_overhead=None)
     stopper = ProbAttrEarlyStopping(monitor, patience=None)
     tok = tokenizer()
     narrow = [{"input_ids": tok(t)["input_ids"]} for t in ["zz yy xx ww " * 4] * 16]
@@ -206,7 +206,7 @@ def test_load_best_model_at_end_loads_the_checkpoint_before_the_regression(tmp_p
 def test_a_converging_run_never_warns(tmp_path):
     import warnings
 
-    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none")
+    monitor = ProbAttrCallback(prompts=GUARD_PROMPTS, responses=GUARD_RESPONSES, report_to="none", max_overhead=None)
     stopper = ProbAttrEarlyStopping(monitor, patience=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -45,7 +45,7 @@ def full_disk_writer(log_dir):
 def test_a_full_disk_under_tensorboard_does_not_stop_training(tmp_path):
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard",
                                 tensorboard_writer=full_disk_writer(tmp_path / "tb"),
-                                settings=ProbeSettings(max_new_tokens=2))
+                                settings=ProbeSettings(max_new_tokens=2), max_overhead=None)
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning) as caught:
         trainer.train()
@@ -60,7 +60,7 @@ def test_a_sink_that_fails_on_another_callbacks_scalars_is_counted_too(tmp_path)
     """``log_scalars`` (what ProbAttrEarlyStopping logs through) counts a failing sink like a probe's log."""
     callback = ProbAttrCallback(prompts=PROMPTS, probe_on_save=False, report_to="tensorboard",
                                 tensorboard_writer=full_disk_writer(tmp_path / "tb"),
-                                settings=ProbeSettings(max_new_tokens=2))
+                                settings=ProbeSettings(max_new_tokens=2), max_overhead=None)
 
     class Regression(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -81,7 +81,8 @@ def test_wandb_online_without_an_api_key_does_not_stop_training(tmp_path, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "home"))  # no ~/.netrc, no stored key
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="wandb", settings=ProbeSettings(max_new_tokens=2))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="wandb", settings=ProbeSettings(max_new_tokens=2),
+                                max_overhead=None)
     trainer = make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2)
     with pytest.warns(UserWarning) as caught:
         trainer.train()
@@ -116,7 +117,7 @@ def test_best_model_selection_survives_a_model_that_diverges_at_an_evaluation(tm
             self.seen[state.global_step] = metrics.get("eval_probattr_noise_tokens")
 
     seen = Metrics()
-    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=2))
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=2), max_overhead=None)
     trainer = make_trainer(tmp_path, [Diverge(at=4), callback, seen], max_steps=4, save_steps=2, evaluate=True,
                            metric_for_best_model="probattr_noise_tokens", greater_is_better=False,
                            load_best_model_at_end=True)
@@ -166,7 +167,8 @@ def test_fixed_responses_freeze_only_a_valid_non_empty_continuation(tmp_path, ki
     space_id = tok.convert_tokens_to_ids("Ġ")
     assert tok.decode([space_id]) == " "
     broken = Break(kind, at=2, token_id=space_id)
-    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4))
+    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4),
+                                max_overhead=None)
     make_trainer(tmp_path, [broken, callback, Mend(broken)], max_steps=6, save_steps=2, tok=tok).train()
     first = record(tmp_path, 2)
     if kind == "nan":
@@ -185,7 +187,8 @@ def test_fixed_responses_are_the_generated_token_ids_not_a_retokenised_text(tmp_
     e = tok.convert_tokens_to_ids("e")
     assert tok("eeee", add_special_tokens=False)["input_ids"] != [e] * 4, "'e' x 4 re-tokenises as 'ee' x 2"
     says_e = Break("constant", at=2, token_id=e)  # the first checkpoint's continuation: 'e' 'e' 'e' 'e'
-    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4))
+    callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", settings=ProbeSettings(max_new_tokens=4),
+                                max_overhead=None)
     make_trainer(tmp_path, [says_e, callback, Mend(says_e)], max_steps=4, save_steps=2, tok=tok).train()
     assert [r["response_token_ids"] for r in record(tmp_path, 2)["results"]] == [[e] * 4] * len(PROMPTS)
     assert [r["response_token_ids"] for r in record(tmp_path, 4)["results"]] == [[e] * 4] * len(PROMPTS)
@@ -205,7 +208,7 @@ class StopAfter(TrainerCallback):
 def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(tmp_path):
     def callback(tb):
         return ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="tensorboard", logging_dir=str(tb),
-                                settings=ProbeSettings(max_new_tokens=4))
+                                settings=ProbeSettings(max_new_tokens=4), max_overhead=None)
 
     options = dict(max_steps=6, save_steps=2, learning_rate=5e-3)
     make_trainer(tmp_path / "whole", [callback(tmp_path / "tb-whole")], **options).train()
@@ -239,7 +242,8 @@ def test_a_resumed_run_probes_the_same_fixed_responses_and_logs_the_same_values(
 # ---- 4. settings= is honoured ----
 
 def test_settings_are_honoured(tmp_path):
-    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3, entropy_threshold=4.5))
+    callback = ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3, entropy_threshold=4.5),
+                                max_overhead=None)
     assert callback.settings == ProbeSettings(max_new_tokens=3, entropy_threshold=4.5, progress=False)
     make_trainer(tmp_path, [callback], max_steps=2, save_steps=2).train()
     stored = record(tmp_path, 2)
@@ -253,7 +257,7 @@ def test_settings_are_honoured(tmp_path):
 def fixed_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fixed") / "run"
     callback = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="none",
-                                settings=ProbeSettings(max_new_tokens=3))
+                                settings=ProbeSettings(max_new_tokens=3), max_overhead=None)
     make_trainer(folder, [callback],
                  max_steps=4, save_steps=2).train()
     return folder
@@ -272,7 +276,7 @@ def test_a_corrupted_callback_state_is_a_warning_and_the_run_resumes(fixed_run, 
     state_file.write_text(json.dumps(state), encoding="utf-8")
     shutil.rmtree(run / "checkpoint-4")
     resumed = ProbAttrCallback(prompts=PROMPTS, response_mode="fixed", report_to="none",
-                               settings=ProbeSettings(max_new_tokens=3))
+                               settings=ProbeSettings(max_new_tokens=3), max_overhead=None)
     with pytest.warns(UserWarning, match="no usable state of this callback"):
         make_trainer(run, [resumed], max_steps=4, save_steps=2).train(resume_from_checkpoint=str(run / "checkpoint-2"))
     assert resumed.errors == 0 and all(r is not None for r in resumed.responses)
@@ -287,7 +291,8 @@ def test_a_model_that_goes_nan_is_warned_about_at_once(tmp_path):
                     for parameter in model.parameters():
                         parameter.fill_(float("nan"))
 
-    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
+    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                               max_overhead=None)
     with pytest.warns(UserWarning, match="at step 4 the model gives non-finite logits on 2 of 2 probe prompts"):
         make_trainer(tmp_path, [Diverge(), monitor], max_steps=4, save_steps=2).train()
     assert record(tmp_path, 2)["summary"]["invalid_prompts"] == 0
@@ -302,7 +307,8 @@ def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
 
     guard = [("the dog sat in the", " sun and the cat"), ("a cat and a bird", " sang on the hill"),
              ("the cat ran up", " the tree")]
-    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", guard=guard, settings=ProbeSettings(max_new_tokens=3))
+    monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", guard=guard, settings=ProbeSettings(max_new_tokens=3),
+                               max_overhead=None)
     make_trainer(tmp_path, [monitor], max_steps=4, save_steps=2).train()
     for step in (2, 4):
         stored = CheckpointRecord.load(tmp_path / f"checkpoint-{step}" / "probattr.json")
@@ -311,4 +317,4 @@ def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
         assert stored.guard_log_p == pytest.approx(guard_likelihoods(model, tokenizer(), guard, monitor.settings),
                                                    abs=1e-5)
     with pytest.raises(ValueError, match="guard entry 0 should be a"):
-        ProbAttrCallback(prompts=PROMPTS, guard=[("a prompt without a response",)])
+        ProbAttrCallback(prompts=PROMPTS, guard=[("a prompt without a response",)], max_overhead=None)

@@ -15,7 +15,7 @@ from .helpers import PROMPTS, make_trainer
 def test_callback_logs_replacement_entropy_and_the_report_draws_it(tmp_path):
     settings = ProbeSettings(max_new_tokens=3, replacement_entropy=True, replacement_max_candidates=4)
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
-                                settings=settings)
+                                settings=settings, max_overhead=None)
     make_trainer(tmp_path / "run", callbacks=[callback], max_steps=4, save_steps=2).train()
     scalars = read_tensorboard(tmp_path / "tb")["scalars"]
     record = CheckpointRecord.load(tmp_path / "run" / "checkpoint-4" / "probattr.json")

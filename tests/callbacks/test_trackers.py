@@ -26,7 +26,8 @@ def test_mlflow_gets_every_probed_step_in_the_trainers_run(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "probattr-test")
-    make_trainer(tmp_path / "out", [ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3))],
+    make_trainer(tmp_path / "out", [ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3),
+                                                     max_overhead=None)],
                                                      report_to=["mlflow"],
                  max_steps=4, save_steps=2).train()
     client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
@@ -62,7 +63,8 @@ def test_every_tracker_of_the_trainer_gets_each_scalar_once_per_probed_step(tmp_
     monkeypatch.chdir(tmp_path)  # DVCLive writes dvclive/ and dvc.yaml into the working folder
     for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(name, value)
-    callback = ProbAttrCallback(prompts=PROMPTS, log_figures=False, settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, log_figures=False, settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     make_trainer(tmp_path / "out", [callback], report_to=["tensorboard", "wandb", "dvclive"],
                  max_steps=4, save_steps=2).train()
     import wandb
@@ -102,7 +104,8 @@ def test_a_tracker_that_fails_is_reported_once_and_training_goes_on(tmp_path, mo
             return super().on_log(args, state, control, logs=logs, **kwargs)
 
     monkeypatch.chdir(tmp_path)
-    callback = ProbAttrCallback(prompts=PROMPTS, log_figures=False, settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, log_figures=False, settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     trainer = make_trainer(tmp_path / "out", [callback], report_to="none", max_steps=4, save_steps=2)
     trainer.add_callback(FullDisk())
     with pytest.warns(UserWarning, match="the Trainer's dvclive integration failed at step 2.*No space left"):
@@ -120,7 +123,7 @@ def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path)
 
     settings = ProbeSettings(max_new_tokens=3, scopes=("semantic", "temperature"))
     callback = ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=1, report_to="tensorboard",
-                                logging_dir=str(tmp_path / "tb"), settings=settings)
+                                logging_dir=str(tmp_path / "tb"), settings=settings, max_overhead=None)
     make_trainer(tmp_path / "run", [callback], max_steps=6, save_steps=3).train()
     steps = tensorboard_scalar_steps(tmp_path / "tb")
     assert steps["probattr/mean_semantic_scope"] == [1, 2, 3, 4, 5, 6]
@@ -128,7 +131,7 @@ def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path)
     assert steps["probattr/mean_attribution"] == [3, 6]
     assert "probattr/mean_fisher_scope" not in steps and callback.errors == 0
     with pytest.raises(ValueError, match="scopes_every_n_steps needs the Jacobian Scopes"):
-        ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=2)
+        ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=2, max_overhead=None)
 
 
 def test_report_to_naming_a_tracker_the_trainer_does_not_hold_is_a_warning(tmp_path):
@@ -138,7 +141,8 @@ def test_report_to_naming_a_tracker_the_trainer_does_not_hold_is_a_warning(tmp_p
 
     from .helpers import PROMPTS, make_trainer
 
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to=["dvclive"], settings=ProbeSettings(max_new_tokens=2))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to=["dvclive"], settings=ProbeSettings(max_new_tokens=2),
+                                max_overhead=None)
     with pytest.warns(UserWarning, match="report_to names dvclive, but the Trainer holds no such integration"):
         make_trainer(tmp_path / "out", [callback], report_to="none", max_steps=2, save_steps=2).train()
     assert callback.last_run is not None and callback.last_run.error is None  # probed all the same

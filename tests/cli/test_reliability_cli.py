@@ -192,7 +192,7 @@ def test_an_empty_response_is_refused_up_front_everywhere(tmp_path, response, ca
     assert main(["sweep", str(tmp_path), "--prompt", "a b", "--response", response]) == 2
     assert "--response 1 is" in capsys.readouterr().err
     with pytest.raises(InputError, match="responses entry 2 is .*a fixed response should be a non-empty text"):
-        ProbAttrCallback(prompts=["a b", "c d"], responses=[" e", response])
+        ProbAttrCallback(prompts=["a b", "c d"], responses=[" e", response], max_overhead=None)
 
 
 def test_a_prompt_repeated_in_the_responses_file_is_a_warning(tmp_path):

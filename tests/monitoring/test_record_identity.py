@@ -28,7 +28,8 @@ def log_p(folder) -> list:
 def probed_run(tmp_path_factory):
     """A run whose callback wrote records at steps 2 and 4."""
     folder = tmp_path_factory.mktemp("identity") / "run"
-    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3))
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     make_trainer(folder, [callback], max_steps=4,
                  save_steps=2).train()
     return folder
@@ -77,7 +78,7 @@ def test_the_callback_fingerprints_only_the_runs_it_writes_a_record_of(tmp_path)
     from probattr_monitor.monitoring.provenance import weights_fingerprint
 
     monitor = ProbAttrCallback(prompts=PROMPTS, report_to="none", every_n_steps=1,
-                               settings=ProbeSettings(max_new_tokens=3))
+                               settings=ProbeSettings(max_new_tokens=3), max_overhead=None)
     make_trainer(tmp_path, [monitor], max_steps=3, save_steps=2).train()
     assert monitor.last_run.step == 3 and monitor.last_run.provenance["weights"] is None, "step 3: no save, no pass"
     stored = CheckpointRecord.load(tmp_path / "checkpoint-2" / RESULTS_FILE)

@@ -141,7 +141,8 @@ def test_sft_trainer_callback_probes_the_templated_prompts(tmp_path, chat_tok):
     data = Dataset.from_list([{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
                               for q, a in QA])
     callback = ProbAttrCallback(prompts=["what sat on the mat", [{"role": "user", "content": "where did\nthe dog"}]],
-                                report_to="none", response_mode="fixed", settings=ProbeSettings(max_new_tokens=3))
+                                report_to="none", response_mode="fixed", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=None)
     args = SFTConfig(output_dir=str(tmp_path), max_steps=4, save_steps=2, per_device_train_batch_size=4, use_cpu=True,
                      report_to="none", logging_steps=1, disable_tqdm=True, max_length=64, seed=0)
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=chat_tok, callbacks=[callback])

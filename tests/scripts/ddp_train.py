@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
     callback = ProbAttrCallback(prompts=PROMPTS,
                                 settings=ProbeSettings(max_new_tokens=4,
-                                candidate_policy="budget" if args.budget else "auto"))
+                                candidate_policy="budget" if args.budget else "auto"), max_overhead=None)
     scored = []
     if args.budget:  # count the prompts this rank scores (the real estimator still runs)
         import probattr_monitor.probes.engines.budgeted as budgeted

@@ -14,7 +14,7 @@ from tests.callbacks.helpers import PROMPTS, make_trainer  # noqa: E402
 
 
 def main(out: str) -> None:
-    make_trainer(out, [ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3))],
+    make_trainer(out, [ProbAttrCallback(prompts=PROMPTS, settings=ProbeSettings(max_new_tokens=3), max_overhead=None)],
                                         report_to=["trackio"], max_steps=4,
                  save_steps=2, project="probattr-test", run_name="run").train()
     from trackio.sqlite_storage import SQLiteStorage

@@ -35,7 +35,8 @@ def callback_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("with-callback") / "run"
     # response_mode="generate": the paper's protocol, as the sweep without responses
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", response_mode="generate",
-                                logging_dir=str(folder / "tb"), settings=ProbeSettings(max_new_tokens=4))
+                                logging_dir=str(folder / "tb"), settings=ProbeSettings(max_new_tokens=4),
+                                max_overhead=None)
     make_trainer(folder, [callback], max_steps=12, save_steps=3, evaluate=True).train()
     return folder
 

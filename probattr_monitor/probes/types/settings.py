@@ -117,6 +117,13 @@ class ProbeSettings:
             the budget policy: when ``budget_for(|V|)`` would cost more, the candidates per
             position are scaled down to fit (:meth:`budget_within`). ``None`` (default): no cap.
             Exact probes are never capped (they would no longer be exact): the callback warns.
+        max_positions: score at most this many prompt positions per run (all prompts together): a
+            uniform sample without replacement, the first ``max_positions`` of one permutation
+            drawn with ``seed``, so every checkpoint of a run scores the same positions (and a
+            smaller sample is part of a larger one). The run's statistics then estimate those of
+            every position, with sampling standard errors (``monitoring.metrics.run_summary``);
+            each result's summary says how many of its positions were scored. ``0`` scores no
+            position: only ``log P(r | p)`` (one forward per prompt). ``None`` (default): all.
         replacement_entropy: also measure response stability (the paper's section 4.3,
             ``probes.engines.replacement``): per scored token its top-p set size, the replacement entropy
             of greedy and of seeded top-p-sampled regenerations, and the share equal to the
@@ -163,6 +170,10 @@ class ProbeSettings:
     max_token_forwards: Optional[int] = field(default=None, metadata={
         "help": "cap on the token-forwards of one probe run under the budget policy (default: none)",
         "metavar": "N"})
+    max_positions: Optional[int] = field(default=None, metadata={
+        "help": "score a seeded random sample of at most N prompt positions per run, all prompts together; "
+                "statistics carry the sampling's standard errors (default: every position; 0: none, log P(r|p) "
+                "only)", "metavar": "N"})
     replacement_entropy: bool = field(default=False, metadata={
         "help": "also measure replacement entropy (response stability, paper section 4.3; costs generations)",
         "flag": "--replacement-entropy"})
@@ -202,6 +213,8 @@ class ProbeSettings:
             raise ProbeInputError(f"system should be a string, got {self.system!r}")
         if self.max_token_forwards is not None:
             _check_int("max_token_forwards", self.max_token_forwards, minimum=1)
+        if self.max_positions is not None:
+            _check_int("max_positions", self.max_positions, minimum=0)
         if not isinstance(self.replacement_entropy, bool):
             raise ProbeInputError(f"replacement_entropy should be True or False, got {self.replacement_entropy!r}")
         top_p = self.replacement_top_p
@@ -301,6 +314,8 @@ class ProbeSettings:
         data.pop("max_batch_size")
         if not data["scopes"]:  # records made before scopes existed match settings without them
             data.pop("scopes")
+        if data["max_positions"] is None:  # nor before max_positions existed (every position)
+            data.pop("max_positions")
         return data
 
 

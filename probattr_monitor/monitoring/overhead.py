@@ -1,0 +1,122 @@
+"""A monitor that costs a stated share of the run it watches: the meter and the plan of each probe run.
+
+The share is of wall time: after ``T`` seconds of training (probe time excluded) the probes may
+have taken ``share x T`` seconds in all. Before each run the :class:`OverheadMeter` says how many
+seconds are left to spend (unspent seconds carry over; an overrun is repaid by later runs), and
+:func:`plan_run` fits the run into them:
+
+1. ``log P(r | p)`` of every prompt and the guard run always (one forward per pair; their measured
+   seconds are set aside first).
+2. The attribution scores get the rest, as token-forwards at the measured rate: every position at
+   the candidate budget when that fits; else the largest budget of :data:`BUDGET_LADDER` that still
+   scores at least :data:`MIN_POSITIONS` positions, with a seeded sample of positions
+   (``ProbeSettings.max_positions``: the same positions at every checkpoint, so consecutive
+   checkpoints are compared on the same tokens); else no position at this checkpoint, and the
+   seconds carry over to the next. The statistics of a sampled run carry the sampling's standard
+   errors (``monitoring.sampling``).
+
+Why positions before candidates: the mean of a statistic over positions varies far more between
+positions than the budget policy's error at one position (its per-token errors at 64 candidates
+are a few hundredths of a nat; AS and entropies spread over nats between tokens), so at a fixed
+cost more positions at fewer candidates give the smaller error, down to the budget below which
+the per-token intervals lose coverage (``benchmarks/bench_estimator.py --budget``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from ..probes.types.settings import ProbeSettings
+
+DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
+BUDGET_LADDER = (256, 64)  # candidate budgets tried, in order, after the settings' own
+MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none: below, 95% intervals
+# of a skewed statistic's mean under-cover (exponential population: 88% at 16, 92% at 32; tests/monitoring)
+
+
+def check_share(name: str, value) -> Optional[float]:
+    """``value`` as a share in (0, 1], or ``None``; anything else is a ``ValueError`` naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} should be a share of the run's time in (0, 1] (0.05 is 5%) or None, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class OverheadMeter:
+    """Probe seconds against training seconds since :meth:`start`.
+
+    Attributes:
+        share: the probes' share of training time.
+        began: ``time.perf_counter()`` at the start (train begin).
+        probe_seconds: seconds spent in probe runs so far.
+        rate: token-forwards per second of the attribution scoring, measured (``None`` before any).
+        fixed_seconds: seconds of the latest run outside attribution scoring (likelihoods, guard).
+        runs: ``[(step, probe seconds, positions scored, positions total)]`` of each run.
+    """
+
+    share: float
+    began: float = field(default_factory=time.perf_counter)
+    probe_seconds: float = 0.0
+    rate: Optional[float] = None
+    fixed_seconds: Optional[float] = None
+    runs: list = field(default_factory=list)
+
+    def training_seconds(self, now: Optional[float] = None) -> float:
+        """Wall seconds since the start, less the probes'."""
+        now = time.perf_counter() if now is None else now
+        return max(0.0, now - self.began - self.probe_seconds)
+
+    def available(self, now: Optional[float] = None) -> float:
+        """Seconds the next run may take: ``share x training seconds - probe seconds`` (can be < 0)."""
+        return self.share * self.training_seconds(now) - self.probe_seconds
+
+    def overhead(self, now: Optional[float] = None) -> Optional[float]:
+        """Probe seconds per training second so far (``probattr/overhead``); ``None`` before any training."""
+        training = self.training_seconds(now)
+        return self.probe_seconds / training if training > 0 else None
+
+    def record(self, step: int, seconds: float, results: Sequence) -> None:
+        """Count a run of ``seconds`` whose per-prompt results are ``results`` (``ProbeResult``): the
+        attribution scoring's rate from the prompts that scored positions, the rest as fixed."""
+        scoring = [r for r in results if r.valid and r.summary.get("positions_scored")]
+        scoring_seconds = sum(float(r.summary.get("seconds") or 0.0) for r in scoring)
+        forwards = sum(int(r.summary.get("token_forwards") or 0) for r in scoring)
+        if scoring_seconds > 0 and forwards > 0:
+            self.rate = forwards / scoring_seconds
+        self.fixed_seconds = max(0.0, seconds - scoring_seconds)
+        self.probe_seconds += seconds
+        scored = sum(int(r.summary.get("positions_scored") or 0) for r in results if r.valid)
+        total = sum(int(r.summary.get("positions_total") or 0) for r in results if r.valid)
+        self.runs.append((step, seconds, scored, total))
+
+
+def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: int, positions: int,
+             suffix_tokens: int) -> ProbeSettings:
+    """``settings`` fitted into ``seconds`` of attribution scoring at ``rate`` token-forwards per
+    second, for a run of ``positions`` scorable positions whose suffixes sum to ``suffix_tokens``
+    per candidate (``api.cost.run_suffix_tokens``). See the module docstring for the order of the
+    levers. The settings' own ``max_positions`` and budget are upper bounds, never raised."""
+    if positions <= 0 or suffix_tokens <= 0:
+        return settings
+    affordable = max(0.0, seconds) * rate  # token-forwards
+    per_position = suffix_tokens / positions  # suffix tokens per candidate, on average
+    ceiling = positions if settings.max_positions is None else min(positions, settings.max_positions)
+    if settings.policy_for(vocab_size) == "exact":
+        budgets = [vocab_size]
+    else:
+        own = settings.budget_within(vocab_size, suffix_tokens)
+        budgets = [own, *(b for b in BUDGET_LADDER if b < own)]
+    for budget in budgets:
+        fits = int(math.floor(affordable / (budget * per_position)))
+        if fits >= min(ceiling, MIN_POSITIONS):
+            sampled = None if fits >= positions and settings.max_positions is None else min(fits, ceiling)
+            if budget == budgets[0]:
+                return settings.replace(max_positions=sampled)
+            return settings.replace(max_positions=sampled, candidate_policy="budget", candidate_budget=budget,
+                                    max_token_forwards=None)
+    return settings.replace(max_positions=0)
