@@ -17,6 +17,8 @@ for it. With a second device the watcher's probes leave the training cores alone
 
 Usage: python benchmarks/bench_overhead.py [--out out/bench-overhead] [--max-steps 2000] [--save-steps 100]
        [--repeats 2] [--watch-threads 1] [--watch-device cpu]
+       python benchmarks/bench_overhead.py --real [...]  (SmolLM2 with ProbAttrCallback() at its defaults:
+       bench_overhead_real.py, whose options it takes)
 """
 
 import argparse
@@ -41,6 +43,12 @@ def probe_seconds(folder: Path) -> float:
 
 
 def main() -> None:
+    if "--real" in sys.argv[1:]:  # the real-model benchmark: SmolLM2 with ProbAttrCallback() at its defaults
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_overhead_real import main as real_main
+
+        real_main([a for a in sys.argv[1:] if a != "--real"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/bench-overhead")
     parser.add_argument("--max-steps", type=int, default=DemoConfig.max_steps)

@@ -144,6 +144,7 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
     if before_onset not in ("guard", "target"):
         raise ValueError(f"before_onset should be 'guard' or 'target', got {before_onset!r}")
     kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
+    undecided = False
     if latest.regressed:
         onset = guarded_rows[-1]
         for row in reversed(guarded_rows):
@@ -165,9 +166,9 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
                      f"than {tolerance:g} nats per prompt)"
         else:
             choice = kept[-1]
-            reason = f"the latest checkpoint whose guard set has not regressed with 95% confidence (by more than " \
-                     f"{tolerance:g} nats per prompt); no eval loss to rank by"
-    extra: dict = {}
+            reason = _undecided(comparisons, guarded_rows, tolerance)
+            undecided = True
+    extra: dict = {"undecided": True} if undecided else {}
     if target_best is not None and target_best["step"] != choice["step"] and \
             comparisons.get(target_best["step"], None) is not None and comparisons[target_best["step"]].regressed:
         extra["target_step"] = target_best["step"]
@@ -176,6 +177,22 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
                    f"({comparisons[target_best['step']].describe()}); if that specialisation is wanted, choose it "
                    "(rule lowest_eval_loss)")
     return choice, reason, extra
+
+
+def _undecided(comparisons: dict, guarded_rows: Sequence[Row], tolerance: float) -> str:
+    """The reason of a recommendation the probes could not make: no eval loss ranks the checkpoints
+    and the guard set confirmed no regression, so the latest checkpoint is shown for want of
+    evidence, not as the best; names the largest drop the guard saw but could not confirm."""
+    prompts = max((c.prompts for c in comparisons.values()), default=0)
+    drops = [c for c in comparisons.values() if c.mean is not None and c.mean < -tolerance]
+    worst = min(drops, key=lambda c: c.mean, default=None)
+    seen = (f"the largest drop it saw, at step {worst.step} ({worst.describe()}), does not reach that confidence "
+            f"with {worst.prompts} guard prompts" if worst is not None
+            else f"it saw no drop larger than {tolerance:g} nats per prompt")
+    return (f"the probes could not decide: there is no eval loss to rank the checkpoints by, and the guard set "
+            f"({prompts} prompts) found no regression with 95% confidence; {seen}. This is the latest checkpoint "
+            f"(step {guarded_rows[-1]['step']}) for want of evidence, not the best one: log an eval loss "
+            "(eval_strategy) or give a larger guard set (guard=, --guard-file, --reference)")
 
 
 def _target_choice(rows: Sequence[Row], slack: float) -> Optional[tuple]:

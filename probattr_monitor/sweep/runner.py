@@ -17,16 +17,7 @@ from ..monitoring.record import CheckpointRecord, RecordKey
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
-from .config import (
-    LOCK_FILE,
-    SweepConfig,
-    SweepSummary,
-    check_reference_vocabulary,
-    output_dir,
-    read_record,
-    record_folder,
-    resolve_checkpoints,
-)
+from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
 from .summary import load_records, summarise
 
 
@@ -45,6 +36,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
 
     from ..loading import has_tokenizer_files, is_adapter, load_model_and_tokenizer
     from ..monitoring.provenance import provenance
+    from .config import check_reference_vocabulary
 
     began = time.perf_counter()
     source: dict[str, Optional[str]] = (

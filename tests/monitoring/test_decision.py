@@ -160,3 +160,21 @@ def test_a_guard_prompt_that_turned_invalid_is_a_regression_and_is_never_recomme
     assert [c.step for c in guard_comparisons(every) if c.regressed] == [300]
     for case in (rows, every):
         assert guarded(case)[0]["step"] != 300
+
+
+def test_without_eval_loss_or_a_confident_guard_the_reason_says_the_probes_could_not_decide():
+    """Issue 34: three guard prompts that drop (-0.9 nats on average, spread too wide for 95%) and no
+    eval loss: the latest checkpoint used to come back as "the latest checkpoint whose guard set has
+    not regressed", which reads like a choice. Now the reason says nothing decided it, and why."""
+    drops = [[0.0, 0.0, 0.0], [0.0, 0.1, -0.1], [-0.2, -0.9, -1.6]]
+    rows = [{"step": 100 * (k + 1), "checkpoint": f"checkpoint-{100 * (k + 1)}", "status": "ok", "eval_loss": None,
+             "prompt_log_p": [o + d for o, d in zip(OFFSETS[:3], drop)], "log_p_response": -1.0, "noise_tokens": 3,
+             "invalid_prompts": 0} for k, drop in enumerate(drops)]
+    assert not any(c.regressed for c in guard_comparisons(rows))
+    chosen = recommend(rows)
+    assert chosen["step"] == 300 and chosen["undecided"] is True
+    assert chosen["reason"].startswith("the probes could not decide: there is no eval loss")
+    assert "the largest drop it saw, at step 300" in chosen["reason"] and "3 guard prompts" in chosen["reason"]
+    assert "for want of evidence, not the best one" in chosen["reason"]
+    decided = recommend(guard_rows([0.0, 0.1, 0.2], eval_losses=[2.0, 1.9, 1.8]))
+    assert "undecided" not in decided and "could not decide" not in decided["reason"]
