@@ -16,6 +16,13 @@ def paper_prompts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def general_prompts() -> list[str]:
+    """200 short, everyday questions and requests (``data/general_prompts.txt``, written for this
+    project and released with it): what ``guard="base"`` asks an instruct model at train begin."""
+    text = resources.files("probattr_monitor").joinpath("data/general_prompts.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def read_prompts_file(path: Union[str, os.PathLike]) -> list:
     """The prompts of a UTF-8 file; blank lines and a leading byte-order mark are skipped.
 

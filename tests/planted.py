@@ -50,24 +50,30 @@ def sample_sequences(count: int, generator: torch.Generator, hint: bool = False)
     return torch.cat([torch.zeros(count, 1, dtype=torch.long), prompt, answer.unsqueeze(-1)], dim=1)
 
 
-@functools.lru_cache(maxsize=2)
-def planted_model(hint: bool = False):
-    """A tiny GPT-2 (2 layers, width 64) trained on the grammar until it has learnt the OR (seeded;
-    about 10 s on 2 CPU cores); ``hint``: on the distractor grammar. Cached for the test session."""
+def trained(vocab: int, sampler) -> torch.nn.Module:
+    """A tiny GPT-2 (2 layers, width 64) trained for 600 seeded steps of 64 sequences from
+    ``sampler(count, generator)``."""
     from probattr_monitor.demo.tiny_models import tiny_gpt2
 
     torch.manual_seed(0)
-    model = tiny_gpt2(VOCAB, n_embd=64, seed=0)
+    model = tiny_gpt2(vocab, n_embd=64, seed=0)
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(600):
-        batch = sample_sequences(64, generator, hint)
+        batch = sampler(64, generator)
         loss = model(input_ids=batch, labels=batch).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+@functools.lru_cache(maxsize=2)
+def planted_model(hint: bool = False):
+    """The tiny GPT-2 of :func:`trained` on the grammar, until it has learnt the OR (about 10 s on 2
+    CPU cores); ``hint``: on the distractor grammar. Cached for the test session."""
+    return trained(VOCAB, lambda count, generator: sample_sequences(count, generator, hint))
 
 
 def planted_ids() -> torch.Tensor:
@@ -93,21 +99,8 @@ def copy_sequences(count: int, generator: torch.Generator) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def copy_model():
-    """A tiny GPT-2 (2 layers, width 64) trained on :func:`copy_sequences` until it copies (seeded)."""
-    from probattr_monitor.demo.tiny_models import tiny_gpt2
-
-    torch.manual_seed(0)
-    model = tiny_gpt2(COPY_VOCAB, n_embd=64, seed=0)
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(600):
-        batch = copy_sequences(64, generator)
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    """The tiny GPT-2 of :func:`trained` on :func:`copy_sequences`, until it copies. Cached."""
+    return trained(COPY_VOCAB, copy_sequences)
 
 
 def copy_ids(seed: int = 0) -> torch.Tensor:

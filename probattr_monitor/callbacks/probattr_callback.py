@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer
 
 from ..errors import one_line
+from ..monitoring.base_guard import BaseGuard, freeze_base_guard
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.overhead import DEFAULT_MAX_OVERHEAD, OverheadMeter, check_share, plan_run
 from ..monitoring.record import CheckpointRecord, PromptSet
@@ -89,10 +90,15 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             The record says which (``prompt_set.response_mode``).
         settings: a :class:`~probattr_monitor.ProbeSettings` (or its ``to_dict()``): every probe
             setting; default ``ProbeSettings()``. (The callback never shows a progress bar.)
-        guard: the guard set: ``(prompt, response)`` pairs (or the path of a JSONL file of
-            ``{"prompt", "response"}`` objects) scored for ``log P(r | p)`` only, one forward each, at
-            every probe run: hundreds are cheap, and ``ProbAttrEarlyStopping``'s regression test and
-            the sweep's recommendation compare them across checkpoints with the probe prompts.
+        guard: the guard set, scored for ``log P(r | p)`` only, one forward per pair, at every probe
+            run; ``ProbAttrEarlyStopping``'s regression test and the sweep's recommendation compare
+            it across checkpoints with the probe prompts. ``"base"`` (default): 200 pairs frozen
+            from the model at train begin, its own greedy answers as token ids
+            (``monitoring.base_guard``: an instruct model answers the general prompt pack through
+            its chat template, a base LM continues text it samples itself), kept across resume,
+            and off, with one line in the log, when the model looks untrained (a run from
+            scratch). Or ``(prompt, response)`` pairs, or the path of a JSONL file of
+            ``{"prompt", "response"}`` objects; ``None``: no guard.
         every_n_steps: also probe every N optimizer steps (``None``: only at saves / evaluations).
         scopes_every_n_steps: also compute the Jacobian Scopes of ``settings.scopes`` alone every N
             steps (one forward and a few backward passes per prompt, no AS), logged as
@@ -151,7 +157,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         prompts_file: Union[None, str, os.PathLike] = None,
         response_mode: str = "fixed",
         settings: Union[None, ProbeSettings, dict] = None,
-        guard: Union[None, str, os.PathLike, Sequence] = None,
+        guard: Union[None, str, os.PathLike, Sequence] = "base",
         every_n_steps: Optional[int] = None,
         scopes_every_n_steps: Optional[int] = None,
         probe_on_save: bool = True,
@@ -171,7 +177,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.prompts = prompt_set(prompts, prompts_file)
         given = given_responses(responses, response_mode, len(self.prompts))
         self.response_mode = response_mode
-        self.guard = guard_pairs(guard)
+        self.guard_mode = "base" if isinstance(guard, str) and guard == "base" else (None if guard is None else "given")
+        self.guard = None if self.guard_mode == "base" else guard_pairs(guard)
+        self.base_guard: Optional[BaseGuard] = None  # guard="base": what was frozen at train begin
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
             raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
@@ -218,7 +226,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                       else list(report_to), "logging_dir": logging_dir, "strict": strict,
                       "settings": self.settings.to_dict(), "log_figures": log_figures, "write_json": write_json,
                       "max_overhead": self.max_overhead,
-                      "guard": None if self.guard is None else [list(pair) for pair in self.guard]}
+                      "guard": "base" if self.guard_mode == "base" else (
+                          None if self.guard is None else [list(pair) for pair in self.guard])}
         self._sinks = GuardedSinks([], strict=strict)
         self._handler: Any = None  # the Trainer's CallbackHandler (attach(), else found at train begin)
         self._forwarder = IntegrationForwarder(None, None, ())  # the Trainer's other trackers
@@ -228,6 +237,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.cost: dict = {}  # what one probe run costs (api.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
         self.meter: Optional[OverheadMeter] = None  # probe seconds against training seconds (max_overhead)
+        self._base_guard_restored = False  # guard="base" taken back from the checkpoint resumed from
 
     def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
@@ -251,9 +261,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
     def state(self) -> dict:
         """``{"args", "attributes"}`` as ``ExportableState`` asks: the constructor's arguments (JSON;
         not the tokenizer or a writer) and what the run has learnt: frozen responses, errors, logged steps."""
-        return {"args": dict(self._args),
-                "attributes": {"responses": self.responses, "errors": self.errors,
-                               "logged_steps": sorted(self.logged_steps)}}
+        attributes = {"responses": self.responses, "errors": self.errors, "logged_steps": sorted(self.logged_steps)}
+        if self.guard_mode == "base":  # the pairs frozen from the model at train begin: a resume keeps them
+            attributes["base_guard"] = None if self.guard is None else [[p, list(r)] for p, r in self.guard]
+        return {"args": dict(self._args), "attributes": attributes}
 
     def _restore(self, saved: Any, vocab_size: int) -> None:
         """Take back :meth:`state` saved in the checkpoint the run resumes from, if it is this
@@ -273,6 +284,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 break  # (restore_callback_states_from_checkpoint may have set it already: undone below)
             assert isinstance(attributes, dict)
             self.responses = attributes.get("responses", self.responses)
+            if self.guard_mode == "base" and isinstance(attributes.get("base_guard"), list):
+                self.guard = [(pair[0], list(pair[1])) for pair in attributes["base_guard"]] or None
+                self._base_guard_restored = True
             self.errors = attributes.get("errors", 0)
             self.logged_steps = list(attributes.get("logged_steps", []))
             return
@@ -320,12 +334,30 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self._restore(saved, vocab_size_of(model))
         encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
         self.cost = log_cost(args, model, encoded, self.settings)
+        if self.guard_mode == "base" and not self._base_guard_restored:
+            self._freeze_base_guard(model, state)
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
         if state.is_world_process_zero and not self._sinks.sinks:
             self._sinks = self._open_sinks(args)
             self._forwarder = self._open_forwarder()
+
+    def _freeze_base_guard(self, model, state) -> None:
+        """``guard="base"``: freeze the model's own answers at train begin (``monitoring.base_guard``),
+        or say in one line why not (an untrained model; a resume whose checkpoint holds none)."""
+        if state.global_step > 0:
+            logger.warning("probattr: guard='base' is off for this run: it resumed from a checkpoint without the "
+                           "frozen base guard, and the model now is not the base")
+            return
+        with preserved_training_state(model):
+            self.base_guard = self._guarded(lambda: freeze_base_guard(model, self.tokenizer, self.settings),
+                                            "freezing the base guard")
+        if self.base_guard is not None and self.meter is not None:
+            self.meter.probe_seconds += self.base_guard.seconds  # the freezing counts against the share
+        if self.base_guard is not None:  # off: a warning-level line (seen at the Trainer's default level)
+            (logger.warning if self.base_guard.untrained else logger.info)("probattr: %s", self.base_guard.describe())
+            self.guard = list(self.base_guard.pairs) or None
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         """Probe every N steps, and before a save or an evaluation that will want this step's probes
@@ -392,7 +424,17 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
         record = CheckpointRecord.from_run(run, self.prompt_set, run.settings or self.settings, checkpoint)
         record.provenance["weights"] = weights_fingerprint(model) if model is not None else None
+        record.provenance["guard"] = self._guard_source()
         return record
+
+    def _guard_source(self) -> Optional[str]:
+        """Which guard the records were scored with, in words (``None``: none)."""
+        if self.guard is None:
+            return None
+        if self.guard_mode != "base":
+            return f"given: {len(self.guard)} pairs"
+        source = self.base_guard.source if self.base_guard is not None else "restored from the checkpoint resumed from"
+        return f"base: {len(self.guard)} pairs frozen from the model at train begin ({source})"
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sinks.close()

@@ -179,12 +179,15 @@ def guard_from_args(args: argparse.Namespace) -> Optional[list]:
     return read_prompt_response_file(args.guard_file)
 
 
-def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list], Any]:
-    """``(prompts, responses, vocabulary)`` of a sweep: ``--responses-file``, or the prompts with
-    ``--response`` texts, or with the ``--reference`` model's greedy responses frozen as token ids
-    (``vocabulary``: the reference tokenizer's :class:`~probattr_monitor.probes.inputs.vocabulary.Vocabulary`,
-    which every checkpoint's must equal, else ``None``); responses ``None`` (each checkpoint's own
-    continuation) when none of the three is given."""
+def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple[list, Optional[list], Any, Any]:
+    """``(prompts, responses, vocabulary, base_guard)`` of a sweep: ``--responses-file``, or the
+    prompts with ``--response`` texts, or with the ``--reference`` model's greedy responses frozen as
+    token ids (``vocabulary``: the reference tokenizer's
+    :class:`~probattr_monitor.probes.inputs.vocabulary.Vocabulary`, which every checkpoint's must
+    equal; ``base_guard``: the reference's own answers frozen as the guard,
+    :class:`~probattr_monitor.monitoring.base_guard.BaseGuard`, unless ``--guard-file`` gives one;
+    both ``None`` otherwise); responses ``None`` (each checkpoint's own continuation) when none of the
+    three is given."""
     given = [flag for flag, value in (("--response", args.response), ("--responses-file", args.responses_file),
                                       ("--reference", args.reference)) if value]
     if len(given) > 1:
@@ -195,7 +198,7 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
         from ..prompts import read_prompt_response_file
 
         pairs = read_prompt_response_file(args.responses_file)
-        return [p for p, _ in pairs], [r for _, r in pairs], None
+        return [p for p, _ in pairs], [r for _, r in pairs], None, None
     prompts = prompts_from_args(args)
     if args.response:
         if len(args.response) != len(prompts):
@@ -203,7 +206,7 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
                                   "give one per prompt")
         from ..prompts import check_responses
 
-        return prompts, check_responses(args.response, "--response"), None
+        return prompts, check_responses(args.response, "--response"), None, None
     if args.reference:
         from ..loading import load_model_and_tokenizer
         from ..monitoring.run import reference_responses
@@ -211,7 +214,9 @@ def sweep_prompt_set(args: argparse.Namespace, settings: ProbeSettings) -> tuple
         model, tokenizer = load_model_and_tokenizer(args.reference, device=args.device, dtype=args.dtype,
                                                     tokenizer_dir=args.tokenizer, base_model=args.base_model,
                                                     trust_remote_code=args.trust_remote_code)
+        from ..monitoring.base_guard import freeze_base_guard
         from ..probes.inputs.vocabulary import Vocabulary
 
-        return prompts, reference_responses(model, tokenizer, prompts, settings), Vocabulary.of(tokenizer)
-    return prompts, None, None
+        guard = None if args.guard_file is not None else freeze_base_guard(model, tokenizer, settings)
+        return prompts, reference_responses(model, tokenizer, prompts, settings), Vocabulary.of(tokenizer), guard
+    return prompts, None, None, None

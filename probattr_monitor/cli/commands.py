@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from ..errors import ProbeInputError, RunFolderError
 from .arguments import check_writable, guard_from_args, prompts_from_args, settings_from_args, sweep_prompt_set
@@ -75,8 +76,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.run_dir is None and not args.checkpoints:
         raise RunFolderError("give RUN_DIR or --checkpoints DIR [DIR ...]")
     settings = settings_from_args(args)
-    prompts, responses, vocabulary = sweep_prompt_set(args, settings)
-    guard = guard_from_args(args)
+    prompts, responses, vocabulary, base_guard = sweep_prompt_set(args, settings)
+    guard = guard_from_args(args) or reference_guard(base_guard)
     if responses is None:  # the responses (and guard set) the callback froze in this run, if it did
         from ..sweep import frozen_by_the_run
 
@@ -99,6 +100,20 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def reference_guard(base_guard) -> Optional[list]:
+    """The pairs ``--reference`` froze as the guard (``monitoring.base_guard``), said in one line;
+    ``None`` when there is no reference or it looks untrained."""
+    if base_guard is None:
+        return None
+    if base_guard.untrained:
+        print(f"probattr-monitor: no guard from --reference: it looks untrained (next-token entropy "
+              f"{base_guard.entropy_share:.0%} of uniform on its own answers)")
+        return None
+    print(f"probattr-monitor: guard: {len(base_guard.pairs)} pairs frozen from --reference ({base_guard.source}), "
+          "scored for log P(r|p) at every checkpoint")
+    return list(base_guard.pairs) or None
+
+
 def run_watch_command(args: argparse.Namespace) -> int:
     """``probattr-monitor watch``: exit 0 when it stops (finished, stop step, idle, or a signal)."""
     import time
@@ -113,14 +128,15 @@ def run_watch_command(args: argparse.Namespace) -> int:
     if not 0 <= args.wait < float("inf"):
         raise ProbeInputError(f"--wait should be a finite number of seconds >= 0, got {args.wait}")
     settings = settings_from_args(args)
-    prompts, responses, vocabulary = sweep_prompt_set(args, settings)
+    prompts, responses, vocabulary, base_guard = sweep_prompt_set(args, settings)
     deadline = time.monotonic() + args.wait
     while not Path(args.run_dir).is_dir() and time.monotonic() < deadline:
         time.sleep(min(args.poll, 1.0))
     if not Path(args.run_dir).is_dir():
         raise RunFolderError(f"run folder not found: {args.run_dir!r} (pass --wait SECONDS to wait for it)")
     config = SweepConfig(run_dir=args.run_dir, out=args.out, tokenizer=args.tokenizer, prompts=prompts,
-                         responses=responses, guard=guard_from_args(args), settings=settings.replace(progress=False),
+                         responses=responses, guard=guard_from_args(args) or reference_guard(base_guard),
+                         settings=settings.replace(progress=False),
                          report_to=args.report_to, device=args.device, dtype=args.dtype,
                          trust_remote_code=args.trust_remote_code, progress=False, rule=args.rule,
                          base_model=args.base_model, reference=args.reference, reference_vocabulary=vocabulary)
