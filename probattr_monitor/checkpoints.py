@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import RunFolderError
+from .errors import RunFolderError, warn_user
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -68,7 +67,7 @@ def recorded_step(folder: Path) -> Optional[int]:
 def _checked_step(folder: Path, named: Optional[int]) -> Optional[int]:
     recorded = recorded_step(folder)
     if recorded is not None and named is not None and recorded != named:
-        warnings.warn(f"{folder.name}: trainer_state.json says global_step {recorded}; using {recorded}", stacklevel=3)
+        warn_user(f"{folder.name}: trainer_state.json says global_step {recorded}; using {recorded}", stacklevel=3)
     return recorded if recorded is not None else named
 
 

@@ -30,6 +30,12 @@ def unusable_state(attributes: Any, count: int, mode: str, vocab_size: int) -> O
         return f"errors is {errors!r}, not a count"
     if not isinstance(steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
         return f"logged_steps is {steps!r}, not a list of steps"
+    base_guard = attributes.get("base_guard")
+    if base_guard is not None and not (isinstance(base_guard, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], list)
+            and pair[1] and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in pair[1])
+            for pair in base_guard)):
+        return f"base_guard is {base_guard!r:.60}, not (prompt, token ids below {vocab_size}) pairs"
     responses = attributes.get("responses")
     if mode == "generate":
         return None if responses is None else "it holds responses, but this callback generates them"

@@ -4,8 +4,8 @@ before the first run (token-forwards) and after it (seconds; a warning when slow
 from __future__ import annotations
 
 import logging
-import warnings
 
+from ..errors import warn_user
 from ..probes.inputs.tokens import vocab_size_of
 
 SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
@@ -40,19 +40,20 @@ def log_cost(args, model, encoded, settings) -> dict:
         f" ({templated} through the chat template)" if templated else "", cost["policy"],
         cost["candidates_per_position"], f"{cost['token_forwards']:,}")
     if settings.max_token_forwards is not None and cost["policy"] == "exact":
-        warnings.warn("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
+        warn_user("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
                       "probed exactly (candidate_policy='exact' or a small vocabulary)", stacklevel=3)
     return cost
 
 
-def log_time(run) -> None:
-    """After the first run: how long it took, and a warning when it is slow."""
+def log_time(run, warn: bool = True) -> None:
+    """After the first run: how long it took, and (``warn``: without ``max_overhead``, which fits
+    the runs to the training itself) a warning when it is slow."""
     forwards = sum(r.summary.get("token_forwards") or 0 for r in run.results)
     rate = forwards / run.seconds if run.seconds > 0 else float("nan")
     logger.info("probattr: the probe run at step %d took %.1f s (%s token-forwards, %.0f per second)",
                 run.step, run.seconds, f"{forwards:,}", rate)
-    if run.seconds > SLOW_RUN_SECONDS:
-        warnings.warn(f"probattr-monitor: one probe run takes {run.seconds:.0f} s, at every save; lower it with "
+    if warn and run.seconds > SLOW_RUN_SECONDS:
+        warn_user(f"probattr-monitor: one probe run takes {run.seconds:.0f} s, at every save; lower it with "
                       "max_token_forwards=N (budget policy), a smaller candidate_budget, max_new_tokens or fewer "
                       "prompts", stacklevel=3)
 

@@ -11,14 +11,13 @@ as a ``wandb.alert`` when a W&B run is online.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..errors import one_line
+from ..errors import one_line, warn_user
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
 from ..probes.maths.values import is_finite_number
 from ..probes.types.settings import SCOPE_NAMES
@@ -166,7 +165,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                 return
         self.best, self.best_step, self.patience_counter, self.regressions, self.regressing = None, None, 0, [], False
         self.guard, self.guard_regressions, self.guard_regressing = [], [], False
-        warnings.warn("probattr-monitor: the checkpoint this run resumes from holds no usable state of "
+        warn_user("probattr-monitor: the checkpoint this run resumes from holds no usable state of "
                       f"ProbAttrEarlyStopping for {self.statistic}: its patience starts afresh", stacklevel=3)
 
     def _observe(self, run, state, control) -> None:
@@ -214,7 +213,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             go_back += "; load_best_model_at_end will load it"
         text = (f"probattr-monitor: the guard set regressed with 95% confidence at step {run.step}: "
                 f"{latest.describe()}; the best checkpoint to go back to is {go_back}")
-        warnings.warn(text, stacklevel=3)
+        warn_user(text, stacklevel=3)
         assert self.monitor is not None
         self.monitor.log_scalars(run.step, {"probattr/guard_regression": 1.0,
                                             "probattr/guard_difference": float(latest.mean or 0.0)})
@@ -224,7 +223,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         self.regressions.append((step, value, self.best))
         text = (f"probattr-monitor: {self.statistic} regressed to {value:.4g} at step {step}, from its best "
                 f"{self.best:.4g} at step {self.best_step}: the run may be breaking the model")
-        warnings.warn(text, stacklevel=3)
+        warn_user(text, stacklevel=3)
         assert self.monitor is not None
         self.monitor.log_scalars(step, {"probattr/regression": 1.0, f"probattr/best_{self.statistic}": self.best})
         self._alert(f"probattr: {self.statistic} regressed", text)
@@ -239,7 +238,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                     and getattr(getattr(wandb.run, "settings", None), "mode", "") not in ("offline", "disabled"):
                 wandb.run.alert(title=title, text=text)
         except Exception as error:  # noqa: BLE001 - an alert must never end the run
-            warnings.warn(f"probattr-monitor: the W&B alert failed: {one_line(error)}", stacklevel=3)
+            warn_user(f"probattr-monitor: the W&B alert failed: {one_line(error)}", stacklevel=3)
 
 
 def _saved_checkpoint(args, step: Optional[int]) -> Optional[Path]:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import copy
 import gc
-import warnings
 from typing import Any, Optional, Sequence
 
 from transformers.trainer_callback import TrainerControl
 
-from ..errors import one_line
+from ..errors import one_line, warn_user
 
 
 def integration_names() -> dict:
@@ -116,7 +115,7 @@ class IntegrationForwarder:
                     raise
                 failed += 1
                 self.callbacks.remove(callback)
-                warnings.warn(f"probattr-monitor: forwarding the probes to the Trainer's {integration_of(callback)} "
+                warn_user(f"probattr-monitor: forwarding the probes to the Trainer's {integration_of(callback)} "
                               f"integration failed at step {step}; it gets no more probes this run: "
                               f"{one_line(error)}", stacklevel=3)
         self.failures += failed

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -27,7 +26,7 @@ from transformers.trainer_callback import ExportableState
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer
 
-from ..errors import one_line
+from ..errors import one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.overhead import DEFAULT_MAX_OVERHEAD, OverheadMeter, check_share, plan_run
@@ -292,7 +291,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             return
         self.responses = None if self._initial_responses is None else list(self._initial_responses)
         self.errors, self.logged_steps = 0, []
-        warnings.warn(f"probattr-monitor: the checkpoint this run resumes from holds no usable state of this "
+        warn_user(f"probattr-monitor: the checkpoint this run resumes from holds no usable state of this "
                       f"callback ({problem}): fixed responses are chosen afresh", stacklevel=3)
 
     def _same_responses(self, args: dict) -> bool:
@@ -477,10 +476,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if self.meter is not None:
             self.meter.record(run.step, run.seconds, run.results)
         if self._last is None and run.error is None:
-            log_time(run)
+            log_time(run, warn=self.meter is None)
         invalid = [r for r in run.results if not r.valid]
         if invalid:
-            warnings.warn(f"probattr-monitor: at step {run.step} the model gives non-finite logits on {len(invalid)} "
+            warn_user(f"probattr-monitor: at step {run.step} the model gives non-finite logits on {len(invalid)} "
                           f"of {len(run.results)} probe prompts: training may have diverged ({invalid[0].error})",
                           stacklevel=3)
         if run.error is not None:
@@ -561,7 +560,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             if self.strict:
                 raise
             self.errors += 1
-            warnings.warn(f"probattr-monitor: {what} failed: {one_line(error)}", stacklevel=3)
+            warn_user(f"probattr-monitor: {what} failed: {one_line(error)}", stacklevel=3)
             return default
 
     # ---- sinks ----

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..errors import one_line
+from ..errors import one_line, warn_user
 from ..probes.inputs.tokens import vocab_size_of
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
@@ -89,7 +88,7 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
         if strict:
             raise
         error = one_line(caught)
-        warnings.warn(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
+        warn_user(f"probattr-monitor: the probes failed at step {step}: {error}", stacklevel=2)
         return ProbeRun(step=step, seconds=time.perf_counter() - began, error=error)
 
 

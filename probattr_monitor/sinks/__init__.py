@@ -10,10 +10,9 @@ whose package is missing fails with the install command.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional, Sequence
 
-from ..errors import one_line, warn_renamed
+from ..errors import one_line, warn_renamed, warn_user
 from .base import REPORT_TARGETS, LogEntry, Sink, require
 
 __all__ = ["REPORT_TARGETS", "GuardedSinks", "LogEntry", "Sink", "open_sinks", "require"]
@@ -91,14 +90,14 @@ class GuardedSinks:
             except Exception as error:  # noqa: BLE001
                 if self.strict:
                     raise
-                warnings.warn(f"probattr-monitor: closing the {sink.name} sink failed: {_describe(error)}",
+                warn_user(f"probattr-monitor: closing the {sink.name} sink failed: {_describe(error)}",
                               stacklevel=2)
         self.sinks = []
 
     def _disable(self, sink: Sink, error: BaseException, where: str) -> None:
         self.sinks.remove(sink)
         self.disabled[sink.name] = _describe(error)
-        warnings.warn(f"probattr-monitor: the {sink.name} sink failed {where} and is disabled for the rest of the "
+        warn_user(f"probattr-monitor: the {sink.name} sink failed {where} and is disabled for the rest of the "
                       f"run: {_describe(error)}", stacklevel=3)
         try:
             sink.close()

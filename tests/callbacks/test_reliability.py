@@ -265,8 +265,10 @@ def fixed_run(tmp_path_factory):
 
 @pytest.mark.parametrize("attributes", [
     {"errors": "x"}, {"responses": "garbage"}, {"responses": [[10**6], [3]]}, "not-an-object",
-    {"logged_steps": ["a"]}, {"responses": [[5]]}, {"errors": -1},
-], ids=["errors", "responses-string", "out-of-vocabulary", "attributes", "logged-steps", "one-for-two", "negative"])
+    {"logged_steps": ["a"]}, {"responses": [[5]]}, {"errors": -1}, {"base_guard": [["a prompt", "not ids"]]},
+    {"base_guard": "garbage"}, {"base_guard": [["a prompt", [10**6]]]},
+], ids=["errors", "responses-string", "out-of-vocabulary", "attributes", "logged-steps", "one-for-two", "negative",
+        "base-guard-text", "base-guard-string", "base-guard-out-of-vocabulary"])
 def test_a_corrupted_callback_state_is_a_warning_and_the_run_resumes(fixed_run, tmp_path, attributes):
     run = shutil.copytree(fixed_run, tmp_path / "run")
     state_file = run / "checkpoint-2" / "trainer_state.json"

@@ -25,3 +25,21 @@ def test_a_missing_optional_package_carries_its_install_line():
     assert isinstance(caught.value, ImportError)
     assert caught.value.install == "pip install 'probattr-monitor[wandb]'"
     assert caught.value.package == "no_such_package_for_probattr"
+
+
+def test_every_warning_to_users_goes_through_warn_user():
+    """One path for the package's warnings (errors.warn_user: rank zero only, so a multi-process run
+    says each thing once), and for its deprecations (errors.warn_renamed, which uses it)."""
+    import ast
+    from pathlib import Path
+
+    import probattr_monitor
+
+    root = Path(probattr_monitor.__file__).parent
+    direct = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "warn" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "warnings":
+                direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert direct and all(d.startswith("errors.py:") for d in direct), direct
