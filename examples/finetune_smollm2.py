@@ -51,10 +51,14 @@ def main() -> None:
     for record_path in sorted(Path(args.out).glob("checkpoint-*/probattr.json"), key=lambda p: int(p.parent.name[11:])):
         record = json.loads(record_path.read_text())
         summary, result = record["summary"], record["results"][0]
-        print(f"step {record['step']}: noise tokens {summary['noise_tokens']} "
-              f"({result['summary'].get('noise_uncertain', 0)} uncertain), mean AS {summary['mean_attribution']:+.3f}, "
-              f"log P(response) {summary['log_p_response']:.3f}, response {result['response']!r}, "
-              f"probe {record['probe_seconds']:.1f} s, {summary['token_forwards']:,} token-forwards")
+        attribution = ("no attribution at this checkpoint (max_overhead: see the callback guide)"
+                       if summary["mean_attribution"] is None else
+                       f"{summary['positions_scored']} of {summary['positions_total']} positions, noise tokens "
+                       f"{summary['noise_tokens']:.1f} +- {1.96 * (summary['noise_tokens_stderr'] or 0):.1f}, "
+                       f"mean AS {summary['mean_attribution']:+.3f}")
+        print(f"step {record['step']}: {attribution}; log P(response) {summary['log_p_response']:.3f}, "
+              f"response {result['response']!r}, probe {record['probe_seconds']:.1f} s, "
+              f"{summary['token_forwards']:,} token-forwards")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,15 @@ if TYPE_CHECKING:
 from ..errors import one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
-from ..monitoring.overhead import DEFAULT_MAX_OVERHEAD, OverheadMeter, check_share, plan_run
+from ..monitoring.overhead import (
+    DEFAULT_MAX_OVERHEAD,
+    OverheadMeter,
+    check_share,
+    guard_pairs_that_fit,
+    plan_run,
+)
 from ..monitoring.record import CheckpointRecord, PromptSet
-from ..monitoring.run import ProbeRun, log_entry_of, run_probes
+from ..monitoring.run import ProbeRun, guard_likelihoods, log_entry_of, run_probes
 from ..monitoring.statistics import drift
 from ..probes.inputs.tokens import vocab_size_of
 from ..probes.types.settings import ProbeSettings
@@ -237,6 +243,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._previous_results: list = []  # the latest results, for drift
         self.meter: Optional[OverheadMeter] = None  # probe seconds against training seconds (max_overhead)
         self._base_guard_restored = False  # guard="base" taken back from the checkpoint resumed from
+        self._guard_scored = 0  # how many guard pairs (the first ones) the latest run scored (max_overhead)
 
     def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
@@ -430,10 +437,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         """Which guard the records were scored with, in words (``None``: none)."""
         if self.guard is None:
             return None
+        scored = f"; the first {self._guard_scored} scored (max_overhead)" if self.meter is not None else ""
         if self.guard_mode != "base":
-            return f"given: {len(self.guard)} pairs"
+            return f"given: {len(self.guard)} pairs{scored}"
         source = self.base_guard.source if self.base_guard is not None else "restored from the checkpoint resumed from"
-        return f"base: {len(self.guard)} pairs frozen from the model at train begin ({source})"
+        return f"base: {len(self.guard)} pairs frozen from the model at train begin ({source}){scored}"
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sinks.close()
@@ -460,6 +468,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         with preserved_training_state(model):
             settings = self._guarded(lambda: self._planned(model), "fitting the probes into max_overhead",
                                      default=self.settings)
+            guard = self._guarded(lambda: self._guard_for_run(model), "fitting the guard into max_overhead",
+                                  default=self.guard)
             run = run_probes(
                 model,
                 self.tokenizer,
@@ -469,12 +479,12 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 step=state.global_step,
                 strict=self.strict,
                 distributed=world()[1] > 1,
-                guard=self.guard,
+                guard=guard,
                 fingerprint=False,  # taken only for the runs a record is written of (_record)
             )
         run.settings = settings
         if self.meter is not None:
-            self.meter.record(run.step, run.seconds, run.results)
+            self.meter.record(run.step, run.seconds, run.results, run.guard_seconds, len(guard or []))
         if self._last is None and run.error is None:
             log_time(run, warn=self.meter is None)
         invalid = [r for r in run.results if not r.valid]
@@ -515,6 +525,25 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         positions = sum(len(prompt_in.positions) for prompt_in, _ in encoded)
         return plan_run(self.settings, self.meter.available() - fixed, self.meter.rate, vocab_size_of(model),
                         positions, run_suffix_tokens(encoded, self.settings))
+
+    def _guard_for_run(self, model) -> Optional[list]:
+        """The guard pairs the next run scores: all of them without a meter; else the first
+        ``guard_pairs_that_fit`` (``monitoring.overhead``; the base guard is frozen in a seeded random
+        order, so they are a uniform sample; a given guard is taken in its own order), timing two
+        pairs first when no run has measured them yet (those seconds count against the share)."""
+        if self.guard is None or self.meter is None:
+            return self.guard
+        import time
+
+        if self.meter.guard_pair_seconds is None:
+            began = time.perf_counter()
+            guard_likelihoods(model, self.tokenizer, self.guard[:2], self.settings)
+            spent = time.perf_counter() - began
+            self.meter.probe_seconds += spent
+            self.meter.guard_pair_seconds = spent / len(self.guard[:2])
+        self._guard_scored = guard_pairs_that_fit(self.meter.available(), self.meter.guard_pair_seconds,
+                                                  self._guard_scored, len(self.guard))
+        return self.guard[:self._guard_scored]
 
     def _freeze(self, run: ProbeRun) -> None:
         """In fixed mode, freeze each prompt's response the first time it is valid and non-empty:

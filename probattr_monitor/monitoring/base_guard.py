@@ -16,7 +16,9 @@ Which prompts:
   so it suits every base LM (the demo's 54-word grammar included).
 
 The response is the model's greedy continuation (``max_new_tokens`` of the settings), as token
-ids; pairs whose response is empty or white space are dropped.
+ids; pairs whose response is empty or white space are dropped. The pairs are kept in a seeded
+random order, so the first ``k`` of them (what a run under ``max_overhead`` scores) are a uniform
+sample.
 
 Off for a model that has not learnt anything yet: a randomly initialised model's answers are
 noise, and a model that learns would "regress" on them. The measure is the mean entropy of the
@@ -133,6 +135,8 @@ def freeze_base_guard(model, tokenizer, settings, count: int = BASE_GUARD_PAIRS,
                 pairs.append((prompt, [int(i) for i in response]))
             if index + 1 == UNTRAINED_CHECK_PAIRS and steps and entropy / steps / uniform > UNTRAINED_ENTROPY_SHARE:
                 break  # untrained: no need to freeze the rest
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(settings.seed)).tolist()
+    pairs = [pairs[i] for i in order]  # a seeded random order: any first k of them are a uniform sample
     share = entropy / steps / uniform if steps else math.nan
     guard = BaseGuard(pairs=pairs, source=source, entropy_share=share, seconds=time.perf_counter() - began)
     if guard.untrained:

@@ -5,8 +5,10 @@ have taken ``share x T`` seconds in all. Before each run the :class:`OverheadMet
 seconds are left to spend (unspent seconds carry over; an overrun is repaid by later runs), and
 :func:`plan_run` fits the run into them:
 
-1. ``log P(r | p)`` of every prompt and the guard run always (one forward per pair; their measured
-   seconds are set aside first).
+1. ``log P(r | p)`` of every prompt runs always, and the guard on as many of its pairs as half the
+   seconds pay for (:func:`guard_pairs_that_fit`: at least 8, a seeded order, never fewer than
+   before, so each checkpoint is compared on pairs the earlier ones hold); their measured seconds
+   are set aside first.
 2. The attribution scores get the rest, as token-forwards at the measured rate: every position at
    the candidate budget when that fits; else the largest budget of :data:`BUDGET_LADDER` that still
    scores at least :data:`MIN_POSITIONS` positions, with a seeded sample of positions
@@ -31,6 +33,8 @@ from typing import Optional, Sequence
 
 from ..probes.types.settings import ProbeSettings
 
+GUARD_SHARE = 0.5  # of the seconds a run may take, the most its guard pairs may use
+MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
 DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
 BUDGET_LADDER = (256, 64)  # candidate budgets tried, in order, after the settings' own
 MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none: below, 95% intervals
@@ -56,6 +60,7 @@ class OverheadMeter:
         probe_seconds: seconds spent in probe runs so far.
         rate: token-forwards per second of the attribution scoring, measured (``None`` before any).
         fixed_seconds: seconds of the latest run outside attribution scoring (likelihoods, guard).
+        guard_pair_seconds: seconds to score one guard pair, measured.
         runs: ``[(step, probe seconds, positions scored, positions total)]`` of each run.
     """
 
@@ -64,6 +69,7 @@ class OverheadMeter:
     probe_seconds: float = 0.0
     rate: Optional[float] = None
     fixed_seconds: Optional[float] = None
+    guard_pair_seconds: Optional[float] = None
     runs: list = field(default_factory=list)
 
     def training_seconds(self, now: Optional[float] = None) -> float:
@@ -80,9 +86,13 @@ class OverheadMeter:
         training = self.training_seconds(now)
         return self.probe_seconds / training if training > 0 else None
 
-    def record(self, step: int, seconds: float, results: Sequence) -> None:
+    def record(self, step: int, seconds: float, results: Sequence, guard_seconds: float = 0.0,
+               guard_pairs: int = 0) -> None:
         """Count a run of ``seconds`` whose per-prompt results are ``results`` (``ProbeResult``): the
-        attribution scoring's rate from the prompts that scored positions, the rest as fixed."""
+        attribution scoring's rate from the prompts that scored positions, the rest as fixed; the
+        guard's seconds per pair from ``guard_seconds`` over ``guard_pairs``."""
+        if guard_pairs and guard_seconds > 0:
+            self.guard_pair_seconds = guard_seconds / guard_pairs
         scoring = [r for r in results if r.valid and r.summary.get("positions_scored")]
         scoring_seconds = sum(float(r.summary.get("seconds") or 0.0) for r in scoring)
         forwards = sum(int(r.summary.get("token_forwards") or 0) for r in scoring)
@@ -120,3 +130,13 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
             return settings.replace(max_positions=sampled, candidate_policy="budget", candidate_budget=budget,
                                     max_token_forwards=None)
     return settings.replace(max_positions=0)
+
+
+def guard_pairs_that_fit(seconds: float, pair_seconds: float, scored: int, total: int) -> int:
+    """How many guard pairs the next run scores: as many as :data:`GUARD_SHARE` of ``seconds`` pays
+    for at ``pair_seconds`` each, at least :data:`MIN_GUARD_PAIRS` and never fewer than the
+    ``scored`` of earlier runs (a pair scored once is scored at every later run: the regression test
+    compares a checkpoint with earlier ones on the pairs both hold, and a pair that disappears would
+    read as a regression), at most ``total``."""
+    fits = int(GUARD_SHARE * max(0.0, seconds) / pair_seconds) if pair_seconds > 0 else total
+    return min(total, max(scored, MIN_GUARD_PAIRS, fits))

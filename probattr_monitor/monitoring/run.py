@@ -31,6 +31,7 @@ class ProbeRun:
         guard_log_p: ``log P(r | p)`` of each guard pair (``probes.engines.likelihood``), when a guard set is given.
         settings: the settings it ran with, when they differ from the caller's own (the callback's
             ``max_overhead`` plan); ``None``: the caller's.
+        guard_seconds: wall time of the guard's scoring.
     """
 
     step: int
@@ -41,6 +42,7 @@ class ProbeRun:
     provenance: dict = field(default_factory=dict)
     guard_log_p: list = field(default_factory=list)
     settings: Optional[ProbeSettings] = None
+    guard_seconds: float = 0.0
 
     @property
     def statistics(self) -> dict:
@@ -81,9 +83,11 @@ def run_probes(model, tokenizer, prompts: Sequence[str], responses, settings: Pr
                         distributed=distributed)
         assert isinstance(results, list)  # a list of prompts gives a list of results
         info["candidate_budget"] = _budget_that_ran(model, results, settings)
+        guard_began = time.perf_counter()
         guard_log_p = guard_likelihoods(model, tokenizer, guard, settings) if guard else []
-        return ProbeRun(step=step, results=results, seconds=time.perf_counter() - began, provenance=info,
-                        guard_log_p=guard_log_p)
+        now = time.perf_counter()
+        return ProbeRun(step=step, results=results, seconds=now - began, provenance=info,
+                        guard_log_p=guard_log_p, guard_seconds=now - guard_began)
     except Exception as caught:  # noqa: BLE001 - a monitor never kills the run it watches unless strict
         if strict:
             raise

@@ -15,7 +15,14 @@ from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
 from probattr_monitor.api.positions import sample_positions
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
 from probattr_monitor.monitoring.metrics import run_summary
-from probattr_monitor.monitoring.overhead import MIN_POSITIONS, OverheadMeter, check_share, plan_run
+from probattr_monitor.monitoring.overhead import (
+    MIN_GUARD_PAIRS,
+    MIN_POSITIONS,
+    OverheadMeter,
+    check_share,
+    guard_pairs_that_fit,
+    plan_run,
+)
 from probattr_monitor.monitoring.sampling import mean_stderr, student_t975
 
 from ..callbacks.helpers import PROMPTS, make_trainer
@@ -56,6 +63,13 @@ def test_the_meter_keeps_the_share_over_the_run():
     for bad in (0, -0.1, True, "5%", math.nan):
         with pytest.raises(ValueError):
             check_share("max_overhead", bad)
+
+
+def test_the_guard_fits_half_the_share_and_never_shrinks():
+    assert guard_pairs_that_fit(10.0, 0.1, 0, 200) == 50  # half of 10 s at 0.1 s a pair
+    assert guard_pairs_that_fit(0.0, 0.1, 0, 200) == MIN_GUARD_PAIRS
+    assert guard_pairs_that_fit(-3.0, 0.1, 60, 200) == 60  # in debt: the pairs scored before stay
+    assert guard_pairs_that_fit(1000.0, 0.1, 0, 200) == 200 and guard_pairs_that_fit(1.0, 0.1, 0, 5) == 5
 
 
 # ---- sampled positions and their errors ----
@@ -148,15 +162,16 @@ def records(folder):
 def test_the_default_callback_fits_its_share_and_says_what_ran(tmp_path):
     """A share no attribution fits in: every record holds log P(r | p) and no token, says so in its
     settings and positions, and probattr/overhead is logged; the guard runs all the same."""
+    guard = [(f"the dog sat {word}", " in the sun") for word in "abcdefghijkl"]  # 12 pairs
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
-                                guard=[("the dog sat", " in the sun")], settings=ProbeSettings(max_new_tokens=3),
-                                max_overhead=1e-9)
+                                guard=guard, settings=ProbeSettings(max_new_tokens=3), max_overhead=1e-9)
     make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2).train()
     for record in records(tmp_path / "out").values():
         assert record["settings"]["max_positions"] == 0
         assert all(r["tokens"] == [] and r["summary"]["positions_scored"] == 0 for r in record["results"])
         assert record["summary"]["log_p_response"] is not None and record["summary"]["mean_attribution"] is None
-        assert len(record["guard_log_p"]) == 1
+        assert len(record["guard_log_p"]) == MIN_GUARD_PAIRS  # the first 8 of 12: what the share allows, at least
+        assert record["provenance"]["guard"] == f"given: 12 pairs; the first {MIN_GUARD_PAIRS} scored (max_overhead)"
     scalars = read_tensorboard(tmp_path / "tb")["scalars"]
     assert set(scalars["probattr/overhead"]) == {2, 4} and "probattr/mean_attribution" not in scalars
     assert callback.meter is not None and callback.meter.rate is not None and len(callback.meter.runs) == 2
