@@ -4,6 +4,7 @@ before the first run (token-forwards) and after it (seconds; a warning when slow
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..errors import warn_user
 from ..probes.inputs.tokens import vocab_size_of
@@ -81,3 +82,22 @@ def forward_rate(model, encoded, settings) -> float:
         model(input_ids=ids)
         seconds = time.perf_counter() - began
     return CALIBRATION_BATCH * length / max(seconds, 1e-6)
+
+
+LENGTH_SAMPLE = 16  # dataset items read to estimate the tokens of a training step
+
+
+def tokens_per_step(args, train_dataloader) -> float | None:
+    """Tokens one optimizer step trains on, estimated before the first step:
+    ``per_device_train_batch_size x gradient_accumulation_steps x`` the mean ``input_ids``
+    length of the dataset's first :data:`LENGTH_SAMPLE` items (read by index: no sampler or RNG
+    is touched, so training is unchanged). ``None`` when the dataset has no such items."""
+    dataset: Any = getattr(train_dataloader, "dataset", None)
+    try:
+        lengths = [len(dataset[index]["input_ids"]) for index in range(min(LENGTH_SAMPLE, len(dataset)))]
+    except Exception:  # noqa: BLE001 - iterable datasets, other layouts: no estimate
+        return None
+    if not lengths:
+        return None
+    batch = getattr(args, "per_device_train_batch_size", 1) * getattr(args, "gradient_accumulation_steps", 1)
+    return float(batch * sum(lengths) / len(lengths))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -33,8 +34,10 @@ from ..monitoring.overhead import (
     DEFAULT_MAX_OVERHEAD,
     OverheadMeter,
     check_share,
+    freeze_seconds,
     guard_pairs_that_fit,
     plan_run,
+    step_seconds_estimate,
 )
 from ..monitoring.record import CheckpointRecord, PromptSet
 from ..monitoring.run import ProbeRun, guard_likelihoods, log_entry_of, run_probes
@@ -341,7 +344,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
         self.cost = log_cost(args, model, encoded, self.settings)
         if self.guard_mode == "base" and not self._base_guard_restored:
-            self._freeze_base_guard(model, state)
+            self._freeze_base_guard(model, state, encoded, kwargs.get("train_dataloader"))
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
@@ -349,16 +352,31 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             self._sinks = self._open_sinks(args)
             self._forwarder = self._open_forwarder()
 
-    def _freeze_base_guard(self, model, state) -> None:
+    def _freeze_base_guard(self, model, state, encoded, train_dataloader) -> None:
         """``guard="base"``: freeze the model's own answers at train begin (``monitoring.base_guard``),
-        or say in one line why not (an untrained model; a resume whose checkpoint holds none)."""
+        or say in one line why not (an untrained model; a resume whose checkpoint holds none). Under
+        ``max_overhead`` the freezing gets ``monitoring.overhead.freeze_seconds`` of the run's
+        expected training time (its step time estimated from the model's measured forward rate and
+        the tokens of a step)."""
         if state.global_step > 0:
             logger.warning("probattr: guard='base' is off for this run: it resumed from a checkpoint without the "
                            "frozen base guard, and the model now is not the base")
             return
+        seconds = None
+        if self.meter is not None:
+            from .cost import forward_rate, tokens_per_step
+
+            began = time.perf_counter()
+            with preserved_training_state(model):
+                self.meter.rate = self._guarded(lambda: forward_rate(model, encoded, self.settings),
+                                                "timing the model")
+            self.meter.probe_seconds += time.perf_counter() - began  # counts against the share
+            step = step_seconds_estimate(tokens_per_step(self._trainer_args, train_dataloader), self.meter.rate)
+            seconds = freeze_seconds(self.meter.share, state.max_steps, step)
         with preserved_training_state(model):
-            self.base_guard = self._guarded(lambda: freeze_base_guard(model, self.tokenizer, self.settings),
-                                            "freezing the base guard")
+            self.base_guard = self._guarded(
+                lambda: freeze_base_guard(model, self.tokenizer, self.settings, seconds=seconds),
+                "freezing the base guard")
         if self.base_guard is not None and self.meter is not None:
             self.meter.probe_seconds += self.base_guard.seconds  # the freezing counts against the share
         if self.base_guard is not None:  # off: a warning-level line (seen at the Trainer's default level)
@@ -533,8 +551,6 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         pairs first when no run has measured them yet (those seconds count against the share)."""
         if self.guard is None or self.meter is None:
             return self.guard
-        import time
-
         if self.meter.guard_pair_seconds is None:
             began = time.perf_counter()
             guard_likelihoods(model, self.tokenizer, self.guard[:2], self.settings)

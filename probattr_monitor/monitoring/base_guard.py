@@ -16,9 +16,17 @@ Which prompts:
   so it suits every base LM (the demo's 54-word grammar included).
 
 The response is the model's greedy continuation (``max_new_tokens`` of the settings), as token
-ids; pairs whose response is empty or white space are dropped. The pairs are kept in a seeded
-random order, so the first ``k`` of them (what a run under ``max_overhead`` scores) are a uniform
-sample.
+ids, decoded in left-padded batches with a KV cache
+(:func:`~probattr_monitor.probes.inputs.batched.greedy_continuations`: the same ids as one prompt at
+a time); the entropy below is read off the decoding logits, so it costs no extra forward. Pairs
+whose response is empty or white space are dropped. The prompts are answered in a seeded random
+order, so the first ``k`` pairs (what a run under ``max_overhead`` scores, or what a freezing
+bounded by ``seconds`` reached) are a uniform sample.
+
+Under ``ProbAttrCallback(max_overhead=...)`` the freezing is bounded too: it may take
+``FREEZE_SHARE`` of the share of the run's expected training seconds
+(``monitoring.overhead.freeze_seconds``), so a short run freezes fewer pairs (at least
+:data:`UNTRAINED_CHECK_PAIRS`) and a long one all ``count``; the guard's description says how many.
 
 Off for a model that has not learnt anything yet: a randomly initialised model's answers are
 noise, and a model that learns would "regress" on them. The measure is the mean entropy of the
@@ -53,12 +61,14 @@ class BaseGuard:
         source: ``"general prompt pack, chat template"`` or ``"the model's own samples"``.
         entropy_share: mean next-token entropy along its responses over ``log |V|``.
         seconds: wall time of the freezing.
+        offered: prompts it could have answered (fewer are when ``seconds`` bounded the freezing).
     """
 
     pairs: list = field(default_factory=list)
     source: str = ""
     entropy_share: float = math.nan
     seconds: float = 0.0
+    offered: int = 0
 
     @property
     def untrained(self) -> bool:
@@ -72,7 +82,9 @@ class BaseGuard:
                     f"its own responses is {self.entropy_share:.0%} of a uniform distribution's, above "
                     f"{UNTRAINED_ENTROPY_SHARE:.0%}); its answers would be noise to regress from. Pass guard= pairs "
                     "or a file to guard this run")
-        return (f"guard='base': {len(self.pairs)} pairs frozen from the model at train begin ({self.source}; "
+        bounded = f" of {self.offered} (what the share of this run's time pays for)" if self.offered > len(
+            self.pairs) else ""
+        return (f"guard='base': {len(self.pairs)} pairs{bounded} frozen from the model at train begin ({self.source}; "
                 f"entropy {self.entropy_share:.0%} of uniform), {self.seconds:.1f} s; each probe run scores them "
                 "for log P(r|p), one forward each")
 
@@ -92,25 +104,20 @@ def sampled_prompts(model, tokenizer, start: int, count: int, seed: int) -> list
     return [text for text in texts if text]
 
 
-def response_entropy(model, prompt_in, response: list) -> tuple[float, int]:
-    """``(sum of next-token entropies, count)`` along ``response`` after ``prompt_in`` (one forward)."""
-    from ..probes.engines.engine import model_device
-
-    sequence = [prompt_in.start, *prompt_in.prompt_ids, *response]
-    logits = model(input_ids=torch.tensor([sequence], device=model_device(model))).logits[0].float()
-    first = 1 + len(prompt_in.prompt_ids)
-    log_probs = torch.log_softmax(logits[first - 1:len(sequence) - 1], -1)
-    entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
-    return float(entropy.sum()), int(entropy.numel())
-
-
 def freeze_base_guard(model, tokenizer, settings, count: int = BASE_GUARD_PAIRS,
-                      prompts: Optional[list] = None) -> BaseGuard:
+                      prompts: Optional[list] = None, seconds: Optional[float] = None) -> BaseGuard:
     """The model's own (prompt, greedy response ids) pairs, as the module docstring says; the model
-    is put in eval mode and its training mode restored. ``prompts`` overrides the choice."""
+    is put in eval mode and its training mode restored. ``prompts`` overrides the choice.
+
+    ``seconds`` bounds the freezing: the first :data:`UNTRAINED_CHECK_PAIRS` prompts are always
+    answered; then batches of :data:`~probattr_monitor.probes.inputs.batched.GENERATION_BATCH`
+    follow while the seconds per pair measured so far say the next batch fits in what is left.
+    The prompts are taken in a seeded random order, so the pairs frozen are a uniform sample of
+    the ``count`` candidates."""
     from ..api.inputs import eval_mode, prepare_inputs
+    from ..probes.inputs.batched import GENERATION_BATCH, greedy_continuations
     from ..probes.inputs.chat import has_chat_template
-    from ..probes.inputs.tokens import greedy_continuation, start_token_id, stop_token_ids, vocab_size_of
+    from ..probes.inputs.tokens import start_token_id, stop_token_ids, vocab_size_of
     from ..prompts import general_prompts
 
     began = time.perf_counter()
@@ -123,23 +130,30 @@ def freeze_base_guard(model, tokenizer, settings, count: int = BASE_GUARD_PAIRS,
         else:
             prompts = sampled_prompts(model, tokenizer, start_token_id(tokenizer), count, settings.seed)
             source = "the model's own samples from its start token"
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(settings.seed)).tolist()
+        prompts = [prompts[i] for i in order]  # a seeded random order: any first k are a uniform sample
         encoded = prepare_inputs(model, tokenizer, prompts, None, settings)
-        stop_ids = stop_token_ids(model, tokenizer)
-        pairs, entropy, steps = [], 0.0, 0
+        rows = [[prompt_in.start, *prompt_in.prompt_ids] for prompt_in, _ in encoded]
+        stop_ids, pad_id = stop_token_ids(model, tokenizer), rows[0][0] if rows else 0
         uniform = math.log(vocab_size_of(model))
-        for index, (prompt, (prompt_in, _)) in enumerate(zip(prompts, encoded)):
-            response = greedy_continuation(model, [prompt_in.start, *prompt_in.prompt_ids], settings.max_new_tokens,
-                                           stop_ids)
-            total, count_here = response_entropy(model, prompt_in, response)
-            entropy, steps = entropy + total, steps + count_here
-            if tokenizer.decode(response, skip_special_tokens=True).strip():
-                pairs.append((prompt, [int(i) for i in response]))
-            if index + 1 == UNTRAINED_CHECK_PAIRS and steps and entropy / steps / uniform > UNTRAINED_ENTROPY_SHARE:
-                break  # untrained: no need to freeze the rest
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(settings.seed)).tolist()
-    pairs = [pairs[i] for i in order]  # a seeded random order: any first k of them are a uniform sample
+        answers: list = []
+        for chunk in [rows[:UNTRAINED_CHECK_PAIRS], *(rows[i:i + GENERATION_BATCH]
+                                                       for i in range(UNTRAINED_CHECK_PAIRS, len(rows),
+                                                                      GENERATION_BATCH))]:
+            if answers:
+                entropy, steps = sum(c.entropy for c in answers), sum(len(c.ids) for c in answers)
+                if steps and entropy / steps / uniform > UNTRAINED_ENTROPY_SHARE:
+                    break  # untrained: no need to freeze the rest
+                spent = time.perf_counter() - began
+                if seconds is not None and spent + spent / len(answers) * len(chunk) > seconds:
+                    break  # the next batch would not fit in the seconds given
+            answers += greedy_continuations(model, chunk, settings.max_new_tokens, stop_ids, pad_id)
+        entropy, steps = sum(c.entropy for c in answers), sum(len(c.ids) for c in answers)
+        pairs = [(prompt, [int(i) for i in c.ids]) for prompt, c in zip(prompts, answers)
+                 if tokenizer.decode(c.ids, skip_special_tokens=True).strip()]
     share = entropy / steps / uniform if steps else math.nan
-    guard = BaseGuard(pairs=pairs, source=source, entropy_share=share, seconds=time.perf_counter() - began)
+    guard = BaseGuard(pairs=pairs, source=source, entropy_share=share, seconds=time.perf_counter() - began,
+                      offered=len(prompts))
     if guard.untrained:
         guard.pairs = []
     return guard

@@ -17,6 +17,10 @@ seconds are left to spend (unspent seconds carry over; an overrun is repaid by l
    seconds carry over to the next. The statistics of a sampled run carry the sampling's standard
    errors (``monitoring.sampling``).
 
+Before any of that, at train begin, freezing the base guard (``guard="base"``) may take
+:data:`FREEZE_SHARE` of ``share x`` the run's expected training seconds (:func:`freeze_seconds`);
+what it takes counts against the share like a probe run.
+
 Why positions before candidates: the mean of a statistic over positions varies far more between
 positions than the budget policy's error at one position (its per-token errors at 64 candidates
 are a few hundredths of a nat; AS and entropies spread over nats between tokens), so at a fixed
@@ -34,6 +38,8 @@ from typing import Optional, Sequence
 from ..probes.types.settings import ProbeSettings
 
 GUARD_SHARE = 0.5  # of the seconds a run may take, the most its guard pairs may use
+FREEZE_SHARE = 0.25  # of the share of the run's expected training seconds, the most freezing the base guard may take
+TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its tokens (forward + backward)
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
 DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
 BUDGET_LADDER = (256, 64)  # candidate budgets tried, in order, after the settings' own
@@ -140,3 +146,22 @@ def guard_pairs_that_fit(seconds: float, pair_seconds: float, scored: int, total
     read as a regression), at most ``total``."""
     fits = int(GUARD_SHARE * max(0.0, seconds) / pair_seconds) if pair_seconds > 0 else total
     return min(total, max(scored, MIN_GUARD_PAIRS, fits))
+
+
+def freeze_seconds(share: float, max_steps: int, step_seconds: Optional[float]) -> float:
+    """Seconds the base guard's freezing may take at train begin:
+    ``FREEZE_SHARE x share x max_steps x step_seconds``; 0 (the smallest freezing) when the
+    step time or the step count is unknown."""
+    if step_seconds is None or not max_steps or max_steps <= 0 or not step_seconds > 0:
+        return 0.0
+    return FREEZE_SHARE * share * max_steps * step_seconds
+
+
+def step_seconds_estimate(tokens_per_step: Optional[float], rate: Optional[float]) -> Optional[float]:
+    """A training step's seconds before any was timed: ``TRAIN_STEP_FORWARDS x tokens_per_step /
+    rate`` with ``rate`` the model's measured token-forwards per second in inference. A low
+    estimate (no optimizer, no padding, no data loading), so what it sizes errs small; ``None``
+    when either is unknown."""
+    if not tokens_per_step or not rate or rate <= 0:
+        return None
+    return TRAIN_STEP_FORWARDS * tokens_per_step / rate
