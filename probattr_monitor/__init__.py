@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, MissingPackageError, ProbeInputError, RunFolderError
+from .errors import InputError, MissingPackageError, ProbeInputError, RunFolderError, UnexpectedArgumentError
 from .probes.types.result import ProbeResult, TokenAttribution
 from .probes.types.settings import ProbeSettings
 from .prompts import paper_prompts
@@ -37,6 +37,7 @@ __all__ = [
     "TokenAttribution",
     "InputError",
     "ProbeInputError",
+    "UnexpectedArgumentError",
     "RunFolderError",
     "MissingPackageError",
     "paper_prompts",

@@ -4,14 +4,17 @@ Each error is one clear line naming the problem, never a deep torch traceback:
 
 - :class:`InputError` (a ``ValueError``): something the user gave cannot be used; the CLI prints
   it and exits 2. Its kinds: :class:`ProbeInputError` (a prompt, response, model, tokenizer or
-  setting) and :class:`RunFolderError` (a run folder or checkpoint: missing, read-only, no records).
+  setting), :class:`RunFolderError` (a run folder or checkpoint: missing, read-only, no records) and
+  :class:`UnexpectedArgumentError` (a keyword the callable does not take; a ``TypeError`` too). Every
+  argument check of the callbacks, early stopping, the monitoring layer and the sinks raises one.
 - :class:`MissingPackageError` (an ``ImportError``): an optional package is not installed; the
   message holds the install line (also :attr:`MissingPackageError.install`).
 - :class:`MethodUnavailable`: a comparison method that cannot run in this installation.
 - :class:`NonFiniteLogitsError`: the model produced NaN or infinite logits (a diverged checkpoint).
 
-:func:`warn_renamed` is how an old spelling of an argument keeps working for one release, and
-:func:`moved_module` how a module that moved still answers at its old place. :func:`warn_user` is
+:func:`warn_renamed` is how an old spelling keeps working until :data:`REMOVED_IN` (0.5), and
+:func:`moved_module` and :func:`renamed_names` how a moved module or name still answers at its old
+place. :func:`warn_user` is
 how the package warns its users: on rank zero only.
 """
 
@@ -32,6 +35,10 @@ class InputError(ProbattrError, ValueError):
 
 class ProbeInputError(InputError):
     """The prompt, response, model, tokenizer or a setting cannot be probed as given."""
+
+
+class UnexpectedArgumentError(InputError, TypeError):
+    """A keyword argument the callable does not take (a ``TypeError`` too, as Python's own is)."""
 
 
 class RunFolderError(InputError):
@@ -56,6 +63,7 @@ class NonFiniteLogitsError(ProbattrError, RuntimeError):
 
 
 _WARNED: set[tuple[str, str]] = set()
+REMOVED_IN = "0.5"  # the release that drops every 0.2 spelling (docs/guides/migration.md lists them)
 
 
 def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3, once: bool = True) -> None:
@@ -63,12 +71,14 @@ def warn_renamed(old: str, new: str, where: str, stacklevel: int = 3, once: bool
     ``once=False``: for a spelling whose meaning depends on the value, such as a string that
     happens to name a file): ``old`` is now ``new``.
 
-    Old spellings keep working for one release; the warning names the one to use.
+    Old spellings keep working until :data:`REMOVED_IN`; the warning names that release and the
+    spelling to use. It is the one deprecation path: renamed arguments, flags, settings, module
+    attributes (:func:`renamed_names`) and moved modules (:func:`moved_module`) all go through it.
     """
     if once and (where, old) in _WARNED:
         return
     _WARNED.add((where, old))
-    warnings.warn(f"{where}: {old} is deprecated and will be removed in the next release; use {new}",
+    warnings.warn(f"{where}: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}",
                   FutureWarning, stacklevel=stacklevel)
 
 
@@ -104,6 +114,21 @@ def moved_module(old: str, new: str) -> Callable[[str], Any]:
         value = getattr(importlib.import_module(new), name)
         warn_renamed(old, new, "import")
         return value
+
+    return __getattr__
+
+
+def renamed_names(module: str, names: dict[str, tuple[str, Callable[[], Any]]]) -> Callable[[str], Any]:
+    """The module ``__getattr__`` (PEP 562) of ``module`` for names it no longer holds under that
+    name: ``names`` maps each old name to ``(the new dotted name, a function returning the value)``;
+    each resolves after :func:`warn_renamed`, anything else is an ``AttributeError``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        new, value = names[name]
+        warn_renamed(f"{module}.{name}", new, "import")
+        return value()
 
     return __getattr__
 

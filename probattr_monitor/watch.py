@@ -121,7 +121,7 @@ class WatchState:
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
             if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-                raise ValueError(f"not a format-{STATE_FORMAT} watch state")
+                raise InputError(f"not a format-{STATE_FORMAT} watch state")
             state = cls(responses=data.get("responses"), logged=data.get("logged", {}), prompts=data.get("prompts"))
             state.check(prompts)
             return state
@@ -130,24 +130,24 @@ class WatchState:
             return cls()
 
     def check(self, prompts: Sequence[str]) -> None:
-        """Raise ``ValueError`` naming what is wrong unless ``logged`` maps names to ``{"step": int,
+        """Raise ``InputError`` naming what is wrong unless ``logged`` maps names to ``{"step": int,
         "stamp": [int, int] or null, "max_steps": int or null}`` and ``responses`` is ``None`` or one
         list of token ids per prompt, frozen for these ``prompts``."""
         if not isinstance(self.logged, dict):
-            raise ValueError("'logged' should be an object")
+            raise InputError("'logged' should be an object")
         for name, entry in self.logged.items():
             stamp = entry.get("stamp") if isinstance(entry, dict) else None
             if not (isinstance(entry, dict) and _is_int(entry.get("step"))
                     and (stamp is None or (isinstance(stamp, list) and len(stamp) == 2 and all(map(_is_int, stamp))))
                     and (entry.get("max_steps") is None or _is_int(entry["max_steps"]))):
-                raise ValueError(f"logged entry {name!r} should be {{step, stamp, max_steps}}, got {entry!r}")
+                raise InputError(f"logged entry {name!r} should be {{step, stamp, max_steps}}, got {entry!r}")
         if self.responses is None:
             return
         if self.prompts != list(prompts):
-            raise ValueError("its responses were frozen for other prompts")
+            raise InputError("its responses were frozen for other prompts")
         if not (isinstance(self.responses, list) and len(self.responses) == len(self.prompts)
                 and all(isinstance(r, list) and r and all(_is_int(i) and i >= 0 for i in r) for r in self.responses)):
-            raise ValueError(f"'responses' should be one non-empty list of token ids per prompt ({len(prompts)})")
+            raise InputError(f"'responses' should be one non-empty list of token ids per prompt ({len(prompts)})")
 
     def save(self, path: Path) -> None:
         """Write the watcher's state (the frozen responses, their prompts and the steps logged)

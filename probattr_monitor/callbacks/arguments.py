@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ProbeInputError, warn_renamed
+from ..errors import InputError, ProbeInputError, UnexpectedArgumentError, warn_renamed
 from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
 from ..prompts import check_responses, paper_prompts, read_prompts_file
 from ..sinks import REPORT_TARGETS
@@ -55,7 +55,7 @@ def prompt_set(prompts, prompts_file) -> tuple:
     or a ``Path``; a string that names a file is read too, with a ``FutureWarning``, as 0.2 did)."""
     if prompts_file is not None:
         if prompts is not None:
-            raise ValueError("give prompts or prompts_file, not both")
+            raise InputError("give prompts or prompts_file, not both")
         return tuple(read_prompts_file(prompts_file))
     if prompts is None:
         return tuple(paper_prompts())
@@ -69,14 +69,14 @@ def prompt_set(prompts, prompts_file) -> tuple:
         prompts = [prompts]
     prompt_list = list(prompts)
     if not prompt_list:
-        raise ValueError("prompts should hold at least one prompt, got an empty list")
+        raise InputError("prompts should hold at least one prompt, got an empty list")
     from ..probes.inputs.chat import check_messages
 
     for index, prompt in enumerate(prompt_list):
         if isinstance(prompt, (list, tuple)):
             check_messages(prompt, f"prompt {index}")
         elif not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt {index} should be a non-empty string or a list of chat messages, got {prompt!r}")
+            raise InputError(f"prompt {index} should be a non-empty string or a list of chat messages, got {prompt!r}")
     return tuple(list(p) if isinstance(p, tuple) else p for p in prompt_list)
 
 
@@ -91,25 +91,25 @@ def guard_pairs(guard) -> Optional[list]:
     pairs = [tuple(pair) for pair in guard]
     for index, pair in enumerate(pairs):
         if len(pair) != 2 or not isinstance(pair[1], (str, list)) or not pair[1]:
-            raise ValueError(f"guard entry {index} should be a (prompt, response) pair with a response, got {pair!r}")
+            raise InputError(f"guard entry {index} should be a (prompt, response) pair with a response, got {pair!r}")
     return pairs or None
 
 
 def given_responses(responses, response_mode: str, count: int) -> Optional[list]:
     """The given response texts (one per prompt), or ``None``; checks ``response_mode``."""
     if response_mode not in RESPONSE_MODES:
-        raise ValueError(f"response_mode should be one of {', '.join(map(repr, RESPONSE_MODES))}, "
+        raise InputError(f"response_mode should be one of {', '.join(map(repr, RESPONSE_MODES))}, "
                          f"got {response_mode!r}")
     if responses is None:
         return None
     if isinstance(responses, str):
-        raise ValueError("responses should hold one response text per prompt (a list), got a string; "
+        raise InputError("responses should hold one response text per prompt (a list), got a string; "
                          "response_mode= chooses 'fixed' or 'generate'")
     if response_mode != "fixed":
-        raise ValueError("given responses are fixed: drop response_mode='generate', or the responses")
+        raise InputError("given responses are fixed: drop response_mode='generate', or the responses")
     response_list = check_responses(responses, "responses entry")
     if len(response_list) != count:
-        raise ValueError(f"responses should hold one response per prompt ({count}), got {len(response_list)}")
+        raise InputError(f"responses should hold one response per prompt ({count}), got {len(response_list)}")
     return response_list
 
 
@@ -122,10 +122,12 @@ SETTINGS_KEYWORDS_0_2 = (  # the settings the 0.2 callback took as keywords
 def old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, probe_on_evaluate):
     """The 0.2 spellings, each after one ``FutureWarning``: a settings keyword becomes a
     ``settings`` override, ``on_save`` / ``on_evaluate`` the ``probe_on_*`` flags, and
-    ``responses="fixed"`` / ``"generate"`` the ``response_mode``. Unknown names raise ``TypeError``."""
+    ``responses="fixed"`` / ``"generate"`` the ``response_mode``. Unknown names raise
+    ``UnexpectedArgumentError`` (a ``TypeError``)."""
     unknown = sorted(set(renamed) - {*SETTINGS_KEYWORDS_0_2, "on_save", "on_evaluate"})
     if unknown:
-        raise TypeError(f"ProbAttrCallback got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        raise UnexpectedArgumentError(
+            f"ProbAttrCallback got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
     overrides = {}
     for name in SETTINGS_KEYWORDS_0_2:
         if name in renamed:
@@ -163,13 +165,13 @@ def conflicting_overrides(settings, base, overrides: dict) -> None:
 
 def report_targets(report_to) -> tuple[str, ...]:
     """``report_to`` checked and normalised: ``()`` for ``"none"``, ``("all",)``, ``("auto",)`` or the named
-    targets (each sink's package must be installed); an unknown name raises ``ValueError``."""
+    targets (each sink's package must be installed); an unknown name raises ``InputError`` (a ``ValueError``)."""
     forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in REPORT_TARGETS)
     valid = ("auto", "none", "all", *REPORT_TARGETS, *forwarded)
     names = [report_to] if isinstance(report_to, str) else list(report_to)
     for name in names:
         if name not in valid:
-            raise ValueError(f"report_to should be one or a list of {', '.join(map(repr, valid))}, got {name!r}")
+            raise InputError(f"report_to should be one or a list of {', '.join(map(repr, valid))}, got {name!r}")
     if "none" in names:
         return ()
     if "all" in names:
@@ -177,7 +179,7 @@ def report_targets(report_to) -> tuple[str, ...]:
     if names == ["auto"]:
         return ("auto",)
     if "auto" in names:
-        raise ValueError(f"report_to 'auto' cannot be combined with other targets, got {names!r}")
+        raise InputError(f"report_to 'auto' cannot be combined with other targets, got {names!r}")
     from ..sinks import require
 
     for name in names:

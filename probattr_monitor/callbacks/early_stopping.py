@@ -17,7 +17,7 @@ from typing import Any, Optional
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..errors import one_line, warn_user
+from ..errors import InputError, one_line, warn_user
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
 from ..probes.maths.values import is_finite_number
 from ..probes.types.settings import SCOPE_NAMES
@@ -45,7 +45,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
 
     Args:
         monitor: the :class:`ProbAttrCallback` whose probe runs it reads (``None``: the one in the
-            same Trainer; training stops at its first step with a ``ValueError`` if there is none).
+            same Trainer; training stops at its first step with an ``InputError`` if there is none).
         statistic: a summary key (``log_p_response``, ``soft_noise``, ``noise_tokens``, ...) or a
             drift key (``drift_attribution``, ``drift_entropy``). Default ``log_p_response``: with
             fixed responses, the held-out likelihood of the probe set (docs: "Choosing a checkpoint").
@@ -76,17 +76,17 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                  regression_threshold: Optional[float] = None, greater_is_better: Optional[bool] = None,
                  guard_tolerance: Optional[float] = DEFAULT_TOLERANCE) -> None:
         if monitor is not None and not isinstance(monitor, ProbAttrCallback):
-            raise ValueError(f"monitor should be a ProbAttrCallback or None, got {type(monitor).__name__}")
+            raise InputError(f"monitor should be a ProbAttrCallback or None, got {type(monitor).__name__}")
         if statistic not in GREATER_IS_BETTER:
-            raise ValueError(f"statistic should be one of {', '.join(GREATER_IS_BETTER)}, got {statistic!r}")
+            raise InputError(f"statistic should be one of {', '.join(GREATER_IS_BETTER)}, got {statistic!r}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience should be a positive integer or None, got {patience!r}")
+            raise InputError(f"patience should be a positive integer or None, got {patience!r}")
         for name, value in (("threshold", threshold), ("regression_threshold", regression_threshold),
                             ("guard_tolerance", guard_tolerance)):
             if value is not None and not (is_finite_number(value) and value >= 0):
-                raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
+                raise InputError(f"{name} should be a finite number >= 0, got {value!r}")
         if greater_is_better is not None and not isinstance(greater_is_better, bool):
-            raise ValueError(f"greater_is_better should be True, False or None, got {greater_is_better!r}")
+            raise InputError(f"greater_is_better should be True, False or None, got {greater_is_better!r}")
         self.monitor = monitor
         self.statistic = statistic
         self.patience = patience
@@ -140,7 +140,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
             found = monitors_of(args)
             if not found:
                 if required:
-                    raise ValueError("ProbAttrEarlyStopping found no ProbAttrCallback in this Trainer: add one, or "
+                    raise InputError("ProbAttrEarlyStopping found no ProbAttrCallback in this Trainer: add one, or "
                                      "pass ProbAttrEarlyStopping(monitor=...)")
                 return
             self.monitor = found[0]

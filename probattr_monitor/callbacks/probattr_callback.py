@@ -27,7 +27,7 @@ from transformers.trainer_callback import ExportableState
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer
 
-from ..errors import one_line, warn_user
+from ..errors import InputError, one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.overhead import (
@@ -190,21 +190,21 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.base_guard: Optional[BaseGuard] = None  # guard="base": what was frozen at train begin
         base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
         if not isinstance(base, ProbeSettings):
-            raise ValueError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
+            raise InputError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
         conflicting_overrides(settings, base, overrides)
         self.settings = base.with_overrides(**overrides).replace(progress=False)
         for name, steps in (("every_n_steps", every_n_steps), ("scopes_every_n_steps", scopes_every_n_steps)):
             if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-                raise ValueError(f"{name} should be a positive integer or None, got {steps!r}")
+                raise InputError(f"{name} should be a positive integer or None, got {steps!r}")
         if scopes_every_n_steps is not None and not self.settings.scopes:
-            raise ValueError("scopes_every_n_steps needs the Jacobian Scopes to compute: "
+            raise InputError("scopes_every_n_steps needs the Jacobian Scopes to compute: "
                              "settings=ProbeSettings(scopes=('semantic', 'fisher', 'temperature'))")
         for name, value in (("probe_on_save", probe_on_save), ("strict", strict), ("write_json", write_json)):
             if not isinstance(value, bool):
-                raise ValueError(f"{name} should be True or False, got {value!r}")
+                raise InputError(f"{name} should be True or False, got {value!r}")
         for name, option in (("probe_on_evaluate", probe_on_evaluate), ("log_figures", log_figures)):
             if option is not None and not isinstance(option, bool):
-                raise ValueError(f"{name} should be True, False or None, got {option!r}")
+                raise InputError(f"{name} should be True, False or None, got {option!r}")
         self.report_to = report_targets(report_to)
         self.max_overhead = check_share("max_overhead", max_overhead)
         self.every_n_steps = every_n_steps
@@ -321,7 +321,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
         self.tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if self.tokenizer is None or not callable(self.tokenizer):
-            raise ValueError(
+            raise InputError(
                 "ProbAttrCallback needs a tokenizer: pass ProbAttrCallback(tokenizer=...) or give the Trainer a "
                 f"processing_class (got {type(self.tokenizer).__name__})"
             )

@@ -1,6 +1,6 @@
 """The flags the commands share and how they are read: the model, the prompts and responses, the
 guard set, the checkpoints to probe, and one flag per ``ProbeSettings`` field (generated from the
-fields' metadata, as ``HfArgumentParser`` does; the 0.2 ``--candidates`` kept for one release)."""
+fields' metadata, as ``HfArgumentParser`` does; the 0.2 ``--candidates`` kept until 0.5)."""
 
 from __future__ import annotations
 
@@ -105,13 +105,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         options: dict[str, Any] = dict(dest=setting.name, type=kind, default=None, choices=meta.get("choices"),
                        metavar=meta.get("metavar"), nargs=meta.get("nargs"))
         group.add_argument(settings_flag(setting), help=meta["help"], **options)
-        if setting.name in old_spellings:  # the 0.2 flag, hidden, for one release
+        if setting.name in old_spellings:  # the 0.2 flag, hidden, until 0.5
             group.add_argument("--" + old_spellings[setting.name].replace("_", "-"), action=_RenamedFlag,
                                new_flag=settings_flag(setting), help=argparse.SUPPRESS, **options)
 
 
 class _RenamedFlag(argparse.Action):
-    """An old flag that still works for one release, after a ``FutureWarning`` naming the new one."""
+    """An old flag that still works until 0.5, after a ``FutureWarning`` naming the new one."""
 
     def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
         self.new_flag = new_flag

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+from ..errors import InputError
 from ..probes.maths.values import is_finite_number
 from .regression import DEFAULT_TOLERANCE, guard_comparisons
 
@@ -142,7 +143,7 @@ def guarded(rows: Sequence[Row], tolerance: float = DEFAULT_TOLERANCE, slack: fl
     target_best = min((r for r in usable if is_finite_number(r.get("eval_loss"))),
                       key=lambda r: (r["eval_loss"], r["step"]), default=None)
     if before_onset not in ("guard", "target"):
-        raise ValueError(f"before_onset should be 'guard' or 'target', got {before_onset!r}")
+        raise InputError(f"before_onset should be 'guard' or 'target', got {before_onset!r}")
     kept = [r for r in usable if not (r["step"] in comparisons and comparisons[r["step"]].regressed)]
     undecided = False
     if latest.regressed:
@@ -241,7 +242,7 @@ def recommend(rows: Sequence[Row], rule: str = DEFAULT_RULE, fixed_responses: bo
     the last checkpoint, and the reason says so.
     """
     if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; known rules: {', '.join(RULES)}")
+        raise InputError(f"unknown rule {rule!r}; known rules: {', '.join(RULES)}")
     order = [rule, *(f for f in FALLBACKS if f != rule)]
     if rule in NEEDS_FIXED_RESPONSES and not fixed_responses:
         order = list(FALLBACKS)

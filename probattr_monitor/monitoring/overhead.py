@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from ..errors import InputError
 from ..probes.types.settings import ProbeSettings
 
 GUARD_SHARE = 0.5  # of the seconds a run may take, the most its guard pairs may use
@@ -48,11 +49,11 @@ MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none
 
 
 def check_share(name: str, value) -> Optional[float]:
-    """``value`` as a share in (0, 1], or ``None``; anything else is a ``ValueError`` naming ``name``."""
+    """``value`` as a share in (0, 1], or ``None``; anything else is an ``InputError`` naming ``name``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name} should be a share of the run's time in (0, 1] (0.05 is 5%) or None, got {value!r}")
+        raise InputError(f"{name} should be a share of the run's time in (0, 1] (0.05 is 5%) or None, got {value!r}")
     return float(value)
 
 

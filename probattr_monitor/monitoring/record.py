@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import warn_renamed
+from ..errors import InputError, renamed_names
 from ..probes.engines.budgeted import ESTIMATOR_REVISION
 from ..probes.maths.values import is_finite_number
 from ..probes.types.result import ProbeResult
@@ -127,33 +127,33 @@ class CheckpointRecord:
 
     @classmethod
     def from_dict(cls, data: Any) -> "CheckpointRecord":
-        """Read a record; raises ``ValueError`` for the wrong JSON shape or another format version."""
+        """Read a record; raises ``InputError`` for the wrong JSON shape or another format version."""
         if not isinstance(data, dict):
-            raise ValueError(f"a probattr.json record should be a JSON object, got {type(data).__name__}")
+            raise InputError(f"a probattr.json record should be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"probattr.json format version {version!r}; this version reads {FORMAT_VERSION}")
+            raise InputError(f"probattr.json format version {version!r}; this version reads {FORMAT_VERSION}")
         names = {name for name in cls.__dataclass_fields__}
         try:
             record = cls(**{name: value for name, value in data.items() if name in names})
         except TypeError as error:
-            raise ValueError(f"a probattr.json record lacks fields: {error}") from None
+            raise InputError(f"a probattr.json record lacks fields: {error}") from None
         if record.status not in STATUSES or not isinstance(record.step, int) or not isinstance(record.results, list) \
                 or not isinstance(record.summary, dict) or not isinstance(record.settings, dict) \
                 or not isinstance(record.provenance, dict) or not isinstance(record.prompt_set, dict) \
                 or not isinstance(record.prompt_set_hash, str) \
                 or not (record.checkpoint is None or isinstance(record.checkpoint, str)):
-            raise ValueError("a probattr.json record has fields of the wrong type")
+            raise InputError("a probattr.json record has fields of the wrong type")
         for index, result in enumerate(record.results):
             ProbeResult.checked(result, f"results[{index}]")
         for name, value in record.summary.items():
             if not (value is None or isinstance(value, str) or is_finite_number(value)):
-                raise ValueError(f"a probattr.json record's summary.{name} is {value!r}, not a finite number")
+                raise InputError(f"a probattr.json record's summary.{name} is {value!r}, not a finite number")
         guard = record.guard_log_p
         if not isinstance(guard, list) or not all(v is None or is_finite_number(v) for v in guard):
-            raise ValueError("a probattr.json record's guard_log_p should hold finite numbers or null")
+            raise InputError("a probattr.json record's guard_log_p should hold finite numbers or null")
         if not is_finite_number(record.probe_seconds):
-            raise ValueError("a probattr.json record's probe_seconds is not a finite number")
+            raise InputError("a probattr.json record's probe_seconds is not a finite number")
         return record
 
     def save(self, folder) -> Path:
@@ -176,7 +176,7 @@ class CheckpointRecord:
 
 def _no_constant(name: str):
     """``json.loads`` hook: ``NaN`` and ``Infinity`` are not JSON, and never in a record this writes."""
-    raise ValueError(f"a probattr.json record holds {name}")
+    raise InputError(f"a probattr.json record holds {name}")
 
 
 def record_file(folder, key: RecordKey) -> Path:
@@ -212,9 +212,6 @@ def folder_records(folder) -> list[CheckpointRecord]:
     return found
 
 
-def __getattr__(name: str) -> Any:
-    """``RunRecord``, the 0.2 name of :class:`CheckpointRecord`, for one release (``FutureWarning``)."""
-    if name == "RunRecord":
-        warn_renamed("RunRecord", "CheckpointRecord", "probattr_monitor.monitoring.record")
-        return CheckpointRecord
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``RunRecord``, the 0.2 name of :class:`CheckpointRecord`, until 0.5 (``FutureWarning``)
+__getattr__ = renamed_names(__name__, {"RunRecord": ("probattr_monitor.monitoring.record.CheckpointRecord",
+                                                     lambda: CheckpointRecord)})

@@ -1,4 +1,4 @@
-"""The 0.2 place of :mod:`probattr_monitor.probes.engines.budgeted`, for one release:
+"""The 0.2 place of :mod:`probattr_monitor.probes.engines.budgeted`, until 0.5:
 each name resolves there after one ``FutureWarning`` (importing this stub does nothing)."""
 
 from ..errors import moved_module

@@ -1,4 +1,4 @@
-"""The 0.2 place of :mod:`probattr_monitor.probes.maths.noise`, for one release:
+"""The 0.2 place of :mod:`probattr_monitor.probes.maths.noise`, until 0.5:
 each name resolves there after one ``FutureWarning`` (importing this stub does nothing)."""
 
 from ..errors import moved_module

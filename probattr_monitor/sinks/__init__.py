@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ..errors import one_line, warn_renamed, warn_user
+from ..errors import InputError, one_line, renamed_names, warn_user
 from .base import REPORT_TARGETS, LogEntry, Sink, require
 
 __all__ = ["REPORT_TARGETS", "GuardedSinks", "LogEntry", "Sink", "open_sinks", "require"]
@@ -28,11 +28,11 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
     ``wandb_dir``) on first write; ``wandb_run_id`` / ``mlflow_run_id`` resume that run instead
     (how a process beside the training logs into the Trainer's run). Raises ``MissingPackageError`` (with the install
-    command) for a target whose package is missing and ``ValueError`` for an unknown target.
+    command) for a target whose package is missing and ``InputError`` for an unknown target.
     """
     unknown = [t for t in targets if t not in REPORT_TARGETS]
     if unknown:
-        raise ValueError(f"unknown report target(s) {unknown}; valid: {', '.join(REPORT_TARGETS)}")
+        raise InputError(f"unknown report target(s) {unknown}; valid: {', '.join(REPORT_TARGETS)}")
     sinks: list[Sink] = []
     if "tensorboard" in targets:
         from .tensorboard import TensorBoardSink
@@ -111,9 +111,5 @@ def _describe(error: BaseException) -> str:
     return one_line(error)
 
 
-def __getattr__(name: str) -> Any:
-    """``ProbeRecord``, the 0.2 name of :class:`LogEntry`, for one release (``FutureWarning``)."""
-    if name == "ProbeRecord":
-        warn_renamed("ProbeRecord", "LogEntry", "probattr_monitor.sinks")
-        return LogEntry
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``ProbeRecord``, the 0.2 name of :class:`LogEntry`, until 0.5 (``FutureWarning``)
+__getattr__ = renamed_names(__name__, {"ProbeRecord": ("probattr_monitor.sinks.LogEntry", lambda: LogEntry)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..errors import InputError
 from .base import LogEntry, require
 
 
@@ -31,7 +32,7 @@ class MlflowSink:
 
         active = mlflow.active_run()
         if active is not None and self.run_id is not None and active.info.run_id != self.run_id:
-            raise ValueError(f"another MLflow run ({active.info.run_id}) is active, not {self.run_id}")
+            raise InputError(f"another MLflow run ({active.info.run_id}) is active, not {self.run_id}")
         if active is None:
             mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else self.run_name)
             self._owns_run = True

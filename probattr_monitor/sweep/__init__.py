@@ -17,6 +17,7 @@ The parts: ``config`` (what to sweep, keys, file names), ``runner`` (probing, ra
 the sinks), ``summary`` (rows, the recommendation, the files); the report is ``probattr_monitor.report``.
 """
 
+from ..errors import renamed_names
 from .config import (
     CSV_KEYS,
     LOCK_FILE,
@@ -39,12 +40,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """``report_run``, which moved to :mod:`probattr_monitor.report`, for one release (``FutureWarning``)."""
-    if name == "report_run":
-        from ..errors import warn_renamed
-        from ..report import report_run
+def _report_run():
+    from ..report import report_run
 
-        warn_renamed("probattr_monitor.sweep.report_run", "probattr_monitor.report.report_run", "import")
-        return report_run
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return report_run
+
+
+# ``report_run``, which moved to :mod:`probattr_monitor.report`, until 0.5 (``FutureWarning``)
+__getattr__ = renamed_names(__name__, {"report_run": ("probattr_monitor.report.report_run", _report_run)})

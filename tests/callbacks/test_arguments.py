@@ -1,6 +1,6 @@
 """One meaning per argument: a string prompt is one prompt, files go through ``prompts_file`` or a
 ``Path``, response texts and the response mode are separate, settings go through ``settings=``;
-the 0.2 spellings still work for one release, each with one ``FutureWarning``."""
+the 0.2 spellings still work until 0.5, each with one ``FutureWarning``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
+from probattr_monitor.errors import InputError, UnexpectedArgumentError
 
 from .helpers import make_trainer
 
@@ -83,7 +84,7 @@ def test_the_old_keywords_warn_once_and_still_work():
 
 
 def test_an_unknown_keyword_is_a_type_error():
-    with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) 'max_new_token'"):
+    with pytest.raises(UnexpectedArgumentError, match="unexpected keyword argument\\(s\\) 'max_new_token'"):
         ProbAttrCallback(max_new_token=3)
 
 
@@ -113,3 +114,27 @@ def test_a_state_saved_by_0_2_still_restores():
              "attributes": {"responses": [[1, 2], [3]], "errors": 1, "logged_steps": [2]}}
     callback._restore([saved], vocab_size=50)
     assert callback.responses == [[1, 2], [3]] and callback.errors == 1 and callback.logged_steps == [2]
+
+
+@pytest.mark.parametrize("arguments", [
+    {"prompts": []}, {"prompts": [""]}, {"prompts": ["a"], "prompts_file": "x.txt"}, {"response_mode": "sample"},
+    {"responses": "one text"}, {"responses": ["a", "b"], "prompts": ["p"]}, {"guard": [("p", None)]},
+    {"settings": 3}, {"every_n_steps": 0}, {"scopes_every_n_steps": 2}, {"strict": "yes"},
+    {"probe_on_evaluate": 1}, {"report_to": "tensorbored"}, {"max_overhead": 5}, {"max_new_token": 3},
+], ids=lambda arguments: ",".join(arguments))
+def test_every_bad_callback_argument_is_an_input_error(arguments):
+    """One error family: ``except InputError`` (or ``ValueError``) catches each, at construction."""
+    with pytest.raises(InputError) as caught:
+        ProbAttrCallback(**arguments)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("arguments", [
+    {"monitor": "cb"}, {"statistic": "loss"}, {"patience": 0}, {"threshold": -1.0},
+    {"regression_threshold": float("nan")}, {"greater_is_better": "yes"},
+], ids=lambda arguments: ",".join(arguments))
+def test_every_bad_early_stopping_argument_is_an_input_error(arguments):
+    from probattr_monitor import ProbAttrEarlyStopping
+
+    with pytest.raises(InputError):
+        ProbAttrEarlyStopping(**arguments)

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from probattr_monitor import ProbAttrCallback, ProbeResult, ProbeSettings
+from probattr_monitor.errors import InputError
 
 from ..readers import read_tensorboard, read_wandb_history, wandb_run_file
 from .helpers import PROMPTS, make_trainer
@@ -238,7 +239,7 @@ def test_tensorboard_dir_follows_the_environment_without_a_trainer_writer(tmp_pa
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         ProbAttrCallback(**kwargs, max_overhead=None)
 
 
@@ -254,7 +255,7 @@ def test_missing_tokenizer_fails_at_train_start(tmp_path):
     trainer = make_trainer(tmp_path, [ProbAttrCallback(prompts=PROMPTS, max_overhead=None)], max_steps=2)
     trainer.processing_class = None
     trainer.callback_handler.processing_class = None
-    with pytest.raises(ValueError, match="ProbAttrCallback needs a tokenizer"):
+    with pytest.raises(InputError, match="ProbAttrCallback needs a tokenizer"):
         trainer.train()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbAttrEarlyStopping, ProbeSettings
+from probattr_monitor.errors import InputError
 
 from ..readers import read_tensorboard
 from .helpers import PROMPTS, make_trainer
@@ -66,17 +67,17 @@ def test_a_fine_tune_that_breaks_the_model_is_warned_about_and_logged(tmp_path):
 
 
 def test_bad_arguments_fail_at_construction():
-    with pytest.raises(ValueError, match="statistic should be one of"):
+    with pytest.raises(InputError, match="statistic should be one of"):
         ProbAttrEarlyStopping(statistic="accuracy")
-    with pytest.raises(ValueError, match="patience should be a positive integer or None"):
+    with pytest.raises(InputError, match="patience should be a positive integer or None"):
         ProbAttrEarlyStopping(patience=0)
-    with pytest.raises(ValueError, match="threshold should be a finite number"):
+    with pytest.raises(InputError, match="threshold should be a finite number"):
         ProbAttrEarlyStopping(threshold=float("nan"))
-    with pytest.raises(ValueError, match="regression_threshold should be a finite number"):
+    with pytest.raises(InputError, match="regression_threshold should be a finite number"):
         ProbAttrEarlyStopping(regression_threshold=float("inf"))
-    with pytest.raises(ValueError, match="greater_is_better should be True, False or None"):
+    with pytest.raises(InputError, match="greater_is_better should be True, False or None"):
         ProbAttrEarlyStopping(greater_is_better="yes")
-    with pytest.raises(ValueError, match="monitor should be a ProbAttrCallback"):
+    with pytest.raises(InputError, match="monitor should be a ProbAttrCallback"):
         ProbAttrEarlyStopping(monitor="callback")
 
 
@@ -93,7 +94,7 @@ def test_every_statistic_it_lists_can_be_stopped_on():
     assert GREATER_IS_BETTER["log_p_response"] and GREATER_IS_BETTER["mean_attribution"]
     assert not any(GREATER_IS_BETTER[s] for s in ("noise_tokens", "noise_fraction", "mean_entropy_context",
                                                   "drift_attribution", "drift_entropy"))
-    with pytest.raises(ValueError, match="statistic should be one of"):
+    with pytest.raises(InputError, match="statistic should be one of"):
         ProbAttrEarlyStopping(statistic="no_such_statistic")
 
 
@@ -147,7 +148,7 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path, restore)
 
 def test_without_a_monitor_training_stops_at_once_with_one_line(tmp_path):
     trainer = make_trainer(tmp_path, [ProbAttrEarlyStopping()], max_steps=2, save_steps=2)
-    with pytest.raises(ValueError, match="found no ProbAttrCallback in this Trainer"):
+    with pytest.raises(InputError, match="found no ProbAttrCallback in this Trainer"):
         trainer.train()
     assert trainer.state.global_step == 0
 

@@ -17,6 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
+from probattr_monitor.errors import InputError
 
 from ..readers import read_tensorboard
 from .helpers import PROMPTS, make_trainer, tokenizer
@@ -318,5 +319,5 @@ def test_the_guard_set_is_scored_at_every_probe_run_and_recorded(tmp_path):
         model = AutoModelForCausalLM.from_pretrained(tmp_path / f"checkpoint-{step}")
         assert stored.guard_log_p == pytest.approx(guard_likelihoods(model, tokenizer(), guard, monitor.settings),
                                                    abs=1e-5)
-    with pytest.raises(ValueError, match="guard entry 0 should be a"):
+    with pytest.raises(InputError, match="guard entry 0 should be a"):
         ProbAttrCallback(prompts=PROMPTS, guard=[("a prompt without a response",)], max_overhead=None)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from probattr_monitor import ProbAttrCallback, ProbeSettings
+from probattr_monitor.errors import InputError
 
 from .helpers import PROMPTS, make_trainer
 
@@ -130,7 +131,7 @@ def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path)
     assert steps["probattr/mean_temperature_scope"] == [1, 2, 3, 4, 5, 6]
     assert steps["probattr/mean_attribution"] == [3, 6]
     assert "probattr/mean_fisher_scope" not in steps and callback.errors == 0
-    with pytest.raises(ValueError, match="scopes_every_n_steps needs the Jacobian Scopes"):
+    with pytest.raises(InputError, match="scopes_every_n_steps needs the Jacobian Scopes"):
         ProbAttrCallback(prompts=PROMPTS, scopes_every_n_steps=2, max_overhead=None)
 
 

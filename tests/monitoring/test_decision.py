@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from probattr_monitor.errors import InputError
 from probattr_monitor.monitoring.decision import RULES, recommend
 from probattr_monitor.monitoring.statistics import drift, membership, plateau_start, soft_noise
 from probattr_monitor.probes.types.result import ProbeResult, TokenAttribution
@@ -73,7 +74,7 @@ def test_the_default_rule_says_why_and_falls_back_without_fixed_responses():
     assert "the responses are generated, not fixed" in generated["reason"]
     failed = [dict(r, status="failed") for r in rows("settling")]
     assert recommend(failed) is None
-    with pytest.raises(ValueError, match="unknown rule"):
+    with pytest.raises(InputError, match="unknown rule"):
         recommend(rows("settling"), "magic")
     assert set(RULES) >= {"fewest_noise_tokens", "lowest_eval_loss", "latest_not_regressed"}
 

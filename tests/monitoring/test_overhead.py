@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
 from probattr_monitor.api.positions import sample_positions
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
+from probattr_monitor.errors import InputError
 from probattr_monitor.monitoring.metrics import run_summary
 from probattr_monitor.monitoring.overhead import (
     MIN_GUARD_PAIRS,
@@ -58,7 +59,7 @@ def test_the_meter_keeps_the_share_over_the_run():
     assert meter.training_seconds(now=104.0) == pytest.approx(100.0)
     assert meter.available(now=104.0) == pytest.approx(1.0)
     assert meter.overhead(now=104.0) == pytest.approx(0.04)
-    with pytest.raises(ValueError, match="max_overhead should be a share"):
+    with pytest.raises(InputError, match="max_overhead should be a share"):
         check_share("max_overhead", 5)
     for bad in (0, -0.1, True, "5%", math.nan):
         with pytest.raises(ValueError):

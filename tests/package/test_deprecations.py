@@ -1,4 +1,4 @@
-"""The 0.2 spellings outside the callback still work for one release, with a ``FutureWarning``
+"""The 0.2 spellings outside the callback still work until 0.5, with a ``FutureWarning``
 (the callback's own are in ``tests/callbacks/test_arguments.py``)."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ def test_the_old_record_names_warn_and_are_the_new_ones():
     from probattr_monitor import sinks
     from probattr_monitor.monitoring import record
 
-    with pytest.warns(FutureWarning, match="RunRecord is deprecated.*use CheckpointRecord"):
+    with pytest.warns(FutureWarning, match="RunRecord is deprecated.*removed in 0.5; use .*CheckpointRecord"):
         assert record.RunRecord is record.CheckpointRecord
-    with pytest.warns(FutureWarning, match="ProbeRecord is deprecated.*use LogEntry"):
+    with pytest.warns(FutureWarning, match="ProbeRecord is deprecated.*removed in 0.5; use .*LogEntry"):
         assert sinks.ProbeRecord is sinks.LogEntry
     with pytest.raises(AttributeError):
         record.NoSuchName  # noqa: B018
@@ -77,3 +77,29 @@ def test_every_module_of_0_2s_probes_still_answers_at_its_old_place(old):
     stub = importlib.import_module(f"probattr_monitor.probes.{old}")
     with pytest.warns(FutureWarning, match=f"probattr_monitor.probes.{old} is deprecated"):
         assert getattr(stub, public[0]) is getattr(target, public[0])
+
+
+def test_the_migration_page_names_every_0_2_spelling_and_the_warnings_name_0_5():
+    """One deprecation path: each warning names the release that removes it, and the migration page
+    lists every spelling the code still maps (so a new deprecation without its line fails here)."""
+    import warnings
+    from pathlib import Path
+
+    from probattr_monitor import ProbAttrCallback
+    from probattr_monitor.callbacks.arguments import SETTINGS_KEYWORDS_0_2
+    from probattr_monitor.errors import REMOVED_IN
+    from probattr_monitor.probes.types.settings import RENAMED_SETTINGS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "guides" / "migration.md").read_text(encoding="utf-8")
+    assert REMOVED_IN == "0.5" and "removed in 0.5" in page
+    spellings = [*(f"{name}=" for name in SETTINGS_KEYWORDS_0_2), *RENAMED_SETTINGS, "on_save=", "on_evaluate=",
+                 'responses="fixed"', "RunRecord", "ProbeRecord", "sweep.report_run", "probattr_monitor.tiny_models",
+                 *(f"--{name.replace('_', '-')}" for name in RENAMED_SETTINGS)]
+    spellings += [f"probes.{old}`" if f"probes.{old}`" in page else f"`{old}`" for old in MOVED_PROBE_MODULES]
+    missing = [s for s in spellings if s not in page]
+    assert not missing, f"docs/guides/migration.md lacks {missing}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ProbAttrCallback(prompts="a b", max_new_tokens=3, on_save=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(messages) == 2 and all("will be removed in 0.5; use" in m for m in messages)

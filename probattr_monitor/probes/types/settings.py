@@ -16,7 +16,7 @@ from ...errors import ProbeInputError, warn_renamed
 from ..maths.values import is_finite_number
 
 CANDIDATE_POLICIES = ("auto", "exact", "budget")
-RENAMED_SETTINGS = {"candidates": "candidate_policy"}  # old spelling -> field (this release only)
+RENAMED_SETTINGS = {"candidates": "candidate_policy"}  # old spelling -> field (until 0.5)
 NOISE_ENTROPIES = ("context", "prompt")
 
 DEFAULT_MAX_NEW_TOKENS = 20
@@ -55,7 +55,7 @@ _Class = TypeVar("_Class", bound=type)
 
 
 def _accept_old_spellings(cls: _Class) -> _Class:
-    """Let ``cls(...)`` take the old spellings of :data:`RENAMED_SETTINGS` for one release (the
+    """Let ``cls(...)`` take the old spellings of :data:`RENAMED_SETTINGS` until 0.5 (the
     generated ``__init__`` stays what type checkers and ``inspect.signature`` see)."""
     generated = vars(cls)["__init__"]
 
