@@ -69,8 +69,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
     At each checkpoint save (and optionally every N steps and at each evaluation) the model is
     probed on the prompt set: per-token AS, entropies, KL and noise flags, summarised as noise
-    tokens. Rank 0 logs scalars, histograms, figures and a token table to TensorBoard and/or W&B
-    at the Trainer's ``global_step``, and writes ``probattr.json`` into the checkpoint folder.
+    tokens. Rank 0 logs scalars, histograms, figures and a token table to the trackers
+    ``report_to`` names (TensorBoard, W&B, MLflow, trackio) at the Trainer's ``global_step``, and
+    writes ``probattr.json`` into the checkpoint folder.
 
     Never harms the run it watches (unless ``strict=True``): a probe that raises, a sink that fails
     (a full disk, W&B with no API key) or a record that cannot be written becomes a warning and a
