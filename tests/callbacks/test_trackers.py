@@ -15,13 +15,14 @@ import pytest
 from probattr_monitor import ProbAttrCallback, ProbeSettings
 from probattr_monitor.errors import InputError
 
+from ..run_if import run_if
 from .helpers import PROMPTS, make_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@run_if(packages=("mlflow",))
 def test_mlflow_gets_every_probed_step_in_the_trainers_run(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
@@ -41,8 +42,8 @@ def test_mlflow_gets_every_probed_step_in_the_trainers_run(tmp_path, monkeypatch
         "probattr/tokens/step_2.json", "probattr/tokens/step_4.json"]
 
 
+@run_if(packages=("trackio",))
 def test_trackio_gets_every_probed_step_in_the_trainers_run(tmp_path):
-    pytest.importorskip("trackio")
     env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     completed = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "trackio_train.py"),
@@ -52,13 +53,13 @@ def test_trackio_gets_every_probed_step_in_the_trainers_run(tmp_path):
     assert sorted(int(step) for step in logged) == [2, 4]
 
 
+@run_if(packages=("dvclive",))
 def test_every_tracker_of_the_trainer_gets_each_scalar_once_per_probed_step(tmp_path, monkeypatch):
     """``Trainer(callbacks=[...])`` with TensorBoard, W&B (offline) and DVCLive: TensorBoard and W&B
     get the probes from their sinks, in the Trainer's own writer and run, once per probed step and
     never again through the Trainer's integrations (no ``train/probattr/*`` key); DVCLive, which has
     no sink here, gets the scalars through its own Trainer callback, beside the loss of the probed
     step."""
-    pytest.importorskip("dvclive")
     from ..readers import read_dvclive_metric, read_wandb_history, tensorboard_scalar_steps, wandb_run_file
 
     monkeypatch.chdir(tmp_path)  # DVCLive writes dvclive/ and dvc.yaml into the working folder
@@ -88,11 +89,11 @@ def test_every_tracker_of_the_trainer_gets_each_scalar_once_per_probed_step(tmp_
     assert [value for _, value in probes] == [r["summary"]["noise_tokens"] for r in records]
 
 
+@run_if(packages=("dvclive",))
 def test_a_tracker_that_fails_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
     """The Trainer's DVCLive integration raising on the probes' logs (a full disk, say): one
     warning naming it, one error counted, no more probes sent to it; the run and its records
     are complete."""
-    pytest.importorskip("dvclive")
     from transformers.integrations import DVCLiveCallback
 
     class FullDisk(DVCLiveCallback):
@@ -115,6 +116,7 @@ def test_a_tracker_that_fails_is_reported_once_and_training_goes_on(tmp_path, mo
     assert all((tmp_path / "out" / f"checkpoint-{s}" / "probattr.json").is_file() for s in (2, 4))
 
 
+@run_if(packages=("dvclive",))
 def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path):
     """``scopes_every_n_steps=1``: the Jacobian Scopes are logged at every step, AS only at the
     saves (steps 3 and 6), and the scopes of a probe step come from the probe run itself."""
@@ -137,7 +139,6 @@ def test_the_scopes_alone_run_on_their_own_schedule_between_probe_runs(tmp_path)
 
 def test_report_to_naming_a_tracker_the_trainer_does_not_hold_is_a_warning(tmp_path):
     """``report_to=["dvclive"]`` on the callback, none in the Trainer: the probes went nowhere, silently."""
-    pytest.importorskip("dvclive")
     from probattr_monitor import ProbAttrCallback, ProbeSettings
 
     from .helpers import PROMPTS, make_trainer

@@ -25,8 +25,9 @@ from probattr_monitor.faithfulness import (
 )
 
 from ..cli.test_cli import run_cli
+from ..run_if import run_if
 
-pytest.importorskip("captum")
+pytestmark = run_if(packages=("captum",))
 WEIGHTS = [3.0, 1.0, 0.0]
 
 

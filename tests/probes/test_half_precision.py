@@ -12,6 +12,8 @@ from probattr_monitor import ProbeSettings, probe
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
 from probattr_monitor.probes.types.settings import CUDA_FREE_MEMORY_SHARE, cuda_budget_bytes
 
+from ..run_if import run_if
+
 TEXTS = ["the cat sat on the mat and the dog ran after it", "a bird sang in the tree while the sun rose"] * 8
 PROMPTS = ["the cat sat on the", "a bird sang in"]
 MB = 2**20
@@ -46,7 +48,7 @@ def test_the_cuda_budget_is_a_share_of_the_free_memory_within_bounds():
     assert ProbeSettings(memory_budget_mb=10).memory_budget_bytes("cuda:0") == 10 * MB, "given: never measured"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@run_if(cuda=True)
 def test_the_cuda_budget_reads_the_device():
     free, _ = torch.cuda.mem_get_info(0)
     budget = ProbeSettings().memory_budget_bytes(torch.device("cuda:0"))

@@ -14,6 +14,7 @@ from probattr_monitor.monitoring.run import reference_responses
 from probattr_monitor.probes.engines.likelihood import response_log_likelihoods
 
 from ..conftest import build_model
+from ..run_if import run_if
 
 
 @pytest.mark.parametrize("arch_name", ["gpt2", "llama"])
@@ -30,9 +31,9 @@ def test_every_model_call_is_free_of_deprecation_warnings(tokenizer, arch_name):
         response_log_likelihoods(model, prepare_inputs(model, tokenizer, ["a bird"], frozen, settings))
 
 
+@run_if(packages=("peft",))
 def test_a_peft_model_is_called_without_deprecated_arguments(tokenizer):
     """``PeftModel.forward`` takes ``**kwargs`` for its base: the cache keyword is the base's."""
-    pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(build_model("gpt2", len(tokenizer), peaked=True),
