@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, overload
 from ..probes.inputs.tokens import check_causal_attention, vocab_size_of
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
-from .assembly import probe_one
+from .assembly import generate_responses, probe_one
 from .cost import within_cap
 from .dispatch import my_share, progress, sharded
 from .inputs import Conversation, Prompts, Response, Responses, eval_mode, prepare_inputs
@@ -106,10 +106,12 @@ def probe(
         check_causal_attention(model, start)
 
         def work() -> dict:
+            ready, generated = generate_responses(model, tokenizer, encoded, indices, settings.max_new_tokens)
             for i in indices:
-                prompt_in, response_ids = encoded[i]
+                prompt_in, response_ids = ready[i]
                 results[i] = probe_one(model, tokenizer, prompt_list[i], prompt_in, response_ids, run_settings, bar,
-                                        distributed and len(indices) == len(prompt_list), positions_total=totals[i])
+                                        distributed and len(indices) == len(prompt_list), positions_total=totals[i],
+                                        generated=i in generated)
             return results
 
         if len(indices) != len(prompt_list):

@@ -34,16 +34,41 @@ def response_is_empty(tokenizer, response_ids: Sequence[int], stop_ids: set) -> 
     return not tokenizer.decode(list(response_ids), skip_special_tokens=True).strip()
 
 
+def generate_responses(model, tokenizer, encoded: list, indices: Sequence[int],
+                       max_new_tokens: int) -> tuple[list, set]:
+    """``(encoded, generated)``: the prompts of ``indices`` with no response get their greedy
+    continuations, decoded together in left-padded batches
+    (:func:`~probattr_monitor.probes.inputs.batched.greedy_continuations`: the ids one prompt at a
+    time gives, up to float rounding), and ``generated`` holds their indices. Fewer than two to
+    generate, or non-finite logits in the batch: ``encoded`` unchanged, and each prompt generates
+    its own in :func:`probe_one` (which reports an invalid one alone)."""
+    from ..probes.inputs.batched import greedy_continuations
+
+    missing = [i for i in indices if encoded[i][1] is None]
+    if len(missing) < 2:
+        return encoded, set()
+    rows = [[encoded[i][0].start, *encoded[i][0].prompt_ids] for i in missing]
+    try:
+        continuations = greedy_continuations(model, rows, max_new_tokens, stop_token_ids(model, tokenizer), rows[0][0])
+    except NonFiniteLogitsError:
+        return encoded, set()
+    done = list(encoded)
+    for index, continuation in zip(missing, continuations):
+        done[index] = (encoded[index][0], [int(i) for i in continuation.ids])
+    return done, set(missing)
+
+
 def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, settings, bar,
-               distributed, positions_total: Optional[int] = None) -> ProbeResult:
+               distributed, positions_total: Optional[int] = None, generated: bool = False) -> ProbeResult:
     """Generate the response if needed, score the prompt's scored positions (:func:`score_prompt`)
     and build the result; non-finite logits give an invalid result. ``positions_total``: the
     prompt's scorable positions before ``max_positions`` sampled them (default: those scored);
     the summary holds ``positions_scored`` and ``positions_total``. A prompt with no position to
-    score (the sample took none of its) gets ``log P(r | p)`` only, one forward."""
+    score (the sample took none of its) gets ``log P(r | p)`` only, one forward. ``generated``:
+    ``response_ids`` were generated already (:func:`generate_responses`), not given."""
     began = time.perf_counter()
     start, prompt_ids, positions = prompt_in.start, prompt_in.prompt_ids, prompt_in.positions
-    source = "given" if response_ids is not None else "generated"
+    source = "given" if response_ids is not None and not generated else "generated"
     extra: dict[str, Any] = {"response_source": source, "start_token_id": start, "settings": settings.to_dict(),
                              "chat_template": prompt_in.templated,
                              "messages": None if isinstance(prompt, str) else [dict(m) for m in prompt]}

@@ -36,3 +36,25 @@ def test_batched_greedy_equals_one_at_a_time_with_its_entropies(arch):
     with torch.inference_mode():
         for row, ids, continuation in zip(rows, alone, batched):
             assert abs(continuation.entropy - entropy_along(model, row, ids)) < 1e-9
+
+
+def test_probe_generates_the_responses_of_many_prompts_together_as_each_alone(arch, tokenizer):
+    """``probe`` on several prompts without responses decodes them in one batch: the same response
+    ids as each prompt probed alone, still reported as generated (float64: no argmax ties)."""
+    from probattr_monitor import probe
+
+    model = build_model(arch, len(tokenizer), peaked=True, seed=5).double()
+    prompts = ["the cat sat", "a bird sang in the tree while", "What year"]
+    rows_decoded = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows_decoded.append(kwargs["input_ids"].shape[0])
+        if "position_ids" in kwargs else None, with_kwargs=True)
+    together = probe(model, tokenizer, prompts, max_new_tokens=6, progress=False, candidate_policy="exact")
+    hook.remove()
+    assert rows_decoded and set(rows_decoded) == {3}, "the three responses are decoded in one batch"
+    alone = [probe(model, tokenizer, prompt, max_new_tokens=6, progress=False, candidate_policy="exact")
+             for prompt in prompts]
+    assert [r.response_token_ids for r in together] == [r.response_token_ids for r in alone]
+    assert all(r.response_source == "generated" for r in together)
+    for a, b in zip(together, alone):
+        assert abs(a.log_p_response - b.log_p_response) < 1e-9
