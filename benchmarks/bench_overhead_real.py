@@ -151,6 +151,9 @@ def main(argv=None) -> None:
         print(f"\nsave every {save_steps} steps, {args.max_steps} steps: train loop {plain:.1f} s without the "
               f"callback, {monitored:.1f} s with it (x{monitored / plain:.3f}); probes {probes:.1f} s = "
               f"{probes / (monitored - probes):.1%} of training (meter: {callback.meter.overhead():.1%})")
+        began = callback.meter.probe_seconds - sum(seconds for _, seconds, _, _ in callback.meter.runs)
+        print(f"  at train begin and between runs (base guard, timings): {began:.1f} s; "
+              f"{callback.base_guard.describe() if callback.base_guard else 'no base guard'}")
         for record in records(out / f"callback-{save_steps}"):
             s = record["summary"]
             statistics = ", ".join(f"{key} {s[key]:.3f} +- {1.96 * s[key + '_stderr']:.3f}"

@@ -111,17 +111,20 @@ def guard_likelihoods(model, tokenizer, guard: Sequence, settings: ProbeSettings
 def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSettings) -> list[list[int]]:
     """Each prompt's greedy continuation by ``model`` (the reference: the base of a fine-tune, say),
     as token ids, encoded as :func:`probattr_monitor.probe` would (chat template included): frozen,
-    they are the fixed responses every checkpoint is scored on."""
+    they are the fixed responses every checkpoint is scored on. Decoded in left-padded batches
+    (``probes.inputs.batched``: the ids one prompt at a time gives)."""
     import torch
 
     from ..api.inputs import eval_mode, prepare_inputs
-    from ..probes.inputs.tokens import greedy_continuation, stop_token_ids
+    from ..probes.inputs.batched import greedy_continuations
+    from ..probes.inputs.tokens import stop_token_ids
 
     encoded = prepare_inputs(model, tokenizer, list(prompts), None, settings)
-    stop_ids = stop_token_ids(model, tokenizer)
+    rows = [[p.start, *p.prompt_ids] for p, _ in encoded]
     with eval_mode(model), torch.inference_mode():
-        return [[int(i) for i in greedy_continuation(model, [p.start] + p.prompt_ids, settings.max_new_tokens,
-                                                     stop_ids)] for p, _ in encoded]
+        continuations = greedy_continuations(model, rows, settings.max_new_tokens, stop_token_ids(model, tokenizer),
+                                             rows[0][0])
+    return [[int(i) for i in c.ids] for c in continuations]
 
 
 def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSettings) -> Optional[int]:
