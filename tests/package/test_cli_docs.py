@@ -30,3 +30,13 @@ def test_the_cli_guide_shows_every_subcommand_and_flag_the_parser_has():
             flags = [flag for flag in action.option_strings if flag.startswith("--") and flag != "--help"]
             if flags and action.help != "==SUPPRESS==":
                 assert flags[0] in page, f"{flags[0]} of {name} is not in the CLI guide"
+
+
+def test_sweep_watch_and_demo_offer_every_tracker_the_sinks_have():
+    from probattr_monitor.sinks.base import REPORT_TARGETS
+
+    _, subcommands = docs_hooks().subcommands()
+    offered = {name: next(a.choices for a in sub._actions if "--report-to" in a.option_strings)
+               for name, sub in subcommands if name in ("sweep", "watch", "demo")}
+    assert set(offered) == {"sweep", "watch", "demo"}
+    assert all(set(choices) - {"none"} == set(REPORT_TARGETS) for choices in offered.values()), offered
