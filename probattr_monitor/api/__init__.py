@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, overload
 
 from ..probes.inputs.tokens import check_causal_attention, vocab_size_of
+from ..probes.types.policies import policy_named
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
 from .assembly import generate_responses, probe_one
@@ -94,7 +95,7 @@ def probe(
     vocab_size = vocab_size_of(model)
     policy = settings.policy_for(vocab_size)
     run_settings = within_cap(settings, policy, vocab_size, encoded)
-    if distributed and policy == "budget" and not sharded(model):
+    if distributed and policy_named(policy).splits == "prompts" and not sharded(model):
         indices = my_share(len(prompt_list))  # whole prompts per rank: the numbers do not depend on the split
     else:
         indices = list(range(len(prompt_list)))

@@ -23,6 +23,7 @@ from ..probes.inputs.tokens import (
 )
 from ..probes.maths.noise import attribution_band, is_noise, noise_uncertain
 from ..probes.maths.quantities import QUANTITIES, PositionQuantities
+from ..probes.types.policies import policy_named
 from ..probes.types.result import Candidate, ProbeResult, TokenAttribution, summarize
 from .dispatch import score_exact_sharded
 
@@ -98,7 +99,7 @@ def probe_one(model, tokenizer, prompt, prompt_in: EncodedPrompt, response_ids, 
         if not positions:
             return likelihood_only(model, tokenizer, prompt, prompt_in, generate_then, stop_ids, began,
                                    {**extra, "summary_extra": counts})
-        if distributed and policy == "exact":
+        if distributed and policy_named(policy).splits == "vocabulary":
             response_ids, raw = score_exact_sharded(model, generate_then, prompt_in, settings, advance)
             scores = exact_scores(raw, torch.tensor([prompt_ids[k] for k in positions]), settings.top_k)
         elif distributed:  # every rank draws the same samples (same seed): identical work, no gather

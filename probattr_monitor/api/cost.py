@@ -7,6 +7,7 @@ from ..errors import ProbeInputError
 from ..probes.inputs.chat import (
     EncodedPrompt,
 )
+from ..probes.types.policies import policy_named
 from ..probes.types.settings import ProbeSettings
 
 
@@ -14,7 +15,7 @@ def check_token_forward_cap(encoded, vocab_size: int, settings: ProbeSettings) -
     """Refuse a ``max_token_forwards`` that the budget policy cannot meet: even its floor of 2
     candidates per position costs ``2 x sum_k (n - k + m - 1)`` token-forwards over the run
     (generated responses counted at ``max_new_tokens``), and a cap below that would be exceeded."""
-    if settings.max_token_forwards is None or settings.policy_for(vocab_size) != "budget":
+    if settings.max_token_forwards is None or not policy_named(settings.policy_for(vocab_size)).capped:
         return
     floor = 2 * run_suffix_tokens(encoded, settings)
     if settings.max_token_forwards < floor:
@@ -42,7 +43,7 @@ def run_cost(encoded, vocab_size: int, settings: ProbeSettings) -> dict:
     generated responses counted at ``max_new_tokens`` (the generation itself is not counted)."""
     policy = settings.policy_for(vocab_size)
     total = run_suffix_tokens(encoded, settings)
-    per_position = vocab_size if policy == "exact" else min(vocab_size, settings.budget_within(vocab_size, total))
+    per_position = policy_named(policy).candidates(settings, vocab_size, total)
     return {"prompts": len(encoded), "positions": sum(len(p.positions) for p, _ in encoded), "policy": policy,
             "candidates_per_position": per_position, "token_forwards": per_position * total}
 
@@ -50,7 +51,7 @@ def run_cost(encoded, vocab_size: int, settings: ProbeSettings) -> dict:
 def within_cap(settings: ProbeSettings, policy: str, vocab_size: int, encoded) -> ProbeSettings:
     """``settings`` with the candidate budget lowered so that a budgeted run stays within
     ``max_token_forwards`` (generated responses counted at ``max_new_tokens``)."""
-    if policy != "budget" or settings.max_token_forwards is None:
+    if not policy_named(policy).capped or settings.max_token_forwards is None:
         return settings
     total = run_suffix_tokens(encoded, settings)
     budget = settings.budget_within(vocab_size, total)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import warn_user
 from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.policies import policy_named
 
 SLOW_RUN_SECONDS = 60.0  # a probe run slower than this is a warning with what to turn down
 logger = logging.getLogger("probattr_monitor")
@@ -40,7 +41,7 @@ def log_cost(args, model, encoded, settings) -> dict:
         cost["positions"], cost["prompts"],
         f" ({templated} through the chat template)" if templated else "", cost["policy"],
         cost["candidates_per_position"], f"{cost['token_forwards']:,}")
-    if settings.max_token_forwards is not None and cost["policy"] == "exact":
+    if settings.max_token_forwards is not None and not policy_named(cost["policy"]).capped:
         warn_user("probattr-monitor: max_token_forwards caps the budget policy only; this vocabulary is "
                       "probed exactly (candidate_policy='exact' or a small vocabulary)", stacklevel=3)
     return cost

@@ -103,7 +103,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = _PARSERS.get(str(meta.get("parse")))
         kind = kind or _FIELD_TYPES[str(setting.type).removeprefix("Optional[").removesuffix("]")]
-        options: dict[str, Any] = dict(dest=setting.name, type=kind, default=None, choices=meta.get("choices"),
+        choices = meta.get("choices")
+        choices = choices() if callable(choices) else choices  # a registry's names, read now (policies)
+        options: dict[str, Any] = dict(dest=setting.name, type=kind, default=None, choices=choices,
                        metavar=meta.get("metavar"), nargs=meta.get("nargs"))
         group.add_argument(settings_flag(setting), help=meta["help"], **options)
         if setting.name in old_spellings:  # the 0.2 flag, hidden, until 0.5

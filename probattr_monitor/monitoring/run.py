@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from ..errors import one_line, warn_user
 from ..probes.inputs.tokens import vocab_size_of
+from ..probes.types.policies import policy_named
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
 from ..sinks import LogEntry
@@ -130,7 +131,7 @@ def reference_responses(model, tokenizer, prompts: Sequence, settings: ProbeSett
 def _budget_that_ran(model, results: Sequence[ProbeResult], settings: ProbeSettings) -> Optional[int]:
     """Candidates per position of a budgeted run (``None`` for exact): what each result's settings say."""
     vocab_size = vocab_size_of(model)
-    if settings.policy_for(vocab_size) != "budget":
+    if not policy_named(settings.policy_for(vocab_size)).capped:
         return None
     for result in results:
         if result.settings.get("candidate_budget") is not None:

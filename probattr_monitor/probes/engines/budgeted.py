@@ -43,13 +43,15 @@ from ..maths.estimator import (
     tail_components,
 )
 from ..maths.quantities import PositionQuantities
+from ..types.policies import BUDGET
 from ..types.position_scores import PositionScores
 from ..types.settings import ProbeSettings
 from .engine import SuffixScorer, kv_bytes_per_token, score_position
 
-# Bumped whenever a change to the head, the proposal or the error bars changes budgeted numbers for
-# the same settings; stored records made by another revision are recomputed, not reused.
-ESTIMATOR_REVISION = 5
+# The budget policy's revision (``probes.types.policies``: bumped there whenever a change to the head,
+# the proposal or the error bars changes budgeted numbers for the same settings); stored records
+# made by another revision are recomputed, not reused.
+ESTIMATOR_REVISION = BUDGET.revision
 
 
 def first_order_estimates(model, input_ids: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:

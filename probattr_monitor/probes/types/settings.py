@@ -14,8 +14,9 @@ from typing import Any, Mapping, Optional, TypeVar, Union
 
 from ...errors import ProbeInputError, warn_renamed
 from ..maths.values import is_finite_number
+from .policies import candidate_policies
 
-CANDIDATE_POLICIES = ("auto", "exact", "budget")
+CANDIDATE_POLICIES = candidate_policies()  # the built-in ones; the check and the CLI read the registry
 RENAMED_SETTINGS = {"candidates": "candidate_policy"}  # old spelling -> field (until 0.5)
 NOISE_ENTROPIES = ("context", "prompt")
 
@@ -150,7 +151,7 @@ class ProbeSettings:
     top_k: int = field(default=5, metadata={"help": "top candidates reported per token (default 5)", "metavar": "K"})
     candidate_policy: str = field(default="auto", metadata={
         "help": f"auto (default: exact when |V| <= the budget, {DEFAULT_CANDIDATE_BUDGET} unless set, else budget), "
-                "exact, or budget", "choices": CANDIDATE_POLICIES})
+                "or a registered policy (exact, budget, ...)", "choices": candidate_policies})
     candidate_budget: Optional[int] = field(default=None, metadata={
         "help": f"candidates scored per prompt position by the budget policy (default {DEFAULT_CANDIDATE_BUDGET}, "
                 "or |V|/5 when less); a probe costs at most N x sum_k (n - k + m - 1) token-forwards",
@@ -195,9 +196,9 @@ class ProbeSettings:
                 f"noise_entropy should be one of {', '.join(map(repr, NOISE_ENTROPIES))}, got {self.noise_entropy!r}"
             )
         _check_int("top_k", self.top_k, minimum=1)
-        if self.candidate_policy not in CANDIDATE_POLICIES:
+        if self.candidate_policy not in candidate_policies():
             raise ProbeInputError(
-                f"candidate_policy should be one of {', '.join(map(repr, CANDIDATE_POLICIES))}, "
+                f"candidate_policy should be one of {', '.join(map(repr, candidate_policies()))}, "
                 f"got {self.candidate_policy!r}"
             )
         if self.memory_budget_mb is not None:
