@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 from ..errors import InputError, one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
+from ..monitoring.decision import what_the_recommendation_sees
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.overhead import (
     DEFAULT_MAX_OVERHEAD,
@@ -36,6 +37,7 @@ from ..monitoring.overhead import (
     check_share,
     freeze_seconds,
     guard_pairs_that_fit,
+    over_share,
     plan_run,
     step_seconds_estimate,
 )
@@ -246,6 +248,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.cost: dict = {}  # what one probe run costs (api.cost.run_cost), known at train begin
         self._previous_results: list = []  # the latest results, for drift
         self.meter: Optional[OverheadMeter] = None  # probe seconds against training seconds (max_overhead)
+        self._said_over = False  # the over-the-share line is said once per run
         self._base_guard_restored = False  # guard="base" taken back from the checkpoint resumed from
         self._guard_scored = 0  # how many guard pairs (the first ones) the latest run scored (max_overhead)
 
@@ -346,12 +349,22 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self.cost = log_cost(args, model, encoded, self.settings)
         if self.guard_mode == "base" and not self._base_guard_restored:
             self._freeze_base_guard(model, state, encoded, kwargs.get("train_dataloader"))
+        if state.is_world_process_zero:
+            self._say_what_the_recommendation_sees(args)
         if self.probe_on_evaluate is None:
             metric = (args.metric_for_best_model or "").removeprefix("eval_")
             self.probe_on_evaluate = metric.startswith(METRIC_PREFIX)
         if state.is_world_process_zero and not self._sinks.sinks:
             self._sinks = self._open_sinks(args)
             self._forwarder = self._open_forwarder()
+
+    def _say_what_the_recommendation_sees(self, args) -> None:
+        """One line at train begin (``monitoring.decision.what_the_recommendation_sees``): a warning
+        when the recommendation cannot tell forgetting from learning in this run."""
+        eval_loss = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+        fixed = len(self.prompts) if self.response_mode == "fixed" else 0
+        statement, blind = what_the_recommendation_sees(eval_loss, fixed + len(self.guard or []))
+        (logger.warning if blind else logger.info)("probattr: %s", statement)
 
     def _freeze_base_guard(self, model, state, encoded, train_dataloader) -> None:
         """``guard="base"``: freeze the model's own answers at train begin (``monitoring.base_guard``),
@@ -504,6 +517,10 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         run.settings = settings
         if self.meter is not None:
             self.meter.record(run.step, run.seconds, run.results, run.guard_seconds, len(guard or []))
+            said = over_share(self.meter, len(guard or []), len(self.prompts)) if not self._said_over else None
+            if said is not None and state.is_world_process_zero:
+                self._said_over = True
+                logger.warning("probattr: %s", said)
         if self._last is None and run.error is None:
             log_time(run, warn=self.meter is None)
         invalid = [r for r in run.results if not r.valid]

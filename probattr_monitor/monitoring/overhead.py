@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..errors import InputError
+from ..probes.types.policies import policy_named
 from ..probes.types.settings import ProbeSettings
 
 GUARD_SHARE = 0.5  # of the seconds a run may take, the most its guard pairs may use
 FREEZE_SHARE = 0.25  # of the share of the run's expected training seconds, the most freezing the base guard may take
+OVER_SHARE = 2.0  # a run after which the overhead is above this many times the share is said once
 TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its tokens (forward + backward)
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
 DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
@@ -123,7 +125,7 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
     affordable = max(0.0, seconds) * rate  # token-forwards
     per_position = suffix_tokens / positions  # suffix tokens per candidate, on average
     ceiling = positions if settings.max_positions is None else min(positions, settings.max_positions)
-    if settings.policy_for(vocab_size) == "exact":
+    if not policy_named(settings.policy_for(vocab_size)).capped:
         budgets = [vocab_size]
     else:
         own = settings.budget_within(vocab_size, suffix_tokens)
@@ -166,3 +168,17 @@ def step_seconds_estimate(tokens_per_step: Optional[float], rate: Optional[float
     if not tokens_per_step or not rate or rate <= 0:
         return None
     return TRAIN_STEP_FORWARDS * tokens_per_step / rate
+
+
+def over_share(meter: OverheadMeter, guard_pairs: int, prompts: int) -> Optional[str]:
+    """One line when the probes have taken more than :data:`OVER_SHARE` times the share so far
+    (``None`` otherwise): what every run costs at least (``log P(r|p)`` of each prompt and the
+    scored guard pairs, one forward each; at the first run the responses too), and how to lower it."""
+    overhead = meter.overhead()
+    if overhead is None or overhead <= OVER_SHARE * meter.share or meter.fixed_seconds is None:
+        return None
+    return (f"the probes have taken {overhead:.0%} of the training time, over the {meter.share:.0%} asked "
+            f"(max_overhead): every probe run costs at least log P(r|p) of its {prompts} prompts and "
+            f"{guard_pairs} guard pairs, one forward each ({meter.fixed_seconds:.1f} s at the last run), and the "
+            "base guard's freezing and the first run's responses were paid at the start. Checkpoints further apart "
+            "(save_steps), fewer prompts or guard=None lower it; the attribution scores wait for the share")

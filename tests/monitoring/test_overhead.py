@@ -189,3 +189,16 @@ def test_a_share_with_room_probes_every_position(tmp_path):
     assert summary["positions_scored"] == summary["positions_total"] > 0
     assert summary["mean_attribution_stderr"] == 0.0  # exact, every position: no error to report
     assert callback.meter.overhead() < 1.0
+
+
+def test_a_run_over_twice_the_share_is_said_once_with_its_floor_and_what_lowers_it():
+    import time
+
+    from probattr_monitor.monitoring.overhead import OverheadMeter, over_share
+
+    over = OverheadMeter(0.05, began=time.perf_counter() - 100.0, probe_seconds=30.0, fixed_seconds=9.5)
+    said = over_share(over, guard_pairs=8, prompts=7)
+    assert said is not None and "over the 5% asked" in said and "7 prompts and 8 guard pairs" in said
+    assert "9.5 s" in said and "save_steps" in said
+    within = OverheadMeter(0.05, began=time.perf_counter() - 100.0, probe_seconds=5.0, fixed_seconds=4.0)
+    assert over_share(within, guard_pairs=8, prompts=7) is None  # 5.3%: under twice the share
