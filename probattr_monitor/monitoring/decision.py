@@ -196,6 +196,31 @@ def _undecided(comparisons: dict, guarded_rows: Sequence[Row], tolerance: float)
             "(eval_strategy) or give a larger guard set (guard=, --guard-file, --reference)")
 
 
+SMALL_GUARD = 30  # a stated choice, not fitted: 3 and 7 prompts never confirmed the forgetting in the studies, 200 did
+
+
+def what_the_recommendation_sees(eval_loss: bool, guard_prompts: int) -> tuple[str, bool]:
+    """``(statement, blind)``: what the default rule (:func:`guarded`) can see in a run, said at its
+    start: whether an eval loss ranks the checkpoints (``eval_loss``) and how many prompts with
+    fixed responses the guard compares across checkpoints (``guard_prompts``: the probe prompts in
+    fixed mode and the guard pairs). ``blind`` when it cannot tell forgetting from learning: no eval
+    loss and fewer than :data:`SMALL_GUARD` guard prompts."""
+    if guard_prompts <= 0:
+        guard = "no guard set (nothing it can see forgetting on"
+        guard += ")" if eval_loss else "; the recommendation will be the latest checkpoint, said as such)"
+    elif guard_prompts < SMALL_GUARD:
+        guard = (f"a guard of {guard_prompts} prompts with fixed responses, which rarely confirms a regression "
+                 f"at 95% (fewer than {SMALL_GUARD})")
+    else:
+        guard = f"a guard of {guard_prompts} prompts with fixed responses, which vetoes checkpoints that regressed"
+    target = ("an eval loss ranks the checkpoints" if eval_loss
+              else "no eval loss ranks the checkpoints (set eval_strategy and an eval_dataset for one)")
+    blind = not eval_loss and guard_prompts < SMALL_GUARD
+    more = (": the probes cannot tell forgetting from learning here, and the recommendation will say so; give a "
+            "guard (guard=, --guard-file, --reference) or log an eval loss") if blind else ""
+    return f"what the recommendation can see: {target}; {guard}{more}", blind
+
+
 def _target_choice(rows: Sequence[Row], slack: float) -> Optional[tuple]:
     """``(row, why)``: the latest row whose eval loss is within ``slack`` (relative) of the lowest."""
     ranked = [r for r in rows if is_finite_number(r.get("eval_loss"))]

@@ -48,7 +48,7 @@ class SweepConfig:
         prompts, responses: the prompt set; ``responses=None`` means greedy continuations.
         guard: ``(prompt, response)`` pairs scored for ``log P(r | p)`` only (the guard set).
         settings: :class:`ProbeSettings`.
-        report_to: ``"tensorboard"`` and/or ``"wandb"``.
+        report_to: trackers of ``sinks.REPORT_TARGETS``.
         rule: the recommendation rule (``monitoring.decision.RULES``).
         dtype: the dtype checkpoints are probed in; ``None`` (default): each checkpoint's own
             (``config.json``), as the callback probed it during training.

@@ -18,7 +18,7 @@ from ..monitoring.run import ProbeRun, log_entry_of, run_probes
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
 from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
-from .summary import load_records, summarise
+from .summary import load_records, say_what_the_recommendation_sees, summarise
 
 
 def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey,
@@ -95,6 +95,8 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one progress bar: ours
+    if rank == 0:
+        say_what_the_recommendation_sees(config, checkpoints, console)
     try:
         with records_lock(summary_dir, rank, world_size):
             computed: list[int] = []

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 from ..checkpoints import Checkpoint, read_trainer_state
 from ..errors import RunFolderError
-from ..monitoring.decision import recommend
+from ..monitoring.decision import recommend, what_the_recommendation_sees
 from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord
 from ..monitoring.run import guard_values
@@ -104,3 +104,12 @@ def eval_losses(checkpoints: Sequence[Checkpoint]) -> dict:
             if isinstance(entry, dict) and is_finite_number(entry.get("eval_loss")) and "step" in entry:
                 losses[entry["step"]] = float(entry["eval_loss"])
     return losses
+
+
+def say_what_the_recommendation_sees(config: SweepConfig, checkpoints: Sequence[Checkpoint], console) -> None:
+    """One line before probing (``monitoring.decision.what_the_recommendation_sees``): whether the
+    run logged an eval loss and how many prompts with fixed responses the guard compares."""
+    fixed = len(config.prompts or []) if isinstance(config.responses, (list, tuple)) else 0
+    statement, blind = what_the_recommendation_sees(bool(eval_losses(checkpoints)), fixed + len(config.guard or []))
+    console.print(statement[0].upper() + statement[1:] + ".", style="yellow" if blind else None, markup=False,
+                  highlight=False)

@@ -143,6 +143,9 @@ def test_a_run_from_scratch_has_no_base_guard_and_no_warning(tmp_path, caplog):
         make_trainer(tmp_path, [monitor, stopper], max_steps=8, save_steps=2, learning_rate=5e-3).train()
     assert monitor.guard is None and monitor.base_guard.untrained
     assert sum("guard='base' is off" in r.message for r in caplog.records) == 1
+    # said at the start: no eval loss, four prompts with fixed responses: the probes cannot decide
+    assert sum("what the recommendation can see: no eval loss" in r.getMessage()
+               and "cannot tell forgetting from learning" in r.getMessage() for r in caplog.records) == 1
     assert stopper.guard_regressions == [] and not [w for w in caught if "95% confidence" in str(w.message)]
 
 

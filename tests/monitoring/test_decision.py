@@ -179,3 +179,16 @@ def test_without_eval_loss_or_a_confident_guard_the_reason_says_the_probes_could
     assert "for want of evidence, not the best one" in chosen["reason"]
     decided = recommend(guard_rows([0.0, 0.1, 0.2], eval_losses=[2.0, 1.9, 1.8]))
     assert "undecided" not in decided and "could not decide" not in decided["reason"]
+
+
+def test_what_the_recommendation_sees_is_said_and_blind_without_eval_loss_or_a_large_guard():
+    from probattr_monitor.monitoring.decision import SMALL_GUARD, what_the_recommendation_sees
+
+    statement, blind = what_the_recommendation_sees(eval_loss=False, guard_prompts=0)
+    assert blind and "no eval loss" in statement and "cannot tell forgetting from learning" in statement
+    statement, blind = what_the_recommendation_sees(eval_loss=False, guard_prompts=7)
+    assert blind and "rarely confirms a regression" in statement
+    statement, blind = what_the_recommendation_sees(eval_loss=False, guard_prompts=SMALL_GUARD)
+    assert not blind and f"a guard of {SMALL_GUARD} prompts" in statement and "vetoes" in statement
+    statement, blind = what_the_recommendation_sees(eval_loss=True, guard_prompts=0)
+    assert not blind and "an eval loss ranks the checkpoints" in statement and "no guard set" in statement

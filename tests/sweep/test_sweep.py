@@ -347,6 +347,7 @@ def test_sweep_with_a_reference_freezes_its_responses_and_the_guard_decides(plai
     assert completed.returncode == 0, completed.stdout + completed.stderr
     data = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
     assert data["recommended"]["rule"] == "guarded" and "could not decide" not in data["recommended"]["reason"]
+    assert "What the recommendation can see: an eval loss ranks the checkpoints; a guard of" in completed.stdout
     frozen = None
     for step in STEPS:
         record = CheckpointRecord.load(out / f"checkpoint-{step}" / "probattr.json")
