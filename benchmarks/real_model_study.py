@@ -16,12 +16,20 @@ Truth, per checkpoint (no labels needed): the per-token KL from the base model t
 measured against the truth that says what the run was for: KL from the base for ``breaking``,
 the task's held-out loss for ``useful``.
 
-Guard set: the 24 general prompts with the base's greedy responses frozen as token ids (what
-``sweep --reference BASE`` does), scored for log P(r|p) only. The recommendation is
+Guard set (``--guard``): ``general``, the 24 general prompts above with the base's greedy
+responses frozen as token ids (what ``sweep --reference BASE`` does with them as prompts); or
+``base``, what ``ProbAttrCallback()`` freezes by default at train begin (``guard="base"``: 200
+prompts of the package's general prompt pack, through the chat template, with the base's greedy
+answers; a long run freezes all 200, a short one under ``max_overhead`` fewer). Scored for
+log P(r|p) only. The recommendation is
 ``monitoring.decision.recommend(rows)`` (the default rule) on the rows the sweep would build
 (eval loss from ``trainer_state.json``, per-prompt guard values).
 
+The recommendation is reported with the run's eval loss and without it (as a run with no eval set
+sees it); regret as a ratio and as the absolute excess of the truth over the best checkpoint's.
+
 Usage: python benchmarks/real_model_study.py [--out out/real_model_study] [--steps 30] [--save-steps 5]
+       [--regimes breaking useful] [--guard general|base]
 """
 
 from __future__ import annotations
@@ -147,6 +155,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--save-steps", type=int, default=5)
     parser.add_argument("--regimes", nargs="+", default=["breaking", "useful"])
+    parser.add_argument("--guard", choices=("general", "base"), default="general",
+                        help="the 24 general prompts, or the callback's default base guard (200 pack prompts)")
     args = parser.parse_args()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -159,10 +169,14 @@ def main() -> None:
     base, tokenizer = load_gguf_for_training(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
     settings = ProbeSettings(max_new_tokens=16, progress=False)
     began = time.perf_counter()
-    frozen = reference_responses(base, tokenizer, GENERAL, settings)
-    guard = list(zip(GENERAL, frozen))
+    if args.guard == "base":
+        from probattr_monitor.monitoring.base_guard import freeze_base_guard
+
+        guard = list(freeze_base_guard(base, tokenizer, settings).pairs)
+    else:
+        guard = list(zip(GENERAL, reference_responses(base, tokenizer, GENERAL, settings)))
     truth = sample_truth(base, tokenizer)
-    print(f"guard set: {len(guard)} general prompts with the base's greedy responses; truth: "
+    print(f"guard set ({args.guard}): {len(guard)} prompts with the base's greedy responses; truth: "
           f"{sum(len(b) for b in truth[2])} sampled tokens ({time.perf_counter() - began:.0f} s)", flush=True)
     rng = random.Random(0)
     results = {}
@@ -200,16 +214,21 @@ def main() -> None:
             print(f"{name} step {step}: eval loss {row['eval_loss']:.3f}, guard mean log P "
                   f"{row['log_p_response']:.2f}, KL from base {row['kl_from_base']:.3f}{task}", flush=True)
         truth_key = "kl_from_base" if held_out is None else "task_loss"
-        chosen = recommend(rows)
         best = min(r[truth_key] for r in rows)
-        regret = next(r[truth_key] for r in rows if r["step"] == chosen["step"]) / best
         comparisons = guard_comparisons(rows, DEFAULT_TOLERANCE)
         warned = next((c.step for c in comparisons if c.regressed), None)
-        results[name] = {"rows": rows, "recommended": chosen, "regret": regret, "truth": truth_key,
-                         "warning_step": warned, "train_seconds": seconds, "guard_seconds": probe_seconds}
-        print(f"{name}: recommended step {chosen['step']} ({chosen['rule']}): {chosen['reason']}\n"
-              f"  regret {regret:.2f}x against {truth_key}; the guard warns first at step {warned}; "
-              f"training {seconds:.0f} s, guard scoring {probe_seconds:.0f} s over {len(rows)} checkpoints", flush=True)
+        results[name] = {"rows": rows, "truth": truth_key, "warning_step": warned, "train_seconds": seconds,
+                         "guard_seconds": probe_seconds, "guard": args.guard, "guard_pairs": len(guard)}
+        for seen, seen_rows in (("with eval loss", rows), ("without eval loss", [{**r, "eval_loss": None}
+                                                                                for r in rows])):
+            chosen = recommend(seen_rows)
+            value = next(r[truth_key] for r in rows if r["step"] == chosen["step"])
+            results[name][seen] = {"recommended": chosen, "regret": value / best, "excess": value - best}
+            print(f"{name} ({seen}): recommended step {chosen['step']} ({chosen['rule']}): {chosen['reason']}\n"
+                  f"  regret {value / best:.2f}x, {value - best:+.3f} nats per token against {truth_key} "
+                  f"(best {best:.3f} at step {min(rows, key=lambda r: r[truth_key])['step']})", flush=True)
+        print(f"  the guard warns first at step {warned}; training {seconds:.0f} s, guard scoring "
+              f"{probe_seconds:.0f} s over {len(rows)} checkpoints ({len(guard)} pairs)", flush=True)
         del model
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(results, indent=1, default=lambda v: None if isinstance(v, float)

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from ..errors import InputError, ProbeInputError, UnexpectedArgumentError, warn_renamed
 from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
 from ..prompts import check_responses, paper_prompts, read_prompts_file
-from ..sinks import REPORT_TARGETS
+from ..sinks import tracker_named, tracker_names
 from .integrations import integration_names
 
 RESPONSE_MODES = ("generate", "fixed")
@@ -166,8 +166,9 @@ def conflicting_overrides(settings, base, overrides: dict) -> None:
 def report_targets(report_to) -> tuple[str, ...]:
     """``report_to`` checked and normalised: ``()`` for ``"none"``, ``("all",)``, ``("auto",)`` or the named
     targets (each sink's package must be installed); an unknown name raises ``InputError`` (a ``ValueError``)."""
-    forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in REPORT_TARGETS)
-    valid = ("auto", "none", "all", *REPORT_TARGETS, *forwarded)
+    trackers = tracker_names()
+    forwarded = tuple(name for name in sorted(set(integration_names().values())) if name not in trackers)
+    valid = ("auto", "none", "all", *trackers, *forwarded)
     names = [report_to] if isinstance(report_to, str) else list(report_to)
     for name in names:
         if name not in valid:
@@ -180,9 +181,7 @@ def report_targets(report_to) -> tuple[str, ...]:
         return ("auto",)
     if "auto" in names:
         raise InputError(f"report_to 'auto' cannot be combined with other targets, got {names!r}")
-    from ..sinks import require
-
     for name in names:
-        if name in REPORT_TARGETS:
-            require(name, name)  # each sink's package has the target's name
+        if name in trackers:
+            tracker_named(name).require()
     return tuple(dict.fromkeys(names))

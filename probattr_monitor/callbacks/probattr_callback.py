@@ -46,7 +46,7 @@ from ..monitoring.run import ProbeRun, guard_likelihoods, log_entry_of, run_prob
 from ..monitoring.statistics import drift
 from ..probes.inputs.tokens import vocab_size_of
 from ..probes.types.settings import ProbeSettings
-from ..sinks import REPORT_TARGETS, GuardedSinks, open_sinks
+from ..sinks import GuardedSinks, open_sinks, tracker_names
 from .arguments import (
     as_json,
     conflicting_overrides,
@@ -628,16 +628,16 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
 
     # ---- sinks ----
     def _open_sinks(self, args) -> GuardedSinks:
-        targets = self.report_to
+        targets, trackers = self.report_to, tracker_names()
         if targets == ("all",):
-            targets = installed(REPORT_TARGETS)
+            targets = installed(trackers)
         elif targets == ("auto",):
             trainer_targets = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
             if "all" in trainer_targets:  # the Trainer's "all": every tracker installed
-                targets = installed(REPORT_TARGETS)
+                targets = installed(trackers)
             else:
-                targets = tuple(t for t in REPORT_TARGETS if t in trainer_targets)
-        targets = tuple(t for t in targets if t in REPORT_TARGETS)  # the others are forwarded to
+                targets = tuple(t for t in trackers if t in trainer_targets)
+        targets = tuple(t for t in targets if t in trackers)  # the others are forwarded to
         writer = self.tensorboard_writer
         if writer is None and self.logging_dir is None:
             writer = trainer_tensorboard_writer(self._handler)
@@ -651,7 +651,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         ``report_to`` names (all of the Trainer's for ``"auto"`` and ``"all"``), less the trackers
         with a sink here."""
         wanted = None if self.report_to in (("auto",), ("all",)) else self.report_to
-        forwarder = self._guarded(lambda: IntegrationForwarder(self._handler, wanted, REPORT_TARGETS,
+        forwarder = self._guarded(lambda: IntegrationForwarder(self._handler, wanted, tracker_names(),
                                                                strict=self.strict),
                                   "finding the Trainer's trackers", default=None)
         return forwarder if forwarder is not None else IntegrationForwarder(None, None, ())

@@ -3,14 +3,15 @@ Trainer's own TensorBoard writer to share."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Sequence
 
 
 def installed(targets: Sequence[str]) -> tuple[str, ...]:
-    """The targets whose package is installed (each target's package has its name)."""
-    return tuple(t for t in targets if importlib.util.find_spec(t) is not None)
+    """The targets (registered trackers, ``sinks.base.TRACKERS``) whose package is installed."""
+    from ..sinks import tracker_named
+
+    return tuple(t for t in targets if tracker_named(t).installed())
 
 
 def tensorboard_dir(args) -> str:

@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import InputError, MissingPackageError, one_line
-from ..sinks.base import REPORT_TARGETS
+from ..sinks.base import tracker_names
 from .arguments import (
     add_checkpoint_probe_arguments,
     add_model_arguments,
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default out/demo)")
     demo.add_argument("--max-steps", type=int, default=2000, metavar="N", help="training steps (default 2000)")
     demo.add_argument("--save-steps", type=int, default=100, metavar="N", help="checkpoint every N steps (default 100)")
-    demo.add_argument("--report-to", nargs="+", default=["tensorboard"], choices=(*REPORT_TARGETS, "none"),
+    demo.add_argument("--report-to", nargs="+", default=["tensorboard"], choices=(*tracker_names(), "none"),
                       help="where the Trainer and the callback log (default tensorboard; wandb runs offline "
                            "unless WANDB_MODE says otherwise; MLflow and trackio by their own settings)")
     demo.add_argument("--seed", type=int, default=0)

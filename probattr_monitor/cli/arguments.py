@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ..errors import ProbeInputError, warn_renamed
 from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
-from ..sinks.base import REPORT_TARGETS
+from ..sinks.base import tracker_names
 
 
 def add_checkpoint_probe_arguments(parser: argparse.ArgumentParser, tensorboard: str) -> None:
@@ -20,7 +20,7 @@ def add_checkpoint_probe_arguments(parser: argparse.ArgumentParser, tensorboard:
     fixed responses."""
     parser.add_argument("--out", metavar="DIR", help="write results here (for a read-only run folder)")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer for checkpoints without tokenizer files")
-    parser.add_argument("--report-to", nargs="+", default=[], choices=REPORT_TARGETS,
+    parser.add_argument("--report-to", nargs="+", default=[], choices=tracker_names(),
                        help=f"log each checkpoint at its step (TensorBoard: {tensorboard}; MLflow and trackio "
                              "by their own settings: MLFLOW_TRACKING_URI, TRACKIO_DIR)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")

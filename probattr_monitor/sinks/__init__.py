@@ -12,16 +12,29 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ..errors import InputError, one_line, renamed_names, warn_user
-from .base import REPORT_TARGETS, LogEntry, Sink, require
+from ..errors import one_line, renamed_names, warn_user
+from .base import (
+    REPORT_TARGETS,
+    TRACKERS,
+    LogEntry,
+    Sink,
+    SinkOptions,
+    Tracker,
+    register_tracker,
+    require,
+    tracker_named,
+    tracker_names,
+    unregister_tracker,
+)
 
-__all__ = ["REPORT_TARGETS", "GuardedSinks", "LogEntry", "Sink", "open_sinks", "require"]
+__all__ = ["REPORT_TARGETS", "TRACKERS", "GuardedSinks", "LogEntry", "Sink", "SinkOptions", "Tracker", "open_sinks",
+           "register_tracker", "require", "tracker_named", "tracker_names", "unregister_tracker"]
 
 
 def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
                wandb_dir: Optional[str] = None, wandb_run_name: Optional[str] = None,
                wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None) -> list[Sink]:
-    """The sinks for ``targets`` (a subset of :data:`REPORT_TARGETS`), in that order.
+    """The sinks for ``targets`` (registered trackers, ``sinks.base.TRACKERS``), in that order.
 
     ``tensorboard_writer``: a ``SummaryWriter`` to share (never closed by the sink), else one is
     created in ``tensorboard_dir`` on first write. W&B, MLflow and trackio reuse the active run (the
@@ -30,27 +43,12 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     (how a process beside the training logs into the Trainer's run). Raises ``MissingPackageError`` (with the install
     command) for a target whose package is missing and ``InputError`` for an unknown target.
     """
-    unknown = [t for t in targets if t not in REPORT_TARGETS]
-    if unknown:
-        raise InputError(f"unknown report target(s) {unknown}; valid: {', '.join(REPORT_TARGETS)}")
-    sinks: list[Sink] = []
-    if "tensorboard" in targets:
-        from .tensorboard import TensorBoardSink
-
-        sinks.append(TensorBoardSink(log_dir=tensorboard_dir, writer=tensorboard_writer))
-    if "wandb" in targets:
-        from .wandb import WandbSink
-
-        sinks.append(WandbSink(run_name=wandb_run_name, dir=wandb_dir, run_id=wandb_run_id))
-    if "mlflow" in targets:
-        from .mlflow import MlflowSink
-
-        sinks.append(MlflowSink(run_name=wandb_run_name, run_id=mlflow_run_id))
-    if "trackio" in targets:
-        from .trackio import TrackioSink
-
-        sinks.append(TrackioSink(run_name=wandb_run_name))
-    return sinks
+    options = SinkOptions(tensorboard_dir=tensorboard_dir, tensorboard_writer=tensorboard_writer, run_dir=wandb_dir,
+                          run_name=wandb_run_name,
+                          run_ids={name: run for name, run in (("wandb", wandb_run_id), ("mlflow", mlflow_run_id))
+                                   if run is not None})
+    trackers = [tracker_named(target) for target in targets]  # every name checked before any sink opens
+    return [tracker.open(options) for tracker in trackers]
 
 
 class GuardedSinks:

@@ -1,14 +1,26 @@
-"""What every sink shares: the record it writes, the protocol it follows, the package check."""
+"""What every sink shares: the record it writes, the class it derives from, and the tracker
+registry every ``report_to`` / ``--report-to`` reads.
+
+A tracker is a :class:`Tracker` in :data:`TRACKERS`: its ``report_to`` name, the package it needs
+and the extra that installs it, and its :class:`Sink` class, built from one :class:`SinkOptions`
+(``Sink.from_options``). ``open_sinks``, the CLI's ``--report-to`` choices (sweep, watch, demo),
+the callback's ``report_to`` check and its installed trackers all read the registry. Adding one::
+
+    register_tracker(Tracker("mine", package="mine", extra="mine", sink=MySink))
+
+where ``MySink(Sink)`` has ``name = "mine"``, ``write``, ``close`` and, when its constructor needs
+more than ``MySink()``, a ``from_options`` classmethod.
+"""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Union
 
-from ..errors import MissingPackageError
-
-REPORT_TARGETS = ("tensorboard", "wandb", "mlflow", "trackio")
+from ..errors import InputError, MissingPackageError
 
 
 @dataclass
@@ -31,15 +43,41 @@ class LogEntry:
     table_rows: list = field(default_factory=list)
 
 
-@runtime_checkable
-class Sink(Protocol):
+@dataclass
+class SinkOptions:
+    """Everything a sink may be opened with (each takes what it needs).
+
+    Attributes:
+        tensorboard_dir: where TensorBoard event files go (when no writer is shared).
+        tensorboard_writer: a ``SummaryWriter`` to share (never closed by the sink).
+        run_dir: where a tracker that keeps local files writes them (W&B's ``dir``).
+        run_name: the name of a run a tracker starts (when none is active).
+        run_ids: ``{tracker name: run id}`` to resume instead of starting one (how a process beside
+            the training logs into the Trainer's run).
+    """
+
+    tensorboard_dir: Optional[str] = None
+    tensorboard_writer: Any = None
+    run_dir: Optional[str] = None
+    run_name: Optional[str] = None
+    run_ids: dict = field(default_factory=dict)
+
+
+class Sink(ABC):
     """A destination for :class:`LogEntry` objects: ``write`` one record, ``close`` once (idempotent)."""
 
-    name: str
+    name: str = ""
 
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> "Sink":
+        """The sink for ``options`` (the default takes none of them)."""
+        return cls()
+
+    @abstractmethod
     def write(self, record: LogEntry) -> None:
         """Write ``record`` at ``record.step``."""
 
+    @abstractmethod
     def close(self) -> None:
         """Flush and release what the sink opened (never what it was handed)."""
 
@@ -49,3 +87,75 @@ def require(package: str, extra: str) -> None:
     is not installed."""
     if importlib.util.find_spec(package) is None:
         raise MissingPackageError(f"logging to {extra}", package, extra)
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """One ``report_to`` target.
+
+    Attributes:
+        name: what ``report_to`` and ``--report-to`` call it.
+        package: the package its sink imports; extra: the ``probattr-monitor[...]`` extra that installs it.
+        sink: its :class:`Sink` class, or its ``"module:Class"`` path (imported when opened).
+    """
+
+    name: str
+    package: str
+    extra: str
+    sink: Union[str, Callable[..., Any]]
+
+    def sink_class(self) -> Any:
+        """The :class:`Sink` class, imported if given as a path."""
+        if isinstance(self.sink, str):
+            module, _, name = self.sink.partition(":")
+            return getattr(importlib.import_module(module), name)
+        return self.sink
+
+    def open(self, options: SinkOptions) -> Sink:
+        """A new sink for ``options`` (its constructor raises ``MissingPackageError`` when its package is missing)."""
+        return self.sink_class().from_options(options)
+
+    def installed(self) -> bool:
+        """Whether its package can be imported."""
+        return importlib.util.find_spec(self.package) is not None
+
+    def require(self) -> None:
+        """:func:`require` for its package and extra."""
+        require(self.package, self.extra)
+
+
+TRACKERS: dict[str, Tracker] = {}
+
+
+def register_tracker(tracker: Tracker) -> Tracker:
+    """Add ``tracker`` to :data:`TRACKERS` (replacing one of the same name) and return it."""
+    if tracker.name in ("auto", "none", "all"):
+        raise InputError(f"{tracker.name!r} is a report_to keyword, not a tracker name")
+    TRACKERS[tracker.name] = tracker
+    return tracker
+
+
+def unregister_tracker(name: str) -> None:
+    """Remove a tracker :func:`register_tracker` added (the built-ins stay)."""
+    if name in REPORT_TARGETS:
+        raise InputError(f"the built-in tracker {name!r} cannot be removed")
+    TRACKERS.pop(name, None)
+
+
+def tracker_names() -> tuple[str, ...]:
+    """Every registered tracker's name, built-ins first."""
+    return tuple(TRACKERS)
+
+
+def tracker_named(name: str) -> Tracker:
+    """The registered tracker called ``name`` (``InputError`` naming the known ones otherwise)."""
+    try:
+        return TRACKERS[name]
+    except KeyError:
+        raise InputError(f"unknown report target {name!r}; valid: {', '.join(TRACKERS)}") from None
+
+
+for _name, _class in (("tensorboard", "TensorBoardSink"), ("wandb", "WandbSink"), ("mlflow", "MlflowSink"),
+                      ("trackio", "TrackioSink")):  # each package, and its extra, has the tracker's name
+    register_tracker(Tracker(_name, _name, _name, f"probattr_monitor.sinks.{_name}:{_class}"))
+REPORT_TARGETS = tracker_names()  # the built-in trackers; code that offers choices reads tracker_names()

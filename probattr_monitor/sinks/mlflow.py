@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import InputError
-from .base import LogEntry, require
+from .base import LogEntry, Sink, SinkOptions, require
 
 
-class MlflowSink:
+class MlflowSink(Sink):
     """Writes :class:`LogEntry` objects to MLflow.
 
     Args:
@@ -20,6 +20,11 @@ class MlflowSink:
     """
 
     name = "mlflow"
+
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> "MlflowSink":
+        """The active run, else one named ``options.run_name``, or ``options.run_ids["mlflow"]``."""
+        return cls(run_name=options.run_name, run_id=options.run_ids.get("mlflow"))
 
     def __init__(self, run_name: Optional[str] = None, run_id: Optional[str] = None) -> None:
         require("mlflow", "mlflow")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import LogEntry, require
+from .base import LogEntry, Sink, SinkOptions, require
 
 
-class TensorBoardSink:
+class TensorBoardSink(Sink):
     """Writes :class:`LogEntry` objects to TensorBoard event files in ``log_dir``.
 
     Args:
@@ -18,6 +18,11 @@ class TensorBoardSink:
     """
 
     name = "tensorboard"
+
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> "TensorBoardSink":
+        """In ``options.tensorboard_dir``, or on ``options.tensorboard_writer`` when one is shared."""
+        return cls(log_dir=options.tensorboard_dir, writer=options.tensorboard_writer)
 
     def __init__(self, log_dir: Optional[str] = None, writer=None) -> None:
         if writer is None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .base import LogEntry, require
+from .base import LogEntry, Sink, SinkOptions, require
 
 STEP_METRIC = "train/global_step"
 
 
-class TrackioSink:
+class TrackioSink(Sink):
     """Writes :class:`LogEntry` objects to trackio.
 
     Args:
@@ -23,6 +23,11 @@ class TrackioSink:
     """
 
     name = "trackio"
+
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> "TrackioSink":
+        """The active run, else one named ``options.run_name``."""
+        return cls(run_name=options.run_name)
 
     def __init__(self, project: Optional[str] = None, run_name: Optional[str] = None) -> None:
         require("trackio", "trackio")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .base import LogEntry, require
+from .base import LogEntry, Sink, SinkOptions, require
 
 STEP_METRIC = "train/global_step"
 
 
-class WandbSink:
+class WandbSink(Sink):
     """Writes :class:`LogEntry` objects to the active W&B run, or to one it starts.
 
     Args:
@@ -24,6 +24,12 @@ class WandbSink:
     """
 
     name = "wandb"
+
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> "WandbSink":
+        """The active run, else one named ``options.run_name`` in ``options.run_dir``, or the run
+        ``options.run_ids["wandb"]`` resumed."""
+        return cls(run_name=options.run_name, dir=options.run_dir, run_id=options.run_ids.get("wandb"))
 
     def __init__(
         self, project: Optional[str] = None, run_name: Optional[str] = None, dir: Optional[str] = None,
