@@ -123,8 +123,16 @@ def sample_truth(model, tokenizer, count: int = 24, length: int = 24, seed: int 
     return sequences, starts, base
 
 
-def fine_tune(name: str, model, tokenizer, train, evaluation, out: Path, steps: int, save_steps: int, lr: float):
+def fine_tune(name: str, model, tokenizer, train, evaluation, out: Path, steps: int, save_steps: int, lr: float,
+              reuse: bool = False):
+    """Train and return ``(seconds, {step: eval loss})``; ``reuse``: an earlier run's checkpoints in
+    ``out / name`` (its last ``trainer_state.json`` holds the eval losses), not trained again."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    state = out / name / f"checkpoint-{steps}" / "trainer_state.json"
+    if reuse and state.is_file():
+        history = json.loads(state.read_text(encoding="utf-8"))["log_history"]
+        return math.nan, {e["step"]: e["eval_loss"] for e in history if "eval_loss" in e}
 
     tokenizer.padding_side = "right"
     args = TrainingArguments(output_dir=str(out / name), max_steps=steps, save_steps=save_steps, eval_strategy="steps",
@@ -155,6 +163,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--save-steps", type=int, default=5)
     parser.add_argument("--regimes", nargs="+", default=["breaking", "useful"])
+    parser.add_argument("--reuse-checkpoints", action="store_true",
+                        help="score the checkpoints an earlier run left in --out instead of training again")
     parser.add_argument("--guard", choices=("general", "base"), default="general",
                         help="the 24 general prompts, or the callback's default base guard (200 pack prompts)")
     args = parser.parse_args()
@@ -195,7 +205,7 @@ def main() -> None:
             held_out = pairs[200:]
             lr = 3e-5
         seconds, eval_losses = fine_tune(name, model, tokenizer, train, evaluation, out, args.steps,
-                                         args.save_steps, lr)
+                                         args.save_steps, lr, reuse=args.reuse_checkpoints)
         rows = []
         probe_seconds = 0.0
         for step in range(args.save_steps, args.steps + 1, args.save_steps):
