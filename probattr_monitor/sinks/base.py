@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from ..errors import InputError, MissingPackageError
+from ..probes.types.registry import Registry
 
 
 @dataclass
@@ -124,22 +125,19 @@ class Tracker:
         require(self.package, self.extra)
 
 
-TRACKERS: dict[str, Tracker] = {}
+TRACKERS = Registry("tracker", InputError)  # name -> Tracker
 
 
 def register_tracker(tracker: Tracker) -> Tracker:
     """Add ``tracker`` to :data:`TRACKERS` (replacing one of the same name) and return it."""
     if tracker.name in ("auto", "none", "all"):
         raise InputError(f"{tracker.name!r} is a report_to keyword, not a tracker name")
-    TRACKERS[tracker.name] = tracker
-    return tracker
+    return TRACKERS.add(tracker.name, tracker)
 
 
 def unregister_tracker(name: str) -> None:
     """Remove a tracker :func:`register_tracker` added (the built-ins stay)."""
-    if name in REPORT_TARGETS:
-        raise InputError(f"the built-in tracker {name!r} cannot be removed")
-    TRACKERS.pop(name, None)
+    TRACKERS.remove(name)
 
 
 def tracker_names() -> tuple[str, ...]:
@@ -149,13 +147,11 @@ def tracker_names() -> tuple[str, ...]:
 
 def tracker_named(name: str) -> Tracker:
     """The registered tracker called ``name`` (``InputError`` naming the known ones otherwise)."""
-    try:
-        return TRACKERS[name]
-    except KeyError:
-        raise InputError(f"unknown report target {name!r}; valid: {', '.join(TRACKERS)}") from None
+    return TRACKERS.named(name)
 
 
 for _name, _class in (("tensorboard", "TensorBoardSink"), ("wandb", "WandbSink"), ("mlflow", "MlflowSink"),
                       ("trackio", "TrackioSink")):  # each package, and its extra, has the tracker's name
     register_tracker(Tracker(_name, _name, _name, f"probattr_monitor.sinks.{_name}:{_class}"))
+TRACKERS.seal()
 REPORT_TARGETS = tracker_names()  # the built-in trackers; code that offers choices reads tracker_names()

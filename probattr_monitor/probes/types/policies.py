@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from ...errors import ProbeInputError
+from .registry import Registry
 
 SPLITS = ("prompts", "vocabulary")
 
@@ -85,7 +86,7 @@ class CandidatePolicy:
         return min(vocab_size, settings.budget_within(vocab_size, suffix_tokens))
 
 
-POLICIES: dict[str, CandidatePolicy] = {}
+POLICIES = Registry("candidate policy", ProbeInputError)  # name -> CandidatePolicy
 
 
 def register_policy(policy: CandidatePolicy) -> CandidatePolicy:
@@ -95,15 +96,12 @@ def register_policy(policy: CandidatePolicy) -> CandidatePolicy:
     if policy.splits == "vocabulary" and policy.name != "exact":
         raise ProbeInputError(f"candidate policy {policy.name!r}: only the exact engine splits the vocabulary "
                               "across ranks; declare splits='prompts'")
-    POLICIES[policy.name] = policy
-    return policy
+    return POLICIES.add(policy.name, policy)
 
 
 def unregister_policy(name: str) -> None:
     """Remove a policy :func:`register_policy` added (the built-ins stay)."""
-    if name in BUILT_IN:
-        raise ProbeInputError(f"the built-in candidate policy {name!r} cannot be removed")
-    POLICIES.pop(name, None)
+    POLICIES.remove(name)
 
 
 def candidate_policies() -> tuple[str, ...]:
@@ -113,10 +111,7 @@ def candidate_policies() -> tuple[str, ...]:
 
 def policy_named(name: str) -> CandidatePolicy:
     """The registered policy called ``name`` (``"auto"`` is resolved first: ``ProbeSettings.policy_for``)."""
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise ProbeInputError(f"unknown candidate policy {name!r}; known: {', '.join(POLICIES)}") from None
+    return POLICIES.named(name)
 
 
 EXACT = register_policy(CandidatePolicy(
@@ -125,4 +120,4 @@ EXACT = register_policy(CandidatePolicy(
 BUDGET = register_policy(CandidatePolicy(
     "budget", "probattr_monitor.probes.engines.budgeted:score_budgeted", capped=True, splits="prompts",
     revision=5, summary="an exact head plus a sampled tail of candidate_budget candidates, with standard errors"))
-BUILT_IN = frozenset(POLICIES)
+POLICIES.seal()
