@@ -105,7 +105,12 @@ def test_the_estimate_covers_the_exact_pair(small_model):
 def test_the_estimate_covers_a_dependent_pair():
     """A pair whose tokens must agree (a copied token): 0.3's product proposals almost never drew the
     agreeing candidates that hold q_prompt's mass, and its intervals missed the exact AS (4.5 nats)
-    in 8 of 10 seeds, estimating ~0. The chains draw the second token given the first."""
+    in 8 of 10 seeds, estimating ~0. The chains draw the second token given the first.
+
+    At least 7 of the 10 intervals must cover: at the chains' coverage (95-99% in replays) 4 misses
+    in 10 have a chance of 0.1%, while the product proposals' 27% would reach 7 with a chance
+    of 0.6%. (A bound of 9 of 10 failed on a machine whose rounding gave one more miss, 8 of 10:
+    at 95% coverage two misses in ten come about once in eleven runs.)"""
     model, pair = copy_model(), [COPY_SOURCE, COPY_TARGET]
     covered, total, errors = 0, 0, []
     for prompt_seed in range(2):
@@ -118,7 +123,7 @@ def test_the_estimate_covers_a_dependent_pair():
             covered += error <= 1.96 * estimate.stderrs["attribution_score"] + 1e-6
             total += 1
             errors.append(error)
-    assert covered / total >= 0.9 and sorted(errors)[len(errors) // 2] < 0.2
+    assert covered / total >= 0.7 and sorted(errors)[len(errors) // 2] < 0.2
     products = estimate_joint(model, copy_ids(0), N_PROMPT, pair, SETTINGS, seed=0, chain=False)
     assert products.attribution_score < 1.0  # what the product proposals alone estimate
 
