@@ -21,7 +21,10 @@ Then a projection (no GPU was measured): one probe run's token-forwards, FLOPs a
 interval; marked as a projection, with the assumptions printed.
 
 Usage: python benchmarks/bench_overhead_real.py [--max-steps 60] [--save-steps 10 30] [--out out/bench-overhead-real]
-       [--reference] [--projection-only]
+       [--sums 1] [--repeats 1] [--max-overhead F] [--reference] [--projection-only]
+
+``--sums 20`` trains on examples of about 310 tokens (20 additions each): steps of about 10 s here,
+the length of the issue's real fine-tune; the default (one addition, about 45 tokens) gives 1.8 s steps.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import importlib.util
 import json
 import random
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -38,20 +42,22 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUFFIX_TOKENS_PER_CANDIDATE = 13_800  # the paper's 7 prompts, chat-templated, SmolLM2 tokenizer (api.cost)
 
 
-def addition_data(tokenizer, count: int, seed: int = 0) -> list:
-    """``count`` chat-templated examples "What is a + b?" -> "a + b = c"."""
+def addition_data(tokenizer, count: int, seed: int = 0, sums: int = 1) -> list:
+    """``count`` chat-templated examples "What is a + b?" -> "a + b = c", ``sums`` to an example
+    (one question and answer each, in one user turn and one assistant turn): about 45 tokens for
+    one, 14 more for each further sum."""
     rng = random.Random(seed)
     data = []
     for _ in range(count):
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        messages = [{"role": "user", "content": f"What is {a} + {b}?"},
-                    {"role": "assistant", "content": f"{a} + {b} = {a + b}"}]
+        pairs = [(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(sums)]
+        messages = [{"role": "user", "content": " ".join(f"What is {a} + {b}?" for a, b in pairs)},
+                    {"role": "assistant", "content": " ".join(f"{a} + {b} = {a + b}." for a, b in pairs)}]
         ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
         data.append({"input_ids": ids, "attention_mask": [1] * len(ids)})
     return data
 
 
-def fine_tune(out: Path, max_steps: int, save_steps: int, callbacks: list) -> float:
+def fine_tune(out: Path, max_steps: int, save_steps: int, callbacks: list, sums: int = 1) -> float:
     """Train a fresh SmolLM2 for ``max_steps``; returns ``trainer.train()``'s wall seconds."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
@@ -62,7 +68,8 @@ def fine_tune(out: Path, max_steps: int, save_steps: int, callbacks: list) -> fl
     args = TrainingArguments(output_dir=str(out), max_steps=max_steps, save_steps=save_steps, save_only_model=True,
                              per_device_train_batch_size=4, learning_rate=5e-5, use_cpu=True, report_to="none",
                              logging_steps=max_steps, seed=0, data_seed=0, disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=addition_data(tokenizer, 400), processing_class=tokenizer,
+    trainer = Trainer(model=model, args=args, train_dataset=addition_data(tokenizer, 400, sums=sums),
+                      processing_class=tokenizer,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=callbacks)
     began = time.perf_counter()
     trainer.train()
@@ -128,6 +135,12 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=60)
     parser.add_argument("--save-steps", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--reference", action="store_true", help="check the intervals against a 4x larger sample")
+    parser.add_argument("--sums", type=int, default=1,
+                        help="additions per training example (1: ~45 tokens, ~1.8 s a step here; 20: ~310 tokens)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="pairs of runs per interval, the order alternating; medians printed")
+    parser.add_argument("--max-overhead", type=float, default=None,
+                        help="ProbAttrCallback(max_overhead=...) instead of its default")
     parser.add_argument("--projection-only", action="store_true")
     args = parser.parse_args(argv)
     if args.projection_only:
@@ -144,24 +157,37 @@ def main(argv=None) -> None:
     shutil.rmtree(out, ignore_errors=True)
     covered = compared = 0
     for save_steps in args.save_steps:
-        plain = fine_tune(out / f"none-{save_steps}", args.max_steps, save_steps, [])
-        callback = ProbAttrCallback()
-        monitored = fine_tune(out / f"callback-{save_steps}", args.max_steps, save_steps, [callback])
+        plains, monitoreds, meters = [], [], []
+        for repeat in range(args.repeats):  # alternating which runs first: drift in the machine hits both
+            for name in (("none", "callback") if repeat % 2 == 0 else ("callback", "none")):
+                folder = out / f"{name}-{save_steps}"
+                shutil.rmtree(folder, ignore_errors=True)
+                if name == "none":
+                    plains.append(fine_tune(folder, args.max_steps, save_steps, [], args.sums))
+                    continue
+                options = {} if args.max_overhead is None else {"max_overhead": args.max_overhead}
+                callback = ProbAttrCallback(**options)
+                monitoreds.append(fine_tune(folder, args.max_steps, save_steps, [callback], args.sums))
+                meters.append(callback.meter.overhead())
+        plain, monitored = statistics.median(plains), statistics.median(monitoreds)
         probes = sum(r["probe_seconds"] for r in records(out / f"callback-{save_steps}"))
-        print(f"\nsave every {save_steps} steps, {args.max_steps} steps: train loop {plain:.1f} s without the "
-              f"callback, {monitored:.1f} s with it (x{monitored / plain:.3f}); probes {probes:.1f} s = "
-              f"{probes / (monitored - probes):.1%} of training (meter: {callback.meter.overhead():.1%})")
+        print(f"\nsave every {save_steps} steps, {args.max_steps} steps, {args.sums} sums an example "
+              f"({plain / args.max_steps:.1f} s a step): train loop {plain:.1f} s without the callback, "
+              f"{monitored:.1f} s with it (x{monitored / plain:.3f}; medians of {args.repeats}: "
+              f"{', '.join(f'{a:.1f}/{b:.1f}' for a, b in zip(monitoreds, plains))}); meter (all the monitor's "
+              f"seconds / training seconds, same run): {', '.join(f'{m:.1%}' for m in meters)}")
         began = callback.meter.probe_seconds - sum(seconds for _, seconds, _, _ in callback.meter.runs)
-        print(f"  at train begin and between runs (base guard, timings): {began:.1f} s; "
+        print(f"  outside the runs (train begin, timings, records, logging): {began:.1f} s; runs {probes:.1f} s; "
+              f"skipped at steps {callback.meter.skipped or 'none'}; "
               f"{callback.base_guard.describe() if callback.base_guard else 'no base guard'}")
         for record in records(out / f"callback-{save_steps}"):
             s = record["summary"]
-            statistics = ", ".join(f"{key} {s[key]:.3f} +- {1.96 * s[key + '_stderr']:.3f}"
-                                   for key in ("mean_attribution", "noise_fraction")
-                                   if s.get(key) is not None and s.get(key + "_stderr") is not None)
+            shown = ", ".join(f"{key} {s[key]:.3f} +- {1.96 * s[key + '_stderr']:.3f}"
+                              for key in ("mean_attribution", "noise_fraction")
+                              if s.get(key) is not None and s.get(key + "_stderr") is not None)
             print(f"  step {record['step']}: {record['probe_seconds']:.1f} s, {s['positions_scored']} of "
                   f"{s['positions_total']} positions, candidate_budget {record['settings']['candidate_budget']}, "
-                  f"log P(r|p) {s['log_p_response']:.2f}; {statistics or 'no attribution at this checkpoint'}")
+                  f"log P(r|p) {s['log_p_response']:.2f}; {shown or 'no attribution at this checkpoint'}")
             if args.reference and s["positions_scored"]:
                 c, n = reference_check(out / f"callback-{save_steps}", record)
                 covered, compared = covered + c, compared + n

@@ -97,3 +97,12 @@ def gather_objects(value: T) -> list[T]:
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def rank_zero_value(value: T) -> T:
+    """Rank 0's ``value`` on every rank (``value`` itself without a process group): what every rank
+    must decide alike (how much a probe run scores, whether it runs) when each rank measured its
+    own seconds, so the collective work that follows has the same shape on every rank."""
+    if world()[1] == 1:
+        return value
+    return gather_objects(value)[0]

@@ -39,6 +39,8 @@ from ..monitoring.overhead import (
     guard_pairs_that_fit,
     over_share,
     plan_run,
+    skipped_line,
+    skips_run,
     step_seconds_estimate,
 )
 from ..monitoring.record import CheckpointRecord, PromptSet
@@ -251,6 +253,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         self._said_over = False  # the over-the-share line is said once per run
         self._base_guard_restored = False  # guard="base" taken back from the checkpoint resumed from
         self._guard_scored = 0  # how many guard pairs (the first ones) the latest run scored (max_overhead)
+        self._skipped_step: Optional[int] = None  # the latest step whose run max_overhead skipped
 
     def attach(self, trainer: "Trainer") -> "ProbAttrCallback":
         """Add this callback to ``trainer`` (unless it is there already) and share the Trainer's own
@@ -431,8 +434,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         """
         if not self.probe_on_evaluate:
             return
-        run = self._probe(args, state, model, control)
-        if metrics is None:
+        run = self._probe(args, state, model, control, needed=True)
+        if run is None or metrics is None:
             return
         summary = run.statistics if run.error is None else {}
         for key in (*SUMMARY_KEYS, *DRIFT_KEYS):
@@ -448,11 +451,14 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if not self.probe_on_save:
             return
         run = self._probe(args, state, model, control)
-        if self.write_json and state.is_world_process_zero:
+        if run is not None and self.write_json and state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
+                began = time.perf_counter()
                 self._guarded(lambda: self._record(run, model, folder.name).save(folder),
                               f"writing {folder / 'probattr.json'}")
+                if self.meter is not None:  # the weights' fingerprint and the file count too
+                    self.meter.count_outside_run(time.perf_counter() - began)
 
     def _record(self, run: ProbeRun, model, checkpoint: str) -> CheckpointRecord:
         """The record of ``run`` for ``checkpoint``, with the fingerprint of the weights it measured:
@@ -490,18 +496,32 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         saving = control.should_save and self.probe_on_save
         return bool(saving or (control.should_evaluate and self.probe_on_evaluate))
 
-    def _probe(self, args, state, model, control=None) -> ProbeRun:
+    def _probe(self, args, state, model, control=None, needed: bool = False) -> Optional[ProbeRun]:
         """Probe once per global step (a save, an evaluation and every_n_steps may coincide); the
-        listeners hear of each new run with the ``control`` of the event that made it."""
+        listeners hear of each new run with the ``control`` of the event that made it. Under
+        ``max_overhead`` a run may be skipped (``monitoring.overhead.skips_run``) unless ``needed``
+        (an evaluation reads its metric): ``None``, and this step's save writes no record.
+        Everything the monitor does here counts against the share."""
         if self._last is not None and self._last.step == state.global_step:
             return self._last
-        from ..distributed import world
+        if self._skipped_step == state.global_step and not needed:
+            return None
+        from ..distributed import rank_zero_value, world
 
+        began = time.perf_counter()
         with preserved_training_state(model):
             settings = self._guarded(lambda: self._planned(model), "fitting the probes into max_overhead",
                                      default=self.settings)
+            needed = needed or bool(control is not None and control.should_evaluate and self.probe_on_evaluate)
+            skip = self.meter is not None and skips_run(self.meter, settings, first=self._last is None, needed=needed)
+            # every rank measured its own seconds: rank 0's plan, so the collective work has one shape
+            settings, skip = rank_zero_value((settings, skip))
+            if skip:
+                self._skip(state, time.perf_counter() - began)
+                return None
             guard = self._guarded(lambda: self._guard_for_run(model), "fitting the guard into max_overhead",
                                   default=self.guard)
+            guard = guard if guard is None else guard[:rank_zero_value(len(guard))]
             run = run_probes(
                 model,
                 self.tokenizer,
@@ -543,7 +563,20 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         for listener in list(self._listeners):
             self._guarded(lambda listen=listener: listen(run, state, control),
                           f"acting on the probes of step {run.step}")
+        if self.meter is not None:  # the planning, timings, logging and listeners count too
+            self.meter.count_outside_run(time.perf_counter() - began - run.seconds)
         return run
+
+    def _skip(self, state, seconds: float) -> None:
+        """This step's run is skipped (``monitoring.overhead.skips_run``): said once as a warning,
+        then at debug level; the planning's ``seconds`` count against the share."""
+        assert self.meter is not None
+        self._skipped_step = state.global_step
+        self.meter.skipped.append(state.global_step)
+        self.meter.count_outside_run(seconds)
+        if state.is_world_process_zero:
+            (logger.warning if len(self.meter.skipped) == 1 else logger.debug)(
+                "probattr: %s", skipped_line(self.meter, state.global_step))
 
     def _planned(self, model) -> ProbeSettings:
         """The settings of the next run: :attr:`settings` fitted into what ``max_overhead`` leaves
@@ -557,9 +590,8 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
         if self.meter.rate is None:
             self.meter.rate = forward_rate(model, encoded, self.settings)
-        fixed = self.meter.fixed_seconds if self.meter.fixed_seconds is not None else 0.0
         positions = sum(len(prompt_in.positions) for prompt_in, _ in encoded)
-        return plan_run(self.settings, self.meter.available() - fixed, self.meter.rate, vocab_size_of(model),
+        return plan_run(self.settings, self.meter.scoring_available(), self.meter.rate, vocab_size_of(model),
                         positions, run_suffix_tokens(encoded, self.settings))
 
     def _guard_for_run(self, model) -> Optional[list]:
@@ -569,13 +601,11 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         pairs first when no run has measured them yet (those seconds count against the share)."""
         if self.guard is None or self.meter is None:
             return self.guard
-        if self.meter.guard_pair_seconds is None:
+        if self.meter.guard_pair_seconds is None:  # (its seconds are counted with the run's: _probe)
             began = time.perf_counter()
             guard_likelihoods(model, self.tokenizer, self.guard[:2], self.settings)
-            spent = time.perf_counter() - began
-            self.meter.probe_seconds += spent
-            self.meter.guard_pair_seconds = spent / len(self.guard[:2])
-        self._guard_scored = guard_pairs_that_fit(self.meter.available(), self.meter.guard_pair_seconds,
+            self.meter.guard_pair_seconds = (time.perf_counter() - began) / len(self.guard[:2])
+        self._guard_scored = guard_pairs_that_fit(self.meter.likelihood_available(), self.meter.guard_pair_seconds,
                                                   self._guard_scored, len(self.guard))
         return self.guard[:self._guard_scored]
 

@@ -24,7 +24,7 @@ order, so the first ``k`` pairs (what a run under ``max_overhead`` scores, or wh
 bounded by ``seconds`` reached) are a uniform sample.
 
 Under ``ProbAttrCallback(max_overhead=...)`` the freezing is bounded too: it may take
-``FREEZE_SHARE`` of the share of the run's expected training seconds
+``FREEZE_SHARE`` of the likelihood account the run's expected training earns
 (``monitoring.overhead.freeze_seconds``), so a short run freezes fewer pairs (at least
 :data:`UNTRAINED_CHECK_PAIRS`) and a long one all ``count``; the guard's description says how many.
 

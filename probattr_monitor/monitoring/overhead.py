@@ -1,15 +1,20 @@
 """A monitor that costs a stated share of the run it watches: the meter and the plan of each probe run.
 
 The share is of wall time: after ``T`` seconds of training (probe time excluded) the probes may
-have taken ``share x T`` seconds in all. Before each run the :class:`OverheadMeter` says how many
-seconds are left to spend (unspent seconds carry over; an overrun is repaid by later runs), and
-:func:`plan_run` fits the run into them:
+have taken ``share x T`` seconds in all, split in two accounts (:data:`LIKELIHOOD_SHARE`): one
+pays for the cheap part of each run, the other saves up for the attribution scores, which cost
+hundreds of times more per prompt and would otherwise never find the seconds. Before each run the
+:class:`OverheadMeter` says how many seconds each account has (unspent seconds carry over; an
+overrun is repaid by later runs), and :func:`plan_run` fits the run into them:
 
+0. A run whose cheap part does not fit its account, and whose attribution account pays for no
+   position either, is skipped (:func:`skips_run`): that checkpoint gets no probes, and the
+   seconds carry over. The first run of a training session is never skipped (it freezes the
+   responses), nor one whose evaluation needs the probes' metric.
 1. ``log P(r | p)`` of every prompt runs always, and the guard on as many of its pairs as half the
-   seconds pay for (:func:`guard_pairs_that_fit`: at least 8, a seeded order, never fewer than
-   before, so each checkpoint is compared on pairs the earlier ones hold); their measured seconds
-   are set aside first.
-2. The attribution scores get the rest, as token-forwards at the measured rate: every position at
+   likelihood account pays for (:func:`guard_pairs_that_fit`: at least 8, a seeded order, never
+   fewer than before, so each checkpoint is compared on pairs the earlier ones hold).
+2. The attribution scores get their account, as token-forwards at the measured rate: every position at
    the candidate budget when that fits; else the largest budget of :data:`BUDGET_LADDER` that still
    scores at least :data:`MIN_POSITIONS` positions, with a seeded sample of positions
    (``ProbeSettings.max_positions``: the same positions at every checkpoint, so consecutive
@@ -39,8 +44,9 @@ from ..errors import InputError
 from ..probes.types.policies import policy_named
 from ..probes.types.settings import ProbeSettings
 
-GUARD_SHARE = 0.5  # of the seconds a run may take, the most its guard pairs may use
-FREEZE_SHARE = 0.25  # of the share of the run's expected training seconds, the most freezing the base guard may take
+LIKELIHOOD_SHARE = 0.5  # of the share, the account of the cheap part (log P, guard, train begin); the rest: AS
+GUARD_SHARE = 0.5  # of the likelihood account's seconds, the most one run's guard pairs may use
+FREEZE_SHARE = 0.25  # of the likelihood account the expected training earns: the most the base guard's freezing takes
 OVER_SHARE = 2.0  # a run after which the overhead is above this many times the share is said once
 TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its tokens (forward + backward)
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
@@ -66,20 +72,24 @@ class OverheadMeter:
     Attributes:
         share: the probes' share of training time.
         began: ``time.perf_counter()`` at the start (train begin).
-        probe_seconds: seconds spent in probe runs so far.
+        probe_seconds: seconds spent in probe runs so far (everything the monitor did, train begin included).
+        scoring_seconds: of ``probe_seconds``, those spent scoring attribution (the second account).
         rate: token-forwards per second of the attribution scoring, measured (``None`` before any).
         fixed_seconds: seconds of the latest run outside attribution scoring (likelihoods, guard).
         guard_pair_seconds: seconds to score one guard pair, measured.
         runs: ``[(step, probe seconds, positions scored, positions total)]`` of each run.
+        skipped: the steps whose run was skipped (:func:`skips_run`).
     """
 
     share: float
     began: float = field(default_factory=time.perf_counter)
     probe_seconds: float = 0.0
+    scoring_seconds: float = 0.0
     rate: Optional[float] = None
     fixed_seconds: Optional[float] = None
     guard_pair_seconds: Optional[float] = None
     runs: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
     def training_seconds(self, now: Optional[float] = None) -> float:
         """Wall seconds since the start, less the probes'."""
@@ -89,6 +99,25 @@ class OverheadMeter:
     def available(self, now: Optional[float] = None) -> float:
         """Seconds the next run may take: ``share x training seconds - probe seconds`` (can be < 0)."""
         return self.share * self.training_seconds(now) - self.probe_seconds
+
+    def likelihood_available(self, now: Optional[float] = None) -> float:
+        """The cheap part's account: ``LIKELIHOOD_SHARE x share x training seconds`` less the probe
+        seconds spent outside attribution scoring (can be < 0)."""
+        return (LIKELIHOOD_SHARE * self.share * self.training_seconds(now)
+                - (self.probe_seconds - self.scoring_seconds))
+
+    def scoring_available(self, now: Optional[float] = None) -> float:
+        """The attribution scores' account: ``(1 - LIKELIHOOD_SHARE) x share x training seconds``
+        less the seconds spent scoring (can be < 0)."""
+        return (1 - LIKELIHOOD_SHARE) * self.share * self.training_seconds(now) - self.scoring_seconds
+
+    def count_outside_run(self, seconds: float) -> None:
+        """Count ``seconds`` the monitor spent around a run (planning, timing, logging, the record)
+        against the share, as part of the latest run's cheap part."""
+        seconds = max(0.0, seconds)
+        self.probe_seconds += seconds
+        if self.fixed_seconds is not None:
+            self.fixed_seconds += seconds
 
     def overhead(self, now: Optional[float] = None) -> Optional[float]:
         """Probe seconds per training second so far (``probattr/overhead``); ``None`` before any training."""
@@ -107,8 +136,10 @@ class OverheadMeter:
         forwards = sum(int(r.summary.get("token_forwards") or 0) for r in scoring)
         if scoring_seconds > 0 and forwards > 0:
             self.rate = forwards / scoring_seconds
-        self.fixed_seconds = max(0.0, seconds - scoring_seconds)
+        scoring_seconds = min(scoring_seconds, seconds)
+        self.fixed_seconds = seconds - scoring_seconds
         self.probe_seconds += seconds
+        self.scoring_seconds += scoring_seconds
         scored = sum(int(r.summary.get("positions_scored") or 0) for r in results if r.valid)
         total = sum(int(r.summary.get("positions_total") or 0) for r in results if r.valid)
         self.runs.append((step, seconds, scored, total))
@@ -141,8 +172,28 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
     return settings.replace(max_positions=0)
 
 
+def skips_run(meter: OverheadMeter, planned: ProbeSettings, first: bool, needed: bool) -> bool:
+    """Whether the run about to start is skipped (module docstring, lever 0): not the ``first`` of
+    the session, not ``needed`` by an evaluation, its cheap part (``meter.fixed_seconds``, as the
+    latest run measured it) over the likelihood account, and ``planned`` (from the attribution
+    account) scoring no position."""
+    if first or needed or meter.fixed_seconds is None:
+        return False
+    return meter.likelihood_available() < meter.fixed_seconds and planned.max_positions == 0
+
+
+def skipped_line(meter: OverheadMeter, step: int) -> str:
+    """What a skipped run says: which step, why, and how to probe it anyway."""
+    return (f"the probe run at step {step} is skipped to keep the probes within {meter.share:.0%} of the training time "
+            f"(max_overhead): its cheap part takes about {meter.fixed_seconds or 0.0:.1f} s, more than the "
+            f"{max(0.0, meter.likelihood_available()):.1f} s its share holds now. Skipped checkpoints have no "
+            "probattr.json; `probattr-monitor sweep` probes them afterwards, and a larger max_overhead (or None) "
+            "probes every one")
+
+
 def guard_pairs_that_fit(seconds: float, pair_seconds: float, scored: int, total: int) -> int:
-    """How many guard pairs the next run scores: as many as :data:`GUARD_SHARE` of ``seconds`` pays
+    """How many guard pairs the next run scores: as many as :data:`GUARD_SHARE` of ``seconds`` (the
+    likelihood account) pays
     for at ``pair_seconds`` each, at least :data:`MIN_GUARD_PAIRS` and never fewer than the
     ``scored`` of earlier runs (a pair scored once is scored at every later run: the regression test
     compares a checkpoint with earlier ones on the pairs both hold, and a pair that disappears would
@@ -153,11 +204,12 @@ def guard_pairs_that_fit(seconds: float, pair_seconds: float, scored: int, total
 
 def freeze_seconds(share: float, max_steps: int, step_seconds: Optional[float]) -> float:
     """Seconds the base guard's freezing may take at train begin:
-    ``FREEZE_SHARE x share x max_steps x step_seconds``; 0 (the smallest freezing) when the
+    ``FREEZE_SHARE x LIKELIHOOD_SHARE x share x max_steps x step_seconds`` (a quarter of the
+    likelihood account the whole run will earn); 0 (the smallest freezing) when the
     step time or the step count is unknown."""
     if step_seconds is None or not max_steps or max_steps <= 0 or not step_seconds > 0:
         return 0.0
-    return FREEZE_SHARE * share * max_steps * step_seconds
+    return FREEZE_SHARE * LIKELIHOOD_SHARE * share * max_steps * step_seconds
 
 
 def step_seconds_estimate(tokens_per_step: Optional[float], rate: Optional[float]) -> Optional[float]:
@@ -181,4 +233,4 @@ def over_share(meter: OverheadMeter, guard_pairs: int, prompts: int) -> Optional
             f"(max_overhead): every probe run costs at least log P(r|p) of its {prompts} prompts and "
             f"{guard_pairs} guard pairs, one forward each ({meter.fixed_seconds:.1f} s at the last run), and the "
             "base guard's freezing and the first run's responses were paid at the start. Checkpoints further apart "
-            "(save_steps), fewer prompts or guard=None lower it; the attribution scores wait for the share")
+            "(save_steps), fewer prompts or guard=None lower it; runs are skipped while over the share")

@@ -74,3 +74,12 @@ def test_a_rank_that_raises_does_not_hang_the_run(tmp_path):
     assert "rank 1 of 2 finished: step 4, probe errors 2" in completed.stdout
     record = json.loads((tmp_path / "checkpoint-4" / "probattr.json").read_text(encoding="utf-8"))
     assert record["status"] == "failed" and "another rank failed" in record["error"]
+
+
+def test_ranks_that_measured_different_seconds_follow_rank_zeros_plan(tmp_path):
+    """Each rank meters its own seconds; under max_overhead they must still run the same work
+    (a rank scoring positions while another skips would wait forever in a collective)."""
+    completed = torchrun(tmp_path, "--skewed-share", timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    plans = [line.split(" ", 2)[2] for line in completed.stdout.splitlines() if " runs [" in line]
+    assert len(plans) == 2 and plans[0] == plans[1], completed.stdout

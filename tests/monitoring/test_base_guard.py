@@ -12,7 +12,12 @@ from probattr_monitor import ProbAttrCallback, ProbAttrEarlyStopping, ProbeSetti
 from probattr_monitor.callbacks.cost import tokens_per_step
 from probattr_monitor.demo.tiny_models import tiny_gpt2, tiny_llama
 from probattr_monitor.monitoring.base_guard import UNTRAINED_CHECK_PAIRS, UNTRAINED_ENTROPY_SHARE, freeze_base_guard
-from probattr_monitor.monitoring.overhead import FREEZE_SHARE, freeze_seconds, step_seconds_estimate
+from probattr_monitor.monitoring.overhead import (
+    FREEZE_SHARE,
+    LIKELIHOOD_SHARE,
+    freeze_seconds,
+    step_seconds_estimate,
+)
 from probattr_monitor.prompts import general_prompts
 
 from ..callbacks.helpers import make_trainer, tokenizer
@@ -74,9 +79,9 @@ def test_a_freezing_bounded_in_seconds_freezes_a_prefix_of_the_full_one(pretrain
 
 
 def test_the_freezing_gets_a_share_of_the_runs_expected_training_time():
-    """``FREEZE_SHARE x share x max_steps x step seconds``; nothing when the step time or the step
+    """``FREEZE_SHARE x LIKELIHOOD_SHARE x share x max_steps x step seconds``; nothing when the step time or the step
     count is unknown. A step is estimated at 3 forwards of its tokens at the measured rate."""
-    assert freeze_seconds(0.05, 1000, 2.0) == pytest.approx(FREEZE_SHARE * 0.05 * 1000 * 2.0)
+    assert freeze_seconds(0.05, 1000, 2.0) == pytest.approx(FREEZE_SHARE * LIKELIHOOD_SHARE * 0.05 * 1000 * 2.0)
     assert freeze_seconds(0.05, -1, 2.0) == freeze_seconds(0.05, 1000, None) == 0.0
     assert step_seconds_estimate(400.0, 600.0) == pytest.approx(2.0)
     assert step_seconds_estimate(None, 600.0) is None and step_seconds_estimate(400.0, None) is None

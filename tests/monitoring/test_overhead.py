@@ -17,12 +17,14 @@ from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
 from probattr_monitor.errors import InputError
 from probattr_monitor.monitoring.metrics import run_summary
 from probattr_monitor.monitoring.overhead import (
+    LIKELIHOOD_SHARE,
     MIN_GUARD_PAIRS,
     MIN_POSITIONS,
     OverheadMeter,
     check_share,
     guard_pairs_that_fit,
     plan_run,
+    skips_run,
 )
 from probattr_monitor.monitoring.sampling import mean_stderr, student_t975
 
@@ -160,22 +162,65 @@ def records(folder):
             for p in folder.glob("checkpoint-*/probattr.json")}
 
 
-def test_the_default_callback_fits_its_share_and_says_what_ran(tmp_path):
-    """A share no attribution fits in: every record holds log P(r | p) and no token, says so in its
-    settings and positions, and probattr/overhead is logged; the guard runs all the same."""
+def test_a_share_too_small_runs_the_first_probe_cheaply_and_skips_the_rest(tmp_path, caplog):
+    """A share nothing fits in: the first run (it freezes the responses) holds log P(r | p) and no
+    token, says so in its settings and positions, logs probattr/overhead, and scores the guard all
+    the same; the next is skipped, said once, and its checkpoint has no record."""
     guard = [(f"the dog sat {word}", " in the sun") for word in "abcdefghijkl"]  # 12 pairs
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
                                 guard=guard, settings=ProbeSettings(max_new_tokens=3), max_overhead=1e-9)
-    make_trainer(tmp_path / "out", [callback], max_steps=4, save_steps=2).train()
-    for record in records(tmp_path / "out").values():
-        assert record["settings"]["max_positions"] == 0
-        assert all(r["tokens"] == [] and r["summary"]["positions_scored"] == 0 for r in record["results"])
-        assert record["summary"]["log_p_response"] is not None and record["summary"]["mean_attribution"] is None
-        assert len(record["guard_log_p"]) == MIN_GUARD_PAIRS  # the first 8 of 12: what the share allows, at least
-        assert record["provenance"]["guard"] == f"given: 12 pairs; the first {MIN_GUARD_PAIRS} scored (max_overhead)"
+    with caplog.at_level("WARNING", logger="probattr_monitor"):
+        make_trainer(tmp_path / "out", [callback], max_steps=6, save_steps=2).train()
+    [(step, record)] = records(tmp_path / "out").items()
+    assert step == 2 and record["settings"]["max_positions"] == 0
+    assert all(r["tokens"] == [] and r["summary"]["positions_scored"] == 0 for r in record["results"])
+    assert record["summary"]["log_p_response"] is not None and record["summary"]["mean_attribution"] is None
+    assert len(record["guard_log_p"]) == MIN_GUARD_PAIRS  # the first 8 of 12: what the share allows, at least
+    assert record["provenance"]["guard"] == f"given: 12 pairs; the first {MIN_GUARD_PAIRS} scored (max_overhead)"
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4",
+                                                                                 "checkpoint-6"]
     scalars = read_tensorboard(tmp_path / "tb")["scalars"]
-    assert set(scalars["probattr/overhead"]) == {2, 4} and "probattr/mean_attribution" not in scalars
-    assert callback.meter is not None and callback.meter.rate is not None and len(callback.meter.runs) == 2
+    assert set(scalars["probattr/overhead"]) == {2} and "probattr/mean_attribution" not in scalars
+    assert callback.meter is not None and callback.meter.rate is not None and len(callback.meter.runs) == 1
+    assert callback.meter.skipped == [4, 6]
+    skipped = [r.getMessage() for r in caplog.records if "is skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "step 4" in skipped[0] and "probattr-monitor sweep" in skipped[0]
+
+
+def test_an_evaluation_that_reads_the_probes_metric_is_never_skipped(tmp_path):
+    """metric_for_best_model on a probe statistic: every evaluation needs its run, whatever the share."""
+    callback = ProbAttrCallback(prompts=PROMPTS, report_to="none", settings=ProbeSettings(max_new_tokens=3),
+                                max_overhead=1e-9, guard=None)
+    trainer = make_trainer(tmp_path / "out", [callback], max_steps=6, save_steps=2, evaluate=True,
+                           metric_for_best_model="probattr_log_p_response", greater_is_better=True,
+                           load_best_model_at_end=True)
+    trainer.train()
+    assert callback.meter is not None and callback.meter.skipped == [] and len(callback.meter.runs) == 3
+    assert sorted(records(tmp_path / "out")) == [2, 4, 6]
+
+
+def test_a_run_is_skipped_only_when_neither_account_pays():
+    meter = OverheadMeter(0.05, began=time.perf_counter() - 100.0, probe_seconds=2.0, fixed_seconds=1.0)
+    nothing, some = SETTINGS.replace(max_positions=0), SETTINGS.replace(max_positions=40)
+    assert meter.likelihood_available() == pytest.approx(0.5 * 0.05 * 98.0 - 2.0, abs=0.05)  # 0.45 s: < 1 s
+    assert skips_run(meter, nothing, first=False, needed=False)
+    assert not skips_run(meter, some, first=False, needed=False)  # the attribution account pays: it runs
+    assert not skips_run(meter, nothing, first=True, needed=False)  # the first run freezes the responses
+    assert not skips_run(meter, nothing, first=False, needed=True)  # an evaluation reads its metric
+    meter.fixed_seconds = 0.2
+    assert not skips_run(meter, nothing, first=False, needed=False)  # the cheap part fits
+
+
+def test_the_two_accounts_split_the_share():
+    meter = OverheadMeter(0.1, began=0.0)
+    assert meter.likelihood_available(now=100.0) == pytest.approx(LIKELIHOOD_SHARE * 10.0)
+    assert meter.scoring_available(now=100.0) == pytest.approx((1 - LIKELIHOOD_SHARE) * 10.0)
+    meter.record(2, 4.0, [])  # a run that scored no attribution: all of it is the cheap part
+    assert meter.scoring_seconds == 0.0 and meter.fixed_seconds == 4.0
+    assert meter.likelihood_available(now=104.0) == pytest.approx(LIKELIHOOD_SHARE * 10.0 - 4.0)
+    assert meter.scoring_available(now=104.0) == pytest.approx((1 - LIKELIHOOD_SHARE) * 10.0)
+    meter.count_outside_run(0.5)
+    assert meter.probe_seconds == 4.5 and meter.fixed_seconds == 4.5
 
 
 def test_a_share_with_room_probes_every_position(tmp_path):
