@@ -19,17 +19,17 @@ from transformers.trainer_callback import ExportableState
 
 from ..errors import InputError, one_line, warn_user
 from ..monitoring.regression import DEFAULT_TOLERANCE, guard_comparisons
+from ..monitoring.statistics import STATISTICS, statistic_named
 from ..probes.maths.values import is_finite_number
-from ..probes.types.settings import SCOPE_NAMES
 from .probattr_callback import ProbAttrCallback, monitors_of
 
-# Whether a larger value is better, for every statistic one can stop on (every summary and drift key).
-GREATER_IS_BETTER = {"log_p_response": True, "mean_attribution": True, "noise_tokens": False,
-                     "noise_fraction": False, "soft_noise": False, "mean_entropy_prompt": False,
-                     "mean_entropy_context": False, "mean_kl": False, "mean_replacement_entropy": False,
-                     "mean_original_response_share": True, "drift_attribution": False, "drift_entropy": False,
-                     # the scopes, like mean_attribution: greater, the response leans more on the prompt
-                     **{f"mean_{name}_scope": True for name in SCOPE_NAMES}}
+
+def __getattr__(name: str):
+    """``GREATER_IS_BETTER`` (``{statistic: whether larger is better}``), derived when read from
+    the statistics declared in ``monitoring.statistics``."""
+    if name == "GREATER_IS_BETTER":
+        return {n: s.greater_is_better for n, s in STATISTICS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
@@ -54,7 +54,7 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         threshold: the smallest change that counts as an improvement, in the statistic's units.
         regression_threshold: how far (in the statistic's units) the statistic may move away from
             its best before a regression is reported; ``None`` (default): never.
-        greater_is_better: the statistic's direction; default from :data:`GREATER_IS_BETTER`.
+        greater_is_better: the statistic's direction; default the statistic's own (``monitoring.statistics``).
         guard_tolerance: with fixed responses, the guard test of ``monitoring.regression`` on the
             per-prompt ``log P(r | p)``: a regression is reported at the first probe run whose 95%
             paired interval against the best earlier run lies below ``-guard_tolerance`` nats per
@@ -77,8 +77,8 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
                  guard_tolerance: Optional[float] = DEFAULT_TOLERANCE) -> None:
         if monitor is not None and not isinstance(monitor, ProbAttrCallback):
             raise InputError(f"monitor should be a ProbAttrCallback or None, got {type(monitor).__name__}")
-        if statistic not in GREATER_IS_BETTER:
-            raise InputError(f"statistic should be one of {', '.join(GREATER_IS_BETTER)}, got {statistic!r}")
+        if not isinstance(statistic, str) or statistic not in STATISTICS:
+            raise InputError(f"statistic should be one of {', '.join(STATISTICS)}, got {statistic!r}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise InputError(f"patience should be a positive integer or None, got {patience!r}")
         for name, value in (("threshold", threshold), ("regression_threshold", regression_threshold),
@@ -92,7 +92,8 @@ class ProbAttrEarlyStopping(TrainerCallback, ExportableState):
         self.patience = patience
         self.threshold = float(threshold)
         self.regression_threshold = regression_threshold
-        self.greater_is_better = GREATER_IS_BETTER[statistic] if greater_is_better is None else greater_is_better
+        self.greater_is_better = (statistic_named(statistic).greater_is_better if greater_is_better is None
+                                  else greater_is_better)
         self.best: Optional[float] = None
         self.best_step: Optional[int] = None
         self.patience_counter = 0

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 from ..errors import InputError, one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
+from ..monitoring.convergence import drift
 from ..monitoring.decision import what_the_recommendation_sees
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.overhead import (
     DEFAULT_MAX_OVERHEAD,
     OverheadMeter,
@@ -45,7 +45,7 @@ from ..monitoring.overhead import (
 )
 from ..monitoring.record import CheckpointRecord, PromptSet
 from ..monitoring.run import ProbeRun, guard_likelihoods, log_entry_of, run_probes
-from ..monitoring.statistics import drift
+from ..monitoring.statistics import drift_keys, summary_keys
 from ..probes.inputs.tokens import vocab_size_of
 from ..probes.types.settings import ProbeSettings
 from ..sinks import GuardedSinks, open_sinks, tracker_names
@@ -438,7 +438,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         if run is None or metrics is None:
             return
         summary = run.statistics if run.error is None else {}
-        for key in (*SUMMARY_KEYS, *DRIFT_KEYS):
+        for key in (*summary_keys(), *drift_keys()):
             if summary.get(key) is not None:
                 metrics[f"eval_{METRIC_PREFIX}{key}"] = summary[key]
         compared = args.metric_for_best_model or ""

@@ -23,8 +23,8 @@ import torch
 
 from ..monitoring.correlation import spearman
 from ..monitoring.decision import DEFAULT_RULE, recommend
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.run import guard_values
+from ..monitoring.statistics import drift_keys, summary_keys
 from ..probes.maths.values import is_finite_number
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
@@ -83,14 +83,17 @@ class DemoConfig:
     max_overhead: Optional[float] = None
 
 
-ROW_COLUMNS = ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *SUMMARY_KEYS, *DRIFT_KEYS,
-               "invalid_prompts", "true_noise_tokens", "mean_abs_as_error", "prompt_log_p")
+def row_columns() -> tuple:
+    """The columns of a demo row: the checkpoint, the truth, every declared statistic
+    (``monitoring.statistics``) and the truth's own comparisons."""
+    return ("step", "checkpoint", "status", "eval_loss", "kl_to_truth", *summary_keys(), *drift_keys(),
+            "invalid_prompts", "true_noise_tokens", "mean_abs_as_error", "prompt_log_p")
 SUMMARY_FILE = "demo_summary.json"
 
 
 @dataclass
 class DemoReport:
-    """What the demo found: one row per checkpoint (:data:`ROW_COLUMNS`), the recommendation
+    """What the demo found: one row per checkpoint (:func:`row_columns`), the recommendation
     (``{"step", "checkpoint", "rule", "reason", "regret"}``: regret = KL(recommended) / min KL),
     Spearman correlations across checkpoints, and times."""
 
@@ -285,11 +288,11 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         row = {"step": step, "checkpoint": folder.name, "status": record["status"],
                "eval_loss": _finite_or_none(eval_losses.get(step)),
                "kl_to_truth": _finite_or_none(kl_to_truth(checkpoint_model, tokenizer, grammar, truth_sentences[:200])),
-               **{key: record["summary"].get(key) for key in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")},
+               **{key: record["summary"].get(key) for key in (*summary_keys(), *drift_keys(), "invalid_prompts")},
                "true_noise_tokens": true_noise, "mean_abs_as_error": float(np.mean(errors)) if errors else None,
                "prompt_log_p": guard_values([ProbeResult.from_dict(r) for r in record["results"]],
                                             record.get("guard_log_p", []))}
-        report.rows.append({name: row[name] for name in ROW_COLUMNS})
+        report.rows.append({name: row[name] for name in row_columns()})
     report.recommended = recommend(report.rows, config.rule)
     if report.recommended is not None:
         report.recommended["regret"] = regret_of(report.rows, report.recommended["step"])

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from ..errors import one_line, warn_user
 from ..probes.types.result import ProbeResult
-from ..probes.types.settings import SCOPE_NAMES
 from .sampling import STDERR_KEYS, run_stderrs, sampled_counts
-from .statistics import soft_noise
+from .statistics import STATISTICS, drift_keys, summary_keys
 
 PREFIX = "probattr"
-SUMMARY_KEYS = (
-    "noise_tokens",
-    "noise_fraction",
-    "mean_attribution",
-    "mean_entropy_prompt",
-    "mean_entropy_context",
-    "mean_kl",
-    "log_p_response",
-    "soft_noise",
-    "mean_replacement_entropy",
-    "mean_original_response_share",
-    *(f"mean_{name}_scope" for name in SCOPE_NAMES),
-)
-DRIFT_KEYS = ("drift_attribution", "drift_entropy")
+
+
+def __getattr__(name: str):
+    """``SUMMARY_KEYS`` and ``DRIFT_KEYS``, derived from ``monitoring.statistics`` when read (so a
+    statistic registered later is in them); the package itself calls ``summary_keys()`` and
+    ``drift_keys()``."""
+    if name == "SUMMARY_KEYS":
+        return summary_keys()
+    if name == "DRIFT_KEYS":
+        return drift_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 TOKEN_COLUMNS = (
     "prompt",
     "position",
@@ -44,13 +43,15 @@ TOKEN_COLUMNS = (
 
 
 def run_summary(results: Sequence[ProbeResult]) -> dict:
-    """Summary of one probe run over a prompt set.
+    """Summary of one probe run over a prompt set: every statistic of one run declared in
+    ``monitoring.statistics`` (a registered one whose computation raises is ``None``, with one
+    warning), the counts below and the standard errors.
 
     ``noise_tokens`` is the total over prompts; ``noise_fraction`` and the ``mean_*`` values pool
     every scored token of every valid prompt (token-weighted); ``mean_kl`` is the mean of
     ``KL(q_context || q_prompt)``; ``log_p_response`` is the mean over valid prompts;
     ``invalid_prompts`` counts prompts whose result is invalid (non-finite logits); ``soft_noise``
-    is defined in ``monitoring.statistics``; ``mean_replacement_entropy`` and
+    is defined in ``monitoring.convergence``; ``mean_replacement_entropy`` and
     ``mean_original_response_share`` pool the tokens when replacement entropy is on (else ``None``);
     ``mean_<scope>_scope`` pool the tokens' Jacobian Scopes when the ``scopes`` setting names them.
     Values are ``None`` when no prompt is valid.
@@ -63,31 +64,10 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     (``monitoring.sampling``: sampling and the budget policy's estimates; ``None`` when unknown).
     """
     valid = [r for r in results if r.valid]
-    tokens = [t for r in valid for t in r.tokens]
-
-    def mean(values: list) -> Optional[float]:
-        return sum(values) / len(values) if values else None
-
-    noise: Optional[float] = sum(1 for t in tokens if t.noise) if valid else None
     scored, total = sampled_counts(results)
-    fraction = noise / len(tokens) if tokens and noise is not None else None
-    if scored < total and valid:  # a sample of the positions: the count over all of them, estimated
-        noise = None if fraction is None else total * fraction
     return {
-        "noise_tokens": noise,
-        "noise_fraction": fraction,
-        "mean_attribution": mean([t.attribution_score for t in tokens]),
-        "mean_entropy_prompt": mean([t.entropy_prompt for t in tokens]),
-        "mean_entropy_context": mean([t.entropy_context for t in tokens]),
-        "mean_kl": mean([t.kl_context_prompt for t in tokens]),
-        "log_p_response": mean([r.log_p_response for r in valid]),
-        "soft_noise": soft_noise(results),
-        "mean_replacement_entropy": mean([t.replacement_entropy for t in tokens if t.replacement_entropy is not None]),
-        "mean_original_response_share": mean([t.original_response_share for t in tokens
-                                              if t.original_response_share is not None]),
-        **{f"mean_{name}_scope": mean([getattr(t, f"{name}_scope") for t in tokens
-                                       if getattr(t, f"{name}_scope") is not None])
-           for name in SCOPE_NAMES},
+        **{name: _computed(statistic, results) for name, statistic in STATISTICS.items()
+           if statistic.compute is not None},
         "invalid_prompts": len(results) - len(valid),
         "token_forwards": sum(r.summary.get("token_forwards", 0) for r in valid),
         "positions_scored": scored,
@@ -96,19 +76,31 @@ def run_summary(results: Sequence[ProbeResult]) -> dict:
     }
 
 
+def _computed(statistic, results: Sequence[ProbeResult]) -> Optional[float]:
+    """``statistic.compute(results)``; a registered statistic that raises gives ``None`` and one
+    warning (a user's statistic never ends the run it watches), a built-in raises."""
+    try:
+        return statistic.compute(results)
+    except Exception as error:  # noqa: BLE001 - see above
+        if statistic.name in STATISTICS.built_in:
+            raise
+        warn_user(f"probattr-monitor: the statistic {statistic.name!r} failed: {one_line(error)}", stacklevel=3)
+        return None
+
+
 def scalar_logs(results: Sequence[ProbeResult], probe_seconds: float, errors: int = 0,
                 drift: Optional[dict] = None) -> dict:
     """The flat ``{tag: value}`` scalars of one probe run, under ``probattr/``.
 
-    Tags: ``probattr/<summary key>`` for each of :data:`SUMMARY_KEYS` and of their standard errors
-    (``monitoring.sampling.STDERR_KEYS``), ``probattr/drift_attribution``
+    Tags: ``probattr/<summary key>`` for each statistic of one run (``monitoring.statistics``) and
+    of their standard errors (``monitoring.sampling.STDERR_KEYS``), ``probattr/drift_attribution``
     and ``probattr/drift_entropy`` (``drift``: against the previous run), ``probattr/probe_seconds``,
     ``probattr/invalid_prompts``, ``probattr/errors`` (probe runs that raised, so far) and
     ``probattr/prompt_<i>/noise_tokens``. ``None`` values (nothing valid) are left out.
     """
     summary = run_summary(results)
-    logs = {f"{PREFIX}/{key}": summary[key] for key in (*SUMMARY_KEYS, *STDERR_KEYS)}
-    logs.update({f"{PREFIX}/{key}": (drift or {}).get(key) for key in DRIFT_KEYS})
+    logs = {f"{PREFIX}/{key}": summary[key] for key in (*summary_keys(), *STDERR_KEYS)}
+    logs.update({f"{PREFIX}/{key}": (drift or {}).get(key) for key in drift_keys()})
     logs[f"{PREFIX}/probe_seconds"] = probe_seconds
     logs[f"{PREFIX}/invalid_prompts"] = summary["invalid_prompts"]
     logs[f"{PREFIX}/errors"] = errors

@@ -10,7 +10,9 @@ overrun is repaid by later runs), and :func:`plan_run` fits the run into them:
 0. A run whose cheap part does not fit its account, and whose attribution account pays for no
    position either, is skipped (:func:`skips_run`): that checkpoint gets no probes, and the
    seconds carry over. The first run of a training session is never skipped (it freezes the
-   responses), nor one whose evaluation needs the probes' metric.
+   responses), nor one whose evaluation needs the probes' metric, nor one whose cheap part takes
+   under :data:`NEVER_SKIP_SECONDS` (a second per checkpoint goes unnoticed whatever the share;
+   a small model's probes are never skipped).
 1. ``log P(r | p)`` of every prompt runs always, and the guard on as many of its pairs as half the
    likelihood account pays for (:func:`guard_pairs_that_fit`: at least 8, a seeded order, never
    fewer than before, so each checkpoint is compared on pairs the earlier ones hold).
@@ -49,6 +51,7 @@ GUARD_SHARE = 0.5  # of the likelihood account's seconds, the most one run's gua
 FREEZE_SHARE = 0.25  # of the likelihood account the expected training earns: the most the base guard's freezing takes
 OVER_SHARE = 2.0  # a run after which the overhead is above this many times the share is said once
 TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its tokens (forward + backward)
+NEVER_SKIP_SECONDS = 1.0  # a run whose cheap part takes less is never skipped
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
 DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
 BUDGET_LADDER = (256, 64)  # candidate budgets tried, in order, after the settings' own
@@ -175,9 +178,9 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
 def skips_run(meter: OverheadMeter, planned: ProbeSettings, first: bool, needed: bool) -> bool:
     """Whether the run about to start is skipped (module docstring, lever 0): not the ``first`` of
     the session, not ``needed`` by an evaluation, its cheap part (``meter.fixed_seconds``, as the
-    latest run measured it) over the likelihood account, and ``planned`` (from the attribution
-    account) scoring no position."""
-    if first or needed or meter.fixed_seconds is None:
+    latest run measured it) at least :data:`NEVER_SKIP_SECONDS` and over the likelihood account,
+    and ``planned`` (from the attribution account) scoring no position."""
+    if first or needed or meter.fixed_seconds is None or meter.fixed_seconds < NEVER_SKIP_SECONDS:
         return False
     return meter.likelihood_available() < meter.fixed_seconds and planned.max_positions == 0
 

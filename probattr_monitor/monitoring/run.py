@@ -27,7 +27,7 @@ class ProbeRun:
         seconds: wall time of the run.
         error: ``"Type: message"`` when the run raised, else ``None``.
         drift: ``{"drift_attribution", "drift_entropy"}`` against the previous run, when known
-            (``monitoring.statistics.drift``).
+            (``monitoring.convergence.drift``).
         provenance: how it was computed (``monitoring.provenance``); empty when unknown.
         guard_log_p: ``log P(r | p)`` of each guard pair (``probes.engines.likelihood``), when a guard set is given.
         settings: the settings it ran with, when they differ from the caller's own (the callback's

@@ -24,7 +24,7 @@ import math
 from typing import Optional, Sequence
 
 from ..probes.types.result import ProbeResult
-from .statistics import soft_noise_terms
+from .convergence import soft_noise_terms
 
 STDERR_OF = {  # statistic -> the token field it averages (and its standard error's field)
     "mean_attribution": "attribution_score",

@@ -7,7 +7,7 @@ paths) is HTML-escaped; details appear on hover through native ``title`` tooltip
 Contents: the recommendation and its reason (``monitoring.decision``); which settings and prompt
 set the records were made with, and which records were left out; noise tokens and eval loss
 against step with the recommended checkpoint marked; the convergence statistics
-(``monitoring.statistics``) against step with the settled region shaded; the entropy-against-AS
+(``monitoring.convergence``) against step with the settled region shaded; the entropy-against-AS
 scatter of every checkpoint (noise region shaded, with axes); per prompt, a heat-map of AS with
 checkpoints as rows and prompt tokens as columns.
 

@@ -73,14 +73,6 @@ def curve(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     return "".join(svg)
 
 
-STATISTIC_CHARTS = (
-    ("log_p_response", "mean log P(response | prompt)", "higher: the fixed responses are likelier"),
-    ("soft_noise", "soft noise (nats)", "lower: fewer tokens that nothing pins down"),
-    ("drift_attribution", "drift: mean |dAS| (nats)", "towards 0: the run has settled"),
-    ("mean_replacement_entropy", "replacement entropy (nats)", "lower: responses stable under replacements"),
-)
-
-
 def guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     """Guard retention against the target, per checkpoint: the mean paired change of the guard's
     log P(r|p) against the best earlier checkpoint with its 95% interval (``monitoring.regression``),
@@ -134,7 +126,8 @@ def guard_chart(rows: Sequence[dict], recommended: Optional[dict]) -> str:
 def statistics_charts(rows: Sequence[dict], recommended: Optional[dict]) -> str:
     """Small line charts of the convergence statistics against step, each on its own labelled
     scale, with the settled region (``statistics.plateau_start``) shaded and the recommendation marked."""
-    from ..monitoring.statistics import PLATEAU_DRIFT, plateau_start
+    from ..monitoring.convergence import PLATEAU_DRIFT, plateau_start
+    from ..monitoring.statistics import charted
 
     settled = plateau_start(rows)
     steps = [r["step"] for r in rows]
@@ -142,9 +135,9 @@ def statistics_charts(rows: Sequence[dict], recommended: Optional[dict]) -> str:
         return ""
     span = (min(steps), max(steps))
     marked = recommended["step"] if recommended else None
-    charts = [statistic_chart(key, title, hint, points, span, settled, marked)
-              for key, title, hint in STATISTIC_CHARTS
-              if len(points := [(r["step"], r[key]) for r in rows if r.get(key) is not None]) >= 2]
+    charts = [statistic_chart(s.name, s.label, s.hint, points, span, settled, marked)
+              for s in charted()  # the statistics declared with chart=True (monitoring.statistics)
+              if len(points := [(r["step"], r[s.name]) for r in rows if r.get(s.name) is not None]) >= 2]
     if not charts:
         return ""
     note = (f"Shaded: settled, from step {settled} on (drift at most {PLATEAU_DRIFT} nats)." if settled is not None
@@ -156,7 +149,7 @@ def statistics_charts(rows: Sequence[dict], recommended: Optional[dict]) -> str:
 def statistic_chart(key: str, title: str, hint: str, points: list, span: tuple, settled: Optional[int],
                      marked: Optional[int]) -> str:
     """One small chart of ``points`` (``[(step, value)]``) on a scale of its own."""
-    from ..monitoring.statistics import PLATEAU_DRIFT
+    from ..monitoring.convergence import PLATEAU_DRIFT
 
     width, height, left, bottom, top = 300, 170, 52, 30, 14
     low_step, high_step = span

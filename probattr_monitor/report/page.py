@@ -17,7 +17,7 @@ def build_report(rows: Sequence[dict], records: dict, recommended: Optional[dict
     """The HTML text.
 
     Args:
-        rows: sweep summary rows (``sweep.ROW_KEYS``), in step order.
+        rows: sweep summary rows (``sweep.row_keys()``), in step order.
         records: ``{checkpoint name: CheckpointRecord (or its dict)}``, all made with one settings key and
             prompt set (the caller groups them; see ``sweep.report_run``).
         recommended: ``{"step", "checkpoint", "rule", "reason"}`` or ``None``.

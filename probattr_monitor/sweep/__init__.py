@@ -19,24 +19,24 @@ the sinks), ``summary`` (rows, the recommendation, the files); the report is ``p
 
 from ..errors import renamed_names
 from .config import (
-    CSV_KEYS,
     LOCK_FILE,
-    ROW_KEYS,
     SUMMARY_CSV,
     SUMMARY_JSON,
     SweepConfig,
     SweepSummary,
+    csv_keys,
     frozen_by_the_run,
     read_record,
     resolve_checkpoints,
+    row_keys,
 )
 from .runner import log_record, open_guarded_sinks, probe_checkpoint, records_lock, run_sweep
 from .summary import collect_rows, load_records, summarise
 
 __all__ = [
-    "CSV_KEYS", "LOCK_FILE", "ROW_KEYS", "SUMMARY_CSV", "SUMMARY_JSON", "SweepConfig", "SweepSummary",
-    "collect_rows", "frozen_by_the_run", "load_records", "log_record", "open_guarded_sinks", "probe_checkpoint",
-    "read_record", "records_lock", "resolve_checkpoints", "run_sweep", "summarise",
+    "LOCK_FILE", "SUMMARY_CSV", "SUMMARY_JSON", "SweepConfig", "SweepSummary", "collect_rows", "csv_keys",
+    "frozen_by_the_run", "load_records", "log_record", "open_guarded_sinks", "probe_checkpoint", "read_record",
+    "records_lock", "resolve_checkpoints", "row_keys", "run_sweep", "summarise",
 ]
 
 
@@ -47,4 +47,14 @@ def _report_run():
 
 
 # ``report_run``, which moved to :mod:`probattr_monitor.report`, until 0.5 (``FutureWarning``)
-__getattr__ = renamed_names(__name__, {"report_run": ("probattr_monitor.report.report_run", _report_run)})
+_renamed = renamed_names(__name__, {"report_run": ("probattr_monitor.report.report_run", _report_run)})
+
+
+def __getattr__(name: str):
+    """``ROW_KEYS`` and ``CSV_KEYS`` derived when read (``row_keys()``, ``csv_keys()``: registered
+    statistics included); ``report_run`` at its old place until 0.5."""
+    if name == "ROW_KEYS":
+        return row_keys()
+    if name == "CSV_KEYS":
+        return csv_keys()
+    return _renamed(name)

@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 from ..checkpoints import Checkpoint, discover_checkpoints, explicit_checkpoints, select_steps
 from ..errors import ProbeInputError, RunFolderError
 from ..monitoring.decision import DEFAULT_RULE
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord, PromptSet, RecordKey, find_record, folder_records
+from ..monitoring.statistics import drift_keys, summary_keys
 from ..probes.inputs.vocabulary import Vocabulary
 from ..probes.types.settings import ProbeSettings
 from ..prompts import paper_prompts
@@ -24,11 +24,26 @@ SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_JSON = "sweep_summary.json"
 
 
-ROW_KEYS = ("step", "checkpoint", "status", "error", *SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts", "eval_loss",
+def row_keys() -> tuple:
+    """The columns of a sweep's summary row: the checkpoint, every statistic declared in
+    ``monitoring.statistics`` (registered ones included), the eval loss and the per-prompt
+    ``log P(r|p)`` list."""
+    return ("step", "checkpoint", "status", "error", *summary_keys(), *drift_keys(), "invalid_prompts", "eval_loss",
             "seconds", "reused", "prompt_log_p")
 
 
-CSV_KEYS = ROW_KEYS[:-1]  # the per-prompt list stays in the JSON summary
+def csv_keys() -> tuple:
+    """:func:`row_keys` less the per-prompt list, which stays in the JSON summary."""
+    return row_keys()[:-1]
+
+
+def __getattr__(name: str):
+    """``ROW_KEYS`` and ``CSV_KEYS``, derived when read (:func:`row_keys`, :func:`csv_keys`)."""
+    if name == "ROW_KEYS":
+        return row_keys()
+    if name == "CSV_KEYS":
+        return csv_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 LOCK_FILE = ".probattr-sweep.lock"
@@ -101,7 +116,7 @@ class SweepConfig:
 
 @dataclass
 class SweepSummary:
-    """What a sweep found: one row per checkpoint (``ROW_KEYS``), the recommendation, and which
+    """What a sweep found: one row per checkpoint (:func:`row_keys`), the recommendation, and which
     checkpoints this sweep computed or reused."""
 
     rows: list

@@ -12,9 +12,9 @@ from ..checkpoints import Checkpoint, read_trainer_state
 from ..display import print_summary
 from ..distributed import gather_objects, world
 from ..errors import RunFolderError, one_line
-from ..monitoring.metrics import DRIFT_KEYS
 from ..monitoring.record import CheckpointRecord, RecordKey
 from ..monitoring.run import ProbeRun, log_entry_of, run_probes
+from ..monitoring.statistics import drift_keys
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
 from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
@@ -175,7 +175,7 @@ def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: C
         results=[ProbeResult.from_dict(r) for r in record.results],
         seconds=record.probe_seconds,
         error=record.error,
-        drift={key: row[key] for key in DRIFT_KEYS if row.get(key) is not None},
+        drift={key: row[key] for key in drift_keys() if row.get(key) is not None},
     )
     sinks.write(log_entry_of(run, settings, errors=errors))
 

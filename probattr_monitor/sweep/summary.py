@@ -10,15 +10,15 @@ from typing import Any, Optional, Sequence
 
 from ..checkpoints import Checkpoint, read_trainer_state
 from ..errors import RunFolderError
+from ..monitoring.convergence import drift
 from ..monitoring.decision import recommend, what_the_recommendation_sees
-from ..monitoring.metrics import DRIFT_KEYS, SUMMARY_KEYS
 from ..monitoring.record import CheckpointRecord
 from ..monitoring.run import guard_values
-from ..monitoring.statistics import drift
+from ..monitoring.statistics import drift_keys, summary_keys
 from ..probes.maths.values import is_finite_number
 from ..probes.types.result import ProbeResult
 from ..storage import write_json_atomic, write_text_atomic
-from .config import CSV_KEYS, ROW_KEYS, SUMMARY_CSV, SUMMARY_JSON, SweepConfig, SweepSummary
+from .config import SUMMARY_CSV, SUMMARY_JSON, SweepConfig, SweepSummary, csv_keys, row_keys
 
 
 def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, CheckpointRecord]:
@@ -33,9 +33,9 @@ def load_records(checkpoints: Sequence[Checkpoint], record_of) -> dict[str, Chec
 
 def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optional[dict] = None,
                  reused: Sequence[int] = ()) -> list[dict]:
-    """One summary row (``ROW_KEYS``) per checkpoint, from its record; a checkpoint with no record,
+    """One summary row (``row_keys()``) per checkpoint, from its record; a checkpoint with no record,
     or only one made with another key than ``keys[name]`` (when given), is ``failed``. The drift
-    columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.statistics``)."""
+    columns compare each ``ok`` record with the previous ``ok`` one (``monitoring.convergence``)."""
     losses = eval_losses(checkpoints)
     rows = []
     previous: list = []
@@ -46,24 +46,24 @@ def collect_rows(checkpoints: Sequence[Checkpoint], records: dict, keys: Optiona
             why = "no probattr.json record" if record is None else (
                 "its probattr.json was made with other settings, prompts or dtype")
             row = {"step": checkpoint.step, "checkpoint": checkpoint.name, "status": "failed", "error": why,
-                   **{name: None for name in (*SUMMARY_KEYS, *DRIFT_KEYS, "invalid_prompts")}, "seconds": None,
+                   **{name: None for name in (*summary_keys(), *drift_keys(), "invalid_prompts")}, "seconds": None,
                    "prompt_log_p": None}
         else:
             results = [ProbeResult.from_dict(r) for r in record.results]
-            changes: dict[str, Any] = drift(previous, results) if previous else dict.fromkeys(DRIFT_KEYS)
+            changes: dict[str, Any] = drift(previous, results) if previous else dict.fromkeys(drift_keys())
             previous = results if record.ok and results else previous
             row = {
                 "step": checkpoint.step,
                 "checkpoint": checkpoint.name,
                 "status": record.status,
                 "error": record.error,
-                **{name: record.summary.get(name) for name in (*SUMMARY_KEYS, "invalid_prompts")},
+                **{name: record.summary.get(name) for name in (*summary_keys(), "invalid_prompts")},
                 **changes,
                 "seconds": record.probe_seconds,
                 "prompt_log_p": guard_values(results, record.guard_log_p),
             }
         row.update(eval_loss=losses.get(checkpoint.step), reused=checkpoint.step in reused)
-        rows.append({name: row[name] for name in ROW_KEYS})
+        rows.append({name: row[name] for name in row_keys()})
     return rows
 
 
@@ -77,7 +77,7 @@ def summarise(
     recommended = recommend(rows, config.rule, fixed_responses=config.prompt_set.response_mode == "fixed")
     write_json_atomic(folder / SUMMARY_JSON, {"recommended": recommended, "rows": rows})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_KEYS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=csv_keys(), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(folder / SUMMARY_CSV, buffer.getvalue())

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from probattr_monitor.errors import InputError
+from probattr_monitor.monitoring.convergence import drift, membership, plateau_start, soft_noise
 from probattr_monitor.monitoring.decision import RULES, recommend
-from probattr_monitor.monitoring.statistics import drift, membership, plateau_start, soft_noise
 from probattr_monitor.probes.types.result import ProbeResult, TokenAttribution
 from probattr_monitor.probes.types.settings import ProbeSettings
 

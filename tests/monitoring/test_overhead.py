@@ -15,6 +15,7 @@ from probattr_monitor import ProbAttrCallback, ProbeSettings, probe
 from probattr_monitor.api.positions import sample_positions
 from probattr_monitor.demo.tiny_models import byte_bpe_tokenizer, tiny_gpt2
 from probattr_monitor.errors import InputError
+from probattr_monitor.monitoring import overhead
 from probattr_monitor.monitoring.metrics import run_summary
 from probattr_monitor.monitoring.overhead import (
     LIKELIHOOD_SHARE,
@@ -162,10 +163,12 @@ def records(folder):
             for p in folder.glob("checkpoint-*/probattr.json")}
 
 
-def test_a_share_too_small_runs_the_first_probe_cheaply_and_skips_the_rest(tmp_path, caplog):
+def test_a_share_too_small_runs_the_first_probe_cheaply_and_skips_the_rest(tmp_path, caplog, monkeypatch):
     """A share nothing fits in: the first run (it freezes the responses) holds log P(r | p) and no
     token, says so in its settings and positions, logs probattr/overhead, and scores the guard all
-    the same; the next is skipped, said once, and its checkpoint has no record."""
+    the same; the next is skipped, said once, and its checkpoint has no record. (This tiny model's
+    runs take far less than the second below which nothing is skipped: the floor is lowered.)"""
+    monkeypatch.setattr(overhead, "NEVER_SKIP_SECONDS", 0.0)
     guard = [(f"the dog sat {word}", " in the sun") for word in "abcdefghijkl"]  # 12 pairs
     callback = ProbAttrCallback(prompts=PROMPTS, report_to="tensorboard", logging_dir=str(tmp_path / "tb"),
                                 guard=guard, settings=ProbeSettings(max_new_tokens=3), max_overhead=1e-9)
@@ -201,6 +204,7 @@ def test_an_evaluation_that_reads_the_probes_metric_is_never_skipped(tmp_path):
 
 def test_a_run_is_skipped_only_when_neither_account_pays():
     meter = OverheadMeter(0.05, began=time.perf_counter() - 100.0, probe_seconds=2.0, fixed_seconds=1.0)
+    assert overhead.NEVER_SKIP_SECONDS <= 1.0
     nothing, some = SETTINGS.replace(max_positions=0), SETTINGS.replace(max_positions=40)
     assert meter.likelihood_available() == pytest.approx(0.5 * 0.05 * 98.0 - 2.0, abs=0.05)  # 0.45 s: < 1 s
     assert skips_run(meter, nothing, first=False, needed=False)
@@ -209,6 +213,9 @@ def test_a_run_is_skipped_only_when_neither_account_pays():
     assert not skips_run(meter, nothing, first=False, needed=True)  # an evaluation reads its metric
     meter.fixed_seconds = 0.2
     assert not skips_run(meter, nothing, first=False, needed=False)  # the cheap part fits
+    meter.probe_seconds, meter.fixed_seconds = 20.0, 0.9
+    assert meter.likelihood_available() < 0.9  # over the account, but under a second: never skipped
+    assert not skips_run(meter, nothing, first=False, needed=False)
 
 
 def test_the_two_accounts_split_the_share():
