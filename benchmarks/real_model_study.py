@@ -28,8 +28,15 @@ log P(r|p) only. The recommendation is
 The recommendation is reported with the run's eval loss and without it (as a run with no eval set
 sees it); regret as a ratio and as the absolute excess of the truth over the best checkpoint's.
 
+``--cli-sweep``: also run ``probattr-monitor sweep RUN --prompt P1 --prompt P2 --prompt P3
+--reference BASE`` (a real subprocess, three general prompts, the base GGUF file as the reference,
+no guard file, ``--max-positions 0``: log P(r|p) only, as the attribution scores of three prompts
+would take hours per checkpoint on a CPU and the recommendation does not read them) on each
+regime's checkpoints, with ``trainer_state.json``'s eval losses hidden (no eval set), and report
+the regret of the checkpoint it recommends.
+
 Usage: python benchmarks/real_model_study.py [--out out/real_model_study] [--steps 30] [--save-steps 5]
-       [--regimes breaking useful] [--guard general|base]
+       [--regimes breaking useful] [--guard general|base] [--reuse-checkpoints] [--cli-sweep]
 """
 
 from __future__ import annotations
@@ -148,6 +155,38 @@ def fine_tune(name: str, model, tokenizer, train, evaluation, out: Path, steps: 
                                          if "eval_loss" in e}
 
 
+CLI_PROMPTS = ["What is the capital of France?", "Why is the sky blue?", "Write a haiku about autumn."]
+
+
+def cli_sweep(run: Path, base_gguf: Path) -> tuple:
+    """``(recommended step, reason, seconds)`` of ``probattr-monitor sweep`` on a copy of ``run``
+    without its eval losses, three prompts, ``--reference`` the base GGUF file, no guard file."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = run.parent / f"{run.name}-cli"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("probattr*.json", "optimizer.pt"))
+    for state in copy.glob("checkpoint-*/trainer_state.json"):  # no eval set: hide the eval losses
+        data = json.loads(state.read_text(encoding="utf-8"))
+        data["log_history"] = [e for e in data["log_history"] if "eval_loss" not in e]
+        state.write_text(json.dumps(data), encoding="utf-8")
+    command = [sys.executable, "-m", "probattr_monitor", "sweep", str(copy), "--reference", str(base_gguf),
+               "--max-new-tokens", "16", "--max-positions", "0"]  # log P only: AS would take hours here
+    for prompt in CLI_PROMPTS:
+        command += ["--prompt", prompt]
+    began = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if completed.returncode != 0:
+        raise SystemExit(f"the CLI sweep failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    print(completed.stdout[-1500:], flush=True)
+    summary = json.loads((copy / "sweep_summary.json").read_text(encoding="utf-8"))
+    chosen = summary["recommended"]
+    return chosen["step"], chosen.get("reason", ""), seconds
+
+
 def main() -> None:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as transformers_logging
@@ -165,6 +204,8 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=["breaking", "useful"])
     parser.add_argument("--reuse-checkpoints", action="store_true",
                         help="score the checkpoints an earlier run left in --out instead of training again")
+    parser.add_argument("--cli-sweep", action="store_true",
+                        help="also sweep each regime with the CLI: three prompts, --reference BASE, no eval loss")
     parser.add_argument("--guard", choices=("general", "base"), default="general",
                         help="the 24 general prompts, or the callback's default base guard (200 pack prompts)")
     args = parser.parse_args()
@@ -239,6 +280,14 @@ def main() -> None:
                   f"(best {best:.3f} at step {min(rows, key=lambda r: r[truth_key])['step']})", flush=True)
         print(f"  the guard warns first at step {warned}; training {seconds:.0f} s, guard scoring "
               f"{probe_seconds:.0f} s over {len(rows)} checkpoints ({len(guard)} pairs)", flush=True)
+        if args.cli_sweep:
+            step, reason, sweep_seconds = cli_sweep(out / name, folder / "SmolLM2-135M-Instruct.Q4_1.gguf")
+            value = next(r[truth_key] for r in rows if r["step"] == step)
+            results[name]["cli_sweep"] = {"step": step, "reason": reason, "regret": value / best,
+                                          "excess": value - best, "seconds": sweep_seconds}
+            print(f"{name} (CLI sweep, 3 prompts, --reference BASE, no eval loss, no guard file): step {step}: "
+                  f"{reason}\n  regret {value / best:.2f}x, {value - best:+.3f} nats per token; "
+                  f"{sweep_seconds:.0f} s", flush=True)
         del model
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(results, indent=1, default=lambda v: None if isinstance(v, float)

@@ -238,7 +238,7 @@ def load_model_and_tokenizer(
     PEFT adapter folder on its base model.
 
     Args:
-        model_dir: the folder, or a Hub id (:func:`resolve_model`).
+        model_dir: the folder, a Hub id (:func:`resolve_model`), or the path of a ``.gguf`` file.
         gguf_file: a GGUF file name inside ``model_dir`` (dequantised on load; needs ``gguf``).
         device: where the model runs (``"auto"``: :func:`resolve_device`).
         dtype: the dtype it runs in; ``None``: the checkpoint's own (``config.json``), float32
@@ -256,6 +256,8 @@ def load_model_and_tokenizer(
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     path = resolve_model(model_dir)
+    if gguf_file is None and path.is_file() and path.suffix == ".gguf":  # a GGUF file named by its path
+        path, gguf_file = path.parent, path.name
     device = resolve_device(device)
     if path.is_dir() and is_adapter(path):
         return _load_adapter(path, device, dtype, tokenizer_dir, trust_remote_code, base_model)
@@ -264,7 +266,8 @@ def load_model_and_tokenizer(
     if not path.exists():
         raise ProbeInputError(f"model folder not found: {str(path)!r}")
     if not path.is_dir():
-        raise ProbeInputError(f"--model should be a folder written by save_pretrained, got the file {str(path)!r}")
+        raise ProbeInputError(f"a model should be a folder written by save_pretrained or a .gguf file, got the file "
+                              f"{str(path)!r}")
     options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if gguf_file is not None:
         if not (path / gguf_file).is_file():
@@ -306,12 +309,8 @@ def _load_adapter(path: Path, device: str, dtype: Optional[str], tokenizer_dir, 
     except ImportError:
         raise ProbeInputError(f"{str(path)!r} is a PEFT adapter; install peft to load it (pip install peft)") from None
     base = resolve_model(adapter_base(path, base_model))
-    if base.is_file() and base.suffix == ".gguf":
-        model, tokenizer = load_model_and_tokenizer(base.parent, gguf_file=base.name, device=device, dtype=dtype,
-                                                    tokenizer_dir=tokenizer_dir, trust_remote_code=trust_remote_code)
-    else:
-        model, tokenizer = load_model_and_tokenizer(base, device=device, dtype=dtype, tokenizer_dir=tokenizer_dir,
-                                                    trust_remote_code=trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(base, device=device, dtype=dtype, tokenizer_dir=tokenizer_dir,
+                                                trust_remote_code=trust_remote_code)  # a folder or a .gguf file
     check_weight_files(path)
     try:
         model = PeftModel.from_pretrained(model, str(path), is_trainable=False)

@@ -70,3 +70,18 @@ def test_gguf_model_fine_tunes_with_a_real_trainer(tmp_path):
     assert output.global_step == 1 and output.training_loss == output.training_loss  # one finite step (not NaN)
     changed = [name for name, p in model.named_parameters() if name in before and not torch.equal(p, before[name])]
     assert changed, "a training step moved the dequantised weights"
+
+
+def test_a_gguf_file_path_loads_where_a_model_folder_does():
+    """``--reference``, ``--model`` and ``--base-model`` take the .gguf file itself (it was refused
+    as "not a folder" for --reference, so a GGUF base could not freeze a sweep's responses)."""
+    import torch
+
+    from probattr_monitor.loading import load_model_and_tokenizer
+
+    folder = SPEC.submodule_search_locations[0]
+    by_path, tokenizer = load_model_and_tokenizer(f"{folder}/SmolLM2-135M-Instruct.Q4_1.gguf")
+    by_name, _ = load_model_and_tokenizer(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    ids = torch.tensor([tokenizer("The capital of France is")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.equal(by_path(input_ids=ids).logits, by_name(input_ids=ids).logits)

@@ -123,6 +123,9 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, tokenizer):
                        "candidate_budget should be an integer >= 2, got 0")
     assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "x", "--gguf-file", "m.gguf"),
                        "GGUF file 'm.gguf' not found")
+    weights = model_dir / "model.safetensors"  # a file that is not a .gguf: the message names both forms
+    assert_usage_error(cli_main("attribute", "--model", weights, "--prompt", "x"),
+                       "a model should be a folder written by save_pretrained or a .gguf file, got the file")
     assert_usage_error(cli_main("attribute", "--model", model_dir, "--prompt", "the cat " * 200),
                        "more than the model's context of 128")
 
