@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .checkpoints import Checkpoint, check_distinct_steps, named_checkpoints, recorded_step
-from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_user
+from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_renamed, warn_user
+from .sinks.base import resuming_trackers
 from .storage import write_json_atomic
 from .sweep import (
     SweepConfig,
@@ -68,7 +69,10 @@ class WatchConfig:
         idle_timeout: stop after this many seconds with no new complete checkpoint (``None``: never).
         tensorboard_dir: the TensorBoard folder to log into (default: the newest folder of
             ``RUN_DIR/runs``, where the Trainer's writer logs, else ``RUN_DIR/runs/probattr-watch``).
-        wandb_run_id, mlflow_run_id: resume these runs (the Trainer's) to log into.
+        run_ids: ``{tracker name: run id}``: resume these runs (the Trainer's) to log into, for
+            the trackers that resume (``sinks.resuming_trackers()``: W&B, MLflow).
+        wandb_run_id, mlflow_run_id: 0.3's spellings of ``run_ids={"wandb": ...}`` and
+            ``run_ids={"mlflow": ...}`` (a ``FutureWarning``; removed in 0.5).
     """
 
     sweep: SweepConfig
@@ -77,11 +81,22 @@ class WatchConfig:
     stop_step: Optional[int] = None
     idle_timeout: Optional[float] = None
     tensorboard_dir: Optional[str] = None
+    run_ids: dict = field(default_factory=dict)
     wandb_run_id: Optional[str] = None
     mlflow_run_id: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_timing(self.poll_seconds, self.settle_seconds, self.idle_timeout, self.stop_step)
+        for tracker, run_id in (("wandb", self.wandb_run_id), ("mlflow", self.mlflow_run_id)):
+            if run_id is not None:
+                warn_renamed(f"{tracker}_run_id=", f"run_ids={{{tracker!r}: ...}}", "WatchConfig", stacklevel=4)
+                self.run_ids = {**self.run_ids, tracker: run_id}
+        if not isinstance(self.run_ids, dict) or not all(isinstance(v, str) and v for v in self.run_ids.values()):
+            raise ProbeInputError(f"run_ids should map tracker names to run ids, got {self.run_ids!r}")
+        for name in self.run_ids:
+            if name not in resuming_trackers():
+                raise ProbeInputError(f"run_ids names {name!r}, which resumes no run; these do: "
+                                      f"{', '.join(resuming_trackers())}")
 
 
 def check_timing(poll, settle, idle_timeout, stop_step,
@@ -258,8 +273,7 @@ class Watcher:
                         sweep = self._sweep_config(state, checkpoint, state_path)
                         if sinks is None and sweep.report_to:
                             sinks = open_guarded_sinks(sweep, self._tensorboard_dir(), str(summary_dir),
-                                                       f"probattr-watch {self.run_dir.name}",
-                                                       config.wandb_run_id, config.mlflow_run_id)
+                                                       f"probattr-watch {self.run_dir.name}", config.run_ids)
                         self._probe(sweep, checkpoint, state, state_path, summary_dir, sinks)
                         logged_now += 1
                         last_new = time.monotonic()

@@ -22,6 +22,7 @@ from probattr_monitor.watch import STATE_FILE, WatchConfig, Watcher, incomplete
 
 from .callbacks.helpers import PROMPTS, make_trainer
 from .readers import tensorboard_scalar_steps
+from .run_if import run_if
 
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 SETTINGS = ProbeSettings(max_new_tokens=3, progress=False)
@@ -274,3 +275,43 @@ def test_a_truncated_bin_weight_file_is_not_complete(finished_run, tmp_path):
     data = (folder / "pytorch_model.bin").read_bytes()
     (folder / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
     assert "pytorch_model.bin' is truncated or not a torch.save archive" in incomplete(folder)
+
+
+@run_if(packages=("mlflow",))
+def test_the_watcher_logs_into_the_trainers_mlflow_run_by_its_id(finished_run, tmp_path, monkeypatch):
+    """--mlflow-run-id (a flag the MLflow tracker declares: it resumes runs) sends the probes into
+    that run of a real local store, at each checkpoint's step, not into a new run."""
+    from mlflow.tracking import MlflowClient
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    uri = (tmp_path / "mlruns").as_uri()
+    env = {**ENV, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_FILE_STORE": "true"}
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=uri)  # no global tracking state in this process
+    trainers = client.create_run(client.create_experiment("trainer"))  # the Trainer's run, ended
+    client.log_metric(trainers.info.run_id, "loss", 1.0, step=2)
+    client.set_terminated(trainers.info.run_id)
+    completed = subprocess.run([sys.executable, "-m", "probattr_monitor", "watch", str(run), "--prompt", PROMPTS[0],
+                                "--max-new-tokens", "3", "--poll", "0.05", "--settle", "0", "--report-to", "mlflow",
+                                "--mlflow-run-id", trainers.info.run_id, "--device", "cpu"],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = client.search_runs([trainers.info.experiment_id])
+    assert [r.info.run_id for r in runs] == [trainers.info.run_id], "no second run"
+    history = client.get_metric_history(trainers.info.run_id, "probattr/log_p_response")
+    assert sorted(m.step for m in history) == [2, 4, 6]
+
+
+def test_watch_config_takes_run_ids_of_trackers_that_resume(finished_run):
+    import warnings
+
+    from probattr_monitor.errors import InputError
+
+    sweep = SweepConfig(run_dir=str(finished_run), prompts=PROMPTS, settings=SETTINGS, device="cpu")
+    assert WatchConfig(sweep=sweep, run_ids={"wandb": "abc"}).run_ids == {"wandb": "abc"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = WatchConfig(sweep=sweep, mlflow_run_id="r1")  # 0.3's spelling, until 0.5
+    assert old.run_ids == {"mlflow": "r1"} and "run_ids={'mlflow': ...}" in str(caught[0].message)
+    with pytest.raises(InputError, match="run_ids names 'tensorboard', which resumes no run; these do: wandb, mlflow"):
+        WatchConfig(sweep=sweep, run_ids={"tensorboard": "x"})

@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import InputError, MissingPackageError, one_line
-from ..sinks.base import tracker_names
+from ..sinks.base import resuming_trackers, tracker_names
 from .arguments import (
     add_checkpoint_probe_arguments,
     add_model_arguments,
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "complete (trainer_state.json written, weights checked, files unchanged for --settle seconds), "
                     "with the sweep's settings, records and outputs: probattr.json per checkpoint, the summaries and "
                     "the report rewritten after each one, logged at the checkpoint's step into the run's own "
-                    "TensorBoard folder, W&B run (--wandb-run-id) or MLflow run (--mlflow-run-id). Stops when "
+                    "TensorBoard folder or the runs of the trackers that resume one (--wandb-run-id, "
+                    "--mlflow-run-id). Stops when "
                     "training has finished (a checkpoint at max_steps), at --stop-step, after --idle-timeout, or on "
                     "Ctrl-C / SIGTERM; a restarted watcher picks up where it stopped.",
     )
@@ -116,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait up to SECONDS for RUN_DIR to appear (default 0: it must exist)")
     runs = watch.add_argument_group("the training run's trackers")
     runs.add_argument("--tensorboard-dir", metavar="DIR", help="TensorBoard folder to log into")
-    runs.add_argument("--wandb-run-id", metavar="ID", help="the W&B run to resume and log into (the Trainer's)")
-    runs.add_argument("--mlflow-run-id", metavar="ID", help="the MLflow run to log into (the Trainer's)")
+    for tracker in resuming_trackers():  # each tracker whose sink resumes a run by id declares it (sinks.base)
+        runs.add_argument(f"--{tracker}-run-id", metavar="ID", help=f"the {tracker} run to log into (the Trainer's)")
     watch.set_defaults(handler=run_watch_command)
 
     faithfulness = commands.add_parser(

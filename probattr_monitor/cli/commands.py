@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ProbeInputError, RunFolderError
+from ..sinks.base import resuming_trackers
 from .arguments import check_writable, guard_from_args, prompts_from_args, settings_from_args, sweep_prompt_set
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 
@@ -143,8 +144,9 @@ def run_watch_command(args: argparse.Namespace) -> int:
     console = Console()
     logged = watch(WatchConfig(sweep=config, poll_seconds=args.poll, settle_seconds=args.settle,
                                stop_step=args.stop_step, idle_timeout=args.idle_timeout,
-                               tensorboard_dir=args.tensorboard_dir, wandb_run_id=args.wandb_run_id,
-                               mlflow_run_id=args.mlflow_run_id), console=console)
+                               tensorboard_dir=args.tensorboard_dir,
+                               run_ids={tracker: run_id for tracker in resuming_trackers()
+                                        if (run_id := getattr(args, f"{tracker}_run_id", None))}), console=console)
     console.print(f"probattr-monitor watch: stopped after logging {logged} checkpoint(s); summaries in "
                   f"{Path(args.out or args.run_dir) / 'sweep_summary.json'}")
     return EXIT_OK

@@ -22,31 +22,35 @@ from .base import (
     Tracker,
     register_tracker,
     require,
+    resuming_trackers,
     tracker_named,
     tracker_names,
     unregister_tracker,
 )
 
 __all__ = ["REPORT_TARGETS", "TRACKERS", "GuardedSinks", "LogEntry", "Sink", "SinkOptions", "Tracker", "open_sinks",
-           "register_tracker", "require", "tracker_named", "tracker_names", "unregister_tracker"]
+           "register_tracker", "require", "resuming_trackers", "tracker_named", "tracker_names", "unregister_tracker"]
 
 
 def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, tensorboard_writer: Any = None,
                wandb_dir: Optional[str] = None, wandb_run_name: Optional[str] = None,
-               wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None) -> list[Sink]:
+               wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None,
+               run_ids: Optional[dict] = None) -> list[Sink]:
     """The sinks for ``targets`` (registered trackers, ``sinks.base.TRACKERS``), in that order.
 
     ``tensorboard_writer``: a ``SummaryWriter`` to share (never closed by the sink), else one is
     created in ``tensorboard_dir`` on first write. W&B, MLflow and trackio reuse the active run (the
     one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
-    ``wandb_dir``) on first write; ``wandb_run_id`` / ``mlflow_run_id`` resume that run instead
-    (how a process beside the training logs into the Trainer's run). Raises ``MissingPackageError`` (with the install
+    ``wandb_dir``) on first write; ``run_ids`` (``{tracker name: run id}``, for the trackers that
+    resume, ``sinks.base.resuming_trackers``) resume those runs instead (how a process beside the
+    training logs into the Trainer's run); ``wandb_run_id`` / ``mlflow_run_id`` are the same for W&B
+    and MLflow. Raises ``MissingPackageError`` (with the install
     command) for a target whose package is missing and ``InputError`` for an unknown target.
     """
     options = SinkOptions(tensorboard_dir=tensorboard_dir, tensorboard_writer=tensorboard_writer, run_dir=wandb_dir,
                           run_name=wandb_run_name,
-                          run_ids={name: run for name, run in (("wandb", wandb_run_id), ("mlflow", mlflow_run_id))
-                                   if run is not None})
+                          run_ids={**{name: run for name, run in (("wandb", wandb_run_id), ("mlflow", mlflow_run_id))
+                                      if run is not None}, **{k: v for k, v in (run_ids or {}).items() if v}})
     trackers = [tracker_named(target) for target in targets]  # every name checked before any sink opens
     return [tracker.open(options) for tracker in trackers]
 

@@ -98,12 +98,16 @@ class Tracker:
         name: what ``report_to`` and ``--report-to`` call it.
         package: the package its sink imports; extra: the ``probattr-monitor[...]`` extra that installs it.
         sink: its :class:`Sink` class, or its ``"module:Class"`` path (imported when opened).
+        resumes: whether its sink logs into an existing run given by id (``SinkOptions.run_ids[name]``):
+            the watcher then offers ``--<name>-run-id`` (how a process beside the training logs
+            into the Trainer's run).
     """
 
     name: str
     package: str
     extra: str
     sink: Union[str, Callable[..., Any]]
+    resumes: bool = False
 
     def sink_class(self) -> Any:
         """The :class:`Sink` class, imported if given as a path."""
@@ -145,13 +149,19 @@ def tracker_names() -> tuple[str, ...]:
     return tuple(TRACKERS)
 
 
+def resuming_trackers() -> tuple[str, ...]:
+    """The names of the trackers whose sinks resume a run by id (:attr:`Tracker.resumes`)."""
+    return tuple(name for name, tracker in TRACKERS.items() if tracker.resumes)
+
+
 def tracker_named(name: str) -> Tracker:
     """The registered tracker called ``name`` (``InputError`` naming the known ones otherwise)."""
     return TRACKERS.named(name)
 
 
-for _name, _class in (("tensorboard", "TensorBoardSink"), ("wandb", "WandbSink"), ("mlflow", "MlflowSink"),
-                      ("trackio", "TrackioSink")):  # each package, and its extra, has the tracker's name
-    register_tracker(Tracker(_name, _name, _name, f"probattr_monitor.sinks.{_name}:{_class}"))
+for _name, _class, _resumes in (("tensorboard", "TensorBoardSink", False), ("wandb", "WandbSink", True),
+                                ("mlflow", "MlflowSink", True), ("trackio", "TrackioSink", False)):
+    # each package, and its extra, has the tracker's name
+    register_tracker(Tracker(_name, _name, _name, f"probattr_monitor.sinks.{_name}:{_class}", resumes=_resumes))
 TRACKERS.seal()
 REPORT_TARGETS = tracker_names()  # the built-in trackers; code that offers choices reads tracker_names()

@@ -158,12 +158,13 @@ def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, 
 
 
 def open_guarded_sinks(config: SweepConfig, tensorboard_dir: str, wandb_dir: str, run_name: str,
-                       wandb_run_id: Optional[str] = None, mlflow_run_id: Optional[str] = None):
-    """``GuardedSinks`` for ``config.report_to`` (see ``sinks.open_sinks``)."""
+                       run_ids: Optional[dict] = None):
+    """``GuardedSinks`` for ``config.report_to`` (see ``sinks.open_sinks``); ``run_ids``:
+    ``{tracker name: run id}`` to resume."""
     from ..sinks import GuardedSinks, open_sinks
 
     return GuardedSinks(open_sinks(config.report_to, tensorboard_dir=tensorboard_dir, wandb_dir=wandb_dir,
-                                   wandb_run_name=run_name, wandb_run_id=wandb_run_id, mlflow_run_id=mlflow_run_id))
+                                   wandb_run_name=run_name, run_ids=run_ids))
 
 
 def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: CheckpointRecord, row: dict,
