@@ -36,7 +36,7 @@ regime's checkpoints, with ``trainer_state.json``'s eval losses hidden (no eval 
 the regret of the checkpoint it recommends.
 
 Usage: python benchmarks/real_model_study.py [--out out/real_model_study] [--steps 30] [--save-steps 5]
-       [--regimes breaking useful] [--guard general|base] [--reuse-checkpoints] [--cli-sweep]
+       [--regimes breaking useful] [--guard general|base] [--guard-pairs N] [--reuse-checkpoints] [--cli-sweep]
 """
 
 from __future__ import annotations
@@ -208,6 +208,8 @@ def main() -> None:
                         help="also sweep each regime with the CLI: three prompts, --reference BASE, no eval loss")
     parser.add_argument("--guard", choices=("general", "base"), default="general",
                         help="the 24 general prompts, or the callback's default base guard (200 pack prompts)")
+    parser.add_argument("--guard-pairs", type=int, default=None,
+                        help="--guard base: freeze only the first N pairs (a short run under max_overhead freezes 8)")
     args = parser.parse_args()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -223,7 +225,7 @@ def main() -> None:
     if args.guard == "base":
         from probattr_monitor.monitoring.base_guard import freeze_base_guard
 
-        guard = list(freeze_base_guard(base, tokenizer, settings).pairs)
+        guard = list(freeze_base_guard(base, tokenizer, settings).pairs)[:args.guard_pairs]
     else:
         guard = list(zip(GENERAL, reference_responses(base, tokenizer, GENERAL, settings)))
     truth = sample_truth(base, tokenizer)

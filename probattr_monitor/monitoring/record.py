@@ -27,6 +27,7 @@ from typing import Any, Optional
 from ..errors import InputError, renamed_names
 from ..probes.engines.budgeted import ESTIMATOR_REVISION
 from ..probes.maths.values import is_finite_number
+from ..probes.types.policies import revision_of
 from ..probes.types.result import ProbeResult
 from ..probes.types.settings import ProbeSettings
 from ..storage import write_json_atomic
@@ -86,7 +87,9 @@ class CheckpointRecord:
                    probe_seconds=run.seconds, summary=run.statistics,
                    results=[result.to_dict() for result in run.results],
                    provenance=dict(provenance if provenance is not None else run.provenance),
-                   guard_log_p=list(run.guard_log_p), probattr_monitor_version=__version__)
+                   guard_log_p=list(run.guard_log_p), probattr_monitor_version=__version__,
+                   estimator_revision=revision_of((provenance if provenance is not None else run.provenance)
+                                                  .get("policy")))
 
     @property
     def ok(self) -> bool:
@@ -186,7 +189,8 @@ def record_file(folder, key: RecordKey) -> Path:
     revision, unreadable) is replaced."""
     main = Path(folder) / RESULTS_FILE
     present = CheckpointRecord.load(main)
-    if present is None or not present.ok or present.key == key or present.estimator_revision != ESTIMATOR_REVISION:
+    if (present is None or not present.ok or present.key == key
+            or present.estimator_revision != revision_of(present.provenance.get("policy"))):
         return main
     return Path(folder) / f"probattr-{key.id}.json"
 

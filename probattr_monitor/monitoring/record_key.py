@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from ..probes.engines.budgeted import ESTIMATOR_REVISION
+from ..probes.types.policies import revision_of
 from ..probes.types.settings import ProbeSettings
 
 # 2: fixed responses are token ids, records carry their prompt set; 3: provenance, keyed by dtype;
@@ -79,8 +80,9 @@ class RecordKey:
     @classmethod
     def of(cls, settings: ProbeSettings, prompt_set: PromptSet, dtype: Optional[str] = None,
            policy: Optional[str] = None) -> "RecordKey":
-        """The key of records made with ``settings`` on ``prompt_set`` by this version."""
-        return cls(tuple(sorted(settings.result_key().items())), prompt_set.hash, dtype, policy)
+        """The key of records made with ``settings`` on ``prompt_set`` by this version, with the
+        revision of ``policy``'s own estimator (``probes.types.policies.revision_of``)."""
+        return cls(tuple(sorted(settings.result_key().items())), prompt_set.hash, dtype, policy, revision_of(policy))
 
     @property
     def id(self) -> str:

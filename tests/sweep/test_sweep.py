@@ -434,3 +434,33 @@ def test_sweep_scores_a_guard_file_beside_the_probes(plain_run, tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     rows = json.loads((tmp_path / "o" / SUMMARY_JSON).read_text(encoding="utf-8"))["rows"]
     assert all(len(row["prompt_log_p"]) == len(PROMPTS) + len(pairs) for row in rows)
+
+
+def test_a_records_revision_is_its_own_policys(plain_run, tmp_path):
+    """Records of the exact policy carry exact's estimator revision, not the budget policy's (a new
+    budget estimator would otherwise have thrown away every exact record); a registered policy's
+    records carry its own."""
+    from probattr_monitor.monitoring.record_key import PromptSet, RecordKey
+    from probattr_monitor.probes.types.policies import (
+        BUDGET,
+        EXACT,
+        CandidatePolicy,
+        register_policy,
+        unregister_policy,
+    )
+
+    run = copy_run(plain_run, tmp_path / "run")
+    config = SweepConfig(run_dir=str(run), prompts=PROMPTS, settings=SETTINGS, progress=False, report=False)
+    run_sweep(config)
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in run.glob("checkpoint-*/probattr.json")]
+    assert {r["provenance"]["policy"] for r in records} == {"exact"}  # the tiny vocabulary is probed exactly
+    assert {r["estimator_revision"] for r in records} == {EXACT.revision} != {BUDGET.revision}
+    assert run_sweep(config).reused == STEPS
+    prompt_set = PromptSet(prompts=list(PROMPTS))
+    register_policy(CandidatePolicy("mine", "probattr_monitor.probes.engines.budgeted:score_budgeted", capped=True,
+                                    splits="prompts", revision=7))
+    try:
+        assert RecordKey.of(SETTINGS, prompt_set, "float32", "mine").estimator_revision == 7
+    finally:
+        unregister_policy("mine")
+    assert RecordKey.of(SETTINGS, prompt_set, "float32", None).estimator_revision == BUDGET.revision  # old records

@@ -114,6 +114,15 @@ def policy_named(name: str) -> CandidatePolicy:
     return POLICIES.named(name)
 
 
+def revision_of(name) -> int:
+    """The revision of the estimator of the policy called ``name``, for a record's key: records of
+    another revision are recomputed, not reused. A record that names no known policy (written
+    before policies were recorded, or by one since unregistered) takes the budget policy's, as
+    every record did before each policy kept its own."""
+    policy = POLICIES.get(name) if isinstance(name, str) else None
+    return (policy or POLICIES["budget"]).revision
+
+
 EXACT = register_policy(CandidatePolicy(
     "exact", "probattr_monitor.probes.engines.scores:score_exact_positions", capped=False, splits="vocabulary",
     revision=1, summary="every token of the vocabulary at every position; exact sums"))
