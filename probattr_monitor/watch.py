@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .checkpoints import Checkpoint, check_distinct_steps, named_checkpoints, recorded_step
-from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_renamed, warn_user
-from .sinks.base import resuming_trackers
+from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_user
+from .sinks.base import resuming_trackers, with_old_run_ids
 from .storage import write_json_atomic
 from .sweep import (
     SweepConfig,
@@ -87,11 +87,11 @@ class WatchConfig:
 
     def __post_init__(self) -> None:
         check_timing(self.poll_seconds, self.settle_seconds, self.idle_timeout, self.stop_step)
-        for tracker, run_id in (("wandb", self.wandb_run_id), ("mlflow", self.mlflow_run_id)):
-            if run_id is not None:
-                warn_renamed(f"{tracker}_run_id=", f"run_ids={{{tracker!r}: ...}}", "WatchConfig", stacklevel=4)
-                self.run_ids = {**self.run_ids, tracker: run_id}
-        if not isinstance(self.run_ids, dict) or not all(isinstance(v, str) and v for v in self.run_ids.values()):
+        if not isinstance(self.run_ids, dict):
+            raise ProbeInputError(f"run_ids should map tracker names to run ids, got {self.run_ids!r}")
+        self.run_ids = with_old_run_ids(self.run_ids, "WatchConfig", 4, wandb=self.wandb_run_id,
+                                        mlflow=self.mlflow_run_id)
+        if not all(isinstance(v, str) and v for v in self.run_ids.values()):
             raise ProbeInputError(f"run_ids should map tracker names to run ids, got {self.run_ids!r}")
         for name in self.run_ids:
             if name not in resuming_trackers():

@@ -315,3 +315,16 @@ def test_watch_config_takes_run_ids_of_trackers_that_resume(finished_run):
     assert old.run_ids == {"mlflow": "r1"} and "run_ids={'mlflow': ...}" in str(caught[0].message)
     with pytest.raises(InputError, match="run_ids names 'tensorboard', which resumes no run; these do: wandb, mlflow"):
         WatchConfig(sweep=sweep, run_ids={"tensorboard": "x"})
+
+
+def test_open_sinks_takes_the_old_run_id_keywords_with_a_warning_naming_the_caller(tmp_path):
+    import warnings
+
+    from probattr_monitor.sinks import open_sinks
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert open_sinks(["tensorboard"], tensorboard_dir=str(tmp_path), mlflow_run_id="r1") != []
+    [warning] = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert "open_sinks: mlflow_run_id= is deprecated and will be removed in 0.5" in str(warning.message)
+    assert warning.filename == __file__  # the caller's line, not the package's

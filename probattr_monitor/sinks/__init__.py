@@ -26,6 +26,7 @@ from .base import (
     tracker_named,
     tracker_names,
     unregister_tracker,
+    with_old_run_ids,
 )
 
 __all__ = ["REPORT_TARGETS", "TRACKERS", "GuardedSinks", "LogEntry", "Sink", "SinkOptions", "Tracker", "open_sinks",
@@ -43,14 +44,14 @@ def open_sinks(targets: Sequence[str], tensorboard_dir: Optional[str] = None, te
     one the Trainer's integration started), else start one named ``wandb_run_name`` (W&B in
     ``wandb_dir``) on first write; ``run_ids`` (``{tracker name: run id}``, for the trackers that
     resume, ``sinks.base.resuming_trackers``) resume those runs instead (how a process beside the
-    training logs into the Trainer's run); ``wandb_run_id`` / ``mlflow_run_id`` are the same for W&B
-    and MLflow. Raises ``MissingPackageError`` (with the install
+    training logs into the Trainer's run); ``wandb_run_id`` / ``mlflow_run_id`` are 0.3's spellings
+    of ``run_ids`` (a ``FutureWarning``; removed in 0.5). Raises ``MissingPackageError`` (with the install
     command) for a target whose package is missing and ``InputError`` for an unknown target.
     """
     options = SinkOptions(tensorboard_dir=tensorboard_dir, tensorboard_writer=tensorboard_writer, run_dir=wandb_dir,
                           run_name=wandb_run_name,
-                          run_ids={**{name: run for name, run in (("wandb", wandb_run_id), ("mlflow", mlflow_run_id))
-                                      if run is not None}, **{k: v for k, v in (run_ids or {}).items() if v}})
+                          run_ids={**with_old_run_ids(None, "open_sinks", 3, wandb=wandb_run_id, mlflow=mlflow_run_id),
+                                   **{name: run_id for name, run_id in (run_ids or {}).items() if run_id}})
     trackers = [tracker_named(target) for target in targets]  # every name checked before any sink opens
     return [tracker.open(options) for tracker in trackers]
 

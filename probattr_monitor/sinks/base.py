@@ -154,6 +154,19 @@ def resuming_trackers() -> tuple[str, ...]:
     return tuple(name for name, tracker in TRACKERS.items() if tracker.resumes)
 
 
+def with_old_run_ids(run_ids: Optional[dict], where: str, stacklevel: int, **old: Optional[str]) -> dict:
+    """``run_ids`` with 0.3's per-tracker keywords (``wandb_run_id=``, ``mlflow_run_id=``, given as
+    ``wandb=``, ``mlflow=``) merged over it, each given one after one ``FutureWarning`` naming ``where``."""
+    from ..errors import warn_renamed
+
+    merged = dict(run_ids or {})
+    for tracker, run_id in old.items():
+        if run_id is not None:
+            warn_renamed(f"{tracker}_run_id=", f"run_ids={{{tracker!r}: ...}}", where, stacklevel=stacklevel + 1)
+            merged[tracker] = run_id
+    return merged
+
+
 def tracker_named(name: str) -> Tracker:
     """The registered tracker called ``name`` (``InputError`` naming the known ones otherwise)."""
     return TRACKERS.named(name)

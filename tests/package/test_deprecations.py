@@ -95,6 +95,7 @@ def test_the_migration_page_names_every_0_2_spelling_and_the_warnings_name_0_5()
     spellings = [*(f"{name}=" for name in SETTINGS_KEYWORDS_0_2), *RENAMED_SETTINGS, "on_save=", "on_evaluate=",
                  'responses="fixed"', "RunRecord", "ProbeRecord", "sweep.report_run", "probattr_monitor.tiny_models",
                  "WatchConfig(wandb_run_id=...)", "WatchConfig(mlflow_run_id=...)",
+                 "open_sinks(wandb_run_id=..., mlflow_run_id=...)",
                  *(f"--{name.replace('_', '-')}" for name in RENAMED_SETTINGS)]
     spellings += [f"probes.{old}`" if f"probes.{old}`" in page else f"`{old}`" for old in MOVED_PROBE_MODULES]
     missing = [s for s in spellings if s not in page]
