@@ -521,7 +521,9 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
                 return None
             guard = self._guarded(lambda: self._guard_for_run(model), "fitting the guard into max_overhead",
                                   default=self.guard)
-            guard = guard if guard is None else guard[:rank_zero_value(len(guard))]
+            if guard is not None:  # rank 0's count, kept as this rank's too (the next run never scores fewer)
+                guard = guard[:rank_zero_value(len(guard))]
+                self._guard_scored = len(guard) if self.meter is not None else self._guard_scored
             run = run_probes(
                 model,
                 self.tokenizer,

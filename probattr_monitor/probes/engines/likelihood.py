@@ -76,9 +76,9 @@ def _batch_log_likelihoods(model: Any, group: list) -> list[Optional[float]]:
     if keeps_last_logits(model):
         inputs["logits_to_keep"] = kept
     logits = model(**inputs).logits  # (rows, kept or width, V); every row ends at the last column
+    last = logits.shape[1] - 1  # the position after the last response token: predicts nothing scored
     values: list[Optional[float]] = []
     for row, (_, response_ids) in enumerate(group):
-        last = logits.shape[1] - 1  # the position after the last response token: predicts nothing scored
         predicting = logits[row:row + 1, last - len(response_ids):last]  # the logits of r_1 .. r_m
         try:
             values.append(float(next_token_log_probs(predicting, torch.tensor(response_ids, device=device))
