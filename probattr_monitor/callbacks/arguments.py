@@ -3,9 +3,11 @@ spellings mapped with one ``FutureWarning``), and of the state it saved in a che
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from ..errors import InputError, ProbeInputError, UnexpectedArgumentError, warn_renamed
 from ..probes.types.settings import RENAMED_SETTINGS, ProbeSettings
@@ -144,6 +146,43 @@ def old_keywords(renamed: dict, responses, response_mode: str, probe_on_save, pr
         warn_renamed(f"responses={responses!r}", f"response_mode={responses!r}", "ProbAttrCallback", stacklevel=4)
         responses, response_mode = None, responses
     return responses, response_mode, overrides, probe_on_save, probe_on_evaluate
+
+
+Init = TypeVar("Init", bound=Callable[..., None])
+
+
+def accepts_0_2_keywords(init: Init) -> Init:
+    """``ProbAttrCallback.__init__`` that also takes the 0.2 spellings (:func:`old_keywords`), each
+    after one ``FutureWarning``, while its signature (what ``inspect``, IDEs and type checkers see)
+    holds only the current arguments: a misspelt keyword is a type checker's error, and at run
+    time an ``UnexpectedArgumentError`` (a ``TypeError``), as without the 0.2 names."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def with_old_keywords(*args: Any, **kwargs: Any) -> None:
+        old = {name: kwargs.pop(name) for name in list(kwargs) if name not in signature.parameters}
+        bound = signature.bind_partial(*args, **kwargs)
+        given = {name: bound.arguments.get(name, signature.parameters[name].default) for name in
+                 ("responses", "response_mode", "probe_on_save", "probe_on_evaluate", "settings")}
+        responses, response_mode, overrides, probe_on_save, probe_on_evaluate = old_keywords(
+            old, given["responses"], given["response_mode"], given["probe_on_save"], given["probe_on_evaluate"])
+        bound.arguments.update(responses=responses, response_mode=response_mode, probe_on_save=probe_on_save,
+                               probe_on_evaluate=probe_on_evaluate)
+        if overrides:
+            base = settings_from(given["settings"])
+            conflicting_overrides(given["settings"], base, overrides)
+            bound.arguments["settings"] = base.with_overrides(**overrides)
+        init(*bound.args, **bound.kwargs)
+
+    return with_old_keywords  # type: ignore[return-value]
+
+
+def settings_from(settings: Any) -> ProbeSettings:
+    """``settings=`` read: a :class:`ProbeSettings`, its ``to_dict()``, or ``None`` (the defaults)."""
+    base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
+    if not isinstance(base, ProbeSettings):
+        raise InputError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
+    return base
 
 
 def conflicting_overrides(settings, base, overrides: dict) -> None:

@@ -50,13 +50,13 @@ from ..probes.inputs.tokens import vocab_size_of
 from ..probes.types.settings import ProbeSettings
 from ..sinks import GuardedSinks, open_sinks, tracker_names
 from .arguments import (
+    accepts_0_2_keywords,
     as_json,
-    conflicting_overrides,
     given_responses,
     guard_pairs,
-    old_keywords,
     prompt_set,
     report_targets,
+    settings_from,
     unusable_state,
 )
 from .cost import log_cost, log_time
@@ -162,6 +162,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         (100, 5)
     """
 
+    @accepts_0_2_keywords
     def __init__(
         self,
         prompts: Union[None, str, Path, Sequence[Any]] = None,
@@ -183,21 +184,14 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         log_figures: Optional[bool] = None,
         write_json: bool = True,
         max_overhead: Optional[float] = DEFAULT_MAX_OVERHEAD,
-        **renamed: Any,
     ) -> None:
-        responses, response_mode, overrides, probe_on_save, probe_on_evaluate = old_keywords(
-            renamed, responses, response_mode, probe_on_save, probe_on_evaluate)
         self.prompts = prompt_set(prompts, prompts_file)
         given = given_responses(responses, response_mode, len(self.prompts))
         self.response_mode = response_mode
         self.guard_mode = "base" if isinstance(guard, str) and guard == "base" else (None if guard is None else "given")
         self.guard = None if self.guard_mode == "base" else guard_pairs(guard)
         self.base_guard: Optional[BaseGuard] = None  # guard="base": what was frozen at train begin
-        base = ProbeSettings.from_dict(settings) if isinstance(settings, dict) else (settings or ProbeSettings())
-        if not isinstance(base, ProbeSettings):
-            raise InputError(f"settings should be a ProbeSettings (or its to_dict()), got {type(settings).__name__}")
-        conflicting_overrides(settings, base, overrides)
-        self.settings = base.with_overrides(**overrides).replace(progress=False)
+        self.settings = settings_from(settings).replace(progress=False)
         for name, steps in (("every_n_steps", every_n_steps), ("scopes_every_n_steps", scopes_every_n_steps)):
             if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
                 raise InputError(f"{name} should be a positive integer or None, got {steps!r}")

@@ -88,6 +88,20 @@ def test_an_unknown_keyword_is_a_type_error():
         ProbAttrCallback(max_new_token=3)
 
 
+def test_the_public_signature_holds_no_catch_all_keywords():
+    """The 0.2 spellings are taken by a decorator, not a ``**renamed`` in the signature: what
+    ``inspect``, IDEs and type checkers see lists only the current arguments, so a typo is caught
+    before run time (issue 32, item 4)."""
+    import inspect
+
+    parameters = inspect.signature(ProbAttrCallback).parameters
+    assert not [p for p in parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    assert "max_overhead" in parameters and "on_save" not in parameters
+    with warnings.catch_warnings():  # responses given positionally still meet the 0.2 mapping
+        warnings.simplefilter("error")
+        assert ProbAttrCallback(["a b"], [" c"]).responses == [" c"]
+
+
 @pytest.mark.parametrize("options", [{"responses": [" c", " d"]}, {}, {"response_mode": "generate"}],
                          ids=["texts", "fixed", "generate"])
 def test_the_saved_arguments_rebuild_the_callback_with_warnings_as_errors(options):
