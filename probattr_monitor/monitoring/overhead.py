@@ -99,10 +99,6 @@ class OverheadMeter:
         now = time.perf_counter() if now is None else now
         return max(0.0, now - self.began - self.probe_seconds)
 
-    def available(self, now: Optional[float] = None) -> float:
-        """Seconds the next run may take: ``share x training seconds - probe seconds`` (can be < 0)."""
-        return self.share * self.training_seconds(now) - self.probe_seconds
-
     def likelihood_available(self, now: Optional[float] = None) -> float:
         """The cheap part's account: ``LIKELIHOOD_SHARE x share x training seconds`` less the probe
         seconds spent outside attribution scoring (can be < 0)."""
