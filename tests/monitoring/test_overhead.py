@@ -45,8 +45,10 @@ def test_the_levers_in_order():
     assert half.max_positions == 50 and half.candidate_budget is None  # fewer positions, same budget
     few = plan_run(SETTINGS, whole * 12 / 100, 1000.0, 49152, 100, 1000)  # 12 positions at 768: too few
     assert few.candidate_budget == 256 and few.max_positions == 36 and few.candidate_policy == "budget"
-    tiny = plan_run(SETTINGS, 64 * 10 * MIN_POSITIONS / 1000.0, 1000.0, 49152, 100, 1000)
-    assert tiny.candidate_budget == 64 and tiny.max_positions == MIN_POSITIONS
+    tiny = plan_run(SETTINGS, 256 * 10 * MIN_POSITIONS / 1000.0, 1000.0, 49152, 100, 1000)
+    assert tiny.candidate_budget == 256 and tiny.max_positions == MIN_POSITIONS
+    # below 256 candidates the per-token intervals lose coverage (simulate_estimator): no AS, not 64
+    assert plan_run(SETTINGS, 100 * 10 * MIN_POSITIONS / 1000.0, 1000.0, 49152, 100, 1000).max_positions == 0
     assert plan_run(SETTINGS, 0.01, 1000.0, 49152, 100, 1000).max_positions == 0  # nothing fits: no AS
     assert plan_run(SETTINGS, -5.0, 1000.0, 49152, 100, 1000).max_positions == 0  # in debt
     exact = plan_run(SETTINGS, 54 * 10 * 40 / 1000.0, 1000.0, 54, 100, 1000)  # exact stays exact
@@ -57,10 +59,11 @@ def test_the_levers_in_order():
 
 def test_the_meter_keeps_the_share_over_the_run():
     meter = OverheadMeter(0.05, began=0.0)
-    assert meter.available(now=100.0) == pytest.approx(5.0)
-    meter.probe_seconds = 4.0  # spent: 4 s of probes within 104 s of wall time
+    assert meter.likelihood_available(now=100.0) == meter.scoring_available(now=100.0) == pytest.approx(2.5)
+    meter.probe_seconds, meter.scoring_seconds = 4.0, 3.0  # 4 s of probes (3 scoring AS) within 104 s
     assert meter.training_seconds(now=104.0) == pytest.approx(100.0)
-    assert meter.available(now=104.0) == pytest.approx(1.0)
+    assert meter.likelihood_available(now=104.0) == pytest.approx(1.5)
+    assert meter.scoring_available(now=104.0) == pytest.approx(-0.5)  # overran: repaid by later runs
     assert meter.overhead(now=104.0) == pytest.approx(0.04)
     with pytest.raises(InputError, match="max_overhead should be a share"):
         check_share("max_overhead", 5)
