@@ -62,13 +62,16 @@ def drift(previous: Sequence[ProbeResult], current: Sequence[ProbeResult]) -> di
     """``{"drift_attribution", "drift_entropy"}`` between two runs (see the module docstring).
 
     Only prompts whose prompt and response token ids are the same in both runs, and valid in both,
-    are compared; the values are ``None`` when there is none (e.g. generated responses that changed).
+    are compared, at the positions both scored; the values are ``None`` when there is none (e.g.
+    generated responses that changed).
     """
     pairs = [(a, b) for a, b in zip(previous, current)
              if a.valid and b.valid and a.prompt_token_ids == b.prompt_token_ids
-             and a.response_token_ids == b.response_token_ids and len(a.tokens) == len(b.tokens)]
-    as_changes = [abs(s.attribution_score - t.attribution_score) for a, b in pairs for s, t in zip(a.tokens, b.tokens)]
-    h_changes = [abs(s.entropy_context - t.entropy_context) for a, b in pairs for s, t in zip(a.tokens, b.tokens)]
+             and a.response_token_ids == b.response_token_ids]
+    same = [(s, later[s.position]) for a, b in pairs for later in [{t.position: t for t in b.tokens}]
+            for s in a.tokens if s.position in later]  # the positions both runs scored (samples may differ)
+    as_changes = [abs(s.attribution_score - t.attribution_score) for s, t in same]
+    h_changes = [abs(s.entropy_context - t.entropy_context) for s, t in same]
     if not as_changes:
         return {"drift_attribution": None, "drift_entropy": None}
     return {"drift_attribution": sum(as_changes) / len(as_changes), "drift_entropy": sum(h_changes) / len(h_changes)}

@@ -46,6 +46,18 @@ def test_drift_by_hand_and_only_on_the_same_ids():
     assert drift([before], [other_response]) == {"drift_attribution": None, "drift_entropy": None}
 
 
+def test_drift_compares_the_positions_both_runs_scored():
+    """Two sampled runs of one prompt (the plan scores more or fewer positions at each checkpoint):
+    the drift is over the positions both hold, matched by position, never token i against token i."""
+    whole = result([(0.0, 3.0), (1.0, 2.0), (2.0, 1.0)])
+    sampled = result([(0.0, 3.0), (1.0, 2.0), (2.0, 1.0)])
+    sampled.tokens = [sampled.tokens[0], sampled.tokens[2]]  # positions 0 and 2
+    moved = result([(0.5, 3.0), (1.0, 2.0), (2.0, 0.0)])
+    moved.tokens = [moved.tokens[1], moved.tokens[2]]  # positions 1 and 2
+    assert drift([sampled], [whole]) == {"drift_attribution": 0.0, "drift_entropy": 0.0}
+    assert drift([sampled], [moved]) == {"drift_attribution": 0.0, "drift_entropy": pytest.approx(1.0)}
+
+
 def rows(kind):
     """Hand-made rows: log P(r|p) rises then (forgetting) falls; eval loss keeps falling."""
     logp = {"settling": [-4.0, -3.3, -3.1, -3.2, -3.05, -3.15], "forgetting": [-4.0, -3.0, -2.9, -3.3, -3.8, -4.5]}
