@@ -18,7 +18,7 @@ overrun is repaid by later runs), and :func:`plan_run` fits the run into them:
    fewer than before, so each checkpoint is compared on pairs the earlier ones hold).
 2. The attribution scores get their account, as token-forwards at the measured rate: every position at
    the candidate budget when that fits; else the largest budget of :data:`BUDGET_LADDER` that still
-   scores at least :data:`MIN_POSITIONS` positions, with a seeded sample of positions
+   scores at least half the positions (:func:`smallest_sample`), with a seeded sample of positions
    (``ProbeSettings.max_positions``: the same positions at every checkpoint, so consecutive
    checkpoints are compared on the same tokens); else no position at this checkpoint, and the
    seconds carry over to the next. The statistics of a sampled run carry the sampling's standard
@@ -61,6 +61,9 @@ BUDGET_LADDER = (256,)  # candidate budgets tried, in order, after the settings'
 # intervals on SmolLM2 cover 98.4% at 768, 87.5% at 256, 70.5% at 64 (biased low; simulate_estimator --budget)
 MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none: below, 95% intervals
 # of a skewed statistic's mean under-cover (exponential population: 88% at 16, 92% at 32; tests/monitoring)
+MIN_SAMPLED_SHARE = 0.5  # ... and at least this share of the run's positions: AS and KL are so heavy-tailed
+# over real positions that smaller samples' intervals under-cover (chosen and reported on halves of the
+# paper's prompts on SmolLM2: benchmarks/bench_sampled_intervals.py; monitoring.sampling)
 
 
 def check_share(name: str, value) -> Optional[float]:
@@ -166,13 +169,19 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
         budgets = [own, *(b for b in BUDGET_LADDER if b < own)]
     for budget in budgets:
         fits = int(math.floor(affordable / (budget * per_position)))
-        if fits >= min(ceiling, MIN_POSITIONS):
+        if fits >= min(ceiling, smallest_sample(positions)):
             sampled = None if fits >= positions and settings.max_positions is None else min(fits, ceiling)
             if budget == budgets[0]:
                 return settings.replace(max_positions=sampled)
             return settings.replace(max_positions=sampled, candidate_policy="budget", candidate_budget=budget,
                                     max_token_forwards=None)
     return settings.replace(max_positions=0)
+
+
+def smallest_sample(positions: int) -> int:
+    """The fewest of ``positions`` a sampled run scores (or it scores none): half of them
+    (:data:`MIN_SAMPLED_SHARE`, rounded up), and at least :data:`MIN_POSITIONS`."""
+    return max(MIN_POSITIONS, math.ceil(MIN_SAMPLED_SHARE * positions))
 
 
 def skips_run(meter: OverheadMeter, planned: ProbeSettings, first: bool, needed: bool) -> bool:
