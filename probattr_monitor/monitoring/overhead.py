@@ -17,8 +17,8 @@ overrun is repaid by later runs), and :func:`plan_run` fits the run into them:
    likelihood account pays for (:func:`guard_pairs_that_fit`: at least 8, a seeded order, never
    fewer than before, so each checkpoint is compared on pairs the earlier ones hold).
 2. The attribution scores get their account, as token-forwards at the measured rate: every position at
-   the candidate budget when that fits; else the largest budget of :data:`BUDGET_LADDER` that still
-   scores at least half the positions (:func:`smallest_sample`), with a seeded sample of positions
+   the settings' candidates when that fits; else a seeded sample of at least half the positions
+   (:func:`smallest_sample`) at the same candidates
    (``ProbeSettings.max_positions``: the same positions at every checkpoint, so consecutive
    checkpoints are compared on the same tokens); else no position at this checkpoint, and the
    seconds carry over to the next. The statistics of a sampled run carry the sampling's standard
@@ -28,14 +28,14 @@ Before any of that, at train begin, freezing the base guard (``guard="base"``) m
 :data:`FREEZE_SHARE` of ``share x`` the run's expected training seconds (:func:`freeze_seconds`);
 what it takes counts against the share like a probe run.
 
-Why positions before candidates: the mean of a statistic over positions varies far more between
-positions than the budget policy's error at one position (its median AS error on SmolLM2 is
-0.007 nats at 768 candidates, 0.031 at 256; AS and entropies spread over nats between tokens), so at
-a fixed cost more positions at fewer candidates give the smaller error, down to the budget below
-which the per-token intervals lose coverage: replayed over 100 seeds on stored exact SmolLM2
-positions (``benchmarks/simulate_estimator.py --vectors --budget B``) they hold the exact value in
-98.4% at 768, 87.5% at 256 and 70.5% at 64 candidates, where the AS is also biased low (by 0.04
-nats on average), so the ladder stops at 256.
+Why positions and never candidates: at a fixed cost, fewer candidates per position would buy more
+positions, and the spread between positions (nats) is far larger than the budget policy's error at
+one position (a median AS error on SmolLM2 of 0.007 nats at 768 candidates, 0.031 at 256); but the
+per-token intervals stop holding when the budget shrinks. Replayed over 100 seeds on stored exact
+SmolLM2 positions (``benchmarks/simulate_estimator.py --vectors --budget B``) they hold the exact
+value in 98.4% at 768 candidates, 87.5% at 256 and 70.5% at 64 (where AS is also biased low, by
+0.04 nats on average). A constrained run must not claim more precision than it has, so the plan
+keeps the settings' candidates and cuts positions only.
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its token
 NEVER_SKIP_SECONDS = 1.0  # a run whose cheap part takes less is never skipped
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
 DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
-BUDGET_LADDER = (256,)  # candidate budgets tried, in order, after the settings' own: the per-token 95%
-# intervals on SmolLM2 cover 98.4% at 768, 87.5% at 256, 70.5% at 64 (biased low; simulate_estimator --budget)
 MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none: below, 95% intervals
 # of a skewed statistic's mean under-cover (exponential population: 88% at 16, 92% at 32; tests/monitoring)
 MIN_SAMPLED_SHARE = 0.5  # ... and at least this share of the run's positions: AS and KL are so heavy-tailed
@@ -155,27 +153,22 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
              suffix_tokens: int) -> ProbeSettings:
     """``settings`` fitted into ``seconds`` of attribution scoring at ``rate`` token-forwards per
     second, for a run of ``positions`` scorable positions whose suffixes sum to ``suffix_tokens``
-    per candidate (``api.cost.run_suffix_tokens``). See the module docstring for the order of the
-    levers. The settings' own ``max_positions`` and budget are upper bounds, never raised."""
+    per candidate (``api.cost.run_suffix_tokens``): every position when that fits, else the most
+    positions that fit if they are at least :func:`smallest_sample`, else none (``max_positions=0``).
+    The candidates are the settings' own, never cut (module docstring). The settings' own
+    ``max_positions`` is an upper bound, never raised."""
     if positions <= 0 or suffix_tokens <= 0:
         return settings
     affordable = max(0.0, seconds) * rate  # token-forwards
     per_position = suffix_tokens / positions  # suffix tokens per candidate, on average
     ceiling = positions if settings.max_positions is None else min(positions, settings.max_positions)
-    if not policy_named(settings.policy_for(vocab_size)).capped:
-        budgets = [vocab_size]
-    else:
-        own = settings.budget_within(vocab_size, suffix_tokens)
-        budgets = [own, *(b for b in BUDGET_LADDER if b < own)]
-    for budget in budgets:
-        fits = int(math.floor(affordable / (budget * per_position)))
-        if fits >= min(ceiling, smallest_sample(positions)):
-            sampled = None if fits >= positions and settings.max_positions is None else min(fits, ceiling)
-            if budget == budgets[0]:
-                return settings.replace(max_positions=sampled)
-            return settings.replace(max_positions=sampled, candidate_policy="budget", candidate_budget=budget,
-                                    max_token_forwards=None)
-    return settings.replace(max_positions=0)
+    capped = policy_named(settings.policy_for(vocab_size)).capped
+    budget = settings.budget_within(vocab_size, suffix_tokens) if capped else vocab_size
+    fits = int(math.floor(affordable / (budget * per_position)))
+    if fits < min(ceiling, smallest_sample(positions)):
+        return settings.replace(max_positions=0)
+    return settings.replace(max_positions=None if fits >= positions and settings.max_positions is None
+                            else min(fits, ceiling))
 
 
 def smallest_sample(positions: int) -> int:
