@@ -22,7 +22,9 @@ Regimes with a seed run at seeds 0, 1, 2. The guarded rule's tolerance is chosen
 every regime but off-target (where no rule that protects the probe set can be right, by
 construction) and reported on seeds 1 and 2, and over random halves of the prompts. The
 regression test pairs the probe prompts and the guard set (216 values per checkpoint);
-``--no-guard`` analyses the 16 probe prompts alone, as the probes without a guard set would.
+``--no-guard`` analyses the 16 probe prompts alone, as the probes without a guard set would;
+``--base-guard`` trains with no hand-made guard set and the callback's default ``guard="base"``
+(frozen from the model at train begin: the fine-tunes get one, the runs from scratch do not).
 Prints markdown tables; writes every row to OUT/study.json. Runs already in OUT are reused
 (delete a regime's folder to train it again).
 
@@ -61,10 +63,13 @@ STATISTICS = ("eval_loss", "noise_tokens", "soft_noise", "log_p_response", "mean
               "mean_attribution", "mean_kl", "drift_attribution", "drift_entropy")
 
 
-def regimes(out: Path) -> dict[str, DemoConfig]:
+def regimes(out: Path, base_guard: bool = False) -> dict[str, DemoConfig]:
     """The regimes of the study, each a :class:`DemoConfig` writing under ``out``, in run order
-    (a fine-tune after the run it starts from)."""
-    base = DemoConfig(report_to=("none",), probe_prompts=PROBE_PROMPTS, guard_prompts=GUARD_PROMPTS)
+    (a fine-tune after the run it starts from). ``base_guard``: no hand-made guard set, the
+    callback's default ``guard="base"`` instead (frozen from the model at train begin; off, with
+    one line, for the runs that start from random weights)."""
+    base = DemoConfig(report_to=("none",), probe_prompts=PROBE_PROMPTS,
+                      guard_prompts=0 if base_guard else GUARD_PROMPTS, base_guard=base_guard)
     configs: dict[str, DemoConfig] = {}
     for seed in SEEDS:
         demo = replace(base, seed=seed, output_dir=str(out / f"demo-s{seed}"))
@@ -308,9 +313,11 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=None, help="a subset of the runs (in order)")
     parser.add_argument("--analyse-only", action="store_true", help="only the tables, from the runs in OUT")
     parser.add_argument("--no-guard", action="store_true", help="analyse the 16 probe prompts without the guard set")
+    parser.add_argument("--base-guard", action="store_true",
+                        help="no hand-made guard set: the callback's default guard='base' (use another --out)")
     args = parser.parse_args()
     out = Path(args.out)
-    configs = regimes(out)
+    configs = regimes(out, args.base_guard)
     chosen = args.regimes or list(configs)
     if not args.analyse_only:
         train(configs, chosen)

@@ -47,7 +47,9 @@ class DemoConfig:
     ``lr_spike`` (``(first step, last step, factor)``: the learning rate multiplied in that window),
     ``nan_at_step`` (the weights go NaN after that step, as a diverged run's do) and
     ``guard_prompts`` (a guard set of that many prompt/response pairs, drawn like the probe set,
-    scored for ``log P(r | p)`` only). ``quiet`` (the CLI's demo) keeps the Trainer's log lines,
+    scored for ``log P(r | p)`` only; ``0`` and ``base_guard=True``: the callback's default
+    ``guard="base"``, frozen from the model at train begin, off with one line when it starts from
+    random weights; ``0`` otherwise: no guard). ``quiet`` (the CLI's demo) keeps the Trainer's log lines,
     progress bars and library warnings off the console: the demo prints its own summary only.
     ``monitor=False`` trains without the callback and stops after training (the baseline of
     ``benchmarks/bench_overhead.py``, or a run a ``watch`` process probes): no table, no summary.
@@ -78,6 +80,7 @@ class DemoConfig:
     lr_spike: Optional[tuple] = None
     nan_at_step: Optional[int] = None
     guard_prompts: int = 0
+    base_guard: bool = False
     quiet: bool = False
     monitor: bool = True
     max_overhead: Optional[float] = None
@@ -217,7 +220,7 @@ def run_demo(config: DemoConfig, console=None) -> DemoReport:
         evaluated = [s for s in held_out if grammar.topic_of(s) == config.train_topic]
     prompts, responses = probe_set(grammar, config.probe_prompts, seed=config.seed + 1, topic=config.probe_topic,
                                    sentences=train if config.probe_source == "train" else None)
-    guard = None
+    guard: Any = "base" if config.base_guard else None
     if config.guard_prompts:
         guard_prompts, guard_responses = probe_set(
             grammar, config.guard_prompts, seed=config.seed + 2, topic=config.probe_topic,
