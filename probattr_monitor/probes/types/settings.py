@@ -123,8 +123,11 @@ class ProbeSettings:
             drawn with ``seed``, so every checkpoint of a run scores the same positions (and a
             smaller sample is part of a larger one). The run's statistics then estimate those of
             every position, with sampling standard errors (``monitoring.metrics.run_summary``);
-            each result's summary says how many of its positions were scored. ``0`` scores no
-            position: only ``log P(r | p)`` (one forward per prompt). ``None`` (default): all.
+            each result's summary says how many of its positions were scored; those errors were
+            checked to hold (>= 90%) for samples of at least half the positions, and AS and KL
+            are heavy-tailed enough over real prompts that smaller samples' intervals hold less
+            (``benchmarks/bench_sampled_intervals.py``). ``0`` scores no position: only
+            ``log P(r | p)`` (one forward per prompt). ``None`` (default): all.
         replacement_entropy: also measure response stability (the paper's section 4.3,
             ``probes.engines.replacement``): per scored token its top-p set size, the replacement entropy
             of greedy and of seeded top-p-sampled regenerations, and the share equal to the
