@@ -119,13 +119,13 @@ CHOOSE_PROMPTS = (0, 2, 4, 6)  # the part of the study the rule is chosen on; th
 
 def coverage(tokens: list, share: float, bound_z: float, replays: int) -> dict:
     """``{statistic: (coverage, median half-width)}`` of ``replays`` seeded samples of
-    ``smallest_sample``-style size ``max(MIN_POSITIONS, ceil(share x N))`` of ``tokens``: how often
+    ``smallest_sample(N, share)`` of ``tokens`` (the plan's floor at that share): how often
     ``mean +- 1.96 x mean_stderr(..., bound_z)`` holds the mean over all of them."""
-    from probattr_monitor.monitoring.overhead import MIN_POSITIONS
+    from probattr_monitor.monitoring.overhead import smallest_sample
     from probattr_monitor.monitoring.sampling import mean_stderr
 
     total = len(tokens)
-    n = min(total, max(MIN_POSITIONS, math.ceil(share * total)))
+    n = min(total, smallest_sample(total, share))
     out = {}
     for key, field, error_field in STATISTICS:
         values = [float(getattr(t, field)) for t in tokens]

@@ -64,7 +64,8 @@ def replay(positions, budget, seeds):
     """``positions``: dicts with ``prior, b, c, approx_b, approx_c, actual, cost`` (suffix tokens per
     candidate) and ``look_ids, look, look_cost``, as from :func:`replay_inputs`, scored together as one
     probe (the pool is shared among them). Returns per position: AS errors over the seeds
-    ``(seeds,)``, coverage, mean token-forwards, exact values."""
+    ``(seeds,)``, coverage, mean token-forwards, exact values, and (for :func:`widened_line`) each
+    quantity's ``|error| / stderr`` and the signed AS errors ``(positions, seeds)``."""
     exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
     errors = torch.zeros(len(positions), seeds, dtype=torch.float64)
     covered = [[] for _ in positions]
@@ -98,18 +99,15 @@ def replay(positions, budget, seeds):
                 abs(found.values[name] - truth[name]) <= 1.96 * found.stderrs[name] + 1e-4 for name in QUANTITIES
             ]
             forwards[row] += sampler.token_forwards / seeds
-    REPLAYED.update(ratios=ratios, signed=signed)
-    return errors, [sum(c) / len(c) for c in covered], forwards, exact
+    return errors, [sum(c) / len(c) for c in covered], forwards, exact, ratios, signed
 
 
-REPLAYED: dict = {}  # the latest replay's per-position error ratios and signed AS errors (for --widen)
-
-
-def widened_line(label: str, rows: list, widen: list) -> str:
+def widened_line(label: str, rows: list, widen: list, ratios: list, signed: torch.Tensor) -> str:
     """The share of intervals ``value +- 1.96 x k x stderr`` holding the exact value, for each ``k``
-    of ``widen``, over the positions ``rows`` of the latest replay, and their mean signed AS error."""
-    ratios = [r for row in rows for r in REPLAYED["ratios"][row]]
-    bias = float(REPLAYED["signed"][rows].mean())
+    of ``widen``, over the positions ``rows`` of a replay (its ``ratios`` and ``signed`` errors),
+    and their mean signed AS error."""
+    ratios = [r for row in rows for r in ratios[row]]
+    bias = float(signed[rows].mean())
     shares = ", ".join(f"x{k:g}: {100 * sum(r <= 1.96 * k for r in ratios) / len(ratios):.1f}%" for k in widen)
     return f"{label}: mean signed AS error {bias:+.4f}; cover at widened intervals {shares}"
 
@@ -135,7 +133,7 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int], widen: Optional[lis
     positions = replay_inputs(
         model, ids, len(prompt), [(s["position"], s["prior"], s["rest_prompt"], s["response"]) for s in saved], budget
     )
-    errors, coverage, forwards, exact = replay(positions, budget, seeds)
+    errors, coverage, forwards, exact, ratios, signed = replay(positions, budget, seeds)
     for row, s in enumerate(saved):
         k = s["position"]
         print(
@@ -147,7 +145,7 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int], widen: Optional[lis
             )
         )
         if widen:
-            print(widened_line(f"  position {k}", [row], widen))
+            print(widened_line(f"  position {k}", [row], widen, ratios, signed))
     total = vocab * sum(p["cost"] for p in positions)
     print(
         line(
@@ -183,7 +181,7 @@ def tiny(seeds: int, budget: Optional[int]):
                 [(k, scores.prior[k], scores.rest_prompt[k], scores.response[k]) for k in range(len(prompt))],
                 resolved,
             )
-            errors, coverage, forwards, _ = replay(positions, resolved, seeds)
+            errors, coverage, forwards, *_ = replay(positions, resolved, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage
             spent += float(forwards.sum())

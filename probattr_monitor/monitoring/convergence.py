@@ -68,8 +68,10 @@ def drift(previous: Sequence[ProbeResult], current: Sequence[ProbeResult]) -> di
     pairs = [(a, b) for a, b in zip(previous, current)
              if a.valid and b.valid and a.prompt_token_ids == b.prompt_token_ids
              and a.response_token_ids == b.response_token_ids]
-    same = [(s, later[s.position]) for a, b in pairs for later in [{t.position: t for t in b.tokens}]
-            for s in a.tokens if s.position in later]  # the positions both runs scored (samples may differ)
+    same = []  # (earlier token, later token) at each position both runs scored (samples may differ)
+    for a, b in pairs:
+        later = {t.position: t for t in b.tokens}
+        same += [(s, later[s.position]) for s in a.tokens if s.position in later]
     as_changes = [abs(s.attribution_score - t.attribution_score) for s, t in same]
     h_changes = [abs(s.entropy_context - t.entropy_context) for s, t in same]
     if not as_changes:

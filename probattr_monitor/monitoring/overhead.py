@@ -171,10 +171,10 @@ def plan_run(settings: ProbeSettings, seconds: float, rate: float, vocab_size: i
                             else min(fits, ceiling))
 
 
-def smallest_sample(positions: int) -> int:
-    """The fewest of ``positions`` a sampled run scores (or it scores none): half of them
-    (:data:`MIN_SAMPLED_SHARE`, rounded up), and at least :data:`MIN_POSITIONS`."""
-    return max(MIN_POSITIONS, math.ceil(MIN_SAMPLED_SHARE * positions))
+def smallest_sample(positions: int, share: float = MIN_SAMPLED_SHARE) -> int:
+    """The fewest of ``positions`` a sampled run scores (or it scores none): ``share`` of them
+    (:data:`MIN_SAMPLED_SHARE`, half, rounded up), and at least :data:`MIN_POSITIONS`."""
+    return max(MIN_POSITIONS, math.ceil(share * positions))
 
 
 def skips_run(meter: OverheadMeter, planned: ProbeSettings, first: bool, needed: bool) -> bool:

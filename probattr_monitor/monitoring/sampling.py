@@ -24,8 +24,7 @@ together on every position of four of the paper's prompts on SmolLM2 (the smalle
 the smallest ``z``, whose intervals hold each run statistic's all-position mean in >= 90% of 2000
 samples) and reported on the other three: AS 91.7%, KL 94.3%, entropy 99.2%, noise fraction 99.5%,
 where plain ``s^2`` holds AS in 85.0% and KL in 89.8% (``benchmarks/bench_sampled_intervals.py``).
-With ``f = 1`` it is
-``sum_k sigma_k^2 / N^2``. The noise fraction is a mean of 0/1 flags (no estimator term); the noise
+With ``f = 1`` it is ``sum_k sigma_k^2 / N^2``. The noise fraction is a mean of 0/1 flags (no estimator term); the noise
 count of a sampled run is ``N`` times it, with ``N`` times its error. A sampled run whose sample holds
 one token has no estimate of ``s^2``: its errors are ``None`` (unknown), never 0.
 """
