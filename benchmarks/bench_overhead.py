@@ -85,7 +85,8 @@ def main() -> None:
         watch_dir = out / "watch"
         watcher = subprocess.Popen(
             [sys.executable, "-m", "probattr_monitor", "watch", str(watch_dir), "--wait", "600", "--poll", "0.5",
-             "--settle", "0.5", "--responses-file", str(pairs), "--device", args.watch_device],
+             "--settle", "0.5", "--responses-file", str(pairs), "--device", args.watch_device,
+             "--max-overhead", "none"],  # every position, as the demo's callback (max_overhead=None)
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(10)  # the watcher imports torch and is polling before training starts, as in use
         report = run_demo(config("watch", monitor=False), console=quiet)

@@ -20,6 +20,14 @@ frozen as token ids, kept in the watcher's state file (``.probattr-watch.json`` 
 summaries) with the checkpoints it has logged, so a restarted watcher scores the same responses
 and neither re-probes nor re-logs what it did.
 
+The watcher takes a share of its device's wall time as the callback takes a share of training
+(``WatchConfig.max_overhead``, the callback's default; ``monitoring.overhead``): its clock starts
+at the run's first checkpoint (or when it started, if later) and is kept in its state file with
+the seconds it has spent, so a restarted watcher goes on with the same account. Every checkpoint's
+likelihoods and guard are scored; the attribution scores run at every position, at a seeded
+sample of at least half of them, or at none, as the share has saved (``monitoring.fitting``);
+each record holds the settings that ran, and the watcher keys its records by that plan.
+
 It stops at ``stop_step``, when training has finished (a checkpoint at the ``max_steps`` its
 ``trainer_state.json`` states), after ``idle_timeout`` seconds with no new checkpoint, or on
 SIGINT / SIGTERM (after the checkpoint under way).
@@ -40,6 +48,10 @@ from typing import Optional, Sequence
 
 from .checkpoints import Checkpoint, check_distinct_steps, named_checkpoints, recorded_step
 from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_user
+from .monitoring.fitting import fitted_settings
+from .monitoring.overhead import DEFAULT_MAX_OVERHEAD, OVERHEAD_TAG, OverheadMeter, check_share
+from .monitoring.record import RecordKey
+from .probes.types.result import ProbeResult
 from .sinks.base import resuming_trackers, with_old_run_ids
 from .storage import write_json_atomic
 from .sweep import (
@@ -55,6 +67,7 @@ from .sweep import (
 
 STATE_FILE = ".probattr-watch.json"
 STATE_FORMAT = 1
+SPENT_KEYS = ("since", "probe_seconds", "scoring_seconds", "rate")  # WatchState.spent
 
 
 @dataclass
@@ -71,6 +84,9 @@ class WatchConfig:
             ``RUN_DIR/runs``, where the Trainer's writer logs, else ``RUN_DIR/runs/probattr-watch``).
         run_ids: ``{tracker name: run id}``: resume these runs (the Trainer's) to log into, for
             the trackers that resume (``sinks.resuming_trackers()``: W&B, MLflow).
+        max_overhead: the share of the device's wall time the probes may take (the callback's
+            default, ``monitoring.overhead.DEFAULT_MAX_OVERHEAD``; module docstring); ``None``:
+            every position of every checkpoint (a watcher on a device of its own that can keep up).
         wandb_run_id, mlflow_run_id: 0.3's spellings of ``run_ids={"wandb": ...}`` and
             ``run_ids={"mlflow": ...}`` (a ``FutureWarning``; removed in 0.5).
     """
@@ -82,11 +98,13 @@ class WatchConfig:
     idle_timeout: Optional[float] = None
     tensorboard_dir: Optional[str] = None
     run_ids: dict = field(default_factory=dict)
+    max_overhead: Optional[float] = DEFAULT_MAX_OVERHEAD
     wandb_run_id: Optional[str] = None
     mlflow_run_id: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_timing(self.poll_seconds, self.settle_seconds, self.idle_timeout, self.stop_step)
+        self.max_overhead = check_share("max_overhead", self.max_overhead)
         if not isinstance(self.run_ids, dict):
             raise ProbeInputError(f"run_ids should map tracker names to run ids, got {self.run_ids!r}")
         self.run_ids = with_old_run_ids(self.run_ids, "WatchConfig", 4, wandb=self.wandb_run_id,
@@ -118,13 +136,15 @@ def check_timing(poll, settle, idle_timeout, stop_step,
 
 @dataclass
 class WatchState:
-    """What the watcher has done, saved after every checkpoint: the responses it scores and, per
-    logged checkpoint, its step and the ``trainer_state.json`` stamp it had (a checkpoint rewritten
-    since is probed again)."""
+    """What the watcher has done, saved after every checkpoint: the responses it scores; per
+    logged checkpoint, its step, the ``trainer_state.json`` stamp it had (a checkpoint rewritten
+    since is probed again) and the positions its share planned (``max_positions``); and the
+    share's account (``spent``: the wall time its clock started at and the seconds spent)."""
 
     responses: Optional[list] = None
-    logged: dict = field(default_factory=dict)  # name -> {"step": int, "stamp": [size, mtime_ns], "max_steps"}
+    logged: dict = field(default_factory=dict)  # name -> {"step", "stamp": [size, mtime_ns], "max_steps", ...}
     prompts: Optional[list] = None  # the prompts ``responses`` were frozen for
+    spent: dict = field(default_factory=dict)  # {"since": epoch seconds, "probe_seconds", "scoring_seconds", "rate"}
 
     @classmethod
     def load(cls, path: Path, prompts: Sequence[str]) -> "WatchState":
@@ -137,7 +157,8 @@ class WatchState:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
             if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
                 raise InputError(f"not a format-{STATE_FORMAT} watch state")
-            state = cls(responses=data.get("responses"), logged=data.get("logged", {}), prompts=data.get("prompts"))
+            state = cls(responses=data.get("responses"), logged=data.get("logged", {}), prompts=data.get("prompts"),
+                        spent=data.get("spent", {}))
             state.check(prompts)
             return state
         except (OSError, ValueError) as error:
@@ -150,12 +171,18 @@ class WatchState:
         list of token ids per prompt, frozen for these ``prompts``."""
         if not isinstance(self.logged, dict):
             raise InputError("'logged' should be an object")
+        if not (isinstance(self.spent, dict) and set(self.spent) <= set(SPENT_KEYS)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
+                        for v in self.spent.values() if v is not None)):
+            raise InputError(f"'spent' should map {', '.join(SPENT_KEYS)} to seconds >= 0, got {self.spent!r}")
         for name, entry in self.logged.items():
             stamp = entry.get("stamp") if isinstance(entry, dict) else None
             if not (isinstance(entry, dict) and _is_int(entry.get("step"))
                     and (stamp is None or (isinstance(stamp, list) and len(stamp) == 2 and all(map(_is_int, stamp))))
-                    and (entry.get("max_steps") is None or _is_int(entry["max_steps"]))):
-                raise InputError(f"logged entry {name!r} should be {{step, stamp, max_steps}}, got {entry!r}")
+                    and (entry.get("max_steps") is None or _is_int(entry["max_steps"]))
+                    and (entry.get("max_positions") is None or _is_int(entry["max_positions"]))):
+                raise InputError(f"logged entry {name!r} should be {{step, stamp, max_steps, max_positions}}, "
+                                 f"got {entry!r}")
         if self.responses is None:
             return
         if self.prompts != list(prompts):
@@ -168,7 +195,24 @@ class WatchState:
         """Write the watcher's state (the frozen responses, their prompts and the steps logged)
         atomically, so that a restarted watcher goes on from it."""
         write_json_atomic(path, {"format": STATE_FORMAT, "prompts": self.prompts, "responses": self.responses,
-                                 "logged": self.logged})
+                                 "logged": self.logged, "spent": self.spent})
+
+    def meter(self, share: float, first_checkpoint: Optional[float]) -> OverheadMeter:
+        """The share's meter, going on from :attr:`spent`: its clock started at the saved wall time,
+        else at ``first_checkpoint`` (the epoch seconds the run's oldest checkpoint was written) or
+        now, whichever is earlier; it counts wall time (``concurrent``: training goes on while
+        the watcher probes)."""
+        now = time.time()
+        since = self.spent.get("since") or min(now, first_checkpoint or now)
+        self.spent["since"] = since
+        return OverheadMeter(share, began=time.perf_counter() - max(0.0, now - since), concurrent=True,
+                             probe_seconds=float(self.spent.get("probe_seconds") or 0.0),
+                             scoring_seconds=float(self.spent.get("scoring_seconds") or 0.0),
+                             rate=self.spent.get("rate"))
+
+    def keep(self, meter: OverheadMeter) -> None:
+        """Copy the meter's seconds and rate into :attr:`spent` (saved with the state)."""
+        self.spent.update(probe_seconds=meter.probe_seconds, scoring_seconds=meter.scoring_seconds, rate=meter.rate)
 
 
 def _is_int(value) -> bool:
@@ -234,6 +278,7 @@ class Watcher:
         self._seen: dict = {}  # name -> (snapshot, when first seen unchanged)
         self._pending: set = set()  # complete checkpoints not up to date (``_ready``)
         self._verified: dict = {}  # name -> the stamp at which its record matched this watcher's key
+        self.meter: Optional[OverheadMeter] = None  # the share's account (max_overhead), from the first probe
 
     def stop(self) -> None:
         """Ask the loop to stop after the checkpoint in hand (what SIGINT and SIGTERM call)."""
@@ -340,12 +385,34 @@ class Watcher:
             return True
         sweep = self._with_responses(state)
         checkpoint = Checkpoint(recorded_step(checkpoint.path) or checkpoint.step, checkpoint.path)
-        key = sweep.key_for(checkpoint)
+        key = self._key(sweep, state, checkpoint)
         record = read_record(sweep, checkpoint, key)
         if record is None or not record.matches(key):
             return False
         self._verified[checkpoint.name] = stamp
         return True
+
+    def _key(self, sweep: SweepConfig, state: WatchState, checkpoint: Checkpoint) -> RecordKey:
+        """The key this watcher's record of ``checkpoint`` has: the sweep's settings, with the
+        positions the share planned when it was logged under one (``max_positions``); without a
+        share, the sweep's own (a sampled record is then probed again at every position)."""
+        entry = state.logged.get(checkpoint.name)
+        if self.config.max_overhead is None or not isinstance(entry, dict) or "max_positions" not in entry:
+            return sweep.key_for(checkpoint)
+        return sweep.key_for(checkpoint, sweep.settings.replace(max_positions=entry["max_positions"]))
+
+    def _meter(self, state: WatchState) -> Optional[OverheadMeter]:
+        """The share's meter (``None`` without ``max_overhead``), made at the first probe from the
+        state's account, its clock from the run's oldest checkpoint (``WatchState.meter``)."""
+        if self.config.max_overhead is not None and self.meter is None:
+            written = []
+            for checkpoint in named_checkpoints(self.run_dir):
+                try:
+                    written.append((checkpoint.path / "trainer_state.json").stat().st_mtime)
+                except OSError:
+                    continue
+            self.meter = state.meter(self.config.max_overhead, min(written, default=None))
+        return self.meter
 
     def _with_responses(self, state: WatchState) -> SweepConfig:
         """The sweep settings with the responses the watcher scores (given, else its state's)."""
@@ -396,20 +463,31 @@ class Watcher:
 
     def _probe(self, sweep: SweepConfig, checkpoint: Checkpoint, state: WatchState, state_path: Path,
                summary_dir: Path, sinks) -> None:
-        """Probe (or reuse) one checkpoint, log it, rewrite the summaries and the report, save the state."""
+        """Probe (or reuse) one checkpoint, its attribution fitted into the share, log it, rewrite the
+        summaries and the report, save the state; every second of it counts against the share."""
+        began = time.perf_counter()
         step = recorded_step(checkpoint.path) or checkpoint.step
         checkpoint = Checkpoint(step, checkpoint.path)
-        key = sweep.key_for(checkpoint)
-        record, outcome = probe_checkpoint(sweep, checkpoint, key, read_record(sweep, checkpoint, key))
+        key = sweep.key_for(checkpoint)  # a record of every position is reused, whatever the share
+        meter = self._meter(state)
+        plan = None if meter is None else (
+            lambda model, tokenizer: fitted_settings(meter, model, tokenizer, sweep.prompts, sweep.responses,
+                                                     sweep.settings))
+        record, outcome = probe_checkpoint(sweep, checkpoint, key, read_record(sweep, checkpoint, key), plan=plan)
+        if meter is not None and outcome != "reused":
+            meter.record(step, record.probe_seconds, [ProbeResult.from_dict(r) for r in record.results])
         if outcome == "vanished":
             self._say(f"probattr-monitor watch: {checkpoint.name} was deleted before it was probed; skipped")
             state.logged[checkpoint.name] = {"step": step, "stamp": None}
-            state.save(state_path)
+            self._save(state, state_path, began, record, outcome)
             self._pending.discard(checkpoint.name)
             return
-        done = [c for c in named_checkpoints(self.run_dir) if c.name in state.logged or c.name == checkpoint.name]
+        state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
+                                         "max_steps": _max_steps(checkpoint.path),
+                                         "max_positions": record.settings.get("max_positions")}
+        done = [c for c in named_checkpoints(self.run_dir) if c.name in state.logged]
         done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
-        keys = {c.name: sweep.key_for(c) for c in done}
+        keys = {c.name: self._key(sweep, state, c) for c in done}
         records = {c.name: r for c in done if (r := read_record(sweep, c, keys[c.name])) is not None}
         records[checkpoint.name] = record
         stale = {name for name, r in records.items() if name != checkpoint.name and not r.matches(keys[name])}
@@ -418,18 +496,27 @@ class Watcher:
         summary = summarise(sweep, done, summary_dir, [], [], records, keys)
         if sinks is not None:
             row: dict = next((r for r in summary.rows if r["checkpoint"] == checkpoint.name), {})
-            log_record(sinks, sweep.settings, checkpoint, record, row, errors=sum(not r.ok for r in records.values()))
+            overhead = meter.overhead() if meter is not None else None
+            log_record(sinks, sweep.settings, checkpoint, record, row, errors=sum(not r.ok for r in records.values()),
+                       scalars={OVERHEAD_TAG: overhead} if overhead is not None else None)
         if sweep.report:
             from .report import write_report
 
             matching = {name: r for name, r in records.items() if r.matches(keys[name])}
             write_report(summary_dir, summary.rows, matching, summary.recommended, title=str(summary_dir.resolve()))
-        state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
-                                         "max_steps": _max_steps(checkpoint.path)}
-        state.save(state_path)
+        self._save(state, state_path, began, record, outcome)
         self._pending.discard(checkpoint.name)
         best = summary.recommended["checkpoint"] if summary.recommended else "none yet"
-        self._say(f"probattr-monitor watch: {checkpoint.name} {outcome} ({record.status}); recommended: {best}")
+        self._say(f"probattr-monitor watch: {checkpoint.name} {outcome} ({record.status}{_scored(record)}); "
+                  f"recommended: {best}")
+
+    def _save(self, state: WatchState, state_path: Path, began: float, record, outcome: str) -> None:
+        """Count this checkpoint's seconds outside its probe run against the share, and save the state."""
+        if self.meter is not None:
+            self.meter.count_outside_run(time.perf_counter() - began
+                                         - (record.probe_seconds if outcome != "reused" else 0.0))
+            state.keep(self.meter)
+        state.save(state_path)
 
     def _finished(self, state: WatchState) -> bool:
         """Stop: a checkpoint at the stop step or later is logged (and current), or the end of
@@ -450,6 +537,15 @@ class Watcher:
         folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) \
             if runs.is_dir() else []
         return str(folders[-1] if folders else runs / "probattr-watch")
+
+
+def _scored(record) -> str:
+    """``"; attribution at K of N positions"`` when the record's run scored fewer than all (the
+    share's plan), else ``""``."""
+    scored, total = (record.summary or {}).get("positions_scored"), (record.summary or {}).get("positions_total")
+    if scored is None or total is None:
+        return ""
+    return f"; attribution at {scored} of {total} positions (max_overhead)" if scored < total else ""
 
 
 def watch(config: WatchConfig, console=None) -> int:

@@ -38,7 +38,8 @@ def finished_run(tmp_path_factory):
 
 def watcher(run_dir, **options) -> Watcher:
     sweep = SweepConfig(run_dir=str(run_dir), prompts=PROMPTS, settings=SETTINGS, device="cpu", progress=False)
-    return Watcher(WatchConfig(sweep=sweep, **{"poll_seconds": 0.05, "settle_seconds": 0.0, **options}))
+    return Watcher(WatchConfig(sweep=sweep, **{"poll_seconds": 0.05, "settle_seconds": 0.0, "max_overhead": None,
+                                               **options}))
 
 
 def records(run_dir) -> dict:
@@ -98,7 +99,9 @@ def test_a_half_written_checkpoint_waits_until_it_is_complete(finished_run, tmp_
 def test_the_watch_command_beside_a_real_training_run_logs_into_its_tensorboard_folder(tmp_path):
     """The watcher starts before training, waits for the folder, probes every checkpoint while the
     Trainer runs in another process, logs into the Trainer's own TensorBoard folder and exits 0 by
-    itself at the end of training."""
+    itself at the end of training. At its default share (5% of a few seconds of training) the
+    likelihoods and ``probattr/overhead`` are logged at every checkpoint, and each record holds the
+    positions its plan scored (``max_positions``), which the state keeps for a restart."""
     run = tmp_path / "run"
     watch = subprocess.Popen(
         [sys.executable, "-m", "probattr_monitor", "watch", str(run), "--wait", "120", "--poll", "0.2",
@@ -114,8 +117,13 @@ def test_the_watch_command_beside_a_real_training_run_logs_into_its_tensorboard_
     assert "stopped after logging 3 checkpoint(s)" in out
     (tensorboard,) = list((run / "runs").iterdir())  # the Trainer's folder, no second one
     steps = tensorboard_scalar_steps(tensorboard)
-    assert steps["probattr/noise_tokens"] == [2, 4, 6] and "train/loss" in steps
-    assert sorted(records(run)) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert steps["probattr/log_p_response"] == steps["probattr/overhead"] == [2, 4, 6] and "train/loss" in steps
+    found = records(run)
+    assert sorted(found) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    state = json.loads((run / STATE_FILE).read_text())
+    assert {name: entry["max_positions"] for name, entry in state["logged"].items()} == \
+        {name: record["settings"]["max_positions"] for name, record in found.items()}
+    assert state["spent"]["probe_seconds"] > 0 and state["spent"]["since"] <= time.time()
 
 
 def test_a_signal_stops_the_watcher_cleanly(tmp_path):
@@ -135,6 +143,8 @@ def test_a_signal_stops_the_watcher_cleanly(tmp_path):
     (["watch", "{tmp}", "--poll", "0"], "--poll should be > 0 seconds, got 0.0"),
     (["watch", "{tmp}", "--settle", "nan"], "--settle should be a finite number of seconds >= 0, got nan"),
     (["watch", "{tmp}", "--stop-step", "-1"], "--stop-step should be a step >= 0, got -1"),
+    (["watch", "{tmp}", "--max-overhead", "0"], "--max-overhead should be a share of the run's time in (0, 1]"),
+    (["watch", "{tmp}", "--max-overhead", "five"], "--max-overhead should be a share in (0, 1] (0.05 is 5%) or 'none'"),
 ])
 def test_bad_watch_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     from probattr_monitor.cli import main
@@ -169,6 +179,43 @@ def test_a_checkpoint_deleted_before_it_is_probed_is_skipped_with_a_note(finishe
     summary = json.loads((run / SUMMARY_JSON).read_text())
     assert [row["step"] for row in summary["rows"]] == [2, 6]
     assert json.loads((run / STATE_FILE).read_text())["logged"]["checkpoint-4"]["stamp"] is None
+
+
+def _written_ago(run: Path, seconds: float) -> None:
+    """Date every checkpoint's ``trainer_state.json`` ``seconds`` ago (the watcher's clock starts at the oldest)."""
+    for state_file in run.glob("checkpoint-*/trainer_state.json"):
+        os.utime(state_file, (time.time() - seconds, time.time() - seconds))
+
+
+def test_the_watchers_share_fits_attribution_into_its_account_and_keys_records_by_the_plan(finished_run, tmp_path):
+    """``max_overhead``: with the share's account empty, every checkpoint's likelihoods are scored
+    and its attribution at no position, the record says so (``max_positions=0``, no AS statistic),
+    and a restart under the share reuses those records; a restart without a share probes them again
+    at every position. With a long run behind the checkpoints (their clock from the oldest one), the
+    account pays for every position at once."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    _written_ago(run, 0)
+    assert watcher(run, max_overhead=1e-9).run() == 3
+    found = records(run)
+    assert {r["settings"]["max_positions"] for r in found.values()} == {0}
+    assert all(r["summary"]["log_p_response"] is not None and r["summary"]["mean_attribution"] is None
+               for r in found.values())
+    state = json.loads((run / STATE_FILE).read_text())
+    assert {entry["max_positions"] for entry in state["logged"].values()} == {0}
+    assert state["spent"]["probe_seconds"] > 0
+    rows = json.loads((run / SUMMARY_JSON).read_text())["rows"]
+    assert [(row["step"], row["status"]) for row in rows] == [(2, "ok"), (4, "ok"), (6, "ok")]
+
+    assert watcher(run, max_overhead=1e-9).run() == 0, "the records of the plan are this watcher's: none re-probed"
+    assert watcher(run, max_overhead=None).run() == 3, "without a share, every position of every checkpoint"
+    rows = json.loads((run / SUMMARY_JSON).read_text())["rows"]  # (the new records beside the first: probattr-<key>)
+    assert [row["step"] for row in rows] == [2, 4, 6] and all(row["mean_attribution"] is not None for row in rows)
+
+    fresh = Path(shutil.copytree(finished_run, tmp_path / "long"))
+    _written_ago(fresh, 10**6)  # 5% of 11.6 days of training pays for everything
+    assert watcher(fresh, max_overhead=0.05).run() == 3
+    assert all(r["settings"]["max_positions"] is None and r["summary"]["mean_attribution"] is not None
+               for r in records(fresh).values())
 
 
 def test_a_restart_with_other_responses_probes_the_logged_checkpoints_again(finished_run, tmp_path):
@@ -214,6 +261,9 @@ def test_stop_step_is_honoured_when_several_checkpoints_are_ready_at_once(finish
     ({"format": 1, "prompts": ["other"], "responses": [[5, 6]], "logged": {}}, "frozen for other prompts"),
     ({"format": 1, "responses": None, "logged": {"checkpoint-2": {"step": "two"}}}, "logged entry 'checkpoint-2'"),
     ({"format": 1, "responses": None, "logged": ["checkpoint-2"]}, "'logged' should be an object"),
+    ({"format": 1, "responses": None, "logged": {}, "spent": {"probe_seconds": -1}}, "'spent' should map"),
+    ({"format": 1, "responses": None, "logged": {"checkpoint-2": {"step": 2, "stamp": None, "max_positions": "all"}}},
+     "logged entry 'checkpoint-2'"),
     ([1, 2], "not a format-1 watch state"),
 ])
 def test_a_bad_state_file_is_a_warning_and_a_fresh_start(finished_run, tmp_path, saved, why):

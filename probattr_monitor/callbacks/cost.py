@@ -60,31 +60,6 @@ def log_time(run, warn: bool = True) -> None:
                       "prompts", stacklevel=3)
 
 
-CALIBRATION_BATCH = 8  # sequences in the forward that measures the first rate (32 took 14 s on SmolLM2 here)
-
-
-def forward_rate(model, encoded, settings) -> float:
-    """Token-forwards per second of ``model`` on a batch of :data:`CALIBRATION_BATCH` copies of the
-    longest encoded sequence (responses counted at ``max_new_tokens`` when not given), in eval
-    mode without gradients: the rate the overhead meter plans its first run with, before any
-    attribution scoring was measured (later runs use their own measured rate)."""
-    import time
-
-    import torch
-
-    from ..api.inputs import eval_mode
-    from ..probes.engines.engine import model_device
-
-    length = max(1 + len(p.prompt_ids) + (settings.max_new_tokens if r is None else len(r)) for p, r in encoded)
-    ids = torch.full((CALIBRATION_BATCH, length), int(encoded[0][0].start), device=model_device(model))
-    with eval_mode(model), torch.inference_mode():
-        model(input_ids=ids[:1, :2])  # warm-up: first-call allocations are not the rate
-        began = time.perf_counter()
-        model(input_ids=ids)
-        seconds = time.perf_counter() - began
-    return CALIBRATION_BATCH * length / max(seconds, 1e-6)
-
-
 LENGTH_SAMPLE = 16  # dataset items read to estimate the tokens of a training step
 
 

@@ -31,14 +31,15 @@ from ..errors import InputError, one_line, warn_user
 from ..monitoring.base_guard import BaseGuard, freeze_base_guard
 from ..monitoring.convergence import drift
 from ..monitoring.decision import what_the_recommendation_sees
+from ..monitoring.fitting import fitted_settings, forward_rate
 from ..monitoring.overhead import (
     DEFAULT_MAX_OVERHEAD,
+    OVERHEAD_TAG,
     OverheadMeter,
     check_share,
     freeze_seconds,
     guard_pairs_that_fit,
     over_share,
-    plan_run,
     skipped_line,
     skips_run,
     step_seconds_estimate,
@@ -375,7 +376,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
             return
         seconds = None
         if self.meter is not None:
-            from .cost import forward_rate, tokens_per_step
+            from .cost import tokens_per_step
 
             began = time.perf_counter()
             with preserved_training_state(model):
@@ -579,16 +580,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         (``monitoring.overhead.plan_run``); :attr:`settings` itself without a meter."""
         if self.meter is None:
             return self.settings
-        from ..api.cost import run_suffix_tokens
-        from ..api.inputs import prepare_inputs
-        from .cost import forward_rate
-
-        encoded = prepare_inputs(model, self.tokenizer, self.prompts, self.responses, self.settings)
-        if self.meter.rate is None:
-            self.meter.rate = forward_rate(model, encoded, self.settings)
-        positions = sum(len(prompt_in.positions) for prompt_in, _ in encoded)
-        return plan_run(self.settings, self.meter.scoring_available(), self.meter.rate, vocab_size_of(model),
-                        positions, run_suffix_tokens(encoded, self.settings))
+        return fitted_settings(self.meter, model, self.tokenizer, self.prompts, self.responses, self.settings)
 
     def _guard_for_run(self, model) -> Optional[list]:
         """The guard pairs the next run scores: all of them without a meter; else the first
@@ -629,7 +621,7 @@ class ProbAttrCallback(TrainerCallback, ExportableState):
         entry = log_entry_of(run, run.settings or self.settings, errors=self.errors, figures=self.log_figures)
         overhead = self.meter.overhead() if self.meter is not None else None
         if overhead is not None:
-            entry.scalars["probattr/overhead"] = overhead
+            entry.scalars[OVERHEAD_TAG] = overhead
         self._write(entry)
 
     def _write(self, record) -> None:

@@ -16,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import InputError, MissingPackageError, one_line
+from ..monitoring.overhead import DEFAULT_MAX_OVERHEAD
 from ..sinks.base import resuming_trackers, tracker_names
 from .arguments import (
     add_checkpoint_probe_arguments,
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after SECONDS with no new checkpoint (default: wait for the end of training)")
     timing.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to SECONDS for RUN_DIR to appear (default 0: it must exist)")
+    timing.add_argument("--max-overhead", default=str(DEFAULT_MAX_OVERHEAD), metavar="SHARE",
+                        help=f"the share of this device's time the probes may take, as the callback's max_overhead "
+                             f"(default {DEFAULT_MAX_OVERHEAD:g}): each checkpoint's likelihoods always, the "
+                             "attribution scores at every position, at a seeded sample of at least half, or at none, "
+                             "as the share has saved since the run's first checkpoint; 'none' scores every position "
+                             "of every checkpoint (a device of its own that keeps up)")
     runs = watch.add_argument_group("the training run's trackers")
     runs.add_argument("--tensorboard-dir", metavar="DIR", help="TensorBoard folder to log into")
     for tracker in resuming_trackers():  # each tracker whose sink resumes a run by id declares it (sinks.base)

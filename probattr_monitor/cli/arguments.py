@@ -155,6 +155,20 @@ def prompts_from_args(args: argparse.Namespace) -> list[str]:
     return prompts or paper_prompts()
 
 
+def share_from_text(flag: str, text: str) -> Optional[float]:
+    """``--max-overhead``'s value: ``"none"`` (any case) is ``None``, else a share in (0, 1]
+    (``monitoring.overhead.check_share``); anything else is an ``InputError`` naming ``flag``."""
+    from ..monitoring.overhead import check_share
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ProbeInputError(f"{flag} should be a share in (0, 1] (0.05 is 5%) or 'none', got {text!r}") from None
+    return check_share(flag, value)
+
+
 def check_writable(path: str, flag: str) -> None:
     """Raise :class:`ProbeInputError` unless a file can be written at ``path``: it is not a folder,
     its folder exists, and a file can be created there (tried, then removed if it was not there)."""

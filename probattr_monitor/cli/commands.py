@@ -9,7 +9,14 @@ from typing import Optional
 
 from ..errors import ProbeInputError, RunFolderError
 from ..sinks.base import resuming_trackers
-from .arguments import check_writable, guard_from_args, prompts_from_args, settings_from_args, sweep_prompt_set
+from .arguments import (
+    check_writable,
+    guard_from_args,
+    prompts_from_args,
+    settings_from_args,
+    share_from_text,
+    sweep_prompt_set,
+)
 from .exit_codes import EXIT_OK, EXIT_SOME_FAILED
 
 
@@ -128,6 +135,7 @@ def run_watch_command(args: argparse.Namespace) -> int:
                  names=("--poll", "--settle", "--idle-timeout", "--stop-step"))
     if not 0 <= args.wait < float("inf"):
         raise ProbeInputError(f"--wait should be a finite number of seconds >= 0, got {args.wait}")
+    max_overhead = share_from_text("--max-overhead", args.max_overhead)
     settings = settings_from_args(args)
     prompts, responses, vocabulary, base_guard = sweep_prompt_set(args, settings)
     deadline = time.monotonic() + args.wait
@@ -144,7 +152,7 @@ def run_watch_command(args: argparse.Namespace) -> int:
     console = Console()
     logged = watch(WatchConfig(sweep=config, poll_seconds=args.poll, settle_seconds=args.settle,
                                stop_step=args.stop_step, idle_timeout=args.idle_timeout,
-                               tensorboard_dir=args.tensorboard_dir,
+                               tensorboard_dir=args.tensorboard_dir, max_overhead=max_overhead,
                                run_ids={tracker: run_id for tracker in resuming_trackers()
                                         if (run_id := getattr(args, f"{tracker}_run_id", None))}), console=console)
     console.print(f"probattr-monitor watch: stopped after logging {logged} checkpoint(s); summaries in "

@@ -56,7 +56,8 @@ OVER_SHARE = 2.0  # a run after which the overhead is above this many times the 
 TRAIN_STEP_FORWARDS = 3.0  # a training step costs about 3 forwards of its tokens (forward + backward)
 NEVER_SKIP_SECONDS = 1.0  # a run whose cheap part takes less is never skipped
 MIN_GUARD_PAIRS = 8  # a guard is scored on at least this many pairs (or all it has)
-DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...): probe seconds per training second
+DEFAULT_MAX_OVERHEAD = 0.05  # ProbAttrCallback(max_overhead=...), WatchConfig: probe seconds per training second
+OVERHEAD_TAG = "probattr/overhead"  # the trackers' scalar of :meth:`OverheadMeter.overhead`
 MIN_POSITIONS = 32  # a sampled run scores at least this many positions, or none: below, 95% intervals
 # of a skewed statistic's mean under-cover (exponential population: 88% at 16, 92% at 32; tests/monitoring)
 MIN_SAMPLED_SHARE = 0.5  # ... and at least this share of the run's positions: AS and KL are so heavy-tailed
@@ -87,6 +88,9 @@ class OverheadMeter:
         guard_pair_seconds: seconds to score one guard pair, measured.
         runs: ``[(step, probe seconds, positions scored, positions total)]`` of each run.
         skipped: the steps whose run was skipped (:func:`skips_run`).
+        concurrent: the probes run beside training, in another process (the watcher), so training
+            goes on while they run: its seconds are the wall seconds since ``began``, the probes'
+            not taken out, and the share is of the device's wall time.
     """
 
     share: float
@@ -98,11 +102,12 @@ class OverheadMeter:
     guard_pair_seconds: Optional[float] = None
     runs: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    concurrent: bool = False
 
     def training_seconds(self, now: Optional[float] = None) -> float:
-        """Wall seconds since the start, less the probes'."""
+        """Wall seconds since the start, less the probes' (unless :attr:`concurrent`)."""
         now = time.perf_counter() if now is None else now
-        return max(0.0, now - self.began - self.probe_seconds)
+        return max(0.0, now - self.began - (0.0 if self.concurrent else self.probe_seconds))
 
     def likelihood_available(self, now: Optional[float] = None) -> float:
         """The cheap part's account: ``LIKELIHOOD_SHARE x share x training seconds`` less the probe

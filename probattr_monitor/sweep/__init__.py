@@ -13,8 +13,8 @@ report. Summaries use only records made with this sweep's settings and prompt se
 (:class:`~monitoring.record.RecordKey`); a sweep holds a lock on the folder it writes records
 into, so two sweeps never mix their records. The recommendation follows ``monitoring.decision``.
 
-The parts: ``config`` (what to sweep, keys, file names), ``runner`` (probing, ranks, the lock,
-the sinks), ``summary`` (rows, the recommendation, the files); the report is ``probattr_monitor.report``.
+The parts: ``config`` (what to sweep, keys, file names), ``runner`` (probing, ranks, the lock),
+``logs`` (the sinks), ``summary`` (rows, the recommendation, the files); the report is ``probattr_monitor.report``.
 """
 
 from ..errors import renamed_names
@@ -30,7 +30,8 @@ from .config import (
     resolve_checkpoints,
     row_keys,
 )
-from .runner import log_record, open_guarded_sinks, probe_checkpoint, records_lock, run_sweep
+from .logs import log_record, open_guarded_sinks
+from .runner import probe_checkpoint, records_lock, run_sweep
 from .summary import collect_rows, load_records, summarise
 
 __all__ = [

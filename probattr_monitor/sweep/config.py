@@ -100,9 +100,10 @@ class SweepConfig:
         """The :class:`PromptSet` this sweep probes (prompts, responses or their mode, guard set)."""
         return PromptSet.of(self.prompts, self.responses, guard=self.guard)
 
-    def key_for(self, checkpoint: Checkpoint) -> RecordKey:
+    def key_for(self, checkpoint: Checkpoint, settings: Optional[ProbeSettings] = None) -> RecordKey:
         """What a record of ``checkpoint`` must match to be reused or summarised by this sweep:
-        the settings, the prompt set, the dtype it is probed in and the policy its vocabulary gets."""
+        the settings (``settings``, default :attr:`settings`: the watcher's plan for that
+        checkpoint), the prompt set, the dtype it is probed in and the policy its vocabulary gets."""
         from ..errors import InputError
         from ..loading import checkpoint_profile
 
@@ -110,8 +111,9 @@ class SweepConfig:
             own_dtype, vocab_size = checkpoint_profile(checkpoint.path, self.base_model)
         except (InputError, OSError):  # a broken checkpoint: its own probe fails and says why, the others go on
             own_dtype, vocab_size = None, None
-        policy = self.settings.policy_for(vocab_size) if vocab_size is not None else None
-        return RecordKey.of(self.settings, self.prompt_set, self.dtype or own_dtype or "float32", policy)
+        settings = settings or self.settings
+        policy = settings.policy_for(vocab_size) if vocab_size is not None else None
+        return RecordKey.of(settings, self.prompt_set, self.dtype or own_dtype or "float32", policy)
 
 
 @dataclass

@@ -1,28 +1,28 @@
 """A sweep's run: each checkpoint loaded and probed (or its record reused), the checkpoints
-shared among ranks (``distributed.world``), the lock on the records' folder, the sinks the
-records are logged to, and the progress shown."""
+shared among ranks (``distributed.world``), the lock on the records' folder, and the progress
+shown (the sinks the records are logged to: ``sweep.logs``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from ..checkpoints import Checkpoint, read_trainer_state
 from ..display import print_summary
 from ..distributed import gather_objects, world
 from ..errors import RunFolderError, one_line
 from ..monitoring.record import CheckpointRecord, RecordKey
-from ..monitoring.run import ProbeRun, log_entry_of, run_probes
-from ..monitoring.statistics import drift_keys
-from ..probes.types.result import ProbeResult
+from ..monitoring.run import ProbeRun, run_probes
 from ..probes.types.settings import ProbeSettings
 from .config import LOCK_FILE, SweepConfig, SweepSummary, output_dir, read_record, record_folder, resolve_checkpoints
+from .logs import log_records
 from .summary import load_records, say_what_the_recommendation_sees, summarise
 
 
 def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey,
-                     present: Optional[CheckpointRecord] = None) -> tuple[CheckpointRecord, str]:
+                     present: Optional[CheckpointRecord] = None,
+                     plan: Optional[Callable[[Any, Any], ProbeSettings]] = None) -> tuple[CheckpointRecord, str]:
     """Load one checkpoint and either reuse ``present`` (its stored record) or probe it and write
     its record atomically; returns ``(record, outcome)``, outcome ``"reused"``, ``"written"`` or
     ``"unsaved"`` (or ``"vanished"``: the checkpoint was deleted meanwhile, nothing is written).
@@ -31,7 +31,9 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
     of this checkpoint (``CheckpointRecord.measured``: name, step and the weights' fingerprint, which is
     why the model is loaded even to reuse a record). A broken checkpoint gives a ``failed`` record.
     A record that cannot be written comes back ``failed`` with the reason (``"unsaved"``), its
-    numbers kept, so the summary can still show it; the sweep goes on with the other checkpoints."""
+    numbers kept, so the summary can still show it; the sweep goes on with the other checkpoints.
+    ``plan(model, tokenizer)``, when given, returns the settings of a run that is not reused (the
+    watcher's share, ``monitoring.fitting``): the record holds those settings, so it says what ran."""
     import time
 
     from ..loading import has_tokenizer_files, is_adapter, load_model_and_tokenizer
@@ -39,6 +41,7 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
     from .config import check_reference_vocabulary
 
     began = time.perf_counter()
+    settings = config.settings
     source: dict[str, Optional[str]] = (
         {"base_model": config.base_model, "adapter": str(checkpoint.path)} if is_adapter(checkpoint.path) else {})
     from ..loading import resolve_device
@@ -61,13 +64,14 @@ def probe_checkpoint(config: SweepConfig, checkpoint: Checkpoint, key: RecordKey
         if present is not None and present.is_reusable(key) and present.measured(checkpoint.name, checkpoint.step,
                                                                                  info["weights"]):
             return present, "reused"
-        run = run_probes(model, tokenizer, config.prompts, config.responses, config.settings, step=checkpoint.step,
+        settings = plan(model, tokenizer) if plan is not None else config.settings
+        run = run_probes(model, tokenizer, config.prompts, config.responses, settings, step=checkpoint.step,
                          info=info, guard=config.guard)
         info = run.provenance or info
         del model
     except Exception as error:  # noqa: BLE001 - a broken checkpoint is recorded, the others go on
         run = ProbeRun(step=checkpoint.step, seconds=time.perf_counter() - began, error=one_line(error))
-    record = CheckpointRecord.from_run(run, config.prompt_set, config.settings, checkpoint.name, provenance=info)
+    record = CheckpointRecord.from_run(run, config.prompt_set, settings, checkpoint.name, provenance=info)
     folder = record_folder(config, checkpoint)
     path = folder
     if not checkpoint.path.is_dir():  # deleted while it was probed (save_total_limit): write nothing there
@@ -118,7 +122,7 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
                 return None
             records = {**load_records(checkpoints, lambda c: read_record(config, c, keys[c.name])), **unsaved}
             summary = summarise(config, checkpoints, summary_dir, computed, reused, records, keys)
-            _log(config, checkpoints, records, summary.rows, keys)
+            log_records(config, checkpoints, records, summary.rows, keys)
             if config.report:
                 from ..report import write_report
 
@@ -132,55 +136,6 @@ def run_sweep(config: SweepConfig, console=None) -> Optional[SweepSummary]:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _log(config: SweepConfig, checkpoints: Sequence[Checkpoint], records: dict, rows: Sequence[dict],
-         keys: dict) -> None:
-    """Write every checkpoint's record made with this sweep's key to the sinks at its step, in
-    step order, with the drift its summary row holds; a failing sink is reported and disabled,
-    never fatal."""
-    if not config.report_to:
-        return
-    folder = Path(config.out) if config.out else Path(config.run_dir or checkpoints[0].path.parent)
-    sinks = open_guarded_sinks(config, tensorboard_dir=str(folder / "runs" / "probattr-sweep"), wandb_dir=str(folder),
-                               run_name=f"probattr-sweep {folder.name}")
-    errors = 0
-    rows_by_name = {row["checkpoint"]: row for row in rows}
-    try:
-        for checkpoint in checkpoints:
-            record = records.get(checkpoint.name)
-            if record is None or not record.matches(keys[checkpoint.name]):
-                continue
-            errors += not record.ok
-            log_record(sinks, config.settings, checkpoint, record, rows_by_name.get(checkpoint.name, {}), errors)
-    finally:
-        sinks.close()
-
-
-def open_guarded_sinks(config: SweepConfig, tensorboard_dir: str, wandb_dir: str, run_name: str,
-                       run_ids: Optional[dict] = None):
-    """``GuardedSinks`` for ``config.report_to`` (see ``sinks.open_sinks``); ``run_ids``:
-    ``{tracker name: run id}`` to resume."""
-    from ..sinks import GuardedSinks, open_sinks
-
-    return GuardedSinks(open_sinks(config.report_to, tensorboard_dir=tensorboard_dir, wandb_dir=wandb_dir,
-                                   wandb_run_name=run_name, run_ids=run_ids))
-
-
-def log_record(sinks, settings: ProbeSettings, checkpoint: Checkpoint, record: CheckpointRecord, row: dict,
-               errors: int) -> None:
-    """Write one checkpoint's record to ``sinks`` at its step, with the drift its summary ``row``
-    holds and the running count of failed records ``errors``."""
-    run = ProbeRun(
-        step=checkpoint.step,
-        results=[ProbeResult.from_dict(r) for r in record.results],
-        seconds=record.probe_seconds,
-        error=record.error,
-        drift={key: row[key] for key in drift_keys() if row.get(key) is not None},
-    )
-    sinks.write(log_entry_of(run, settings, errors=errors))
-
-
 
 
 def _process_group() -> tuple[int, int, bool]:
