@@ -16,7 +16,7 @@ training for them: the loop slows by the probes' CPU time spread over the run in
 for it. With a second device the watcher's probes leave the training cores alone.
 
 Usage: python benchmarks/bench_overhead.py [--out out/bench-overhead] [--max-steps 2000] [--save-steps 100]
-       [--repeats 2] [--watch-threads 1] [--watch-device cpu]
+       [--repeats 2] [--watch-threads 1] [--watch-device cpu] [--watch-max-overhead none]
        python benchmarks/bench_overhead.py --real [...]  (SmolLM2 with ProbAttrCallback() at its defaults:
        bench_overhead_real.py, whose options it takes)
 """
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, default=DemoConfig.save_steps)
     parser.add_argument("--watch-threads", type=int, default=1, help="torch threads of the watcher (OMP_NUM_THREADS)")
     parser.add_argument("--watch-device", default="cpu")
+    parser.add_argument("--watch-max-overhead", default="none",
+                        help="the watcher's --max-overhead (default none: every position, as the demo's callback)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the three runs (the median is printed)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -86,7 +88,7 @@ def main() -> None:
         watcher = subprocess.Popen(
             [sys.executable, "-m", "probattr_monitor", "watch", str(watch_dir), "--wait", "600", "--poll", "0.5",
              "--settle", "0.5", "--responses-file", str(pairs), "--device", args.watch_device,
-             "--max-overhead", "none"],  # every position, as the demo's callback (max_overhead=None)
+             "--max-overhead", args.watch_max_overhead],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(10)  # the watcher imports torch and is polling before training starts, as in use
         report = run_demo(config("watch", monitor=False), console=quiet)
@@ -96,6 +98,11 @@ def main() -> None:
         if watcher.returncode != 0:
             raise SystemExit(f"the watcher failed: {err[-2000:]}")
         measured["watch"].append({"train": report.train_seconds, "probes": probe_seconds(watch_dir), "lag": lag})
+        spent = json.loads((watch_dir / ".probattr-watch.json").read_text()).get("spent") or {}
+        if spent.get("since"):  # the watcher's own account: every second it spent, loading included
+            print(f"watcher's metered share: {spent['probe_seconds']:.1f} s of {time.time() - spent['since']:.1f} s "
+                  f"since the first checkpoint ({spent['probe_seconds'] / (time.time() - spent['since']):.1%}; "
+                  f"--max-overhead {args.watch_max_overhead})")
     rows = {name: {key: (statistics.median(r[key] for r in runs) if runs[0][key] is not None else None)
                    for key in runs[0]} for name, runs in measured.items()}
     print("train loop seconds per round: " + "; ".join(

@@ -23,10 +23,13 @@ and neither re-probes nor re-logs what it did.
 The watcher takes a share of its device's wall time as the callback takes a share of training
 (``WatchConfig.max_overhead``, the callback's default; ``monitoring.overhead``): its clock starts
 at the run's first checkpoint (or when it started, if later) and is kept in its state file with
-the seconds it has spent, so a restarted watcher goes on with the same account. Every checkpoint's
-likelihoods and guard are scored; the attribution scores run at every position, at a seeded
-sample of at least half of them, or at none, as the share has saved (``monitoring.fitting``);
-each record holds the settings that ran, and the watcher keys its records by that plan.
+the seconds it has spent (loading each checkpoint included), so a restarted watcher goes on with
+the same account. Each probed checkpoint's likelihoods and guard are scored; the attribution
+scores run at every position, at a seeded sample of at least half of them, or at none, as the
+share has saved (``monitoring.fitting``); each record holds the settings that ran, and the
+watcher keys its records by that plan. When neither half of the share pays, a checkpoint is
+skipped before it is loaded (``monitoring.overhead.skips_run``; never the first of a session nor
+the one at ``max_steps``), said once, and left to ``sweep``.
 
 It stops at ``stop_step``, when training has finished (a checkpoint at the ``max_steps`` its
 ``trainer_state.json`` states), after ``idle_timeout`` seconds with no new checkpoint, or on
@@ -49,7 +52,15 @@ from typing import Optional, Sequence
 from .checkpoints import Checkpoint, check_distinct_steps, named_checkpoints, recorded_step
 from .errors import InputError, ProbeInputError, RunFolderError, one_line, warn_user
 from .monitoring.fitting import fitted_settings
-from .monitoring.overhead import DEFAULT_MAX_OVERHEAD, OVERHEAD_TAG, OverheadMeter, check_share
+from .monitoring.overhead import (
+    DEFAULT_MAX_OVERHEAD,
+    OVERHEAD_TAG,
+    OverheadMeter,
+    check_share,
+    plan_run,
+    skipped_line,
+    skips_run,
+)
 from .monitoring.record import RecordKey
 from .probes.types.result import ProbeResult
 from .sinks.base import resuming_trackers, with_old_run_ids
@@ -180,8 +191,9 @@ class WatchState:
             if not (isinstance(entry, dict) and _is_int(entry.get("step"))
                     and (stamp is None or (isinstance(stamp, list) and len(stamp) == 2 and all(map(_is_int, stamp))))
                     and (entry.get("max_steps") is None or _is_int(entry["max_steps"]))
-                    and (entry.get("max_positions") is None or _is_int(entry["max_positions"]))):
-                raise InputError(f"logged entry {name!r} should be {{step, stamp, max_steps, max_positions}}, "
+                    and (entry.get("max_positions") is None or _is_int(entry["max_positions"]))
+                    and isinstance(entry.get("skipped", False), bool)):
+                raise InputError(f"logged entry {name!r} should be {{step, stamp, max_steps, max_positions, skipped}}, "
                                  f"got {entry!r}")
         if self.responses is None:
             return
@@ -319,8 +331,7 @@ class Watcher:
                         if sinks is None and sweep.report_to:
                             sinks = open_guarded_sinks(sweep, self._tensorboard_dir(), str(summary_dir),
                                                        f"probattr-watch {self.run_dir.name}", config.run_ids)
-                        self._probe(sweep, checkpoint, state, state_path, summary_dir, sinks)
-                        logged_now += 1
+                        logged_now += self._probe(sweep, checkpoint, state, state_path, summary_dir, sinks)
                         last_new = time.monotonic()
                     if self._finished(state):
                         break
@@ -381,6 +392,8 @@ class Watcher:
             return True
         if done.get("stamp") != stamp:
             return False
+        if done.get("skipped"):  # skipped under the share: probed when the watcher runs without one
+            return self.config.max_overhead is not None
         if self._verified.get(checkpoint.name) == stamp:
             return True
         sweep = self._with_responses(state)
@@ -462,14 +475,24 @@ class Watcher:
         return vocab is None or all(i < vocab for response in responses for i in response)
 
     def _probe(self, sweep: SweepConfig, checkpoint: Checkpoint, state: WatchState, state_path: Path,
-               summary_dir: Path, sinks) -> None:
+               summary_dir: Path, sinks) -> bool:
         """Probe (or reuse) one checkpoint, its attribution fitted into the share, log it, rewrite the
-        summaries and the report, save the state; every second of it counts against the share."""
+        summaries and the report, save the state; every second of it counts against the share.
+        Returns whether it was logged (not skipped under the share, nor deleted meanwhile)."""
         began = time.perf_counter()
         step = recorded_step(checkpoint.path) or checkpoint.step
         checkpoint = Checkpoint(step, checkpoint.path)
         key = sweep.key_for(checkpoint)  # a record of every position is reused, whatever the share
         meter = self._meter(state)
+        if meter is not None and self._skips(meter, sweep, checkpoint):
+            state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
+                                             "max_steps": _max_steps(checkpoint.path), "skipped": True}
+            meter.skipped.append(step)
+            self._say(f"probattr-monitor watch: {checkpoint.name} skipped: "
+                      + (skipped_line(meter, step) if len(meter.skipped) == 1 else "max_overhead"))
+            self._save(state, state_path, began, 0.0)
+            self._pending.discard(checkpoint.name)
+            return False
         plan = None if meter is None else (
             lambda model, tokenizer: fitted_settings(meter, model, tokenizer, sweep.prompts, sweep.responses,
                                                      sweep.settings))
@@ -479,13 +502,14 @@ class Watcher:
         if outcome == "vanished":
             self._say(f"probattr-monitor watch: {checkpoint.name} was deleted before it was probed; skipped")
             state.logged[checkpoint.name] = {"step": step, "stamp": None}
-            self._save(state, state_path, began, record, outcome)
+            self._save(state, state_path, began, record.probe_seconds)
             self._pending.discard(checkpoint.name)
-            return
+            return False
         state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
                                          "max_steps": _max_steps(checkpoint.path),
                                          "max_positions": record.settings.get("max_positions")}
-        done = [c for c in named_checkpoints(self.run_dir) if c.name in state.logged]
+        done = [c for c in named_checkpoints(self.run_dir)
+                if c.name in state.logged and not state.logged[c.name].get("skipped")]
         done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
         keys = {c.name: self._key(sweep, state, c) for c in done}
         records = {c.name: r for c in done if (r := read_record(sweep, c, keys[c.name])) is not None}
@@ -504,19 +528,31 @@ class Watcher:
 
             matching = {name: r for name, r in records.items() if r.matches(keys[name])}
             write_report(summary_dir, summary.rows, matching, summary.recommended, title=str(summary_dir.resolve()))
-        self._save(state, state_path, began, record, outcome)
+        self._save(state, state_path, began, record.probe_seconds if outcome != "reused" else 0.0)
         self._pending.discard(checkpoint.name)
         best = summary.recommended["checkpoint"] if summary.recommended else "none yet"
         self._say(f"probattr-monitor watch: {checkpoint.name} {outcome} ({record.status}{_scored(record)}); "
                   f"recommended: {best}")
+        return True
 
-    def _save(self, state: WatchState, state_path: Path, began: float, record, outcome: str) -> None:
-        """Count this checkpoint's seconds outside its probe run against the share, and save the state."""
+    def _save(self, state: WatchState, state_path: Path, began: float, run_seconds: float) -> None:
+        """Count this checkpoint's seconds outside its probe run (of ``run_seconds``, already
+        counted) against the share, and save the state."""
         if self.meter is not None:
-            self.meter.count_outside_run(time.perf_counter() - began
-                                         - (record.probe_seconds if outcome != "reused" else 0.0))
+            self.meter.count_outside_run(time.perf_counter() - began - run_seconds)
             state.keep(self.meter)
         state.save(state_path)
+
+    def _skips(self, meter: OverheadMeter, sweep: SweepConfig, checkpoint: Checkpoint) -> bool:
+        """Whether this checkpoint is skipped to keep the share (``monitoring.overhead.skips_run``,
+        planned before its model is loaded, from the latest run's shape): never the first probe of
+        this session, nor a checkpoint at the end of training (``max_steps``), which the summary's
+        recommendation should see."""
+        if meter.shape is None or meter.rate is None:
+            return False
+        final = (limit := _max_steps(checkpoint.path)) is not None and checkpoint.step >= limit
+        planned = plan_run(sweep.settings, meter.scoring_available(), meter.rate, *meter.shape)
+        return skips_run(meter, planned, first=False, needed=final)
 
     def _finished(self, state: WatchState) -> bool:
         """Stop: a checkpoint at the stop step or later is logged (and current), or the end of

@@ -40,7 +40,8 @@ def fitted_settings(meter: OverheadMeter, model, tokenizer, prompts: Sequence, r
     """``settings`` fitted into the meter's attribution account for one run of ``model`` over
     ``prompts`` / ``responses``: :func:`~probattr_monitor.monitoring.overhead.plan_run` at the
     meter's rate (measured here first, by :func:`forward_rate`, when no run has measured it; those
-    seconds are the caller's to count)."""
+    seconds are the caller's to count). The run's shape is kept in ``meter.shape``, so that a
+    caller can plan the next run before loading its model (the watcher's skip)."""
     from ..api.cost import run_suffix_tokens
     from ..api.inputs import prepare_inputs
 
@@ -48,5 +49,5 @@ def fitted_settings(meter: OverheadMeter, model, tokenizer, prompts: Sequence, r
     if meter.rate is None:
         meter.rate = forward_rate(model, encoded, settings)
     positions = sum(len(prompt_in.positions) for prompt_in, _ in encoded)
-    return plan_run(settings, meter.scoring_available(), meter.rate, vocab_size_of(model), positions,
-                    run_suffix_tokens(encoded, settings))
+    meter.shape = (vocab_size_of(model), positions, run_suffix_tokens(encoded, settings))
+    return plan_run(settings, meter.scoring_available(), meter.rate, *meter.shape)

@@ -88,6 +88,8 @@ class OverheadMeter:
         guard_pair_seconds: seconds to score one guard pair, measured.
         runs: ``[(step, probe seconds, positions scored, positions total)]`` of each run.
         skipped: the steps whose run was skipped (:func:`skips_run`).
+        shape: ``(vocabulary size, scorable positions, suffix tokens per candidate)`` of the
+            latest planned run (``monitoring.fitting``), what :func:`plan_run` needs besides time.
         concurrent: the probes run beside training, in another process (the watcher), so training
             goes on while they run: its seconds are the wall seconds since ``began``, the probes'
             not taken out, and the share is of the device's wall time.
@@ -102,6 +104,7 @@ class OverheadMeter:
     guard_pair_seconds: Optional[float] = None
     runs: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    shape: Optional[tuple] = None
     concurrent: bool = False
 
     def training_seconds(self, now: Optional[float] = None) -> float:
