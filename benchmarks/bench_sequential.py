@@ -31,15 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simulate_estimator import exact_values, replay_inputs  # noqa: E402
+from simulate_estimator import exact_rows, exact_values, lookup_sampler, replay_inputs, tiny_probe_ids  # noqa: E402
 
-from probattr_monitor.probes.engines.budgeted import (  # noqa: E402
-    EVEN_SHARE,
-    PILOT_UNTIL,
-    PositionSampler,
-    head_size,
-)
-from probattr_monitor.probes.maths.estimator import QUANTITIES, allocate_draws  # noqa: E402
+from probattr_monitor.probes.engines.budgeted import PILOT_UNTIL, run_rounds  # noqa: E402
+from probattr_monitor.probes.maths.estimator import QUANTITIES  # noqa: E402
 from probattr_monitor.probes.maths.noise import attribution_band, is_noise  # noqa: E402
 from probattr_monitor.probes.types.settings import DEFAULT_AS_BAND, DEFAULT_ENTROPY_THRESHOLD, ProbeSettings  # noqa: E402
 
@@ -57,36 +52,17 @@ def decided(values: dict, stderrs: dict, z: float, band: float = DEFAULT_AS_BAND
 
 def run(samplers, costs, budget, generator, z: float | None):
     """The budget policy's rounds (``budgeted.run_rounds``), with the two-stage stop when ``z`` is
-    given. Returns each position's estimate and whether it stopped after its pilot."""
-    allowance = [budget * cost for cost in costs]
-    for sampler, cost, allowed in zip(samplers, costs, allowance):
-        sampler.draw_pilot(int((PILOT_UNTIL * allowed - sampler.token_forwards) // cost), generator)
+    given: every position draws its pilot, those whose pilot decides stop, and ``run_rounds`` goes
+    on with the others (their pilots drawn, it starts at its even share). Returns each position's
+    estimate and whether it stopped after its pilot."""
+    for sampler, cost in zip(samplers, costs):
+        sampler.draw_pilot(int((PILOT_UNTIL * budget * cost - sampler.token_forwards) // cost), generator)
     pilots = [sampler.estimate() for sampler in samplers]
     stopped = [z is not None and decided(p.values, p.stderrs, z) for p in pilots]
     going = [i for i, stop in enumerate(stopped) if not stop]
-    units, variances, unit_costs, even = [], [], [], []
-    for i in going:
-        sampler, cost, allowed, pilot = samplers[i], costs[i], allowance[i], pilots[i]
-        drawn = sum(stratum.ids.shape[0] for stratum in sampler.strata)
-        open_ids = sum(stratum.open_ids for stratum in sampler.strata)
-        for stratum, variance in zip(sampler.strata, pilot.stratum_variances):
-            units.append(stratum)
-            variances.append(variance)
-            unit_costs.append(cost)
-            share = stratum.ids.shape[0] / drawn if drawn else stratum.open_ids / max(1, open_ids)
-            even.append(min(stratum.open_ids, max(1, int(EVEN_SHARE * allowed / cost * share))))
-    if units:
-        spent = sum(samplers[i].token_forwards for i in going) + sum(e * c for e, c in zip(even, unit_costs))
-        extra = allocate_draws(
-            variances=torch.tensor(variances, dtype=torch.float64),
-            drawn=torch.tensor([unit.ids.shape[0] for unit in units]),
-            costs=torch.tensor(unit_costs), pool=sum(allowance[i] for i in going) - spent,
-            capacity=torch.tensor([max(0, unit.open_ids - e) for unit, e in zip(units, even)]))
-        for unit, evenly, more in zip(units, even, extra.tolist()):
-            unit.end_pilot()
-            unit.draw(evenly, generator)
-            unit.draw(more, generator)
-    return [pilots[i] if stopped[i] else samplers[i].estimate() for i in range(len(samplers))], stopped
+    found = dict(zip(going, run_rounds([samplers[i] for i in going], [costs[i] for i in going], budget, generator)
+                     if going else []))
+    return [found.get(i, pilot) for i, pilot in enumerate(pilots)], stopped
 
 
 def replay_group(positions, budget, seeds, z):
@@ -95,13 +71,7 @@ def replay_group(positions, budget, seeds, z):
     exact = [exact_values(p["prior"], p["b"], p["c"], p["actual"]) for p in positions]
     rows = []
     for seed in range(seeds):
-        samplers = []
-        for p in positions:
-            b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
-            samplers.append(PositionSampler(p["prior"].double(), p["approx_b"], p["approx_c"], p["actual"],
-                                            head_size(budget),
-                                            lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost),
-                                            p["look_ids"], p["look"], p["look_cost"]))
+        samplers = [lookup_sampler(p, budget) for p in positions]
         estimates, stopped = run(samplers, [p["cost"] for p in positions], budget,
                                  torch.Generator().manual_seed(seed), z)
         for sampler, found, truth, stop in zip(samplers, estimates, exact, stopped):
@@ -134,24 +104,13 @@ def _share(values) -> str:
 
 def tiny_groups():
     """``[(model name, [(model, ids, prompt length, exact rows) per prompt])]`` for the tiny benchmark models."""
-    from bench_estimator import PROMPTS, RESPONSES, tiny_models
-
-    from probattr_monitor.probes.engines.engine import score_exact
-    from probattr_monitor.probes.inputs.tokens import encode_text, start_token_id
+    from bench_estimator import tiny_models
 
     groups = []
     for name, model, tokenizer in tiny_models():
         model.eval()
-        prompts = []
-        for prompt_text, response_text in zip(PROMPTS, RESPONSES):
-            prompt = encode_text(tokenizer, prompt_text, "prompt")
-            response = encode_text(tokenizer, response_text, "response")
-            ids = torch.tensor([start_token_id(tokenizer)] + prompt + response)
-            with torch.inference_mode():
-                scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
-            rows = [(k, scores.prior[k], scores.rest_prompt[k], scores.response[k]) for k in range(len(prompt))]
-            prompts.append((model, ids, len(prompt), rows))
-        groups.append((name, prompts))
+        groups.append((name, [(model, ids, n_prompt, exact_rows(model, ids, n_prompt))
+                              for ids, n_prompt in tiny_probe_ids(tokenizer)]))
     return groups
 
 

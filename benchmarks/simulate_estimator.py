@@ -60,6 +60,15 @@ def replay_inputs(model, ids, n_prompt, rows, budget):
     return positions
 
 
+def lookup_sampler(p: dict, budget: int, look: Optional[tuple] = None) -> PositionSampler:
+    """The budget policy's sampler at a position of :func:`replay_inputs`, scoring by looking its
+    exact ``b`` and ``c`` up; ``look``: ``(ids, guess, token_forwards)`` in place of its lookahead."""
+    b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
+    look_ids, guess, look_cost = look if look is not None else (p["look_ids"], p["look"], p["look_cost"])
+    return PositionSampler(p["prior"].double(), p["approx_b"], p["approx_c"], p["actual"], head_size(budget),
+                           lambda ids: (b[ids], c[ids], ids.shape[0] * cost), look_ids, guess, look_cost)
+
+
 def replay(positions, budget, seeds):
     """``positions``: dicts with ``prior, b, c, approx_b, approx_c, actual, cost`` (suffix tokens per
     candidate) and ``look_ids, look, look_cost``, as from :func:`replay_inputs`, scored together as one
@@ -73,22 +82,7 @@ def replay(positions, budget, seeds):
     signed = torch.zeros(len(positions), seeds, dtype=torch.float64)
     forwards = torch.zeros(len(positions), dtype=torch.float64)
     for seed in range(seeds):
-        samplers = []
-        for p in positions:
-            b, c, cost = p["b"].double(), p["c"].double(), p["cost"]
-            samplers.append(
-                PositionSampler(
-                    p["prior"].double(),
-                    p["approx_b"],
-                    p["approx_c"],
-                    p["actual"],
-                    head_size(budget),
-                    lambda ids, b=b, c=c, cost=cost: (b[ids], c[ids], ids.shape[0] * cost),
-                    p["look_ids"],
-                    p["look"],
-                    p["look_cost"],
-                )
-            )
+        samplers = [lookup_sampler(p, budget) for p in positions]
         estimates = run_rounds(samplers, [p["cost"] for p in positions], budget, torch.Generator().manual_seed(seed))
         for row, (found, truth, sampler) in enumerate(zip(estimates, exact, samplers)):
             signed[row, seed] = found.values["attribution_score"] - truth["attribution_score"]
@@ -157,30 +151,38 @@ def smollm2(folder: Path, seeds: int, budget: Optional[int], widen: Optional[lis
     )
 
 
-def tiny(seeds: int, budget: Optional[int]):
-    from bench_estimator import PROMPTS, RESPONSES, tiny_models
+def tiny_probe_ids(tokenizer):
+    """``(ids, prompt length)`` of each prompt and response of the tiny benchmark set (``bench_estimator``)."""
+    from bench_estimator import PROMPTS, RESPONSES
 
-    from probattr_monitor.probes.engines.engine import score_exact
     from probattr_monitor.probes.inputs.tokens import encode_text, start_token_id
+
+    for prompt_text, response_text in zip(PROMPTS, RESPONSES):
+        prompt = encode_text(tokenizer, prompt_text, "prompt")
+        response = encode_text(tokenizer, response_text, "response")
+        yield torch.tensor([start_token_id(tokenizer)] + prompt + response), len(prompt)
+
+
+def exact_rows(model, ids, n_prompt) -> list:
+    """``[(k, prior, b, c)]`` of every prompt position of ``ids``, scored exactly on ``model``."""
+    from probattr_monitor.probes.engines.engine import score_exact
+
+    with torch.inference_mode():
+        scores = score_exact(model, ids, n_prompt, ProbeSettings(progress=False))
+    return [(k, scores.prior[k], scores.rest_prompt[k], scores.response[k]) for k in range(n_prompt)]
+
+
+def tiny(seeds: int, budget: Optional[int]):
+    from bench_estimator import tiny_models
 
     for name, model, tokenizer in tiny_models():
         model.eval()
         all_errors, all_cover, spent, exact_cost = [], [], 0.0, 0
-        for prompt_text, response_text in zip(PROMPTS, RESPONSES):
-            prompt = encode_text(tokenizer, prompt_text, "prompt")
-            response = encode_text(tokenizer, response_text, "response")
-            ids = torch.tensor([start_token_id(tokenizer)] + prompt + response)
-            with torch.inference_mode():
-                scores = score_exact(model, ids, len(prompt), ProbeSettings(progress=False))
-            vocab = scores.prior.shape[1]
+        for ids, n_prompt in tiny_probe_ids(tokenizer):
+            rows = exact_rows(model, ids, n_prompt)
+            vocab = rows[0][1].shape[0]
             resolved = ProbeSettings(candidate_budget=budget).budget_for(vocab)
-            positions = replay_inputs(
-                model,
-                ids,
-                len(prompt),
-                [(k, scores.prior[k], scores.rest_prompt[k], scores.response[k]) for k in range(len(prompt))],
-                resolved,
-            )
+            positions = replay_inputs(model, ids, n_prompt, rows, resolved)
             errors, coverage, forwards, *_ = replay(positions, resolved, seeds)
             all_errors.append(errors.flatten())
             all_cover += coverage
