@@ -36,6 +36,7 @@ from rich.console import Console
 
 from probattr_monitor.demo.grammar import HiddenMarkovGrammar
 from probattr_monitor.demo.run import DemoConfig, probe_set, run_demo
+from probattr_monitor.watch import STATE_FILE
 
 
 def probe_seconds(folder: Path) -> float:
@@ -98,11 +99,11 @@ def main() -> None:
         if watcher.returncode != 0:
             raise SystemExit(f"the watcher failed: {err[-2000:]}")
         measured["watch"].append({"train": report.train_seconds, "probes": probe_seconds(watch_dir), "lag": lag})
-        spent = json.loads((watch_dir / ".probattr-watch.json").read_text()).get("spent") or {}
+        spent = json.loads((watch_dir / STATE_FILE).read_text()).get("spent") or {}
         if spent.get("since"):  # the watcher's own account: every second it spent, loading included
-            print(f"watcher's metered share: {spent['probe_seconds']:.1f} s of {time.time() - spent['since']:.1f} s "
-                  f"since the first checkpoint ({spent['probe_seconds'] / (time.time() - spent['since']):.1%}; "
-                  f"--max-overhead {args.watch_max_overhead})")
+            elapsed = time.time() - spent["since"]
+            print(f"watcher's metered share: {spent['probe_seconds']:.1f} s of {elapsed:.1f} s since the first "
+                  f"checkpoint ({spent['probe_seconds'] / elapsed:.1%}; --max-overhead {args.watch_max_overhead})")
     rows = {name: {key: (statistics.median(r[key] for r in runs) if runs[0][key] is not None else None)
                    for key in runs[0]} for name, runs in measured.items()}
     print("train loop seconds per round: " + "; ".join(

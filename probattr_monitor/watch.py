@@ -265,6 +265,13 @@ def _stamp(folder: Path) -> list:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _logged_entry(checkpoint: Checkpoint, **more) -> dict:
+    """The state's entry of a checkpoint handled now: its step, its ``trainer_state.json`` stamp,
+    the ``max_steps`` it states, and ``more`` (the plan's ``max_positions``, or ``skipped``)."""
+    return {"step": checkpoint.step, "stamp": _stamp(checkpoint.path), "max_steps": _max_steps(checkpoint.path),
+            **more}
+
+
 def _max_steps(folder: Path) -> Optional[int]:
     try:
         value = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("max_steps")
@@ -485,8 +492,7 @@ class Watcher:
         key = sweep.key_for(checkpoint)  # a record of every position is reused, whatever the share
         meter = self._meter(state)
         if meter is not None and self._skips(meter, sweep, checkpoint):
-            state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
-                                             "max_steps": _max_steps(checkpoint.path), "skipped": True}
+            state.logged[checkpoint.name] = _logged_entry(checkpoint, skipped=True)
             meter.skipped.append(step)
             self._say(f"probattr-monitor watch: {checkpoint.name} skipped: "
                       + (skipped_line(meter, step) if len(meter.skipped) == 1 else "max_overhead"))
@@ -505,9 +511,7 @@ class Watcher:
             self._save(state, state_path, began, record.probe_seconds)
             self._pending.discard(checkpoint.name)
             return False
-        state.logged[checkpoint.name] = {"step": step, "stamp": _stamp(checkpoint.path),
-                                         "max_steps": _max_steps(checkpoint.path),
-                                         "max_positions": record.settings.get("max_positions")}
+        state.logged[checkpoint.name] = _logged_entry(checkpoint, max_positions=record.settings.get("max_positions"))
         done = [c for c in named_checkpoints(self.run_dir)
                 if c.name in state.logged and not state.logged[c.name].get("skipped")]
         done = [Checkpoint(recorded_step(c.path) or c.step, c.path) for c in done if c.path.is_dir()]
